@@ -1,0 +1,39 @@
+/* libbpf for Swift, wrapped once. Swift sees libbpf's own API plus a few
+ * shims for what does not import: LIBBPF_OPTS structs (their .sz must be
+ * set), BTF's static inline accessors, and ring buffer callbacks. Every shim
+ * returns 0 or a negative errno, like libbpf 1.x. */
+#ifndef CLIBBPF_H
+#define CLIBBPF_H
+
+#include <stddef.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+
+/* BPF_PROG_TEST_RUN as if the packet arrived on `ifindex`: the context is
+ * an xdp_md (xdp != 0) or an __sk_buff. */
+int mz_prog_test_run(int prog_fd, int xdp, __u32 ifindex, const void *data_in, __u32 size_in,
+		     void *data_out, __u32 *size_out, __u32 repeat, __u32 *retval,
+		     __u32 *duration_ns);
+
+int mz_map_update_batch(int map_fd, const void *keys, const void *values, __u32 *count,
+			__u64 elem_flags);
+
+/* BTF: a type's kind, member count, and one member's name and bit offset. */
+int mz_btf_kind(const struct btf_type *t);
+int mz_btf_vlen(const struct btf_type *t);
+const char *mz_btf_member(const struct btf *btf, const struct btf_type *t, int i,
+			  __u32 *bit_offset, __u32 *type_id);
+
+/* Ring buffer reader that copies records of up to record_size bytes into a
+ * caller's buffer. */
+struct mz_ringbuf;
+struct mz_ringbuf *mz_ringbuf_open(int map_fd, size_t record_size);
+/* Consumes what is there now; returns the number of records copied. */
+int mz_ringbuf_read(struct mz_ringbuf *rb, void *out, int max_records);
+void mz_ringbuf_close(struct mz_ringbuf *rb);
+
+/* Silences libbpf's warnings (1) or lets them through to stderr (0). */
+void mz_libbpf_quiet(int quiet);
+
+#endif

@@ -1,0 +1,119 @@
+#include "clibbpf.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int mz_prog_test_run(int prog_fd, int xdp, __u32 ifindex, const void *data_in, __u32 size_in,
+		     void *data_out, __u32 *size_out, __u32 repeat, __u32 *retval,
+		     __u32 *duration_ns)
+{
+	struct xdp_md xctx = { .data_end = size_in, .ingress_ifindex = ifindex };
+	struct __sk_buff sctx = { .ifindex = ifindex };
+	void *ctx = xdp ? (void *)&xctx : (void *)&sctx;
+	__u32 ctx_size = xdp ? sizeof(xctx) : sizeof(sctx);
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data_in, .data_size_in = size_in,
+		    .data_out = data_out, .data_size_out = *size_out, .ctx_in = ctx,
+		    .ctx_size_in = ctx_size, .repeat = repeat);
+	int err = bpf_prog_test_run_opts(prog_fd, &opts);
+	if (err)
+		return err < 0 ? err : -errno;
+	*size_out = opts.data_size_out;
+	*retval = opts.retval;
+	*duration_ns = opts.duration;
+	return 0;
+}
+
+int mz_map_update_batch(int map_fd, const void *keys, const void *values, __u32 *count,
+			__u64 elem_flags)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = elem_flags);
+	int err = bpf_map_update_batch(map_fd, keys, values, count, &opts);
+	return err < 0 ? err : 0;
+}
+
+int mz_btf_kind(const struct btf_type *t) { return btf_kind(t); }
+int mz_btf_vlen(const struct btf_type *t) { return btf_vlen(t); }
+
+const char *mz_btf_member(const struct btf *btf, const struct btf_type *t, int i,
+			  __u32 *bit_offset, __u32 *type_id)
+{
+	const struct btf_member *m = btf_members(t) + i;
+	*bit_offset = btf_member_bit_offset(t, i);
+	*type_id = m->type;
+	return btf__name_by_offset(btf, m->name_off);
+}
+
+struct mz_ringbuf {
+	struct ring_buffer *rb;
+	size_t record_size;
+	char *out;
+	int max;
+	int n;
+};
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+	struct mz_ringbuf *r = ctx;
+	if (r->n >= r->max)
+		return 1; /* stop: the caller's buffer is full, the rest stays queued */
+	size_t len = size < r->record_size ? size : r->record_size;
+	memset(r->out + (size_t)r->n * r->record_size, 0, r->record_size);
+	memcpy(r->out + (size_t)r->n * r->record_size, data, len);
+	r->n++;
+	return 0;
+}
+
+struct mz_ringbuf *mz_ringbuf_open(int map_fd, size_t record_size)
+{
+	struct mz_ringbuf *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->record_size = record_size;
+	r->rb = ring_buffer__new(map_fd, on_record, r, NULL);
+	if (!r->rb) {
+		int e = errno;
+		free(r);
+		errno = e;
+		return NULL;
+	}
+	return r;
+}
+
+int mz_ringbuf_read(struct mz_ringbuf *r, void *out, int max_records)
+{
+	r->out = out;
+	r->max = max_records;
+	r->n = 0;
+	int err = ring_buffer__consume(r->rb);
+	if (err < 0 && r->n == 0)
+		return err;
+	return r->n;
+}
+
+void mz_ringbuf_close(struct mz_ringbuf *r)
+{
+	if (!r)
+		return;
+	ring_buffer__free(r->rb);
+	free(r);
+}
+
+static int quiet_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	return 0;
+}
+
+static int warn_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, args);
+}
+
+void mz_libbpf_quiet(int quiet)
+{
+	libbpf_set_print(quiet ? quiet_print : warn_print);
+}

@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * mizar_abi.h — every layout that crosses the kernel/user boundary.
+ *
+ * The BPF programs include this header and Swift imports it as the C module
+ * CMizarABI, so both sides compile against one definition. A test compares the
+ * map key/value layouts recorded in the built objects' BTF with Swift's view.
+ *
+ * Rules: no packed structs, explicit padding, sizes asserted below. Fields
+ * typed __be16/__be32 are in network byte order; everything else is host
+ * order. The VNI is a 24-bit value kept in the low bits of a host-order u32.
+ */
+#ifndef MIZAR_ABI_H
+#define MIZAR_ABI_H
+
+#include <linux/types.h>
+
+/* ---- wire format -------------------------------------------------------- */
+
+#define MZ_GENEVE_PORT 6081
+#define MZ_ETH_P_TEB 0x6558 /* Geneve protocol: transparent Ethernet bridging */
+/* Option class from the range RFC 8926 leaves for experimental use. */
+#define MZ_GENEVE_CLASS 0xFF4D
+#define MZ_GENEVE_CRITICAL 0x80 /* high bit of an option type (RFC 8926 §3.5) */
+
+/* Option types of MZ_GENEVE_CLASS. */
+enum mz_opt_type {
+	MZ_OPT_RTS = 0x01,     /* return to sender: where the inner source lives */
+	MZ_OPT_REWRITE = 0x02, /* scaled endpoint flow rewrite (reserved) */
+};
+
+/* RTS flags. */
+#define MZ_RTS_F_DIRECT 0x01 /* sent on the direct path, not via a bouncer */
+
+struct mz_geneve {
+	__u8 ver_optlen; /* version << 6 | option length in 4-byte words */
+	__u8 flags;      /* O (0x80) and C (0x40) bits */
+	__be16 protocol;
+	__u8 vni[3];
+	__u8 reserved;
+};
+
+struct mz_geneve_opt {
+	__be16 opt_class;
+	__u8 type;
+	__u8 length; /* low 5 bits: data length in 4-byte words */
+};
+
+/* Return-to-sender option: the host of the inner frame's sender. A bouncer
+ * answering ARP puts the target's host here, a divider puts itself. */
+struct mz_opt_rts {
+	struct mz_geneve_opt hdr;
+	__be32 host_ip;
+	__u8 host_mac[6];
+	__u8 flags; /* MZ_RTS_F_* */
+	__u8 reserved;
+};
+
+#define MZ_ETH_LEN 14
+#define MZ_IPV4_LEN 20
+#define MZ_UDP_LEN 8
+#define MZ_GENEVE_LEN 8
+/* What the agent prepends: outer Ethernet, IPv4 (no options), UDP, Geneve and
+ * the RTS option. Endpoint MTU = underlay MTU - (MZ_ENCAP_LEN - MZ_ETH_LEN). */
+#define MZ_ENCAP_LEN (MZ_ETH_LEN + MZ_IPV4_LEN + MZ_UDP_LEN + MZ_GENEVE_LEN + 16)
+#define MZ_GENEVE_MAX_OPTS 16
+#define MZ_UDP_SPORT_BASE 49152 /* flow-hash source ports: 49152..65535 */
+
+/* ---- table limits ------------------------------------------------------- */
+
+#define MZ_MAX_BOUNCERS 32 /* per subnet */
+#define MZ_MAX_DIVIDERS 32 /* per VPC */
+#define MZ_MAX_VPCS 16384
+#define MZ_MAX_SUBNETS 65536
+#define MZ_MAX_ENDPOINTS (1 << 20) /* bouncer table: endpoint -> host */
+#define MZ_MAX_LOCAL 65536         /* endpoints on this host */
+#define MZ_MAX_HOSTCACHE (1 << 18) /* learned endpoint -> host (direct path) */
+#define MZ_EVENTS_BYTES (1 << 20)
+
+/* ---- map keys and values ------------------------------------------------ */
+
+/* A host on the substrate network: a droplet. */
+struct mz_host {
+	__be32 ip;
+	__u8 mac[6];
+	__u16 reserved;
+};
+
+/* mz_droplet[0]: this host's own droplet and the interface it sits on. */
+struct mz_droplet {
+	struct mz_host self;
+	__u32 ifindex;
+	__u32 reserved;
+};
+
+/* Key of every (VPC, address) table. */
+struct mz_ep_key {
+	__u32 vni;
+	__be32 ip;
+};
+
+struct mz_vpc_key {
+	__u32 vni;
+};
+
+#define MZ_VPC_F_DIVIDER 0x01 /* this host is a divider of the VPC */
+
+/* mz_vpcs: VPCs known on this host; a VNI missing here is dropped. */
+struct mz_vpc {
+	__u32 flags;
+	__u32 n_dividers;
+	struct mz_host dividers[MZ_MAX_DIVIDERS];
+};
+
+/* mz_subnets, an LPM trie: prefixlen = 32 + the subnet's prefix length, so
+ * the VNI always matches exactly and the address by prefix. */
+struct mz_subnet_key {
+	__u32 prefixlen;
+	__u32 vni;
+	__be32 ip;
+};
+
+#define MZ_SUBNET_F_BOUNCER 0x01 /* this host is a bouncer of the subnet */
+
+struct mz_subnet {
+	__u32 vni;
+	__be32 ip;
+	__u8 prefixlen;
+	__u8 flags;
+	__u16 n_bouncers;
+	struct mz_host bouncers[MZ_MAX_BOUNCERS];
+};
+
+enum mz_ep_kind {
+	MZ_EP_SIMPLE = 1,
+	MZ_EP_SCALED = 2,
+	MZ_EP_HOST = 3,
+	MZ_EP_GATEWAY = 4,
+};
+
+/* mz_endpoints: the bouncer's table, endpoint -> the host it lives on. */
+struct mz_endpoint {
+	struct mz_host host;
+	__u8 mac[6];
+	__u8 kind; /* enum mz_ep_kind */
+	__u8 flags;
+};
+
+/* mz_local: endpoints on this host, for delivery (decap or same host). */
+struct mz_local_ep {
+	__u32 ifindex; /* host-side veth */
+	__u8 mac[6];
+	__u16 reserved;
+};
+
+struct mz_iface_key {
+	__u32 ifindex;
+};
+
+/* mz_ifaces: the agent's view of the endpoint behind a host-side veth. The
+ * agent trusts only this, never the packet, for the sender's identity. */
+struct mz_iface {
+	__u32 vni;
+	__be32 ip;
+	__u8 mac[6];
+	__u8 subnet_prefixlen;
+	__u8 flags;
+	__be32 subnet_ip;
+	__be32 gateway_ip;
+	__u8 gateway_mac[6];
+	__u16 reserved;
+};
+
+/* mz_hostcache (LRU): learned endpoint -> host, the direct path. */
+struct mz_cached_host {
+	struct mz_host host;
+	__u32 flags;
+	__u64 learned_ns;
+};
+
+struct mz_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#define MZ_TRACE_DROPS 0x01 /* an event for every drop */
+#define MZ_TRACE_ALL 0x02   /* an event for every packet */
+
+/* mz_knobs[0]: run-time switches, written by user space at any time. */
+struct mz_knobs {
+	__u32 trace; /* MZ_TRACE_* */
+	__u32 reserved;
+};
+
+/* Load-time settings: the programs' .rodata.mzcfg, set before load. */
+struct mz_config {
+	__u8 outer_ttl;
+	__u8 direct_path; /* learn and use endpoint -> host entries */
+	__u16 reserved;
+	__u32 reserved2;
+};
+
+/* ---- verdicts, counters, drop reasons ----------------------------------- */
+
+enum mz_verdict {
+	MZ_V_PASS = 1,     /* to the host's own stack */
+	MZ_V_DROP = 2,
+	MZ_V_TX = 3,       /* back out of the interface it arrived on */
+	MZ_V_REDIRECT = 4, /* out of (or into) another interface */
+};
+
+enum mz_program {
+	MZ_PROG_TRANSIT = 1,
+	MZ_PROG_AGENT = 2,
+};
+
+enum mz_hook {
+	MZ_HOOK_ID_XDP = 1,
+	MZ_HOOK_ID_TC = 2,
+};
+
+/* Indexes of mz_counters. Each program counts its verdicts; the path
+ * counters say which way a packet went. */
+enum mz_counter_id {
+	/* per verdict, in enum mz_verdict order: a program's packets are their sum */
+	MZ_CNT_TRANSIT_PASS = 0,
+	MZ_CNT_TRANSIT_DROP,
+	MZ_CNT_TRANSIT_TX,
+	MZ_CNT_TRANSIT_REDIRECT,
+	MZ_CNT_AGENT_PASS,
+	MZ_CNT_AGENT_DROP,
+	MZ_CNT_AGENT_TX,
+	MZ_CNT_AGENT_REDIRECT,
+	MZ_CNT_DELIVER,        /* decapsulated into a local endpoint */
+	MZ_CNT_LOCAL_DELIVER,  /* same host, no encapsulation */
+	MZ_CNT_BOUNCER_FWD,    /* bounced to the endpoint's host */
+	MZ_CNT_BOUNCER_ARP,    /* ARP answered by a bouncer */
+	MZ_CNT_DIVIDER_FWD,    /* divider to a bouncer */
+	MZ_CNT_DIVIDER_DIRECT, /* divider straight to a learned host */
+	MZ_CNT_ENCAP_BOUNCER,
+	MZ_CNT_ENCAP_DIVIDER,
+	MZ_CNT_ENCAP_DIRECT,
+	MZ_CNT_AGENT_ARP,      /* ARP answered by the agent (gateway, same host) */
+	MZ_CNT_SELF_HANDOFF,   /* agent's next hop is this very host */
+	MZ_CNT_CACHE_LEARN,    /* endpoint -> host learned or changed */
+	MZ_CNT__MAX,
+};
+
+/* Drop reasons: the index of mz_drops and the name the CLI shows. Helpers
+ * return a negative reason; only the entry point turns it into a drop. */
+enum mz_drop_reason {
+	MZ_DROP_TRUNC_ETH = 1,
+	MZ_DROP_OUTER_IP,        /* outer IPv4 malformed or truncated */
+	MZ_DROP_OUTER_FRAGMENT,  /* fragmented tunnel packet */
+	MZ_DROP_TRUNC_UDP,
+	MZ_DROP_TRUNC_GENEVE,
+	MZ_DROP_GENEVE_VERSION,
+	MZ_DROP_GENEVE_OAM,      /* control packets are not used */
+	MZ_DROP_GENEVE_PROTO,    /* payload is not Ethernet */
+	MZ_DROP_GENEVE_OPTIONS,  /* option lengths overrun or too many */
+	MZ_DROP_GENEVE_CRITICAL, /* unknown critical option */
+	MZ_DROP_NO_RTS,          /* no return-to-sender option */
+	MZ_DROP_UNKNOWN_VNI,
+	MZ_DROP_TTL_EXCEEDED,
+	MZ_DROP_TRUNC_INNER,     /* inner frame shorter than its headers */
+	MZ_DROP_INNER_IP,        /* inner IPv4 malformed */
+	MZ_DROP_UNSUPPORTED_L3,  /* neither IPv4 nor ARP */
+	MZ_DROP_ARP_MALFORMED,
+	MZ_DROP_ARP_UNKNOWN,     /* ARP for an address no endpoint has */
+	MZ_DROP_ARP_UNSUPPORTED, /* gratuitous or unsolicited ARP */
+	MZ_DROP_NO_ENDPOINT,     /* bouncer: unknown endpoint in its subnet */
+	MZ_DROP_NO_ROUTE,        /* no subnet, bouncer or divider for it here */
+	MZ_DROP_NO_BOUNCER,      /* subnet has no bouncers */
+	MZ_DROP_NO_DIVIDER,      /* VPC has no dividers */
+	MZ_DROP_STALE_DIRECT,    /* direct-path packet for an endpoint not here */
+	MZ_DROP_LOOP,            /* next hop is this host, but nothing local */
+	MZ_DROP_NO_IFACE,        /* agent on an interface with no endpoint */
+	MZ_DROP_NO_DROPLET,      /* droplet not configured */
+	MZ_DROP_SPOOF_MAC,
+	MZ_DROP_SPOOF_IP,
+	MZ_DROP_BROADCAST,       /* broadcast or multicast destination */
+	MZ_DROP_ADJUST_FAILED,   /* a head/room adjustment helper failed */
+	MZ_DROP__MAX,
+};
+
+/* One per packet when tracing (mz_knobs.trace) asks for it: mz_events. */
+struct mz_event {
+	__u64 ts_ns;
+	__u32 vni;
+	__u32 ifindex;        /* where the packet arrived */
+	__u32 target_ifindex; /* where it was redirected, or 0 */
+	__u16 verdict;        /* enum mz_verdict */
+	__u16 reason;         /* enum mz_drop_reason, 0 unless dropped */
+	__u8 program;         /* enum mz_program */
+	__u8 hook;            /* enum mz_hook */
+	__u16 length;
+	__be32 inner_src;
+	__be32 inner_dst;
+	__be32 next_hop; /* outer destination after encap or bounce, or 0 */
+	__u32 reserved;
+};
+
+/* ---- the flow hash ------------------------------------------------------ */
+
+/* Chooses bouncers and dividers and fills the UDP source port. Shared by both
+ * sides so user space can predict the choice. */
+static inline __u32 mz_mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x7feb352dU;
+	h ^= h >> 15;
+	h *= 0x846ca68bU;
+	h ^= h >> 16;
+	return h;
+}
+
+static inline __u32 mz_flow_hash(__u32 src, __u32 dst, __u32 ports_proto)
+{
+	return mz_mix32(src ^ mz_mix32(dst ^ mz_mix32(ports_proto)));
+}
+
+static inline __u16 mz_flow_sport(__u32 hash)
+{
+	return (__u16)(MZ_UDP_SPORT_BASE | (hash & 0x3fff));
+}
+
+/* ---- layout checks ------------------------------------------------------ */
+
+_Static_assert(sizeof(struct mz_geneve) == 8, "geneve header");
+_Static_assert(sizeof(struct mz_geneve_opt) == 4, "geneve option header");
+_Static_assert(sizeof(struct mz_opt_rts) == 16, "rts option");
+_Static_assert(sizeof(struct mz_host) == 12, "host");
+_Static_assert(sizeof(struct mz_droplet) == 20, "droplet");
+_Static_assert(sizeof(struct mz_ep_key) == 8, "endpoint key");
+_Static_assert(sizeof(struct mz_vpc) == 8 + 12 * MZ_MAX_DIVIDERS, "vpc");
+_Static_assert(sizeof(struct mz_subnet_key) == 12, "subnet key");
+_Static_assert(sizeof(struct mz_subnet) == 12 + 12 * MZ_MAX_BOUNCERS, "subnet");
+_Static_assert(sizeof(struct mz_endpoint) == 20, "endpoint");
+_Static_assert(sizeof(struct mz_local_ep) == 12, "local endpoint");
+_Static_assert(sizeof(struct mz_iface) == 32, "iface");
+_Static_assert(sizeof(struct mz_cached_host) == 24, "cached host");
+_Static_assert(sizeof(struct mz_counter) == 16, "counter");
+_Static_assert(sizeof(struct mz_event) == 48, "event");
+_Static_assert(sizeof(struct mz_config) == 8, "config");
+_Static_assert(__builtin_offsetof(struct mz_opt_rts, host_mac) == 8, "rts mac");
+_Static_assert(__builtin_offsetof(struct mz_subnet, bouncers) == 12, "subnet bouncers");
+_Static_assert(__builtin_offsetof(struct mz_cached_host, learned_ns) == 16, "cached ts");
+_Static_assert(MZ_ENCAP_LEN == 66, "encapsulation overhead");
+
+/* ---- names, for user space ---------------------------------------------- */
+#ifndef __bpf__
+static inline const char *mz_drop_name(__u32 reason)
+{
+	switch (reason) {
+	case MZ_DROP_TRUNC_ETH: return "trunc_eth";
+	case MZ_DROP_OUTER_IP: return "outer_ip_malformed";
+	case MZ_DROP_OUTER_FRAGMENT: return "outer_fragment";
+	case MZ_DROP_TRUNC_UDP: return "trunc_udp";
+	case MZ_DROP_TRUNC_GENEVE: return "trunc_geneve";
+	case MZ_DROP_GENEVE_VERSION: return "geneve_version";
+	case MZ_DROP_GENEVE_OAM: return "geneve_oam";
+	case MZ_DROP_GENEVE_PROTO: return "geneve_protocol";
+	case MZ_DROP_GENEVE_OPTIONS: return "geneve_options";
+	case MZ_DROP_GENEVE_CRITICAL: return "geneve_critical_option";
+	case MZ_DROP_NO_RTS: return "no_rts_option";
+	case MZ_DROP_UNKNOWN_VNI: return "unknown_vni";
+	case MZ_DROP_TTL_EXCEEDED: return "ttl_exceeded";
+	case MZ_DROP_TRUNC_INNER: return "trunc_inner";
+	case MZ_DROP_INNER_IP: return "inner_ip_malformed";
+	case MZ_DROP_UNSUPPORTED_L3: return "unsupported_l3";
+	case MZ_DROP_ARP_MALFORMED: return "arp_malformed";
+	case MZ_DROP_ARP_UNKNOWN: return "arp_unknown_target";
+	case MZ_DROP_ARP_UNSUPPORTED: return "arp_unsupported";
+	case MZ_DROP_NO_ENDPOINT: return "no_endpoint";
+	case MZ_DROP_NO_ROUTE: return "no_route";
+	case MZ_DROP_NO_BOUNCER: return "no_bouncer";
+	case MZ_DROP_NO_DIVIDER: return "no_divider";
+	case MZ_DROP_STALE_DIRECT: return "stale_direct_path";
+	case MZ_DROP_LOOP: return "loop";
+	case MZ_DROP_NO_IFACE: return "no_iface";
+	case MZ_DROP_NO_DROPLET: return "no_droplet";
+	case MZ_DROP_SPOOF_MAC: return "spoofed_mac";
+	case MZ_DROP_SPOOF_IP: return "spoofed_ip";
+	case MZ_DROP_BROADCAST: return "broadcast";
+	case MZ_DROP_ADJUST_FAILED: return "adjust_failed";
+	default: return 0;
+	}
+}
+
+static inline const char *mz_counter_name(__u32 id)
+{
+	switch (id) {
+	case MZ_CNT_TRANSIT_PASS: return "transit_pass";
+	case MZ_CNT_TRANSIT_DROP: return "transit_drop";
+	case MZ_CNT_TRANSIT_TX: return "transit_tx";
+	case MZ_CNT_TRANSIT_REDIRECT: return "transit_redirect";
+	case MZ_CNT_AGENT_PASS: return "agent_pass";
+	case MZ_CNT_AGENT_DROP: return "agent_drop";
+	case MZ_CNT_AGENT_TX: return "agent_tx";
+	case MZ_CNT_AGENT_REDIRECT: return "agent_redirect";
+	case MZ_CNT_DELIVER: return "deliver";
+	case MZ_CNT_LOCAL_DELIVER: return "local_deliver";
+	case MZ_CNT_BOUNCER_FWD: return "bouncer_forward";
+	case MZ_CNT_BOUNCER_ARP: return "bouncer_arp_reply";
+	case MZ_CNT_DIVIDER_FWD: return "divider_forward";
+	case MZ_CNT_DIVIDER_DIRECT: return "divider_direct";
+	case MZ_CNT_ENCAP_BOUNCER: return "encap_to_bouncer";
+	case MZ_CNT_ENCAP_DIVIDER: return "encap_to_divider";
+	case MZ_CNT_ENCAP_DIRECT: return "encap_direct";
+	case MZ_CNT_AGENT_ARP: return "agent_arp_reply";
+	case MZ_CNT_SELF_HANDOFF: return "self_handoff";
+	case MZ_CNT_CACHE_LEARN: return "cache_learn";
+	default: return 0;
+	}
+}
+#endif /* !__bpf__ */
+
+#endif /* MIZAR_ABI_H */

@@ -1,0 +1,121 @@
+import CLibBPF
+import Glibc
+
+/// A BPF map seen through fixed-layout Swift types (the ABI's C structs).
+/// Every operation is one syscall whose result is checked.
+public struct BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
+    public let name: String
+    public let fd: Int32
+
+    init(name: String, fd: Int32) {
+        self.name = name
+        self.fd = fd
+    }
+
+    public func update(_ key: Key, _ value: Value, flags: UInt64 = UInt64(BPF_ANY)) throws(BPFError) {
+        var k = key, v = value
+        try check(bpf_map_update_elem(fd, &k, &v, flags), "bpf_map_update_elem", name)
+    }
+
+    public func lookup(_ key: Key) throws(BPFError) -> Value? {
+        var k = key
+        return try withUnsafeTemporaryAllocation(of: Value.self, capacity: 1) { buffer throws(BPFError) -> Value? in
+            let r = bpf_map_lookup_elem(fd, &k, buffer.baseAddress!)
+            if r == -ENOENT { return nil }
+            try check(r, "bpf_map_lookup_elem", name)
+            return buffer[0]
+        }
+    }
+
+    /// Returns whether there was an entry to delete.
+    @discardableResult
+    public func delete(_ key: Key) throws(BPFError) -> Bool {
+        var k = key
+        let r = bpf_map_delete_elem(fd, &k)
+        if r == -ENOENT { return false }
+        try check(r, "bpf_map_delete_elem", name)
+        return true
+    }
+
+    public func keys() throws(BPFError) -> [Key] {
+        var result: [Key] = []
+        var next = try withUnsafeTemporaryAllocation(of: Key.self, capacity: 1) { buffer throws(BPFError) -> Key? in
+            let r = bpf_map_get_next_key(fd, nil, buffer.baseAddress!)
+            if r == -ENOENT { return nil }
+            try check(r, "bpf_map_get_next_key", name)
+            return buffer[0]
+        }
+        while var current = next {
+            result.append(current)
+            next = try withUnsafeTemporaryAllocation(of: Key.self, capacity: 1) { buffer throws(BPFError) -> Key? in
+                let r = bpf_map_get_next_key(fd, &current, buffer.baseAddress!)
+                if r == -ENOENT { return nil }
+                try check(r, "bpf_map_get_next_key", name)
+                return buffer[0]
+            }
+        }
+        return result
+    }
+
+    public func entries() throws(BPFError) -> [(key: Key, value: Value)] {
+        var result: [(key: Key, value: Value)] = []
+        for key in try keys() {
+            if let value = try lookup(key) { result.append((key, value)) }
+        }
+        return result
+    }
+
+    /// Deletes every entry. Keys are gathered first: deleting while walking
+    /// a hash map restarts the walk.
+    public func clear() throws(BPFError) {
+        for key in try keys() { try delete(key) }
+    }
+
+    /// Writes many entries in one syscall (hash maps).
+    public func updateBatch(keys: [Key], values: [Value]) throws(BPFError) {
+        precondition(keys.count == values.count)
+        var done = 0
+        while done < keys.count {
+            var count = UInt32(keys.count - done)
+            let r = keys.withUnsafeBufferPointer { k in
+                values.withUnsafeBufferPointer { v in
+                    mz_map_update_batch(fd, k.baseAddress! + done, v.baseAddress! + done, &count, 0)
+                }
+            }
+            try check(r, "bpf_map_update_batch", name)
+            done += Int(count)
+        }
+    }
+}
+
+/// A per-CPU array: one value per possible CPU for each index.
+public struct PerCPUArray<Value: BitwiseCopyable>: Sendable {
+    public let name: String
+    public let fd: Int32
+    let cpus: Int
+
+    init(name: String, fd: Int32) throws(BPFError) {
+        self.name = name
+        self.fd = fd
+        self.cpus = Int(try check(libbpf_num_possible_cpus(), "libbpf_num_possible_cpus"))
+    }
+
+    public func values(at index: UInt32) throws(BPFError) -> [Value] {
+        // The kernel rounds each CPU's slot up to 8 bytes.
+        let stride = (MemoryLayout<Value>.size + 7) & ~7
+        var key = index
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: stride * cpus, alignment: 8)
+        defer { raw.deallocate() }
+        try check(bpf_map_lookup_elem(fd, &key, raw), "bpf_map_lookup_elem", name)
+        return (0..<cpus).map { raw.load(fromByteOffset: $0 * stride, as: Value.self) }
+    }
+
+    public func zero(at index: UInt32) throws(BPFError) {
+        let stride = (MemoryLayout<Value>.size + 7) & ~7
+        var key = index
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: stride * cpus, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: stride * cpus)
+        try check(bpf_map_update_elem(fd, &key, raw, UInt64(BPF_ANY)), "bpf_map_update_elem", name)
+    }
+}

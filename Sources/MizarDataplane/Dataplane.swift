@@ -1,0 +1,168 @@
+import CLibBPF
+import CMizarABI
+import Glibc
+
+/// The data plane of one host: the transit and agent programs, built for the
+/// requested hooks, over one shared set of maps.
+///
+/// Maps are shared by name: the first object loaded creates each `mz_*` map
+/// and later objects reuse it. With a pin directory, maps are pinned there
+/// and an existing pin is adopted instead, so a restarted daemon keeps the
+/// tables the kernel is forwarding with.
+public final class Dataplane: @unchecked Sendable {
+    // @unchecked: every stored property is immutable after init; the kernel
+    // serialises concurrent map operations.
+
+    public struct Programs: Sendable {
+        public let transit: BPFProgram
+        public let agent: BPFProgram
+    }
+
+    public let programs: [Hook: Programs]
+    public let config: mz_config
+    private let objects: [BPFObject]
+    let mapFDs: [String: Int32]
+
+    public let droplet: BPFMap<UInt32, mz_droplet>
+    public let knobs: BPFMap<UInt32, mz_knobs>
+    public let vpcs: BPFMap<mz_vpc_key, mz_vpc>
+    public let subnets: BPFMap<mz_subnet_key, mz_subnet>
+    public let endpoints: BPFMap<mz_ep_key, mz_endpoint>
+    public let local: BPFMap<mz_ep_key, mz_local_ep>
+    public let ifaces: BPFMap<mz_iface_key, mz_iface>
+    public let hostCache: BPFMap<mz_ep_key, mz_cached_host>
+    public let counters: PerCPUArray<mz_counter>
+    public let drops: PerCPUArray<mz_counter>
+    public let eventsFD: Int32
+
+    public static let defaultConfig = mz_config(outer_ttl: 64, direct_path: 1, reserved: 0, reserved2: 0)
+
+    /// The names of the maps every program shares.
+    public static let sharedMaps = [
+        "mz_droplet", "mz_knobs", "mz_vpcs", "mz_subnets", "mz_endpoints", "mz_local",
+        "mz_ifaces", "mz_hostcache", "mz_counters", "mz_drops", "mz_events",
+    ]
+
+    public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, config: mz_config = Dataplane.defaultConfig,
+                pinDirectory: String? = nil) throws(BPFError) {
+        self.config = config
+        var fds: [String: Int32] = [:]
+        var objects: [BPFObject] = []
+        var programs: [Hook: Programs] = [:]
+        for hook in hooks {
+            var loaded: [String: BPFProgram] = [:]
+            for program in ["transit", "agent"] {
+                let object = try BPFObject(path: "\(objectDirectory)/\(program).\(hook.rawValue).o")
+                try Dataplane.prepare(object, config: config, shared: fds, pinDirectory: pinDirectory)
+                try object.load()
+                for (name, map) in object.maps where Dataplane.sharedMaps.contains(name) {
+                    fds[name] = try check(bpf_map__fd(map), "bpf_map__fd", name)
+                }
+                loaded[program] = try object.program(named: "mz_\(program)", hook: hook)
+                objects.append(object)
+            }
+            programs[hook] = Programs(transit: loaded["transit"]!, agent: loaded["agent"]!)
+        }
+        self.objects = objects
+        self.programs = programs
+        self.mapFDs = fds
+
+        func fd(_ name: String) throws(BPFError) -> Int32 {
+            guard let fd = fds[name] else { throw BPFError(call: "find map", subject: name, errno: ENOENT) }
+            return fd
+        }
+        droplet = BPFMap(name: "mz_droplet", fd: try fd("mz_droplet"))
+        knobs = BPFMap(name: "mz_knobs", fd: try fd("mz_knobs"))
+        vpcs = BPFMap(name: "mz_vpcs", fd: try fd("mz_vpcs"))
+        subnets = BPFMap(name: "mz_subnets", fd: try fd("mz_subnets"))
+        endpoints = BPFMap(name: "mz_endpoints", fd: try fd("mz_endpoints"))
+        local = BPFMap(name: "mz_local", fd: try fd("mz_local"))
+        ifaces = BPFMap(name: "mz_ifaces", fd: try fd("mz_ifaces"))
+        hostCache = BPFMap(name: "mz_hostcache", fd: try fd("mz_hostcache"))
+        counters = try PerCPUArray(name: "mz_counters", fd: try fd("mz_counters"))
+        drops = try PerCPUArray(name: "mz_drops", fd: try fd("mz_drops"))
+        eventsFD = try fd("mz_events")
+    }
+
+    private static func prepare(_ object: BPFObject, config: mz_config, shared: [String: Int32],
+                                pinDirectory: String?) throws(BPFError) {
+        for (name, map) in object.maps {
+            if name == ".rodata.mzcfg" {
+                var value = config
+                try check(bpf_map__set_initial_value(map, &value, MemoryLayout<mz_config>.size),
+                          "bpf_map__set_initial_value", name)
+            } else if sharedMaps.contains(name) {
+                if let pinDirectory {
+                    try check(bpf_map__set_pin_path(map, "\(pinDirectory)/\(name)"), "bpf_map__set_pin_path", name)
+                } else if let fd = shared[name] {
+                    try check(bpf_map__reuse_fd(map, fd), "bpf_map__reuse_fd", name)
+                }
+            }
+        }
+    }
+
+    /// Key and value sizes and member offsets of every map, as the BTF of the
+    /// loaded objects records them: what the layout check compares.
+    public func btfLayouts() -> [MapLayout] {
+        var result: [MapLayout] = []
+        for object in objects {
+            guard let btf = object.btf() else { continue }
+            for (name, map) in object.maps where Dataplane.sharedMaps.contains(name) {
+                let keyID = bpf_map__btf_key_type_id(map)
+                let valueID = bpf_map__btf_value_type_id(map)
+                result.append(MapLayout(
+                    object: object.path, map: name,
+                    key: keyID == 0 ? nil : TypeLayout(btf: btf, id: keyID),
+                    value: valueID == 0 ? nil : TypeLayout(btf: btf, id: valueID),
+                    keySize: bpf_map__key_size(map), valueSize: bpf_map__value_size(map)))
+            }
+        }
+        return result
+    }
+}
+
+/// A map's layout in one object.
+public struct MapLayout: Sendable {
+    public let object: String
+    public let map: String
+    public let key: TypeLayout?
+    public let value: TypeLayout?
+    public let keySize: UInt32
+    public let valueSize: UInt32
+}
+
+/// A BTF type: its name, size and (for a struct) members' byte offsets.
+public struct TypeLayout: Sendable, Equatable {
+    public let name: String
+    public let size: Int
+    public let members: [String: Int]
+
+    init(btf: OpaquePointer, id: UInt32) {
+        let resolved = btf__resolve_type(btf, id)
+        let typeID = resolved < 0 ? id : UInt32(resolved)
+        let t = btf__type_by_id(btf, typeID)!
+        name = String(cString: btf__name_by_offset(btf, t.pointee.name_off))
+        size = Int(btf__resolve_size(btf, typeID))
+        var members: [String: Int] = [:]
+        if mz_btf_kind(t) == BTF_KIND_STRUCT {
+            for i in 0..<mz_btf_vlen(t) {
+                var bits: UInt32 = 0, memberType: UInt32 = 0
+                let memberName = String(cString: mz_btf_member(btf, t, i, &bits, &memberType))
+                members[memberName] = Int(bits / 8)
+            }
+        }
+        self.members = members
+    }
+
+    public init(name: String, size: Int, members: [String: Int]) {
+        self.name = name
+        self.size = size
+        self.members = members
+    }
+}
+
+extension Dataplane {
+    /// libbpf prints warnings (and verifier logs on failure) to stderr
+    /// unless quiet.
+    public static func setLibbpfQuiet(_ quiet: Bool) { mz_libbpf_quiet(quiet ? 1 : 0) }
+}

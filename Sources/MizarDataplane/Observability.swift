@@ -1,0 +1,66 @@
+import CLibBPF
+import CMizarABI
+import Glibc
+
+/// Packets and bytes, summed over CPUs.
+public struct CounterValue: Equatable, Sendable {
+    public var packets: UInt64
+    public var bytes: UInt64
+    public static let zero = CounterValue(packets: 0, bytes: 0)
+}
+
+public enum DropReason {
+    /// Every drop reason's number and the name the CLI and metrics show.
+    public static var all: [(reason: UInt32, name: String)] {
+        (1..<UInt32(MZ_DROP__MAX.rawValue)).map { ($0, String(cString: mz_drop_name($0))) }
+    }
+
+    public static func name(_ reason: UInt32) -> String {
+        mz_drop_name(reason).map { String(cString: $0) } ?? "unknown(\(reason))"
+    }
+}
+
+public enum CounterID {
+    public static var all: [(id: UInt32, name: String)] {
+        (0..<UInt32(MZ_CNT__MAX.rawValue)).map { ($0, String(cString: mz_counter_name($0))) }
+    }
+}
+
+extension Dataplane {
+    private static func sum(_ values: [mz_counter]) -> CounterValue {
+        values.reduce(.zero) { CounterValue(packets: $0.packets + $1.packets, bytes: $0.bytes + $1.bytes) }
+    }
+
+    /// Every counter by name.
+    public func counterValues() throws(BPFError) -> [String: CounterValue] {
+        var result: [String: CounterValue] = [:]
+        for (id, name) in CounterID.all { result[name] = Dataplane.sum(try counters.values(at: id)) }
+        return result
+    }
+
+    /// Drops by reason name.
+    public func dropValues() throws(BPFError) -> [String: CounterValue] {
+        var result: [String: CounterValue] = [:]
+        for (reason, name) in DropReason.all { result[name] = Dataplane.sum(try drops.values(at: reason)) }
+        return result
+    }
+}
+
+/// Reads the trace events the programs emit (mz_knobs.trace says which).
+public final class EventReader {
+    private let rb: OpaquePointer
+
+    public init(_ dataplane: Dataplane) throws(BPFError) {
+        rb = try check(mz_ringbuf_open(dataplane.eventsFD, MemoryLayout<mz_event>.size), "ring_buffer__new", "mz_events")
+    }
+
+    deinit { mz_ringbuf_close(rb) }
+
+    /// The events queued now, oldest first.
+    public func drain(max: Int = 4096) throws(BPFError) -> [mz_event] {
+        var out = [mz_event](repeating: mz_event(), count: max)
+        let n = out.withUnsafeMutableBytes { mz_ringbuf_read(rb, $0.baseAddress, Int32(max)) }
+        try check(n, "ring_buffer__consume", "mz_events")
+        return Array(out.prefix(Int(n)))
+    }
+}

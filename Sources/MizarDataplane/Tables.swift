@@ -1,0 +1,273 @@
+import CLibBPF
+import CMizarABI
+import Glibc
+import MizarCore
+
+/// A host on the substrate network: a droplet's IP and MAC.
+public struct HostAddress: Hashable, Sendable, CustomStringConvertible {
+    public var ip: IPv4Address
+    public var mac: MACAddress
+
+    public init(ip: IPv4Address, mac: MACAddress) {
+        self.ip = ip
+        self.mac = mac
+    }
+
+    public var description: String { "\(ip)/\(mac)" }
+}
+
+public enum EndpointKind: UInt8, Sendable {
+    case simple = 1, scaled = 2, host = 3, gateway = 4
+}
+
+/// A bad argument to a table operation: nothing was written.
+public struct TableError: Error, CustomStringConvertible, Sendable {
+    public let field: String
+    public let reason: String
+    public var description: String { "\(field): \(reason)" }
+}
+
+typealias MAC6 = (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
+
+extension MACAddress {
+    var tuple: MAC6 {
+        let b = bytes
+        return (b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+
+    init(tuple t: MAC6) { self.init(t.0, t.1, t.2, t.3, t.4, t.5) }
+}
+
+extension IPv4Address {
+    init(be: UInt32) { self.init(networkOrder: be) }
+}
+
+extension mz_host {
+    init(_ h: HostAddress) { self.init(ip: h.ip.networkOrder, mac: h.mac.tuple, reserved: 0) }
+    var address: HostAddress { HostAddress(ip: IPv4Address(be: ip), mac: MACAddress(tuple: mac)) }
+}
+
+extension mz_ep_key {
+    init(_ vni: VNI, _ ip: IPv4Address) { self.init(vni: vni.value, ip: ip.networkOrder) }
+}
+
+/// Reads and writes a fixed-size C array member (imported as a tuple).
+func withElements<Tuple, Element, R>(of tuple: inout Tuple, as: Element.Type,
+                                      _ body: (UnsafeMutableBufferPointer<Element>) -> R) -> R {
+    withUnsafeMutableBytes(of: &tuple) { raw in body(raw.bindMemory(to: Element.self)) }
+}
+
+// MARK: - Entries in Mizar's terms
+
+public struct VPCEntry: Equatable, Sendable {
+    public var vni: VNI
+    public var dividers: [HostAddress]
+    /// This host is one of the VPC's dividers.
+    public var isDivider: Bool
+
+    public init(vni: VNI, dividers: [HostAddress], isDivider: Bool = false) {
+        self.vni = vni
+        self.dividers = dividers
+        self.isDivider = isDivider
+    }
+}
+
+public struct SubnetEntry: Equatable, Sendable {
+    public var vni: VNI
+    public var cidr: CIDR
+    public var bouncers: [HostAddress]
+    /// This host is one of the subnet's bouncers.
+    public var isBouncer: Bool
+
+    public init(vni: VNI, cidr: CIDR, bouncers: [HostAddress], isBouncer: Bool = false) {
+        self.vni = vni
+        self.cidr = cidr
+        self.bouncers = bouncers
+        self.isBouncer = isBouncer
+    }
+}
+
+public struct EndpointEntry: Equatable, Sendable {
+    public var vni: VNI
+    public var ip: IPv4Address
+    public var mac: MACAddress
+    public var host: HostAddress
+    public var kind: EndpointKind
+
+    public init(vni: VNI, ip: IPv4Address, mac: MACAddress, host: HostAddress, kind: EndpointKind = .simple) {
+        self.vni = vni
+        self.ip = ip
+        self.mac = mac
+        self.host = host
+        self.kind = kind
+    }
+}
+
+/// An endpoint on this host: where to deliver it, and (for the agent) who it
+/// is and which subnet it sits in.
+public struct LocalEndpoint: Equatable, Sendable {
+    public var vni: VNI
+    public var ip: IPv4Address
+    public var mac: MACAddress
+    public var ifindex: UInt32
+    public var subnet: CIDR
+    public var gateway: IPv4Address
+    public var gatewayMAC: MACAddress
+
+    public init(vni: VNI, ip: IPv4Address, mac: MACAddress, ifindex: UInt32, subnet: CIDR,
+                gateway: IPv4Address, gatewayMAC: MACAddress) {
+        self.vni = vni
+        self.ip = ip
+        self.mac = mac
+        self.ifindex = ifindex
+        self.subnet = subnet
+        self.gateway = gateway
+        self.gatewayMAC = gatewayMAC
+    }
+}
+
+public struct CachedHost: Equatable, Sendable {
+    public var vni: VNI
+    public var ip: IPv4Address
+    public var host: HostAddress
+    public var learnedNs: UInt64
+}
+
+// MARK: - Typed operations
+
+extension Dataplane {
+    public func setDroplet(_ host: HostAddress, ifindex: UInt32) throws(BPFError) {
+        try droplet.update(0, mz_droplet(self: mz_host(host), ifindex: ifindex, reserved: 0))
+    }
+
+    public func upsertVPC(_ e: VPCEntry) throws {
+        guard e.dividers.count <= Int(MZ_MAX_DIVIDERS) else {
+            throw TableError(field: "dividers", reason: "\(e.dividers.count) dividers; at most \(MZ_MAX_DIVIDERS) per VPC")
+        }
+        var v = mz_vpc()
+        v.flags = e.isDivider ? UInt32(MZ_VPC_F_DIVIDER) : 0
+        v.n_dividers = UInt32(e.dividers.count)
+        withElements(of: &v.dividers, as: mz_host.self) { slots in
+            for (i, d) in e.dividers.enumerated() { slots[i] = mz_host(d) }
+        }
+        try vpcs.update(mz_vpc_key(vni: e.vni.value), v)
+    }
+
+    @discardableResult
+    public func deleteVPC(_ vni: VNI) throws(BPFError) -> Bool { try vpcs.delete(mz_vpc_key(vni: vni.value)) }
+
+    public func vpc(_ vni: VNI) throws -> VPCEntry? {
+        guard var v = try vpcs.lookup(mz_vpc_key(vni: vni.value)) else { return nil }
+        let n = Int(min(v.n_dividers, UInt32(MZ_MAX_DIVIDERS)))
+        let dividers = withElements(of: &v.dividers, as: mz_host.self) { Array($0.prefix(n)).map(\.address) }
+        return VPCEntry(vni: vni, dividers: dividers, isDivider: v.flags & UInt32(MZ_VPC_F_DIVIDER) != 0)
+    }
+
+    static func subnetKey(_ vni: VNI, _ cidr: CIDR) -> mz_subnet_key {
+        mz_subnet_key(prefixlen: 32 + UInt32(cidr.prefixLength), vni: vni.value, ip: cidr.address.networkOrder)
+    }
+
+    public func upsertSubnet(_ e: SubnetEntry) throws {
+        guard e.bouncers.count <= Int(MZ_MAX_BOUNCERS) else {
+            throw TableError(field: "bouncers", reason: "\(e.bouncers.count) bouncers; at most \(MZ_MAX_BOUNCERS) per subnet")
+        }
+        var v = mz_subnet()
+        v.vni = e.vni.value
+        v.ip = e.cidr.address.networkOrder
+        v.prefixlen = e.cidr.prefixLength
+        v.flags = e.isBouncer ? UInt8(MZ_SUBNET_F_BOUNCER) : 0
+        v.n_bouncers = UInt16(e.bouncers.count)
+        withElements(of: &v.bouncers, as: mz_host.self) { slots in
+            for (i, b) in e.bouncers.enumerated() { slots[i] = mz_host(b) }
+        }
+        try subnets.update(Dataplane.subnetKey(e.vni, e.cidr), v)
+    }
+
+    @discardableResult
+    public func deleteSubnet(_ vni: VNI, _ cidr: CIDR) throws(BPFError) -> Bool {
+        try subnets.delete(Dataplane.subnetKey(vni, cidr))
+    }
+
+    public func subnet(_ vni: VNI, _ cidr: CIDR) throws -> SubnetEntry? {
+        guard var v = try subnets.lookup(Dataplane.subnetKey(vni, cidr)) else { return nil }
+        let n = Int(min(UInt32(v.n_bouncers), UInt32(MZ_MAX_BOUNCERS)))
+        let bouncers = withElements(of: &v.bouncers, as: mz_host.self) { Array($0.prefix(n)).map(\.address) }
+        return SubnetEntry(vni: vni, cidr: cidr, bouncers: bouncers, isBouncer: v.flags & UInt8(MZ_SUBNET_F_BOUNCER) != 0)
+    }
+
+    static func endpointValue(_ e: EndpointEntry) -> mz_endpoint {
+        mz_endpoint(host: mz_host(e.host), mac: e.mac.tuple, kind: e.kind.rawValue, flags: 0)
+    }
+
+    /// The bouncer's table: endpoint -> its host.
+    public func upsertEndpoint(_ e: EndpointEntry) throws(BPFError) {
+        try endpoints.update(mz_ep_key(e.vni, e.ip), Dataplane.endpointValue(e))
+    }
+
+    /// Many bouncer entries in one syscall.
+    public func upsertEndpoints(_ entries: [EndpointEntry]) throws(BPFError) {
+        try endpoints.updateBatch(keys: entries.map { mz_ep_key($0.vni, $0.ip) }, values: entries.map(Dataplane.endpointValue))
+    }
+
+    @discardableResult
+    public func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> Bool {
+        try endpoints.delete(mz_ep_key(vni, ip))
+    }
+
+    public func endpoint(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> EndpointEntry? {
+        guard let v = try endpoints.lookup(mz_ep_key(vni, ip)) else { return nil }
+        return EndpointEntry(vni: vni, ip: ip, mac: MACAddress(tuple: v.mac), host: v.host.address,
+                             kind: EndpointKind(rawValue: v.kind) ?? .simple)
+    }
+
+    /// An endpoint on this host: the delivery entry and the agent's view of
+    /// its interface, written together.
+    public func upsertLocal(_ e: LocalEndpoint) throws {
+        guard e.subnet.contains(e.ip) else {
+            throw TableError(field: "ip", reason: "\(e.ip) is outside the endpoint's subnet \(e.subnet)")
+        }
+        guard e.ifindex != 0 else { throw TableError(field: "ifindex", reason: "must name an interface (not 0)") }
+        try ifaces.update(mz_iface_key(ifindex: e.ifindex), mz_iface(
+            vni: e.vni.value, ip: e.ip.networkOrder, mac: e.mac.tuple, subnet_prefixlen: e.subnet.prefixLength,
+            flags: 0, subnet_ip: e.subnet.address.networkOrder, gateway_ip: e.gateway.networkOrder,
+            gateway_mac: e.gatewayMAC.tuple, reserved: 0))
+        try local.update(mz_ep_key(e.vni, e.ip), mz_local_ep(ifindex: e.ifindex, mac: e.mac.tuple, reserved: 0))
+    }
+
+    @discardableResult
+    public func deleteLocal(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> Bool {
+        guard let entry = try local.lookup(mz_ep_key(vni, ip)) else { return false }
+        try ifaces.delete(mz_iface_key(ifindex: entry.ifindex))
+        return try local.delete(mz_ep_key(vni, ip))
+    }
+
+    public func cachedHost(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> CachedHost? {
+        guard let v = try hostCache.lookup(mz_ep_key(vni, ip)) else { return nil }
+        return CachedHost(vni: vni, ip: ip, host: v.host.address, learnedNs: v.learned_ns)
+    }
+
+    /// Forgets a learned endpoint -> host entry; the next packet goes through
+    /// a bouncer or divider again.
+    @discardableResult
+    public func invalidateCachedHost(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> Bool {
+        try hostCache.delete(mz_ep_key(vni, ip))
+    }
+
+    public func setTrace(_ mask: UInt32) throws(BPFError) {
+        try knobs.update(0, mz_knobs(trace: mask, reserved: 0))
+    }
+
+    /// Empties every table and zeroes every counter.
+    public func reset() throws(BPFError) {
+        try droplet.update(0, mz_droplet())
+        try knobs.update(0, mz_knobs())
+        try vpcs.clear()
+        try subnets.clear()
+        try endpoints.clear()
+        try local.clear()
+        try ifaces.clear()
+        try hostCache.clear()
+        for i in 0..<UInt32(MZ_CNT__MAX.rawValue) { try counters.zero(at: i) }
+        for i in 0..<UInt32(MZ_DROP__MAX.rawValue) { try drops.zero(at: i) }
+    }
+}

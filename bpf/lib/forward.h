@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The moves a tunnel packet can make: learn its sender's host, bounce it to
+ * another host, or deliver it into a local endpoint. */
+#ifndef MZ_FORWARD_H
+#define MZ_FORWARD_H
+
+#include "metrics.h"
+#include "csum.h"
+
+/* Remembers that `ip` in `vni` lives behind host `h` (the direct path). The
+ * lookup first keeps steady traffic from rewriting the LRU on every packet. */
+static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h,
+				  const struct mz_droplet *dr, __u32 len)
+{
+	if (!mz_config.direct_path || h->ip == dr->self.ip || h->ip == 0)
+		return;
+	struct mz_ep_key k = { .vni = vni, .ip = ip };
+	struct mz_cached_host *c = bpf_map_lookup_elem(&mz_hostcache, &k);
+	if (c && c->host.ip == h->ip && mac_equal(c->host.mac, h->mac))
+		return;
+	struct mz_cached_host v = { .host = *h, .learned_ns = bpf_ktime_get_ns() };
+	v.host.reserved = 0;
+	bpf_map_update_elem(&mz_hostcache, &k, &v, BPF_ANY);
+	count(MZ_CNT_CACHE_LEARN, len);
+}
+
+/* Out to the substrate network, from whichever interface we are on. */
+static __always_inline int send_underlay(struct mz_ctx *ctx, struct mz_pkt *p,
+					 const struct mz_droplet *dr)
+{
+	if (ctx_ifindex(ctx) == dr->ifindex)
+		return MZ_V_TX;
+	p->target_ifindex = dr->ifindex;
+	p->into_endpoint = 0;
+	return MZ_V_REDIRECT;
+}
+
+/* Re-addresses the outer headers from this host to `to`: one routing hop,
+ * so the outer TTL goes down and a loop dies out. An answer (reply) is a new
+ * packet and starts with a fresh TTL instead. */
+static __always_inline int bounce(struct mz_ctx *ctx, struct mz_pkt *p,
+				  const struct mz_droplet *dr, const struct mz_host *to, int answer)
+{
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end)
+		return -MZ_DROP_OUTER_IP;
+	if (ip->ttl <= 1 && !answer)
+		return -MZ_DROP_TTL_EXCEEDED;
+	if (to->ip == dr->self.ip)
+		return -MZ_DROP_LOOP;
+
+	__u16 old_ttl_word = *(__u16 *)&ip->ttl;
+	ip->ttl = answer ? mz_config.outer_ttl : ip->ttl - 1;
+	csum_replace2(&ip->check, old_ttl_word, *(__u16 *)&ip->ttl);
+	csum_replace4(&ip->check, ip->saddr, dr->self.ip);
+	csum_replace4(&ip->check, ip->daddr, to->ip);
+	ip->saddr = dr->self.ip;
+	ip->daddr = to->ip;
+	mac_copy(eth->h_source, dr->self.mac);
+	mac_copy(eth->h_dest, to->mac);
+	p->next_hop = to->ip;
+	return send_underlay(ctx, p, dr);
+}
+
+/* Strips the outer headers and hands the inner frame to the local endpoint.
+ * An IPv4 frame gets the endpoint's MAC (a routed packet was sent to the
+ * gateway's) and goes straight into the endpoint's namespace; ARP goes out
+ * of the host-side veth, whose peer works out the frame's protocol anew. */
+static __always_inline int deliver(struct mz_ctx *ctx, struct mz_pkt *p,
+				   const struct mz_local_ep *local, __u32 outer_len, int set_mac)
+{
+	__u32 ifindex = local->ifindex;
+	if (set_mac) {
+		void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+		if (outer_len > 512)
+			return -MZ_DROP_TRUNC_INNER;
+		struct ethhdr *in = data + outer_len;
+		if ((void *)(in + 1) > end)
+			return -MZ_DROP_TRUNC_INNER;
+		mac_copy(in->h_dest, local->mac);
+	}
+	if (ctx_pop_head(ctx, outer_len) < 0)
+		return -MZ_DROP_ADJUST_FAILED;
+	p->target_ifindex = ifindex;
+	p->into_endpoint = set_mac;
+	count(MZ_CNT_DELIVER, p->len);
+	return MZ_V_REDIRECT;
+}
+
+static __always_inline const struct mz_subnet *subnet_of(__u32 vni, __be32 ip)
+{
+	struct mz_subnet_key k = { .prefixlen = 64, .vni = vni, .ip = ip };
+	return bpf_map_lookup_elem(&mz_subnets, &k);
+}
+
+static __always_inline const struct mz_local_ep *local_ep(__u32 vni, __be32 ip)
+{
+	struct mz_ep_key k = { .vni = vni, .ip = ip };
+	return bpf_map_lookup_elem(&mz_local, &k);
+}
+
+/* One of a subnet's bouncers, by flow hash. */
+static __always_inline int pick_bouncer(const struct mz_subnet *s, __u32 hash, struct mz_host *out)
+{
+	__u32 n = s->n_bouncers;
+	if (n == 0 || n > MZ_MAX_BOUNCERS)
+		return -MZ_DROP_NO_BOUNCER;
+	__u32 i = hash % n;
+	barrier_var(i); /* keep the check below: the verifier cannot follow % */
+	if (i >= MZ_MAX_BOUNCERS)
+		return -MZ_DROP_NO_BOUNCER;
+	*out = s->bouncers[i];
+	return 0;
+}
+
+static __always_inline int pick_divider(const struct mz_vpc *v, __u32 hash, struct mz_host *out)
+{
+	__u32 n = v->n_dividers;
+	if (n == 0 || n > MZ_MAX_DIVIDERS)
+		return -MZ_DROP_NO_DIVIDER;
+	__u32 i = hash % n;
+	barrier_var(i); /* keep the check below: the verifier cannot follow % */
+	if (i >= MZ_MAX_DIVIDERS)
+		return -MZ_DROP_NO_DIVIDER;
+	*out = v->dividers[i];
+	return 0;
+}
+
+#endif

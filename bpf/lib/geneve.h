@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The tunnel: parsing a received Geneve packet and building one. */
+#ifndef MZ_GENEVE_H
+#define MZ_GENEVE_H
+
+#include "ctx.h"
+#include "csum.h"
+
+/* A parsed tunnel packet. Offsets count from the start of the frame. */
+struct mz_outer {
+	__u32 len;     /* outer headers up to the inner Ethernet header */
+	__u32 rts_off; /* the RTS option */
+	struct mz_host rts;
+	__u8 rts_flags;
+};
+
+enum {
+	MZ_NOT_TUNNEL = 1, /* not Geneve for this host: leave it to the stack */
+};
+
+/* Parses outer Ethernet/IPv4/UDP/Geneve and walks the options. Returns 0 for
+ * a tunnel packet addressed to this droplet, MZ_NOT_TUNNEL for anything the
+ * host's stack should have, or a negative drop reason. */
+static __always_inline int geneve_parse(struct mz_ctx *ctx, const struct mz_droplet *dr,
+					struct mz_outer *o, struct mz_pkt *p)
+{
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -MZ_DROP_TRUNC_ETH;
+	if (eth->h_proto != ETH_P_IP_BE)
+		return MZ_NOT_TUNNEL;
+
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end)
+		return -MZ_DROP_OUTER_IP;
+	if (ip->version != 4 || ip->ihl < 5)
+		return -MZ_DROP_OUTER_IP;
+	if (ip->protocol != IPPROTO_UDP || ip->daddr != dr->self.ip)
+		return MZ_NOT_TUNNEL;
+	/* A later fragment has no UDP header to tell what it is. */
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return MZ_NOT_TUNNEL;
+	__u32 ihl = ip->ihl * 4;
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	if (tot < ihl + MZ_UDP_LEN || tot > ctx_len(ctx) - MZ_ETH_LEN)
+		return -MZ_DROP_OUTER_IP;
+
+	struct udphdr *udp = (void *)ip + ihl;
+	if ((void *)(udp + 1) > end)
+		return -MZ_DROP_TRUNC_UDP;
+	if (udp->dest != bpf_htons(MZ_GENEVE_PORT))
+		return MZ_NOT_TUNNEL;
+	if (ip->frag_off & bpf_htons(0x2000))
+		return -MZ_DROP_OUTER_FRAGMENT;
+
+	struct mz_geneve *g = (void *)(udp + 1);
+	if ((void *)(g + 1) > end)
+		return -MZ_DROP_TRUNC_GENEVE;
+	if (g->ver_optlen >> 6)
+		return -MZ_DROP_GENEVE_VERSION;
+	if (g->flags & 0x80)
+		return -MZ_DROP_GENEVE_OAM;
+	if (g->protocol != bpf_htons(MZ_ETH_P_TEB))
+		return -MZ_DROP_GENEVE_PROTO;
+	p->vni = geneve_vni(g);
+
+	__u32 optlen = (g->ver_optlen & 0x3f) * 4;
+	__u32 opts = MZ_ETH_LEN + ihl + MZ_UDP_LEN + MZ_GENEVE_LEN;
+	if (opts + optlen > tot + MZ_ETH_LEN)
+		return -MZ_DROP_GENEVE_OPTIONS;
+
+	__u32 off = 0;
+	int have_rts = 0;
+for (int i = 0; i < MZ_GENEVE_MAX_OPTS; i++) {
+		if (off >= optlen)
+			break;
+		struct mz_geneve_opt *opt = data + (opts + off);
+		if ((void *)(opt + 1) > end)
+			return -MZ_DROP_TRUNC_GENEVE;
+		__u32 dlen = (opt->length & 0x1f) * 4;
+		if (off + sizeof(*opt) + dlen > optlen)
+			return -MZ_DROP_GENEVE_OPTIONS;
+		if (opt->opt_class == bpf_htons(MZ_GENEVE_CLASS) && opt->type == MZ_OPT_RTS) {
+			struct mz_opt_rts *r = (void *)opt;
+			if (dlen != sizeof(*r) - sizeof(*opt))
+				return -MZ_DROP_GENEVE_OPTIONS;
+			if ((void *)(r + 1) > end)
+				return -MZ_DROP_TRUNC_GENEVE;
+			o->rts.ip = r->host_ip;
+			mac_copy(o->rts.mac, r->host_mac);
+			o->rts.reserved = 0;
+			o->rts_flags = r->flags;
+			o->rts_off = opts + off;
+			have_rts = 1;
+		} else if (opt->type & MZ_GENEVE_CRITICAL) {
+			return -MZ_DROP_GENEVE_CRITICAL;
+		}
+		off += sizeof(*opt) + dlen;
+	}
+	if (off < optlen)
+		return -MZ_DROP_GENEVE_OPTIONS;
+	if (!have_rts)
+		return -MZ_DROP_NO_RTS;
+	o->len = opts + optlen;
+	return 0;
+}
+
+/* Prepends outer Ethernet/IPv4/UDP/Geneve/RTS addressed to `to`. */
+static __always_inline int geneve_encap(struct mz_ctx *ctx, const struct mz_droplet *dr,
+					const struct mz_host *to, __u32 vni, __u32 hash,
+					__u8 rts_flags)
+{
+	__u32 inner_len = ctx_len(ctx);
+	if (ctx_push_head(ctx, MZ_ENCAP_LEN) < 0)
+		return -MZ_DROP_ADJUST_FAILED;
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	if (data + MZ_ENCAP_LEN > end)
+		return -MZ_DROP_ADJUST_FAILED;
+
+	struct ethhdr *eth = data;
+	mac_copy(eth->h_dest, to->mac);
+	mac_copy(eth->h_source, dr->self.mac);
+	eth->h_proto = ETH_P_IP_BE;
+
+	struct iphdr *ip = (void *)(eth + 1);
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0;
+	ip->tot_len = bpf_htons(inner_len + MZ_ENCAP_LEN - MZ_ETH_LEN);
+	ip->id = 0;
+	ip->frag_off = bpf_htons(0x4000); /* DF: the underlay must not fragment */
+	ip->ttl = mz_config.outer_ttl;
+	ip->protocol = IPPROTO_UDP;
+	ip->check = 0;
+	ip->saddr = dr->self.ip;
+	ip->daddr = to->ip;
+	ip->check = ipv4_csum(ip);
+
+	struct udphdr *udp = (void *)(ip + 1);
+	udp->source = bpf_htons(mz_flow_sport(hash));
+	udp->dest = bpf_htons(MZ_GENEVE_PORT);
+	udp->len = bpf_htons(inner_len + MZ_ENCAP_LEN - MZ_ETH_LEN - MZ_IPV4_LEN);
+	udp->check = 0; /* allowed for IPv4; the inner frame carries its own */
+
+	struct mz_geneve *g = (void *)(udp + 1);
+	g->ver_optlen = sizeof(struct mz_opt_rts) / 4;
+	g->flags = 0;
+	g->protocol = bpf_htons(MZ_ETH_P_TEB);
+	geneve_set_vni(g, vni);
+
+	struct mz_opt_rts *r = (void *)(g + 1);
+	r->hdr.opt_class = bpf_htons(MZ_GENEVE_CLASS);
+	r->hdr.type = MZ_OPT_RTS;
+	r->hdr.length = (sizeof(*r) - sizeof(r->hdr)) / 4;
+	r->host_ip = dr->self.ip;
+	mac_copy(r->host_mac, dr->self.mac);
+	r->flags = rts_flags;
+	r->reserved = 0;
+	return 0;
+}
+
+#endif

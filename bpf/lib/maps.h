@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Every map of the data plane. Both programs, in both hook builds, declare
+ * the same maps, and the loader shares one instance of each between them. */
+#ifndef MZ_MAPS_H
+#define MZ_MAPS_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mz_droplet);
+} mz_droplet SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mz_knobs);
+} mz_knobs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_VPCS);
+	__type(key, struct mz_vpc_key);
+	__type(value, struct mz_vpc);
+} mz_vpcs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MZ_MAX_SUBNETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_subnet_key);
+	__type(value, struct mz_subnet);
+} mz_subnets SEC(".maps");
+
+/* Allocated on demand: a bouncer may hold a million entries, most hosts none. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_ENDPOINTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_ep_key);
+	__type(value, struct mz_endpoint);
+} mz_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_LOCAL);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_ep_key);
+	__type(value, struct mz_local_ep);
+} mz_local SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_LOCAL);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_iface_key);
+	__type(value, struct mz_iface);
+} mz_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_MAX_HOSTCACHE);
+	__type(key, struct mz_ep_key);
+	__type(value, struct mz_cached_host);
+} mz_hostcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MZ_CNT__MAX);
+	__type(key, __u32);
+	__type(value, struct mz_counter);
+} mz_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MZ_DROP__MAX);
+	__type(key, __u32);
+	__type(value, struct mz_counter);
+} mz_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MZ_EVENTS_BYTES);
+} mz_events SEC(".maps");
+
+/* Load-time settings (struct mz_config), written by the loader. */
+const volatile struct mz_config mz_config SEC(".rodata.mzcfg") = {
+	.outer_ttl = 64,
+	.direct_path = 1,
+};
+
+#endif

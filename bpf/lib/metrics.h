@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Verdicts, counters and trace events. Logic returns an enum mz_verdict or
+ * a negative enum mz_drop_reason; only mz_finish turns that into the hook's
+ * return code, counts it, and emits the event tracing asks for. */
+#ifndef MZ_METRICS_H
+#define MZ_METRICS_H
+
+#include "ctx.h"
+#include "maps.h"
+
+/* What one pass learned about a packet, for the exit point. */
+struct mz_pkt {
+	__u32 vni;
+	__u32 target_ifindex; /* MZ_V_REDIRECT: where to */
+	__be32 inner_src;
+	__be32 inner_dst;
+	__be32 next_hop;
+	__u32 len;
+	__u8 into_endpoint; /* redirect into an endpoint's namespace */
+};
+
+static __always_inline void count(__u32 id, __u32 len)
+{
+	struct mz_counter *c = bpf_map_lookup_elem(&mz_counters, &id);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline void count_drop(__u32 reason, __u32 len)
+{
+	struct mz_counter *c = bpf_map_lookup_elem(&mz_drops, &reason);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline void trace(struct mz_ctx *ctx, const struct mz_pkt *p, __u8 prog,
+				  __u16 verdict, __u16 reason)
+{
+	__u32 zero = 0;
+	const struct mz_knobs *k = bpf_map_lookup_elem(&mz_knobs, &zero);
+	if (!k || !(k->trace & MZ_TRACE_ALL || (reason && (k->trace & MZ_TRACE_DROPS))))
+		return;
+	struct mz_event ev = {
+		.ts_ns = bpf_ktime_get_ns(),
+		.vni = p->vni,
+		.ifindex = ctx_ifindex(ctx),
+		.target_ifindex = p->target_ifindex,
+		.verdict = verdict,
+		.reason = reason,
+		.program = prog,
+		.hook = MZ_HOOK_ID,
+		.length = (__u16)p->len,
+		.inner_src = p->inner_src,
+		.inner_dst = p->inner_dst,
+		.next_hop = p->next_hop,
+	};
+	bpf_ringbuf_output(&mz_events, &ev, sizeof(ev), 0);
+}
+
+static __always_inline int mz_finish(struct mz_ctx *ctx, int ret, struct mz_pkt *p, __u8 prog)
+{
+	__u32 base = prog == MZ_PROG_TRANSIT ? MZ_CNT_TRANSIT_PASS : MZ_CNT_AGENT_PASS;
+	__u16 verdict = ret < 0 ? MZ_V_DROP : (__u16)ret;
+	__u16 reason = ret < 0 ? (__u16)-ret : 0;
+
+	if (verdict == MZ_V_TX)
+		p->target_ifindex = ctx_ifindex(ctx);
+	if (verdict < MZ_V_PASS || verdict > MZ_V_REDIRECT)
+		verdict = MZ_V_DROP;
+	if (reason)
+		count_drop(reason, p->len);
+	count(base + verdict - MZ_V_PASS, p->len);
+	trace(ctx, p, prog, verdict, reason);
+
+	switch (verdict) {
+	case MZ_V_PASS:
+		return CTX_PASS;
+	case MZ_V_TX:
+		return ctx_tx(ctx);
+	case MZ_V_REDIRECT:
+		return p->into_endpoint ? ctx_redirect_endpoint(ctx, p->target_ifindex)
+					: ctx_redirect(ctx, p->target_ifindex);
+	default:
+		return CTX_DROP;
+	}
+}
+
+#endif

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The transit logic: everything that arrives on the droplet interface. Also
+ * run by the agent, inline, when its next hop is its own host. */
+#ifndef MZ_TRANSIT_H
+#define MZ_TRANSIT_H
+
+#include "forward.h"
+#include "geneve.h"
+#include "arp.h"
+
+static __always_inline __u32 flow_hash_ips(__be32 src, __be32 dst, __u32 extra)
+{
+	return mz_flow_hash(bpf_ntohl(src), bpf_ntohl(dst), extra);
+}
+
+/* ARP inside the tunnel: a reply (or request) for a local endpoint is
+ * delivered; a request for an endpoint of a subnet this host bounces for is
+ * answered here, with the target's host in RTS for the requester to cache. */
+static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
+				       const struct mz_droplet *dr, struct mz_outer *o)
+{
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	if (o->len > 512)
+		return -MZ_DROP_TRUNC_INNER;
+	struct ethhdr *in = data + o->len;
+	struct mz_arp *a = (void *)(in + 1);
+	if ((void *)(a + 1) > end)
+		return -MZ_DROP_TRUNC_INNER;
+	if (!arp_valid(a))
+		return -MZ_DROP_ARP_MALFORMED;
+	__be32 spa = arp_ip(a->spa), tpa = arp_ip(a->tpa);
+	p->inner_src = spa;
+	p->inner_dst = tpa;
+
+	const struct mz_local_ep *local = local_ep(p->vni, tpa);
+	if (local) {
+		learn(p->vni, spa, &o->rts, dr, p->len);
+		return deliver(ctx, p, local, o->len, 0);
+	}
+	if (a->op != ARPOP_REQUEST_BE)
+		return -MZ_DROP_ARP_UNSUPPORTED;
+
+	const struct mz_subnet *s = subnet_of(p->vni, tpa);
+	if (!s || !(s->flags & MZ_SUBNET_F_BOUNCER))
+		return -MZ_DROP_NO_ROUTE;
+	struct mz_ep_key k = { .vni = p->vni, .ip = tpa };
+	const struct mz_endpoint *ep = bpf_map_lookup_elem(&mz_endpoints, &k);
+	if (!ep)
+		return -MZ_DROP_ARP_UNKNOWN;
+
+	struct mz_host requester = o->rts;
+	struct mz_host target_host = ep->host;
+	arp_answer(in, a, ep->mac);
+	p->inner_src = tpa;
+	p->inner_dst = spa;
+	count(MZ_CNT_BOUNCER_ARP, p->len);
+
+	if (o->rts_off > 512)
+		return -MZ_DROP_TRUNC_GENEVE;
+	struct mz_opt_rts *r = data + o->rts_off;
+	if ((void *)(r + 1) > end)
+		return -MZ_DROP_TRUNC_GENEVE;
+	r->host_ip = target_host.ip;
+	mac_copy(r->host_mac, target_host.mac);
+	r->flags = 0;
+
+	if (requester.ip == dr->self.ip) {
+		/* The requester is on this host: its agent handed the request over. */
+		const struct mz_local_ep *req = local_ep(p->vni, spa);
+		if (!req)
+			return -MZ_DROP_LOOP;
+		learn(p->vni, tpa, &target_host, dr, p->len);
+		return deliver(ctx, p, req, o->len, 0);
+	}
+
+	return bounce(ctx, p, dr, &requester, 1);
+}
+
+static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr)
+{
+	struct mz_outer o = {};
+	int ret = geneve_parse(ctx, dr, &o, p);
+	if (ret == MZ_NOT_TUNNEL)
+		return MZ_V_PASS;
+	if (ret < 0)
+		return ret;
+
+	struct mz_vpc_key vk = { .vni = p->vni };
+	const struct mz_vpc *vpc = bpf_map_lookup_elem(&mz_vpcs, &vk);
+	if (!vpc)
+		return -MZ_DROP_UNKNOWN_VNI;
+
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	if (o.len > 512)
+		return -MZ_DROP_TRUNC_INNER;
+	struct ethhdr *in = data + o.len;
+	if ((void *)(in + 1) > end)
+		return -MZ_DROP_TRUNC_INNER;
+	if (in->h_proto == ETH_P_ARP_BE)
+		return transit_arp(ctx, p, dr, &o);
+	if (in->h_proto != ETH_P_IP_BE)
+		return -MZ_DROP_UNSUPPORTED_L3;
+	struct iphdr *iip = (void *)(in + 1);
+	if ((void *)(iip + 1) > end)
+		return -MZ_DROP_TRUNC_INNER;
+	if (iip->version != 4 || iip->ihl < 5)
+		return -MZ_DROP_INNER_IP;
+	__be32 src = iip->saddr, dst = iip->daddr;
+	p->inner_src = src;
+	p->inner_dst = dst;
+
+	const struct mz_local_ep *local = local_ep(p->vni, dst);
+	if (local) {
+		learn(p->vni, src, &o.rts, dr, p->len);
+		return deliver(ctx, p, local, o.len, 1);
+	}
+
+	/* Bouncer: the subnet is ours, so we know every endpoint's host. */
+	const struct mz_subnet *s = subnet_of(p->vni, dst);
+	if (s && (s->flags & MZ_SUBNET_F_BOUNCER)) {
+		struct mz_ep_key k = { .vni = p->vni, .ip = dst };
+		const struct mz_endpoint *ep = bpf_map_lookup_elem(&mz_endpoints, &k);
+		if (!ep)
+			return -MZ_DROP_NO_ENDPOINT;
+		struct mz_host to = ep->host;
+		ret = bounce(ctx, p, dr, &to, 0);
+		if (ret >= 0)
+			count(MZ_CNT_BOUNCER_FWD, p->len);
+		return ret;
+	}
+
+	/* Divider: learn the sender, then the destination's host if known, else
+	 * one of its subnet's bouncers. Replies then come back through us. */
+	if (vpc->flags & MZ_VPC_F_DIVIDER) {
+		struct mz_host to;
+		__u32 path;
+		learn(p->vni, src, &o.rts, dr, p->len);
+		struct mz_ep_key k = { .vni = p->vni, .ip = dst };
+		const struct mz_cached_host *c =
+			mz_config.direct_path ? bpf_map_lookup_elem(&mz_hostcache, &k) : 0;
+		if (c && c->host.ip != dr->self.ip) {
+			to = c->host;
+			path = MZ_CNT_DIVIDER_DIRECT;
+		} else if (s) {
+			ret = pick_bouncer(s, flow_hash_ips(src, dst, iip->protocol), &to);
+			if (ret < 0)
+				return ret;
+			path = MZ_CNT_DIVIDER_FWD;
+		} else {
+			return -MZ_DROP_NO_ROUTE;
+		}
+		if (o.rts_off > 512)
+			return -MZ_DROP_TRUNC_GENEVE;
+		struct mz_opt_rts *r = data + o.rts_off;
+		if ((void *)(r + 1) > end)
+			return -MZ_DROP_TRUNC_GENEVE;
+		r->host_ip = dr->self.ip;
+		mac_copy(r->host_mac, dr->self.mac);
+		r->flags = 0;
+		ret = bounce(ctx, p, dr, &to, 0);
+		if (ret >= 0)
+			count(path, p->len);
+		return ret;
+	}
+
+	/* Sent straight here by a host whose cache says the endpoint lives here:
+	 * it moved or is gone. */
+	if (o.rts_flags & MZ_RTS_F_DIRECT)
+		return -MZ_DROP_STALE_DIRECT;
+	return -MZ_DROP_NO_ROUTE;
+}
+
+#endif
