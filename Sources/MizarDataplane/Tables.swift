@@ -48,7 +48,7 @@ extension mz_host {
 }
 
 extension mz_ep_key {
-    init(_ vni: VNI, _ ip: IPv4Address) { self.init(vni: vni.value, ip: ip.networkOrder) }
+    public init(_ vni: VNI, _ ip: IPv4Address) { self.init(vni: vni.value, ip: ip.networkOrder) }
 }
 
 /// Reads and writes a fixed-size C array member (imported as a tuple).

@@ -1,0 +1,71 @@
+import CMizarABI
+import MizarDataplane
+import Testing
+
+/// The Swift view of a type: size and member offsets, from MemoryLayout.
+func swiftLayout<T>(_ type: T.Type, _ members: [(String, PartialKeyPath<T>)]) -> (size: Int, members: [String: Int]) {
+    (MemoryLayout<T>.size, Dictionary(uniqueKeysWithValues: members.map { ($0.0, MemoryLayout<T>.offset(of: $0.1)!) }))
+}
+
+/// What Swift expects of every shared map: key and value layouts.
+let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size: Int, members: [String: Int])?)] = {
+    let u32 = swiftLayout(UInt32.self, [])
+    let host = swiftLayout(mz_host.self, [("ip", \.ip), ("mac", \.mac), ("reserved", \.reserved)])
+    let epKey = swiftLayout(mz_ep_key.self, [("vni", \.vni), ("ip", \.ip)])
+    let counter = swiftLayout(mz_counter.self, [("packets", \.packets), ("bytes", \.bytes)])
+    return [
+        "mz_droplet": (u32, swiftLayout(mz_droplet.self, [("self", \.self), ("ifindex", \.ifindex), ("reserved", \.reserved)])),
+        "mz_knobs": (u32, swiftLayout(mz_knobs.self, [("trace", \.trace), ("reserved", \.reserved)])),
+        "mz_vpcs": (swiftLayout(mz_vpc_key.self, [("vni", \.vni)]),
+                    swiftLayout(mz_vpc.self, [("flags", \.flags), ("n_dividers", \.n_dividers), ("dividers", \.dividers)])),
+        "mz_subnets": (swiftLayout(mz_subnet_key.self, [("prefixlen", \.prefixlen), ("vni", \.vni), ("ip", \.ip)]),
+                       swiftLayout(mz_subnet.self, [("vni", \.vni), ("ip", \.ip), ("prefixlen", \.prefixlen), ("flags", \.flags),
+                                                    ("n_bouncers", \.n_bouncers), ("bouncers", \.bouncers)])),
+        "mz_endpoints": (epKey, swiftLayout(mz_endpoint.self, [("host", \.host), ("mac", \.mac), ("kind", \.kind), ("flags", \.flags)])),
+        "mz_local": (epKey, swiftLayout(mz_local_ep.self, [("ifindex", \.ifindex), ("mac", \.mac), ("reserved", \.reserved)])),
+        "mz_ifaces": (swiftLayout(mz_iface_key.self, [("ifindex", \.ifindex)]),
+                      swiftLayout(mz_iface.self, [("vni", \.vni), ("ip", \.ip), ("mac", \.mac), ("subnet_prefixlen", \.subnet_prefixlen),
+                                                  ("flags", \.flags), ("subnet_ip", \.subnet_ip), ("gateway_ip", \.gateway_ip),
+                                                  ("gateway_mac", \.gateway_mac), ("reserved", \.reserved)])),
+        "mz_hostcache": (epKey, swiftLayout(mz_cached_host.self, [("host", \.host), ("flags", \.flags), ("learned_ns", \.learned_ns)])),
+        "mz_counters": (u32, counter),
+        "mz_drops": (u32, counter),
+        "mz_events": (nil, nil),
+        "_host": (nil, host),
+    ]
+}()
+
+extension DataplaneTests {
+    @Suite struct ABILayout {
+        /// Every map in every built object has the key and value layout Swift
+        /// uses: the header cannot drift from the objects or from Swift.
+        @Test func btfMatchesSwift() throws {
+            let env = try TestEnvironment.get()
+            let layouts = env.dataplane.btfLayouts()
+            #expect(layouts.count == 4 * Dataplane.sharedMaps.count, "every shared map in all four objects")
+            for l in layouts {
+                let name = "\(l.map) in \(l.object.split(separator: "/").last!)"
+                guard let want = swiftMaps[l.map] else {
+                    Issue.record("\(name): no Swift layout for this map")
+                    continue
+                }
+                #expect(l.key?.size == want.key?.size, "\(name): key size")
+                #expect(l.value?.size == want.value?.size, "\(name): value size")
+                if let k = want.key { #expect(Int(l.keySize) == k.size, "\(name): map key_size") }
+                if let v = want.value { #expect(Int(l.valueSize) == v.size, "\(name): map value_size") }
+                if let k = l.key, let w = want.key, !w.members.isEmpty { #expect(k.members == w.members, "\(name): key members") }
+                if let v = l.value, let w = want.value, !w.members.isEmpty { #expect(v.members == w.members, "\(name): value members") }
+            }
+        }
+
+        /// The check can fail: a layout that differs by one member is caught.
+        @Test func driftIsDetected() throws {
+            let env = try TestEnvironment.get()
+            let endpoints = try #require(env.dataplane.btfLayouts().first { $0.map == "mz_endpoints" }?.value)
+            var members = swiftMaps["mz_endpoints"]!.value!.members
+            #expect(endpoints.members == members)
+            members["kind"] = 15
+            #expect(endpoints.members != members)
+        }
+    }
+}

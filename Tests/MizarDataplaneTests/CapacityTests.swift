@@ -1,0 +1,111 @@
+import CMizarABI
+import Glibc
+import MizarCore
+import MizarDataplane
+import MizarPacket
+import Testing
+
+extension DataplaneTests {
+    @Suite struct Capacity {
+        /// A bouncer holds a million endpoints and still finds the last one.
+        @Test func millionEndpointsInABouncer() throws {
+            let env = try TestEnvironment.get()
+            try env.reset()
+            try seed(env, Roles(bouncerS1: true))
+            let vni = try VNI(4242)
+            try env.dataplane.upsertVPC(VPCEntry(vni: vni, dividers: [T.h3]))
+            try env.dataplane.upsertSubnet(SubnetEntry(vni: vni, cidr: T.cidr("10.0.0.0/8"), bouncers: [T.h1], isBouncer: true))
+            let hosts = [T.h2, T.h3, T.h4]
+            let entries = (0..<1_000_000).map { i in
+                EndpointEntry(vni: vni, ip: IPv4Address(value: 0x0a00_0000 + UInt32(i) + 2), mac: MACAddress(value: 0x0a58_0000_0000 + UInt64(i)),
+                              host: hosts[i % 3])
+            }
+            try env.dataplane.upsertEndpoints(entries)
+            let last = entries.last!
+            #expect(try env.dataplane.endpoint(vni, last.ip) == last)
+            let inner = P.udp(T.a5mac, last.mac, T.ip("10.0.0.1"), last.ip)
+            for hook in Hook.allCases {
+                let r = try env.dataplane.programs[hook]!.transit.testRun(
+                    P.tunnel(from: T.h4, to: T.h1, vni: vni, rts: T.h4, inner: inner), ifindex: env.ifs.droplet)
+                #expect(r.output == P.tunnel(from: T.h1, to: last.host, vni: vni, rts: T.h4, ttl: 63, inner: inner))
+            }
+            try env.dataplane.endpoints.clear()
+        }
+
+        /// A host serves thousands of local endpoints: no fixed device table.
+        @Test func thousandsOfLocalEndpoints() throws {
+            let env = try TestEnvironment.get()
+            try env.reset()
+            try seed(env, Roles())
+            let subnet = T.cidr("10.1.0.0/16")
+            let vni = try VNI(4343)
+            try env.dataplane.upsertVPC(VPCEntry(vni: vni, dividers: [T.h3]))
+            for i in 0..<4096 {
+                try env.dataplane.upsertLocal(LocalEndpoint(
+                    vni: vni, ip: IPv4Address(value: subnet.address.value + UInt32(i) + 2), mac: MACAddress(value: 0x0a59_0000_0000 + UInt64(i)),
+                    ifindex: 100_000 + UInt32(i), subnet: subnet, gateway: IPv4Address(value: subnet.address.value + 1), gatewayMAC: T.gwMAC))
+            }
+            let ip = IPv4Address(value: subnet.address.value + 4095 + 2)
+            let inner = P.udp(T.a5mac, T.gwMAC, T.ip("10.1.0.1"), ip)
+            for hook in Hook.allCases {
+                _ = try env.events.drain()
+                let r = try env.dataplane.programs[hook]!.transit.testRun(
+                    P.tunnel(from: T.h4, to: T.h1, vni: vni, rts: T.h4, inner: inner), ifindex: env.ifs.droplet)
+                #expect(r.output == P.withDstMAC(inner, MACAddress(value: 0x0a59_0000_0000 + 4095)))
+                #expect(try env.events.drain().first?.target_ifindex == 100_000 + 4095)
+            }
+        }
+    }
+
+    @Suite struct Errors {
+        @Test func missingObjectNamesCallAndErrno() {
+            #expect {
+                _ = try Dataplane(objectDirectory: "/nonexistent-mizar")
+            } throws: { error in
+                guard let e = error as? BPFError else { return false }
+                return e.call == "bpf_object__open_file" && e.errno == ENOENT && "\(e)".contains("/nonexistent-mizar/transit.xdp.o")
+            }
+        }
+
+        @Test func tooManyDividersChangesNothing() throws {
+            let env = try TestEnvironment.get()
+            try env.reset()
+            let vni = try VNI(77)
+            let many = (0..<33).map { HostAddress(ip: IPv4Address(value: 0xc0a8_0000 + UInt32($0)), mac: T.h2.mac) }
+            #expect { try env.dataplane.upsertVPC(VPCEntry(vni: vni, dividers: many)) } throws: { error in
+                (error as? TableError)?.field == "dividers"
+            }
+            #expect(try env.dataplane.vpc(vni) == nil)
+        }
+
+        @Test func endpointOutsideItsSubnetChangesNothing() throws {
+            let env = try TestEnvironment.get()
+            try env.reset()
+            #expect { try env.dataplane.upsertLocal(LocalEndpoint(vni: T.vniA, ip: T.a4, mac: T.a1mac, ifindex: env.ifs.a, subnet: T.s1,
+                                                                  gateway: T.gw1, gatewayMAC: T.gwMAC)) } throws: { error in
+                (error as? TableError)?.field == "ip"
+            }
+            #expect(try env.dataplane.local.keys().isEmpty)
+            #expect(try env.dataplane.ifaces.keys().isEmpty)
+        }
+
+        @Test func tablesRoundTrip() throws {
+            let env = try TestEnvironment.get()
+            try env.reset()
+            try seed(env, Roles(bouncerS1: true, dividerA: true, s1Bouncers: [T.h1, T.h4]))
+            let dp = env.dataplane
+            #expect(try dp.vpc(T.vniA) == VPCEntry(vni: T.vniA, dividers: [T.h3], isDivider: true))
+            #expect(try dp.subnet(T.vniA, T.s1) == SubnetEntry(vni: T.vniA, cidr: T.s1, bouncers: [T.h1, T.h4], isBouncer: true))
+            #expect(try dp.endpoint(T.vniA, T.a3) == EndpointEntry(vni: T.vniA, ip: T.a3, mac: T.a3mac, host: T.h2))
+            #expect(try dp.deleteEndpoint(T.vniA, T.a3))
+            #expect(try dp.endpoint(T.vniA, T.a3) == nil)
+            #expect(try !dp.deleteEndpoint(T.vniA, T.a3))
+            #expect(try dp.deleteLocal(T.vniA, T.a1))
+            #expect(try dp.ifaces.lookup(mz_iface_key(ifindex: env.ifs.a)) == nil)
+            try dp.hostCache.update(mz_ep_key(T.vniA, T.a3), mz_cached_host(host: mz_host(ip: T.h2.ip.networkOrder, mac: (2, 0, 0, 0, 0, 2), reserved: 0), flags: 0, learned_ns: 5))
+            #expect(try dp.cachedHost(T.vniA, T.a3)?.host == T.h2)
+            #expect(try dp.invalidateCachedHost(T.vniA, T.a3))
+            #expect(try dp.cachedHost(T.vniA, T.a3) == nil)
+        }
+    }
+}
