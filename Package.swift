@@ -21,16 +21,18 @@ let package = Package(
         .target(name: "MizarPacket", dependencies: ["MizarCore"], swiftSettings: strict),
         // The only module that touches libbpf and the ABI's C types.
         .target(name: "MizarDataplane", dependencies: ["CMizarABI", "CLibBPF", "MizarCore"], swiftSettings: strict),
+        // Set-up helpers for tests, benchmarks and (later) the simulated cluster.
+        .target(name: "MizarTestbed", swiftSettings: strict),
         .executableTarget(
             name: "mizar-bench-dataplane",
-            dependencies: ["MizarDataplane", "MizarPacket", "CMizarABI"],
+            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             path: "bench/DataplaneBench",
             swiftSettings: strict),
         .testTarget(name: "MizarCoreTests", dependencies: ["MizarCore"], swiftSettings: strict),
         .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket"], swiftSettings: strict),
         .testTarget(
             name: "MizarDataplaneTests",
-            dependencies: ["MizarDataplane", "MizarPacket", "CMizarABI"],
+            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             swiftSettings: strict),
     ]
 )

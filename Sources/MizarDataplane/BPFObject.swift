@@ -75,3 +75,17 @@ extension BPFProgram {
         return TestRunResult(retval: retval, output: Array(output.prefix(Int(outSize))), durationNs: duration)
     }
 }
+
+/// A program loaded on its own from an object file, with no shared maps:
+/// the benchmarks' baselines.
+public final class StandaloneProgram: @unchecked Sendable {
+    // @unchecked: immutable after init.
+    public let program: BPFProgram
+    private let object: BPFObject
+
+    public init(path: String, name: String, hook: Hook) throws(BPFError) {
+        object = try BPFObject(path: path)
+        try object.load()
+        program = try object.program(named: name, hook: hook)
+    }
+}

@@ -62,7 +62,7 @@ enum AgentCases {
                        input: a1ToA3, expect: .redirect(.droplet),
                        output: P.tunnel(from: T.h1, to: T.h2, vni: T.vniA, rts: T.h1, rtsFlags: UInt8(MZ_RTS_F_DIRECT), inner: a1ToA3),
                        counters: ["encap_direct"]),
-            PacketCase(name: "direct path off by load-time config is tested in ConfigTests", program: .agent, port: .a,
+            PacketCase(name: "other subnet: to the VPC's divider", program: .agent, port: .a,
                        input: P.udp(T.a1mac, T.gwMAC, T.a1, T.a4), expect: .redirect(.droplet),
                        output: P.tunnel(from: T.h1, to: T.h3, vni: T.vniA, rts: T.h1, inner: P.udp(T.a1mac, T.gwMAC, T.a1, T.a4)),
                        counters: ["encap_to_divider"]),

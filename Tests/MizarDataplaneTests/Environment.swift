@@ -3,6 +3,7 @@ import Glibc
 import MizarCore
 import MizarDataplane
 import MizarPacket
+import MizarTestbed
 import Testing
 
 /// Where `make bpf` puts the objects; MIZAR_BPF_DIR overrides.
@@ -14,17 +15,6 @@ let bpfDirectory: String = {
     return parts.joined(separator: "/") + "/build/bpf"
 }()
 
-/// Runs a command and returns its exit status (test set-up only).
-@discardableResult
-func run(_ argv: [String]) -> Int32 {
-    var pid: pid_t = 0
-    let cArgs = argv.map { strdup($0) } + [nil]
-    defer { cArgs.forEach { free($0) } }
-    guard posix_spawnp(&pid, argv[0], nil, nil, cArgs, environ) == 0 else { return -1 }
-    var status: Int32 = 0
-    waitpid(pid, &status, 0)
-    return (status >> 8) & 0xff
-}
 
 /// Interfaces the tests create: a droplet and three endpoint host-side ends.
 /// BPF_PROG_TEST_RUN needs real ifindexes for an arrival interface. They are
@@ -42,15 +32,12 @@ struct Interfaces {
         let prefix = "mzt\(getpid() % 100000)"
         func make(_ suffix: String) throws -> UInt32 {
             let name = prefix + suffix
-            guard run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"]) == 0,
-                  run(["ip", "link", "set", name, "up"]) == 0 else {
-                throw SetupError(what: "ip link add \(name) type veth failed (the tests need root)")
-            }
+            let ifindex = try createVethPair(name)
             createdInterfaces.append(name)
-            return if_nametoindex(name)
+            return ifindex
         }
         atexit {
-            for name in createdInterfaces { run(["ip", "link", "del", name]) }
+            for name in createdInterfaces { runCommand(["ip", "link", "del", name]) }
         }
         return Interfaces(droplet: try make("d"), a: try make("a"), b: try make("b"), c: try make("c"))
     }

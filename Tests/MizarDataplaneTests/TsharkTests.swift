@@ -3,6 +3,7 @@ import Glibc
 import MizarCore
 import MizarDataplane
 import MizarPacket
+import MizarTestbed
 import Testing
 
 /// Runs tshark on a pcap file and returns the requested fields, one line per
@@ -13,7 +14,7 @@ func tshark(_ path: String, fields: [String]) throws -> [String] {
     let out = "/tmp/mizar-tshark-\(getpid()).txt"
     defer { unlink(out) }
     let cmd = argv.map { "'\($0)'" }.joined(separator: " ") + " > \(out) 2>/dev/null"
-    guard run(["sh", "-c", cmd]) == 0, let f = fopen(out, "r") else { throw SetupError(what: "tshark failed on \(path)") }
+    guard runCommand(["sh", "-c", cmd]) == 0, let f = fopen(out, "r") else { throw SetupError(what: "tshark failed on \(path)") }
     defer { fclose(f) }
     var lines: [String] = []
     var buf = [UInt8](repeating: 0, count: 4096)

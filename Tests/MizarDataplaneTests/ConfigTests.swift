@@ -1,0 +1,28 @@
+import CMizarABI
+import MizarCore
+import MizarDataplane
+import MizarPacket
+import Testing
+
+extension DataplaneTests {
+    @Suite struct LoadTimeConfig {
+        /// The .rodata settings reach the programs: with the direct path off
+        /// and a fresh outer TTL of 9, a cached host is ignored and the
+        /// packet goes to the bouncer with TTL 9.
+        @Test(arguments: Hook.allCases) func directPathOffAndTTL(_ hook: Hook) throws {
+            let env = try TestEnvironment.get()
+            let config = mz_config(outer_ttl: 9, direct_path: 0, reserved: 0, reserved2: 0)
+            let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [hook], config: config)
+            try dp.setDroplet(T.h1, ifindex: env.ifs.droplet)
+            try dp.upsertVPC(VPCEntry(vni: T.vniA, dividers: [T.h3]))
+            try dp.upsertSubnet(SubnetEntry(vni: T.vniA, cidr: T.s1, bouncers: [T.h4]))
+            try dp.upsertLocal(LocalEndpoint(vni: T.vniA, ip: T.a1, mac: T.a1mac, ifindex: env.ifs.a, subnet: T.s1,
+                                             gateway: T.gw1, gatewayMAC: T.gwMAC))
+            try dp.hostCache.update(mz_ep_key(T.vniA, T.a3), mz_cached_host(
+                host: mz_host(ip: T.h2.ip.networkOrder, mac: (2, 0, 0, 0, 0, 2), reserved: 0), flags: 0, learned_ns: 1))
+            let inner = P.udp(T.a1mac, T.a3mac, T.a1, T.a3)
+            let r = try dp.programs[hook]!.agent.testRun(inner, ifindex: env.ifs.a)
+            #expect(r.output == P.tunnel(from: T.h1, to: T.h4, vni: T.vniA, rts: T.h1, ttl: 9, inner: inner))
+        }
+    }
+}
