@@ -1,3 +1,4 @@
+import CMizarABI
 import MizarDataplane
 import Testing
 
@@ -13,6 +14,25 @@ import Testing
 
         @Test func tablesAreLargeEnough() {
             #expect(TransitCases.all.count + AgentCases.all.count >= 40)
+        }
+
+        /// Reasons no packet handed to PROG_TEST_RUN can reach: the kernel
+        /// refuses frames under 14 bytes, XDP data is always linear, tc
+        /// headers are pulled into the linear area first, and the
+        /// head-adjusting helpers do not fail for the sizes used.
+        static let unreachableInTests: Set<UInt32> = [
+            MZ_DROP_TRUNC_ETH.rawValue, MZ_DROP_TRUNC_UDP.rawValue, MZ_DROP_ADJUST_FAILED.rawValue,
+        ]
+
+        /// Every other drop reason has at least one row.
+        @Test func everyDropReasonHasARow() {
+            var covered = Set<UInt32>()
+            for c in TransitCases.all + AgentCases.all {
+                if case .drop(let reason) = c.expect { covered.insert(reason.rawValue) }
+            }
+            for (reason, name) in DropReason.all where !Packets.unreachableInTests.contains(reason) {
+                #expect(covered.contains(reason), "no row drops for \(name)")
+            }
         }
     }
 }
