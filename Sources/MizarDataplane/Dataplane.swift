@@ -21,7 +21,6 @@ public final class Dataplane: @unchecked Sendable {
     public let programs: [Hook: Programs]
     public let config: mz_config
     private let objects: [BPFObject]
-    let mapFDs: [String: Int32]
 
     public let droplet: BPFMap<UInt32, mz_droplet>
     public let knobs: BPFMap<UInt32, mz_knobs>
@@ -65,7 +64,6 @@ public final class Dataplane: @unchecked Sendable {
         }
         self.objects = objects
         self.programs = programs
-        self.mapFDs = fds
 
         func fd(_ name: String) throws(BPFError) -> Int32 {
             guard let fd = fds[name] else { throw BPFError(call: "find map", subject: name, errno: ENOENT) }
