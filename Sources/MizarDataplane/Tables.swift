@@ -20,13 +20,6 @@ public enum EndpointKind: UInt8, Sendable {
     case simple = 1, scaled = 2, host = 3, gateway = 4
 }
 
-/// A bad argument to a table operation: nothing was written.
-public struct TableError: Error, CustomStringConvertible, Sendable {
-    public let field: String
-    public let reason: String
-    public var description: String { "\(field): \(reason)" }
-}
-
 typealias MAC6 = (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
 
 extension MACAddress {
@@ -142,7 +135,7 @@ extension Dataplane {
 
     public func upsertVPC(_ e: VPCEntry) throws {
         guard e.dividers.count <= Int(MZ_MAX_DIVIDERS) else {
-            throw TableError(field: "dividers", reason: "\(e.dividers.count) dividers; at most \(MZ_MAX_DIVIDERS) per VPC")
+            throw ValidationError(field: "dividers", reason: "\(e.dividers.count) dividers; at most \(MZ_MAX_DIVIDERS) per VPC")
         }
         var v = mz_vpc()
         v.flags = e.isDivider ? UInt32(MZ_VPC_F_DIVIDER) : 0
@@ -169,7 +162,7 @@ extension Dataplane {
 
     public func upsertSubnet(_ e: SubnetEntry) throws {
         guard e.bouncers.count <= Int(MZ_MAX_BOUNCERS) else {
-            throw TableError(field: "bouncers", reason: "\(e.bouncers.count) bouncers; at most \(MZ_MAX_BOUNCERS) per subnet")
+            throw ValidationError(field: "bouncers", reason: "\(e.bouncers.count) bouncers; at most \(MZ_MAX_BOUNCERS) per subnet")
         }
         var v = mz_subnet()
         v.vni = e.vni.value
@@ -224,9 +217,9 @@ extension Dataplane {
     /// its interface, written together.
     public func upsertLocal(_ e: LocalEndpoint) throws {
         guard e.subnet.contains(e.ip) else {
-            throw TableError(field: "ip", reason: "\(e.ip) is outside the endpoint's subnet \(e.subnet)")
+            throw ValidationError(field: "ip", reason: "\(e.ip) is outside the endpoint's subnet \(e.subnet)")
         }
-        guard e.ifindex != 0 else { throw TableError(field: "ifindex", reason: "must name an interface (not 0)") }
+        guard e.ifindex != 0 else { throw ValidationError(field: "ifindex", reason: "must name an interface (not 0)") }
         try ifaces.update(mz_iface_key(ifindex: e.ifindex), mz_iface(
             vni: e.vni.value, ip: e.ip.networkOrder, mac: e.mac.tuple, subnet_prefixlen: e.subnet.prefixLength,
             flags: 0, subnet_ip: e.subnet.address.networkOrder, gateway_ip: e.gateway.networkOrder,

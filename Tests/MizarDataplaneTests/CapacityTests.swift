@@ -73,7 +73,7 @@ extension DataplaneTests {
             let vni = try VNI(77)
             let many = (0..<33).map { HostAddress(ip: IPv4Address(value: 0xc0a8_0000 + UInt32($0)), mac: T.h2.mac) }
             #expect { try env.dataplane.upsertVPC(VPCEntry(vni: vni, dividers: many)) } throws: { error in
-                (error as? TableError)?.field == "dividers"
+                (error as? ValidationError)?.field == "dividers"
             }
             #expect(try env.dataplane.vpc(vni) == nil)
         }
@@ -83,7 +83,7 @@ extension DataplaneTests {
             try env.reset()
             #expect { try env.dataplane.upsertLocal(LocalEndpoint(vni: T.vniA, ip: T.a4, mac: T.a1mac, ifindex: env.ifs.a, subnet: T.s1,
                                                                   gateway: T.gw1, gatewayMAC: T.gwMAC)) } throws: { error in
-                (error as? TableError)?.field == "ip"
+                (error as? ValidationError)?.field == "ip"
             }
             #expect(try env.dataplane.local.keys().isEmpty)
             #expect(try env.dataplane.ifaces.keys().isEmpty)

@@ -101,31 +101,28 @@ static __always_inline const struct mz_local_ep *local_ep(__u32 vni, __be32 ip)
 	return bpf_map_lookup_elem(&mz_local, &k);
 }
 
-/* One of a subnet's bouncers, by flow hash. */
-static __always_inline int pick_bouncer(const struct mz_subnet *s, __u32 hash, struct mz_host *out)
+/* One of n hosts (a subnet's bouncers, a VPC's dividers) by flow hash. */
+static __always_inline int pick_host(const struct mz_host *hosts, __u32 n, __u32 max, __u32 hash,
+				     struct mz_host *out)
 {
-	__u32 n = s->n_bouncers;
-	if (n == 0 || n > MZ_MAX_BOUNCERS)
-		return -MZ_DROP_NO_BOUNCER;
+	if (n == 0 || n > max)
+		return -1;
 	__u32 i = hash % n;
 	barrier_var(i); /* keep the check below: the verifier cannot follow % */
-	if (i >= MZ_MAX_BOUNCERS)
-		return -MZ_DROP_NO_BOUNCER;
-	*out = s->bouncers[i];
+	if (i >= max)
+		return -1;
+	*out = hosts[i];
 	return 0;
+}
+
+static __always_inline int pick_bouncer(const struct mz_subnet *s, __u32 hash, struct mz_host *out)
+{
+	return pick_host(s->bouncers, s->n_bouncers, MZ_MAX_BOUNCERS, hash, out) ? -MZ_DROP_NO_BOUNCER : 0;
 }
 
 static __always_inline int pick_divider(const struct mz_vpc *v, __u32 hash, struct mz_host *out)
 {
-	__u32 n = v->n_dividers;
-	if (n == 0 || n > MZ_MAX_DIVIDERS)
-		return -MZ_DROP_NO_DIVIDER;
-	__u32 i = hash % n;
-	barrier_var(i); /* keep the check below: the verifier cannot follow % */
-	if (i >= MZ_MAX_DIVIDERS)
-		return -MZ_DROP_NO_DIVIDER;
-	*out = v->dividers[i];
-	return 0;
+	return pick_host(v->dividers, v->n_dividers, MZ_MAX_DIVIDERS, hash, out) ? -MZ_DROP_NO_DIVIDER : 0;
 }
 
 #endif
