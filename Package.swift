@@ -9,6 +9,16 @@ let package = Package(
     products: [
         .library(name: "MizarCore", targets: ["MizarCore"]),
         .library(name: "MizarDataplane", targets: ["MizarDataplane"]),
+        .executable(name: "transitd", targets: ["transitd"]),
+        .executable(name: "mizarctl", targets: ["mizarctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
     ],
     targets: [
         // THE shared header: every struct that crosses the kernel/user boundary.
@@ -21,8 +31,45 @@ let package = Package(
         .target(name: "MizarPacket", dependencies: ["MizarCore"], swiftSettings: strict),
         // The only module that touches libbpf and the ABI's C types.
         .target(name: "MizarDataplane", dependencies: ["CMizarABI", "CLibBPF", "MizarCore"], swiftSettings: strict),
-        // Set-up helpers for tests, benchmarks and (later) the simulated cluster.
-        .target(name: "MizarTestbed", swiftSettings: strict),
+        // Network namespaces, rtnetlink and ethtool, wrapped once.
+        .target(name: "CNetlink", path: "Sources/CNetlink"),
+        // Namespaces, links, addresses and routes in Swift terms.
+        .target(name: "MizarSystem", dependencies: ["CNetlink", "MizarCore"], swiftSettings: strict),
+        // The transitd API: generated from proto/ by scripts/gen-proto.sh.
+        .target(
+            name: "MizarRPC",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]),
+        // The per-host daemon's logic: attachments, endpoint interfaces, the gRPC service.
+        .target(
+            name: "MizarTransit",
+            dependencies: [
+                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "CMizarABI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        // Set-up helpers for tests and benchmarks, and the simulated cluster.
+        .target(name: "MizarTestbed", dependencies: ["MizarSystem", "MizarCore"], swiftSettings: strict),
+        .executableTarget(
+            name: "transitd",
+            dependencies: [
+                "MizarTransit", "MizarSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "mizarctl",
+            dependencies: [
+                "MizarTransit", "MizarTestbed", "MizarRPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
         .executableTarget(
             name: "mizar-bench-dataplane",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
@@ -33,6 +80,14 @@ let package = Package(
         .testTarget(
             name: "MizarDataplaneTests",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "MizarTransitTests",
+            dependencies: [
+                "MizarTransit", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "CMizarABI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: strict),
     ]
 )

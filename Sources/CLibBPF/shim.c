@@ -117,3 +117,83 @@ void mz_libbpf_quiet(int quiet)
 {
 	libbpf_set_print(quiet ? quiet_print : warn_print);
 }
+
+static void tc_ingress(struct bpf_tc_hook *hook, struct bpf_tc_opts *opts, int ifindex)
+{
+	memset(hook, 0, sizeof(*hook));
+	hook->sz = sizeof(*hook);
+	hook->ifindex = ifindex;
+	hook->attach_point = BPF_TC_INGRESS;
+	memset(opts, 0, sizeof(*opts));
+	opts->sz = sizeof(*opts);
+	opts->handle = 1;
+	opts->priority = 1;
+}
+
+int mz_tc_attach_ingress(int ifindex, int prog_fd)
+{
+	struct bpf_tc_hook hook;
+	struct bpf_tc_opts opts;
+	tc_ingress(&hook, &opts, ifindex);
+	int err = bpf_tc_hook_create(&hook);
+	if (err && err != -EEXIST)
+		return err;
+	opts.prog_fd = prog_fd;
+	opts.flags = BPF_TC_F_REPLACE;
+	return bpf_tc_attach(&hook, &opts);
+}
+
+
+/* "Nothing there" is an answer here, not an error worth libbpf's warning. */
+int mz_tc_detach_ingress(int ifindex)
+{
+	struct bpf_tc_hook hook;
+	struct bpf_tc_opts opts;
+	tc_ingress(&hook, &opts, ifindex);
+	libbpf_print_fn_t old = libbpf_set_print(quiet_print);
+	int err = bpf_tc_detach(&hook, &opts);
+	libbpf_set_print(old);
+	return err;
+}
+
+int mz_tc_query_ingress(int ifindex, __u32 *prog_id)
+{
+	struct bpf_tc_hook hook;
+	struct bpf_tc_opts opts;
+	tc_ingress(&hook, &opts, ifindex);
+	libbpf_print_fn_t old = libbpf_set_print(quiet_print);
+	int err = bpf_tc_query(&hook, &opts);
+	libbpf_set_print(old);
+	if (err)
+		return err;
+	*prog_id = opts.prog_id;
+	return 0;
+}
+
+int mz_xdp_attach(int ifindex, int prog_fd, __u32 flags)
+{
+	return bpf_xdp_attach(ifindex, prog_fd, flags, NULL);
+}
+
+int mz_xdp_detach(int ifindex, __u32 flags)
+{
+	return bpf_xdp_detach(ifindex, flags, NULL);
+}
+
+int mz_xdp_query(int ifindex, __u32 flags, __u32 *prog_id)
+{
+	*prog_id = 0;
+	return bpf_xdp_query_id(ifindex, (int)flags, prog_id);
+}
+
+int mz_prog_id(int prog_fd, __u32 *prog_id)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	memset(&info, 0, sizeof(info));
+	int err = bpf_obj_get_info_by_fd(prog_fd, &info, &len);
+	if (err)
+		return err;
+	*prog_id = info.id;
+	return 0;
+}

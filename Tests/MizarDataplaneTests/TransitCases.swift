@@ -110,6 +110,7 @@ enum TransitCases {
                        input: P.tunnel(from: T.h4, to: T.h1, vni: T.vniA, rts: T.h4, inner: P.udp(T.a5mac, T.a3mac, T.a5, T.ip("10.0.1.77"))),
                        expect: .drop(MZ_DROP_LOOP)),
             bouncerARP,
+            localARP,
             PacketCase(name: "bouncer: ARP for an unknown address", program: .transit, port: .droplet,
                        roles: Roles(bouncerS1: true),
                        input: P.tunnel(from: T.h4, to: T.h1, vni: T.vniA, rts: T.h4, inner: P.arpRequest(from: T.a5mac, T.a5, for: T.ip("10.0.1.99"))),
@@ -147,9 +148,17 @@ enum TransitCases {
                        expect: .drop(MZ_DROP_NO_ROUTE), counters: ["cache_learn"], learns: [Learned(vni: T.vniA, ip: T.a5, host: T.h4)]),
 
             // Nothing here for it.
-            PacketCase(name: "direct-path packet for an endpoint that left", program: .transit, port: .droplet,
-                       input: P.tunnel(from: T.h4, to: T.h1, vni: T.vniA, rts: T.h4, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
+            PacketCase(name: "direct-path packet for an endpoint that left: to its bouncer, RTS kept, flag cleared",
+                       program: .transit, port: .droplet,
+                       input: P.tunnel(from: T.h2, to: T.h1, vni: T.vniA, rts: T.h2, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
                                        inner: P.udp(T.a5mac, T.a3mac, T.a5, T.a3)),
+                       expect: .tx,
+                       output: P.tunnel(from: T.h1, to: T.h4, vni: T.vniA, rts: T.h2, ttl: 63,
+                                        inner: P.udp(T.a5mac, T.a3mac, T.a5, T.a3)),
+                       counters: ["stale_reroute"]),
+            PacketCase(name: "direct-path packet for an endpoint that left, no subnet known here", program: .transit, port: .droplet,
+                       input: P.tunnel(from: T.h2, to: T.h1, vni: T.vniA, rts: T.h2, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
+                                       inner: P.udp(T.a5mac, T.a3mac, T.a5, T.ip("10.0.3.7"))),
                        expect: .drop(MZ_DROP_STALE_DIRECT)),
             PacketCase(name: "no role and no endpoint for it", program: .transit, port: .droplet,
                        input: P.tunnel(from: T.h4, to: T.h1, vni: T.vniA, rts: T.h4, inner: P.udp(T.a5mac, T.a3mac, T.a5, T.a3)),
@@ -179,6 +188,20 @@ enum TransitCases {
             counters: ["bouncer_arp_reply"], vni: T.vniA)
     }
 
+    /// A request for an endpoint of this host (it bounces for the subnet):
+    /// answered here with this host in RTS, not handed to the endpoint.
+    static var localARP: PacketCase {
+        let request = P.arpRequest(from: T.a5mac, T.a5, for: T.a1)
+        let sport = mz_flow_sport(P.flowHash(request))
+        return PacketCase(
+            name: "ARP request for a local endpoint: answered here, RTS this host", program: .transit, port: .droplet,
+            roles: Roles(bouncerS1: true),
+            input: P.tunnel(from: T.h4, to: T.h1, vni: T.vniA, rts: T.h4, inner: request), expect: .tx,
+            output: P.tunnel(from: T.h1, to: T.h4, vni: T.vniA, rts: T.h1, sport: sport,
+                             inner: P.arpReply(T.a1mac, T.a1, to: T.a5mac, T.a5)),
+            counters: ["bouncer_arp_reply", "cache_learn"], learns: [Learned(vni: T.vniA, ip: T.a5, host: T.h4)], vni: T.vniA)
+    }
+
     /// Two bouncers for subnet 2: the divider picks one by flow hash.
     static var dividerToBouncer: PacketCase {
         let inner = P.udp(T.a5mac, T.gwMAC, T.a5, T.a4)
@@ -201,7 +224,7 @@ enum TransitCases {
             prepare: { try $0.hostCache.update(mz_ep_key(vni: 100, ip: T.a4.networkOrder),
                                                mz_cached_host(host: mz_host(ip: T.h2.ip.networkOrder, mac: (2, 0, 0, 0, 0, 2), reserved: 0), flags: 0, learned_ns: 1)) },
             input: P.tunnel(from: T.h4, to: T.h1, vni: T.vniA, rts: T.h4, inner: inner), expect: .tx,
-            output: P.tunnel(from: T.h1, to: T.h2, vni: T.vniA, rts: T.h1, ttl: 63, inner: inner),
+            output: P.tunnel(from: T.h1, to: T.h2, vni: T.vniA, rts: T.h1, rtsFlags: UInt8(MZ_RTS_F_DIRECT), ttl: 63, inner: inner),
             counters: ["divider_direct", "cache_learn"], learns: [Learned(vni: T.vniA, ip: T.a5, host: T.h4)])
     }
 }

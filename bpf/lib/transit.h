@@ -13,9 +13,11 @@ static __always_inline __u32 flow_hash_ips(__be32 src, __be32 dst, __u32 extra)
 	return mz_flow_hash(bpf_ntohl(src), bpf_ntohl(dst), extra);
 }
 
-/* ARP inside the tunnel: a reply (or request) for a local endpoint is
- * delivered; a request for an endpoint of a subnet this host bounces for is
- * answered here, with the target's host in RTS for the requester to cache. */
+/* ARP inside the tunnel: a reply for a local endpoint is delivered; a
+ * request is answered here, with the target's host in RTS for the requester
+ * to cache, when the target is a local endpoint or in a subnet this host
+ * bounces for. A request is never handed to a local endpoint: its answer
+ * would be a reply, which no agent sends into the tunnel. */
 static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
 				       const struct mz_droplet *dr, struct mz_outer *o)
 {
@@ -33,24 +35,33 @@ static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
 	p->inner_dst = tpa;
 
 	const struct mz_local_ep *local = local_ep(p->vni, tpa);
-	if (local) {
+	if (local && a->op != ARPOP_REQUEST_BE) {
 		learn(p->vni, spa, &o->rts, dr, p->len);
 		return deliver(ctx, p, local, o->len, 0);
 	}
 	if (a->op != ARPOP_REQUEST_BE)
 		return -MZ_DROP_ARP_UNSUPPORTED;
 
-	const struct mz_subnet *s = subnet_of(p->vni, tpa);
-	if (!s || !(s->flags & MZ_SUBNET_F_BOUNCER))
-		return -MZ_DROP_NO_ROUTE;
-	struct mz_ep_key k = { .vni = p->vni, .ip = tpa };
-	const struct mz_endpoint *ep = bpf_map_lookup_elem(&mz_endpoints, &k);
-	if (!ep)
-		return -MZ_DROP_ARP_UNKNOWN;
+	struct mz_host target_host;
+	__u8 target_mac[6];
+	if (local) {
+		learn(p->vni, spa, &o->rts, dr, p->len);
+		target_host = dr->self;
+		mac_copy(target_mac, local->mac);
+	} else {
+		const struct mz_subnet *s = subnet_of(p->vni, tpa);
+		if (!s || !(s->flags & MZ_SUBNET_F_BOUNCER))
+			return -MZ_DROP_NO_ROUTE;
+		struct mz_ep_key k = { .vni = p->vni, .ip = tpa };
+		const struct mz_endpoint *ep = bpf_map_lookup_elem(&mz_endpoints, &k);
+		if (!ep)
+			return -MZ_DROP_ARP_UNKNOWN;
+		target_host = ep->host;
+		mac_copy(target_mac, ep->mac);
+	}
 
 	struct mz_host requester = o->rts;
-	struct mz_host target_host = ep->host;
-	arp_answer(in, a, ep->mac);
+	arp_answer(in, a, target_mac);
 	p->inner_src = tpa;
 	p->inner_dst = spa;
 	count(MZ_CNT_BOUNCER_ARP, p->len);
@@ -156,17 +167,37 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 			return -MZ_DROP_TRUNC_GENEVE;
 		r->host_ip = dr->self.ip;
 		mac_copy(r->host_mac, dr->self.mac);
-		r->flags = 0;
+		r->flags = path == MZ_CNT_DIVIDER_DIRECT ? MZ_RTS_F_DIRECT : 0;
 		ret = bounce(ctx, p, dr, &to, 0);
 		if (ret >= 0)
 			count(path, p->len);
 		return ret;
 	}
 
-	/* Sent straight here by a host whose cache says the endpoint lives here:
-	 * it moved or is gone. */
-	if (o.rts_flags & MZ_RTS_F_DIRECT)
-		return -MZ_DROP_STALE_DIRECT;
+	/* Sent straight here by a host (or divider) whose cache says the
+	 * endpoint lives here: it moved or is gone. One of its subnet's bouncers
+	 * knows where it lives now; the RTS still names the sender, so the reply
+	 * comes back direct from the new host and re-teaches the sender's cache.
+	 * The flag is cleared so that a stale bouncer entry cannot bounce the
+	 * packet around. */
+	if (o.rts_flags & MZ_RTS_F_DIRECT) {
+		struct mz_host to;
+		if (!s)
+			return -MZ_DROP_STALE_DIRECT;
+		ret = pick_bouncer(s, flow_hash_ips(src, dst, iip->protocol), &to);
+		if (ret < 0)
+			return ret;
+		if (o.rts_off > 512)
+			return -MZ_DROP_TRUNC_GENEVE;
+		struct mz_opt_rts *r = data + o.rts_off;
+		if ((void *)(r + 1) > end)
+			return -MZ_DROP_TRUNC_GENEVE;
+		r->flags = 0;
+		ret = bounce(ctx, p, dr, &to, 0);
+		if (ret >= 0)
+			count(MZ_CNT_STALE_REROUTE, p->len);
+		return ret;
+	}
 	return -MZ_DROP_NO_ROUTE;
 }
 

@@ -9,6 +9,7 @@
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
+#include <linux/if_link.h>
 
 /* BPF_PROG_TEST_RUN as if the packet arrived on `ifindex`: the context is
  * an xdp_md (xdp != 0) or an __sk_buff. */
@@ -32,6 +33,27 @@ struct mz_ringbuf *mz_ringbuf_open(int map_fd, size_t record_size);
 /* Consumes what is there now; returns the number of records copied. */
 int mz_ringbuf_read(struct mz_ringbuf *rb, void *out, int max_records);
 void mz_ringbuf_close(struct mz_ringbuf *rb);
+
+/* tc on an interface's ingress: creates the clsact qdisc if missing and
+ * attaches prog_fd as the one filter at handle 1, priority 1, replacing in
+ * one step whatever program is there (a restart swaps programs without a
+ * gap). The filter stays after the process exits. */
+int mz_tc_attach_ingress(int ifindex, int prog_fd);
+/* Removes that filter; -ENOENT if there is none. */
+int mz_tc_detach_ingress(int ifindex);
+/* The id of the program in that filter; -ENOENT if there is none. */
+int mz_tc_query_ingress(int ifindex, __u32 *prog_id);
+
+/* XDP through netlink (bpf_xdp_attach): replaces what is attached and
+ * stays after the process exits. flags: XDP_FLAGS_DRV_MODE or SKB_MODE. */
+enum { MZ_XDP_NATIVE = XDP_FLAGS_DRV_MODE, MZ_XDP_GENERIC = XDP_FLAGS_SKB_MODE };
+int mz_xdp_attach(int ifindex, int prog_fd, __u32 flags);
+int mz_xdp_detach(int ifindex, __u32 flags);
+/* The attached program's id, 0 if none. */
+int mz_xdp_query(int ifindex, __u32 flags, __u32 *prog_id);
+
+/* The id of a loaded program. */
+int mz_prog_id(int prog_fd, __u32 *prog_id);
 
 /* Silences libbpf's warnings (1) or lets them through to stderr (0). */
 void mz_libbpf_quiet(int quiet);

@@ -63,6 +63,8 @@ struct mz_opt_rts {
 /* What the agent prepends: outer Ethernet, IPv4 (no options), UDP, Geneve and
  * the RTS option. Endpoint MTU = underlay MTU - (MZ_ENCAP_LEN - MZ_ETH_LEN). */
 #define MZ_ENCAP_LEN (MZ_ETH_LEN + MZ_IPV4_LEN + MZ_UDP_LEN + MZ_GENEVE_LEN + 16)
+/* The same, where a macro expression does not reach (Swift imports enums). */
+enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN - MZ_ETH_LEN };
 #define MZ_GENEVE_MAX_OPTS 16
 #define MZ_UDP_SPORT_BASE 49152 /* flow-hash source ports: 49152..65535 */
 
@@ -243,6 +245,7 @@ enum mz_counter_id {
 	MZ_CNT_AGENT_ARP,      /* ARP answered by the agent (gateway, same host) */
 	MZ_CNT_SELF_HANDOFF,   /* agent's next hop is this very host */
 	MZ_CNT_CACHE_LEARN,    /* endpoint -> host learned or changed */
+	MZ_CNT_STALE_REROUTE,  /* direct-path packet for an endpoint gone from here, sent to its bouncer */
 	MZ_CNT__MAX,
 };
 
@@ -410,6 +413,7 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_AGENT_ARP: return "agent_arp_reply";
 	case MZ_CNT_SELF_HANDOFF: return "self_handoff";
 	case MZ_CNT_CACHE_LEARN: return "cache_learn";
+	case MZ_CNT_STALE_REROUTE: return "stale_reroute";
 	default: return 0;
 	}
 }

@@ -1,0 +1,153 @@
+import Glibc
+import MizarCore
+import MizarSystem
+
+/// Real traffic between endpoint namespaces, for tests: sockets are made
+/// inside each namespace, then used from this thread. Every wait is bounded.
+public enum Traffic {
+    public enum Transport: Sendable { case tcp, udp }
+
+    /// Sends `payload` from a socket in `client` to `server`:`port`, where a
+    /// socket in `serverNetns` receives it and answers with its reverse.
+    /// Returns what the server received and what the client got back; nil
+    /// where nothing arrived within `timeout` seconds.
+    public static func exchange(_ transport: Transport, from client: String, to serverNetns: String, address: IPv4Address,
+                                port: UInt16, payload: [UInt8], timeout: Double = 1.0) throws -> (atServer: [UInt8]?, atClient: [UInt8]?) {
+        let clientNS = try NetworkNamespace(path: client), serverNS = try NetworkNamespace(path: serverNetns)
+        let type = transport == .tcp ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)
+        let listener = try serverNS.socket(domain: AF_INET, type: type)
+        defer { close(listener) }
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        try bindOrConnect(listener, .zero, port, connect: false)
+        if transport == .tcp { guard listen(listener, 4) == 0 else { throw failure("listen") } }
+        setTimeout(listener, timeout)
+
+        let sender = try clientNS.socket(domain: AF_INET, type: type)
+        defer { close(sender) }
+        setTimeout(sender, timeout)
+        if transport == .tcp {
+            do { try bindOrConnect(sender, address, port, connect: true) } catch { return (nil, nil) }
+        } else {
+            try bindOrConnect(sender, address, port, connect: true)
+        }
+        guard payload.withUnsafeBytes({ send(sender, $0.baseAddress, $0.count, 0) }) == payload.count else { throw failure("send") }
+
+        var peer = listener
+        if transport == .tcp {
+            peer = accept(listener, nil, nil)
+            guard peer >= 0 else { return (nil, nil) }
+            setTimeout(peer, timeout)
+        }
+        defer { if peer != listener { close(peer) } }
+        var from = sockaddr_in(), fromLen = socklen_t(MemoryLayout<sockaddr_in>.size)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = withUnsafeMutablePointer(to: &from) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                buffer.withUnsafeMutableBytes { recvfrom(peer, $0.baseAddress, $0.count, 0, sa, &fromLen) }
+            }
+        }
+        guard n > 0 else { return (nil, nil) }
+        let atServer = Array(buffer.prefix(n))
+        let answer = Array(atServer.reversed())
+        let sent = withUnsafePointer(to: &from) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                answer.withUnsafeBytes {
+                    transport == .tcp ? send(peer, $0.baseAddress, $0.count, 0) : sendto(peer, $0.baseAddress, $0.count, 0, sa, fromLen)
+                }
+            }
+        }
+        guard sent == answer.count else { throw failure("send answer") }
+        let m = buffer.withUnsafeMutableBytes { recv(sender, $0.baseAddress, $0.count, 0) }
+        return (atServer, m > 0 ? Array(buffer.prefix(m)) : nil)
+    }
+
+    /// Waits up to `timeout` seconds for one datagram on `port` inside
+    /// `netns` while `trigger` runs: what must not arrive, arriving.
+    public static func listenUDP(in netns: String, port: UInt16, timeout: Double, while trigger: () throws -> Void) throws -> [UInt8]? {
+        let ns = try NetworkNamespace(path: netns)
+        let s = try ns.socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue))
+        defer { close(s) }
+        try bindOrConnect(s, .zero, port, connect: false)
+        setTimeout(s, timeout)
+        try trigger()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { recv(s, $0.baseAddress, $0.count, 0) }
+        return n > 0 ? Array(buffer.prefix(n)) : nil
+    }
+
+    /// One datagram from inside `netns`, no answer expected.
+    public static func sendUDP(from netns: String, to address: IPv4Address, port: UInt16, payload: [UInt8]) throws {
+        let ns = try NetworkNamespace(path: netns)
+        let s = try ns.socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue))
+        defer { close(s) }
+        try bindOrConnect(s, address, port, connect: true)
+        _ = payload.withUnsafeBytes { send(s, $0.baseAddress, $0.count, 0) }
+    }
+
+    /// `ping` inside a namespace: how many of `count` echoes were answered.
+    public static func ping(from netns: String, _ address: IPv4Address, count: Int, interval: Double = 0.2,
+                            wait: Double = 1) -> (sent: Int, received: Int, output: String) {
+        let (_, output) = runCapturing(["nsenter", "--net=\(netns)", "ping", "-n", "-q", "-c", "\(count)",
+                                        "-i", "\(interval)", "-W", "\(wait)", "\(address)"])
+        // "5 packets transmitted, 5 received, ..."
+        guard let line = output.split(separator: "\n").first(where: { $0.contains("packets transmitted") }) else {
+            return (0, 0, output)
+        }
+        let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        return (numbers.first ?? 0, numbers.count > 1 ? numbers[1] : 0, output)
+    }
+
+    static func bindOrConnect(_ fd: Int32, _ ip: IPv4Address, _ port: UInt16, connect doConnect: Bool) throws {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = ip.networkOrder
+        let r = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                doConnect ? connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) : bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard r == 0 else { throw failure(doConnect ? "connect \(ip):\(port)" : "bind :\(port)") }
+    }
+
+    static func setTimeout(_ fd: Int32, _ seconds: Double) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    static func failure(_ what: String) -> SystemError { SystemError(call: what, subject: "", errno: errno) }
+}
+
+/// Runs a command to completion; its exit status and what it printed
+/// (stdout and stderr together).
+public func runCapturing(_ argv: [String]) -> (status: Int32, output: String) {
+    var pipeFDs: [Int32] = [0, 0]
+    guard pipe(&pipeFDs) == 0 else { return (-1, "pipe: \(String(cString: strerror(errno)))") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    var pid: pid_t = 0
+    let cArgs = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    let r = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, environ)
+    close(pipeFDs[1])
+    defer { close(pipeFDs[0]) }
+    guard r == 0 else { return (-1, "cannot run \(argv[0]): \(String(cString: strerror(r)))") }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes += chunk.prefix(n)
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return ((status >> 8) & 0xff, String(decoding: bytes, as: UTF8.self))
+}

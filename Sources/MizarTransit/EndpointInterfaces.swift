@@ -1,0 +1,185 @@
+import CMizarABI
+import Glibc
+import MizarCore
+import MizarDataplane
+import MizarRPC
+import MizarSystem
+import SwiftProtobuf
+
+/// What an endpoint interface is asked to be, validated.
+public struct EndpointInterfaceSpec: Equatable, Sendable {
+    public var vni: VNI
+    public var ip: IPv4Address
+    public var mac: MACAddress
+    public var subnet: CIDR
+    public var gateway: IPv4Address
+    public var netns: String
+    public var ifname: String
+    public var mtu: UInt32
+}
+
+extension TransitHost {
+    /// Endpoint MTU: the droplet's less what the agent prepends.
+    public nonisolated var defaultEndpointMTU: UInt32 { dropletMTU - UInt32(MZ_ENCAP_OVERHEAD) }
+
+    /// Creates the veth pair, configures the endpoint's end inside its
+    /// namespace, attaches the agent and writes the delivery entries. The
+    /// same request again changes nothing; on any failure what was made is
+    /// removed again.
+    public func createEndpointInterface(_ spec: EndpointInterfaceSpec) throws -> (Mizar_Transit_V1_EndpointInterfaceInfo, Bool) {
+        let key = EndpointKey(vni: spec.vni, ip: spec.ip)
+        try requireSubnet(spec.vni, spec.subnet, holding: spec.ip)
+        guard spec.mtu >= 576 && spec.mtu <= defaultEndpointMTU else {
+            throw TransitError(.invalidArgument, field: "mtu",
+                               "\(spec.mtu) is out of range; expected 576...\(defaultEndpointMTU) (the droplet's MTU \(dropletMTU) less \(MZ_ENCAP_OVERHEAD) bytes of encapsulation)")
+        }
+        if let existing = interfaces[key] {
+            if existing.spec == Self.message(spec) { return (existing, false) }
+            throw TransitError(.alreadyExists, field: "ip",
+                               "\(spec.ip) in VNI \(spec.vni) is already an endpoint on this host (\(existing.spec.mac) in \(existing.spec.netns))")
+        }
+        if try dataplane.local.lookup(mz_ep_key(spec.vni, spec.ip)) != nil {
+            throw TransitError(.alreadyExists, field: "ip", "\(spec.ip) in VNI \(spec.vni) is already delivered to an interface on this host")
+        }
+        let namespace: NetworkNamespace
+        do { namespace = try NetworkNamespace(path: spec.netns) } catch {
+            throw TransitError(.notFound, field: "netns", "cannot open network namespace \(spec.netns): \(String(cString: strerror(error.errno)))")
+        }
+        let inside = try Netlink(in: namespace)
+        if try inside.index(of: spec.ifname) != nil {
+            throw TransitError(.alreadyExists, field: "ifname", "\(spec.netns) already has an interface \(spec.ifname)")
+        }
+        let hostName = Self.hostInterfaceName(key)
+        if let stale = try netlink.index(of: hostName) {
+            // Left by a create that never finished (the name is ours).
+            try netlink.deleteLink(stale)
+        }
+        try netlink.addVeth(hostName, peer: spec.ifname, peerNamespace: namespace, mtu: spec.mtu, peerMAC: spec.mac)
+        do {
+            guard let hostIndex = try netlink.index(of: hostName), let hostLink = try netlink.link(hostIndex),
+                  let peerIndex = try inside.index(of: spec.ifname) else {
+                throw TransitError(.internalError, field: "ifname", "the veth pair \(hostName)/\(spec.ifname) vanished after creation")
+            }
+            try netlink.disableIPv6(hostIndex)
+            try inside.disableIPv6(peerIndex)
+            try netlink.setLink(hostIndex, up: true)
+            try inside.setLink(peerIndex, up: true)
+            if let lo = try inside.index(of: "lo") { try inside.setLink(lo, up: true) }
+            try inside.addAddress(peerIndex, spec.ip, prefixLength: spec.subnet.prefixLength)
+            try inside.addRoute(to: try CIDR(parsing: "0.0.0.0/0"), via: spec.gateway, ifindex: peerIndex)
+            // Frames XDP-redirected into a veth are dropped unless its peer has GRO.
+            try Ethtool.setGRO(true, ifname: spec.ifname, in: namespace)
+            try Attachment.attach(dataplane.programs[config.agentHook]!.agent, ifindex: hostIndex)
+            try dataplane.upsertLocal(LocalEndpoint(vni: spec.vni, ip: spec.ip, mac: spec.mac, ifindex: hostIndex,
+                                                    subnet: spec.subnet, gateway: spec.gateway, gatewayMAC: hostLink.mac))
+            try dataplane.invalidateCachedHost(spec.vni, spec.ip)
+            var info = Mizar_Transit_V1_EndpointInterfaceInfo()
+            info.spec = Self.message(spec)
+            info.hostIfname = hostName
+            info.hostIfindex = hostIndex
+            info.gatewayMac = "\(hostLink.mac)"
+            info.agentHook = config.agentHook.rawValue
+            interfaces[key] = info
+            try saveRecords()
+            logger.info("endpoint interface created", metadata: [
+                "vpc.vni": "\(spec.vni)", "endpoint.ip": "\(spec.ip)", "endpoint.mac": "\(spec.mac)",
+                "endpoint.netns": "\(spec.netns)", "endpoint.host_ifname": "\(hostName)",
+            ])
+            return (info, true)
+        } catch {
+            interfaces[key] = nil
+            _ = try? dataplane.deleteLocal(spec.vni, spec.ip)
+            if let index = try? netlink.index(of: hostName) { _ = try? netlink.deleteLink(index) }
+            throw error
+        }
+    }
+
+    /// Removes the interface, its delivery entries and any cached path to
+    /// the address, so a new endpoint with it elsewhere is reached there.
+    public func deleteEndpointInterface(_ vni: VNI, _ ip: IPv4Address) throws -> Bool {
+        let key = EndpointKey(vni: vni, ip: ip)
+        let existed = try dataplane.deleteLocal(vni, ip)
+        try dataplane.invalidateCachedHost(vni, ip)
+        guard let info = interfaces[key] else { return existed }
+        if let index = try netlink.index(of: info.hostIfname), index == info.hostIfindex {
+            try netlink.deleteLink(index)
+        }
+        interfaces[key] = nil
+        try saveRecords()
+        logger.info("endpoint interface deleted", metadata: ["vpc.vni": "\(vni)", "endpoint.ip": "\(ip)"])
+        return true
+    }
+
+    public func listEndpointInterfaces(vni: VNI?) -> [Mizar_Transit_V1_EndpointInterfaceInfo] {
+        interfaces.filter { vni == nil || $0.key.vni == vni }
+            .sorted { ($0.key.vni, $0.key.ip) < ($1.key.vni, $1.key.ip) }
+            .map(\.value)
+    }
+
+    // MARK: - Records and restart
+
+    var recordsPath: String { "\(config.stateDirectory)/endpoint-interfaces.json" }
+
+    func loadRecords() throws -> [EndpointKey: Mizar_Transit_V1_EndpointInterfaceInfo] {
+        guard let text = try readFile(recordsPath) else { return [:] }
+        let list = try Mizar_Transit_V1_EndpointInterfaceList(jsonString: text)
+        var result: [EndpointKey: Mizar_Transit_V1_EndpointInterfaceInfo] = [:]
+        for info in list.interfaces {
+            let key = EndpointKey(vni: try VNI(info.spec.vni), ip: try IPv4Address(parsing: info.spec.ip))
+            result[key] = info
+        }
+        return result
+    }
+
+    /// Written to a temporary file and renamed, so a crash leaves either
+    /// the old records or the new ones.
+    func saveRecords() throws {
+        var list = Mizar_Transit_V1_EndpointInterfaceList()
+        list.interfaces = listEndpointInterfaces(vni: nil)
+        try writeFile(recordsPath, try list.jsonString())
+    }
+
+    /// After a restart: the agent (a fresh load) goes back onto every
+    /// endpoint interface still there; records of vanished ones are dropped
+    /// with their delivery entries.
+    func readopt() throws {
+        for (key, info) in interfaces {
+            guard let index = try netlink.index(of: info.hostIfname), index == info.hostIfindex else {
+                logger.warning("endpoint interface gone", metadata: ["endpoint.ip": "\(key.ip)", "vpc.vni": "\(key.vni)",
+                                                                     "endpoint.host_ifname": "\(info.hostIfname)"])
+                _ = try dataplane.deleteLocal(key.vni, key.ip)
+                interfaces[key] = nil
+                continue
+            }
+            try Attachment.attach(dataplane.programs[config.agentHook]!.agent, ifindex: index)
+        }
+        try saveRecords()
+        if !interfaces.isEmpty {
+            logger.info("endpoint interfaces adopted", metadata: ["count": "\(interfaces.count)"])
+        }
+    }
+
+    /// mz + 13 hex digits of a hash of (VNI, IP): unique per endpoint, at
+    /// most 15 characters (the kernel's limit), and the same after a restart.
+    static func hostInterfaceName(_ key: EndpointKey) -> String {
+        var h = UInt64(key.vni.value) << 32 | UInt64(key.ip.value)
+        h = (h ^ (h >> 30)) &* 0xbf58476d1ce4e5b9
+        h = (h ^ (h >> 27)) &* 0x94d049bb133111eb
+        h ^= h >> 31
+        let hex = String(h & 0xF_FFFF_FFFF_FFFF, radix: 16)
+        return "mz" + String(repeating: "0", count: 13 - hex.count) + hex
+    }
+
+    static func message(_ s: EndpointInterfaceSpec) -> Mizar_Transit_V1_EndpointInterface {
+        var m = Mizar_Transit_V1_EndpointInterface()
+        m.vni = s.vni.value
+        m.ip = "\(s.ip)"
+        m.mac = "\(s.mac)"
+        m.subnet = "\(s.subnet)"
+        m.gateway = "\(s.gateway)"
+        m.netns = s.netns
+        m.ifname = s.ifname
+        m.mtu = s.mtu
+        return m
+    }
+}

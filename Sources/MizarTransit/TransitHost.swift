@@ -1,0 +1,266 @@
+import CMizarABI
+import Glibc
+import Logging
+import MizarCore
+import MizarDataplane
+import MizarRPC
+import MizarSystem
+
+/// Where transitd runs and how.
+public struct TransitConfig: Sendable {
+    /// Which hook the transit program gets on the droplet interface.
+    public enum HookChoice: String, Sendable, CaseIterable {
+        /// tc on a veth (it keeps the sender's TSO), native XDP elsewhere.
+        case auto
+        case tc, xdp
+    }
+
+    public var interface: String
+    public var objectDirectory: String
+    /// Maps are pinned here (a directory on bpffs), so that a restart adopts
+    /// the tables the kernel is forwarding with.
+    public var pinDirectory: String
+    /// The endpoint interfaces' records (what the maps cannot hold: the
+    /// namespace path, the names).
+    public var stateDirectory: String
+    public var transitHook: HookChoice = .auto
+    /// tc: XDP on an endpoint's veth would cost the endpoint its TSO.
+    public var agentHook: Hook = .tc
+    public var dataplane: mz_config = Dataplane.defaultConfig
+
+    public init(interface: String, objectDirectory: String, pinDirectory: String, stateDirectory: String) {
+        self.interface = interface
+        self.objectDirectory = objectDirectory
+        self.pinDirectory = pinDirectory
+        self.stateDirectory = stateDirectory
+    }
+}
+
+/// Identifies an endpoint within a host: its VPC and address.
+struct EndpointKey: Hashable, Sendable, CustomStringConvertible {
+    var vni: VNI
+    var ip: IPv4Address
+    var description: String { "\(ip) in VNI \(vni)" }
+}
+
+/// One host's data plane and the interfaces transitd made for it. Every
+/// change goes through this actor, one at a time.
+public actor TransitHost {
+    public nonisolated let config: TransitConfig
+    public nonisolated let dataplane: Dataplane
+    public nonisolated let droplet: HostAddress
+    public nonisolated let dropletIfindex: UInt32
+    public nonisolated let dropletMTU: UInt32
+    public nonisolated let transitHook: Hook
+    let logger: Logger
+    let netlink: Netlink
+    var interfaces: [EndpointKey: Mizar_Transit_V1_EndpointInterfaceInfo] = [:]
+
+    public static let version = "0.3.0"
+
+    /// Loads the programs (adopting pinned maps), attaches the transit
+    /// program to the droplet interface and the agent to every endpoint
+    /// interface on record, replacing the programs a previous run left.
+    public init(config: TransitConfig, logger: Logger) async throws {
+        self.config = config
+        self.logger = logger
+        netlink = try Netlink()
+        guard let ifindex = try netlink.index(of: config.interface), let link = try netlink.link(ifindex) else {
+            throw TransitError(.notFound, field: "interface", "no interface \(config.interface) in this network namespace")
+        }
+        guard let ip = Self.ipv4Address(of: config.interface) else {
+            throw TransitError(.failedPrecondition, field: "interface", "\(config.interface) has no IPv4 address")
+        }
+        dropletIfindex = ifindex
+        dropletMTU = link.mtu
+        droplet = HostAddress(ip: ip, mac: link.mac)
+
+        let driver = (try? Ethtool.driver(ifname: config.interface)) ?? ""
+        transitHook = switch config.transitHook {
+        case .tc: .tc
+        case .xdp: .xdp
+        case .auto: driver == "veth" || driver.isEmpty ? .tc : .xdp
+        }
+        try makeDirectories(config.pinDirectory)
+        try makeDirectories(config.stateDirectory)
+        let hooks = Array(Set([transitHook, config.agentHook])).sorted { $0.rawValue < $1.rawValue }
+        dataplane = try Dataplane(objectDirectory: config.objectDirectory, hooks: hooks, config: config.dataplane,
+                                  pinDirectory: config.pinDirectory)
+        try dataplane.setDroplet(droplet, ifindex: ifindex)
+        try Attachment.attach(dataplane.programs[transitHook]!.transit, ifindex: ifindex)
+        // A restart with the other hook must not leave the old program running too.
+        try Attachment.detach(hook: transitHook == .tc ? .xdp : .tc, ifindex: ifindex)
+        logger.info("transit attached", metadata: [
+            "droplet.ip": "\(ip)", "droplet.mac": "\(link.mac)", "droplet.interface": "\(config.interface)",
+            "droplet.driver": "\(driver)", "bpf.hook": "\(transitHook.rawValue)",
+        ])
+        interfaces = try loadRecords()
+        try readopt()
+    }
+
+    // MARK: - Droplet
+
+    public func dropletInfo() -> Mizar_Transit_V1_Droplet {
+        var d = Mizar_Transit_V1_Droplet()
+        d.self_p = .init(droplet)
+        d.interface = config.interface
+        d.ifindex = dropletIfindex
+        d.transitHook = transitHook.rawValue
+        d.agentHook = config.agentHook.rawValue
+        d.pinDirectory = config.pinDirectory
+        d.version = Self.version
+        return d
+    }
+
+    // MARK: - VPCs
+
+    public func putVPC(_ e: VPCEntry) throws -> Bool {
+        let before = try dataplane.vpc(e.vni)
+        if before == e { return false }
+        try dataplane.upsertVPC(e)
+        logger.info("vpc put", metadata: ["vpc.vni": "\(e.vni)", "vpc.dividers": "\(e.dividers.count)"])
+        return true
+    }
+
+    public func deleteVPC(_ vni: VNI) throws -> Bool {
+        guard try dataplane.vpc(vni) != nil else { return false }
+        let subnets = try listSubnets(vni: vni)
+        guard subnets.isEmpty else {
+            throw TransitError(.failedPrecondition, field: "vni",
+                               "VPC \(vni) still has \(subnets.count) subnet(s) on this host (\(subnets.map { "\($0.cidr)" }.joined(separator: ", "))); delete them first")
+        }
+        return try dataplane.deleteVPC(vni)
+    }
+
+    public func listVPCs(vni: VNI?) throws -> [VPCEntry] {
+        try dataplane.vpcs.keys().compactMap { k -> VPCEntry? in
+            guard let v = try? VNI(k.vni), vni == nil || vni == v else { return nil }
+            return try dataplane.vpc(v)
+        }.sorted { $0.vni < $1.vni }
+    }
+
+    func requireVPC(_ vni: VNI) throws {
+        guard try dataplane.vpc(vni) != nil else {
+            throw TransitError(.notFound, field: "vni", "VPC \(vni) is not known on this host; put the VPC first")
+        }
+    }
+
+    // MARK: - Subnets
+
+    public func putSubnet(_ e: SubnetEntry) throws -> Bool {
+        try requireVPC(e.vni)
+        for other in try listSubnets(vni: e.vni) where other.cidr != e.cidr && other.cidr.overlaps(e.cidr) {
+            throw TransitError(.invalidArgument, field: "cidr",
+                               "\(e.cidr) overlaps subnet \(other.cidr) of VPC \(e.vni) on this host")
+        }
+        if try dataplane.subnet(e.vni, e.cidr) == e { return false }
+        try dataplane.upsertSubnet(e)
+        logger.info("subnet put", metadata: ["vpc.vni": "\(e.vni)", "subnet.cidr": "\(e.cidr)",
+                                             "subnet.bouncers": "\(e.bouncers.count)"])
+        return true
+    }
+
+    public func deleteSubnet(_ vni: VNI, _ cidr: CIDR) throws -> Bool {
+        guard try dataplane.subnet(vni, cidr) != nil else { return false }
+        let users = interfaces.keys.filter { $0.vni == vni && cidr.contains($0.ip) }
+        guard users.isEmpty else {
+            throw TransitError(.failedPrecondition, field: "cidr",
+                               "subnet \(cidr) of VPC \(vni) still has \(users.count) endpoint interface(s) on this host")
+        }
+        return try dataplane.deleteSubnet(vni, cidr)
+    }
+
+    public func listSubnets(vni: VNI?) throws -> [SubnetEntry] {
+        try dataplane.subnets.keys().compactMap { k -> SubnetEntry? in
+            guard let v = try? VNI(k.vni), vni == nil || vni == v,
+                  let cidr = try? CIDR(address: IPv4Address(networkOrder: k.ip), prefixLength: UInt8(k.prefixlen - 32))
+            else { return nil }
+            return try dataplane.subnet(v, cidr)
+        }.sorted { ($0.vni, $0.cidr.address) < ($1.vni, $1.cidr.address) }
+    }
+
+    /// The subnet `cidr` of `vni`, which must be known here and hold `ip`.
+    func requireSubnet(_ vni: VNI, _ cidr: CIDR, holding ip: IPv4Address) throws {
+        try requireVPC(vni)
+        guard try dataplane.subnet(vni, cidr) != nil else {
+            throw TransitError(.notFound, field: "subnet", "subnet \(cidr) of VPC \(vni) is not known on this host; put the subnet first")
+        }
+        guard cidr.contains(ip) else {
+            throw TransitError(.invalidArgument, field: "ip", "\(ip) is outside its subnet \(cidr)")
+        }
+        if cidr.prefixLength < 31 && (ip == cidr.firstAddress || ip == cidr.lastAddress) {
+            throw TransitError(.invalidArgument, field: "ip",
+                               "\(ip) is the \(ip == cidr.firstAddress ? "network" : "broadcast") address of \(cidr)")
+        }
+    }
+
+    // MARK: - The bouncer table
+
+    /// Writes endpoint -> host. The same IP with another host is a move; the
+    /// host's own cached path to it is dropped either way.
+    public func putEndpoint(_ e: EndpointEntry, subnet: CIDR) throws -> Bool {
+        try requireSubnet(e.vni, subnet, holding: e.ip)
+        let before = try dataplane.endpoint(e.vni, e.ip)
+        if before == e { return false }
+        try dataplane.upsertEndpoint(e)
+        try dataplane.invalidateCachedHost(e.vni, e.ip)
+        logger.info("endpoint put", metadata: ["vpc.vni": "\(e.vni)", "endpoint.ip": "\(e.ip)", "endpoint.host": "\(e.host)"])
+        return true
+    }
+
+    public func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) throws -> Bool {
+        let existed = try dataplane.deleteEndpoint(vni, ip)
+        try dataplane.invalidateCachedHost(vni, ip)
+        return existed
+    }
+
+    public func listEndpoints(vni: VNI?) throws -> [(EndpointEntry, CIDR?)] {
+        let subnets = try listSubnets(vni: vni)
+        return try dataplane.endpoints.entries().compactMap { (k, v) -> (EndpointEntry, CIDR?)? in
+            guard let kv = try? VNI(k.vni), vni == nil || vni == kv else { return nil }
+            let ip = IPv4Address(networkOrder: k.ip)
+            guard let e = try dataplane.endpoint(kv, ip) else { return nil }
+            let subnet = subnets.filter { $0.vni == kv && $0.cidr.contains(ip) }.max { $0.cidr.prefixLength < $1.cidr.prefixLength }
+            _ = v
+            return (e, subnet?.cidr)
+        }.sorted { ($0.0.vni, $0.0.ip) < ($1.0.vni, $1.0.ip) }
+    }
+
+    // MARK: - The direct-path cache
+
+    public func listHostCache(vni: VNI?) throws -> [CachedHost] {
+        try dataplane.hostCache.keys().compactMap { k -> CachedHost? in
+            guard let v = try? VNI(k.vni), vni == nil || vni == v else { return nil }
+            return try dataplane.cachedHost(v, IPv4Address(networkOrder: k.ip))
+        }.sorted { ($0.vni, $0.ip) < ($1.vni, $1.ip) }
+    }
+
+    public func invalidateHostCache(_ vni: VNI, _ ip: IPv4Address) throws -> Bool {
+        try dataplane.invalidateCachedHost(vni, ip)
+    }
+
+    // MARK: - Counters
+
+    public func counters() throws -> (counters: [(String, CounterValue)], drops: [(String, CounterValue)]) {
+        let c = try dataplane.counterValues(), d = try dataplane.dropValues()
+        return (CounterID.all.map { ($0.name, c[$0.name] ?? .zero) }, DropReason.all.map { ($0.name, d[$0.name] ?? .zero) })
+    }
+
+    // MARK: - Helpers
+
+    static func ipv4Address(of interface: String) -> IPv4Address? {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return nil }
+        defer { freeifaddrs(list) }
+        var cursor = list
+        while let entry = cursor {
+            defer { cursor = entry.pointee.ifa_next }
+            guard let addr = entry.pointee.ifa_addr, addr.pointee.sa_family == sa_family_t(AF_INET),
+                  String(cString: entry.pointee.ifa_name) == interface else { continue }
+            let sin = UnsafeRawPointer(addr).assumingMemoryBound(to: sockaddr_in.self).pointee
+            return IPv4Address(networkOrder: sin.sin_addr.s_addr)
+        }
+        return nil
+    }
+
+}

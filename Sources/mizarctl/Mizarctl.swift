@@ -1,0 +1,150 @@
+// mizarctl: troubleshooting a transitd, and the simulated cluster.
+import ArgumentParser
+import Glibc
+import MizarRPC
+import MizarSystem
+import MizarTestbed
+import MizarTransit
+import SwiftProtobuf
+
+@main
+struct Mizarctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mizarctl",
+        abstract: "Inspect a transitd and run a simulated Mizar cluster.",
+        subcommands: [Droplet.self, Dump.self, Counters.self, Invalidate.self, TestbedCommand.self])
+}
+
+struct TargetOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "The transitd: a socket path (unix:/path) or HOST:PORT.")
+    var target = "unix:/run/mizar/eth0/transitd.sock"
+
+    @Option(help: "A host of a running testbed instead of --target: NAME/HOST, e.g. mzt/h1.")
+    var testbed: String?
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func resolved() throws -> TransitTarget {
+        if let testbed {
+            let parts = testbed.split(separator: "/").map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--testbed: expected NAME/HOST, e.g. mzt/h1") }
+            guard let host = try Testbed.existing(name: parts[0]).host(parts[1]) else {
+                throw ValidationError("--testbed: testbed \(parts[0]) has no host \(parts[1])")
+            }
+            return .unix(host.socket)
+        }
+        return try TransitTarget(parsing: target)
+    }
+
+    func validate() throws { _ = try resolved() }
+}
+
+/// Prints rows as aligned columns.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
+    for row in [header] + rows {
+        print(row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(to: widths[i]) }.joined(separator: "  "))
+    }
+}
+
+extension String {
+    func padding(to width: Int) -> String { self + String(repeating: " ", count: max(0, width - count)) }
+}
+
+func hostText(_ h: Mizar_Transit_V1_Host) -> String { "\(h.ip)/\(h.mac)" }
+
+func printJSON(_ message: some SwiftProtobuf.Message) throws {
+    print(try message.jsonString())
+}
+
+struct Droplet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the host's droplet and where the programs run.")
+    @OptionGroup var target: TargetOptions
+
+    func run() async throws {
+        let d = try await withTransitClient(try target.resolved()) { try await $0.getDroplet(.init()) }
+        if target.json { return try printJSON(d) }
+        printTable(["droplet", "interface", "ifindex", "transit", "agent", "pins", "version"],
+                   [[hostText(d.self_p), d.interface, "\(d.ifindex)", d.transitHook, d.agentHook, d.pinDirectory, d.version]])
+    }
+}
+
+struct Dump: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Dump one of the host's tables.",
+        discussion: "Tables: vpcs, subnets, endpoints (the bouncer table), interfaces (endpoints on this host), hostcache (the learned direct path).")
+
+    enum Table: String, ExpressibleByArgument, CaseIterable { case vpcs, subnets, endpoints, interfaces, hostcache }
+
+    @Argument(help: "vpcs, subnets, endpoints, interfaces or hostcache.")
+    var table: Table
+    @Option(help: "Only this VNI.")
+    var vni: UInt32 = 0
+    @OptionGroup var target: TargetOptions
+
+    func run() async throws {
+        var filter = Mizar_Transit_V1_ListRequest()
+        filter.vni = vni
+        let json = target.json
+        try await withTransitClient(try target.resolved()) { client in
+            switch table {
+            case .vpcs:
+                let l = try await client.listVPCs(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "divider", "dividers"], l.vpcs.map { ["\($0.vni)", $0.isDivider ? "yes" : "no", $0.dividers.map(hostText).joined(separator: ",")] })
+            case .subnets:
+                let l = try await client.listSubnets(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "cidr", "bouncer", "bouncers"], l.subnets.map { ["\($0.vni)", $0.cidr, $0.isBouncer ? "yes" : "no", $0.bouncers.map(hostText).joined(separator: ",")] })
+            case .endpoints:
+                let l = try await client.listEndpoints(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "ip", "mac", "host", "subnet"], l.endpoints.map { ["\($0.vni)", $0.ip, $0.mac, hostText($0.host), $0.subnet] })
+            case .interfaces:
+                let l = try await client.listEndpointInterfaces(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "ip", "mac", "subnet", "netns", "host-ifname", "ifindex", "agent"], l.interfaces.map {
+                    ["\($0.spec.vni)", $0.spec.ip, $0.spec.mac, $0.spec.subnet, $0.spec.netns, $0.hostIfname, "\($0.hostIfindex)", $0.agentHook]
+                })
+            case .hostcache:
+                let l = try await client.listHostCache(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "ip", "host", "age"], l.entries.map { ["\($0.vni)", $0.ip, hostText($0.host), "\(Int($0.ageSeconds))s"] })
+            }
+        }
+    }
+}
+
+struct Counters: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show packet counters and drops by reason.")
+    @Flag(help: "Also show counters that are zero.")
+    var all = false
+    @OptionGroup var target: TargetOptions
+
+    func run() async throws {
+        let c = try await withTransitClient(try target.resolved()) { try await $0.getCounters(.init()) }
+        if target.json { return try printJSON(c) }
+        let shown = { (list: [Mizar_Transit_V1_Counter]) in list.filter { all || $0.packets > 0 }.map { [$0.name, "\($0.packets)", "\($0.bytes)"] } }
+        printTable(["counter", "packets", "bytes"], shown(c.counters))
+        print("")
+        printTable(["drop reason", "packets", "bytes"], shown(c.drops))
+    }
+}
+
+struct Invalidate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Forget a learned direct path; the next packet goes through a bouncer again.")
+    @Option(help: "The endpoint's VNI.")
+    var vni: UInt32
+    @Argument(help: "The endpoint's IP.")
+    var ip: String
+    @OptionGroup var target: TargetOptions
+
+    func run() async throws {
+        var key = Mizar_Transit_V1_EndpointKey()
+        key.vni = vni
+        key.ip = ip
+        let r = try await withTransitClient(try target.resolved()) { try await $0.invalidateHostCache(key) }
+        print(r.existed ? "invalidated \(ip) in VNI \(vni)" : "no cached path for \(ip) in VNI \(vni)")
+    }
+}

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Glibc
+import MizarSystem
+import MizarTestbed
+
+struct TestbedCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "testbed",
+        abstract: "A simulated cluster on this machine: hosts in network namespaces on one underlay bridge, each with its own transitd.",
+        subcommands: [Up.self, Down.self, Status.self, Exec.self])
+
+    struct NameOption: ParsableArguments {
+        @Option(help: "The testbed's name: the prefix of everything it creates (1-8 letters or digits).")
+        var name = "mzt"
+    }
+
+    struct Up: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create the underlay and N hosts and start their transitds.")
+        @OptionGroup var name: NameOption
+        @Option(help: "Number of hosts (1-250).")
+        var hosts = 3
+        @Option(help: "transitd executable (default: next to mizarctl).")
+        var transitd: String?
+        @Option(help: "Directory with the built BPF objects.")
+        var objects = "build/bpf"
+        @Option(help: "Transit hook on each droplet: auto, tc or xdp.")
+        var transitHook = "auto"
+        @Option(help: "Agent hook on endpoint interfaces: tc or xdp.")
+        var agentHook = "tc"
+
+        func run() throws {
+            try requireRoot()
+            var options = Testbed.Options(transitd: transitd ?? siblingExecutable("transitd"), objects: absolute(objects))
+            options.hosts = hosts
+            options.transitHook = transitHook
+            options.agentHook = agentHook
+            let bed = try Testbed.up(name: name.name, options: options)
+            printHosts(bed)
+        }
+    }
+
+    struct Down: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the transitds and remove everything with the testbed's prefix (also after a crash).")
+        @OptionGroup var name: NameOption
+
+        func run() throws {
+            try requireRoot()
+            let removed = Testbed.down(name: name.name)
+            print(removed.isEmpty ? "nothing of testbed \(name.name) was left" : removed.map { "removed \($0)" }.joined(separator: "\n"))
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the testbed's hosts and their transitds.")
+        @OptionGroup var name: NameOption
+
+        func run() throws {
+            printHosts(try Testbed.existing(name: name.name))
+        }
+    }
+
+    struct Exec: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command inside an endpoint (or a host) of the testbed.",
+            usage: "mizarctl testbed exec [--name NAME] ENDPOINT -- CMD [ARG...]")
+        @OptionGroup var name: NameOption
+        @Argument(help: "An endpoint's name, or a host such as h1.")
+        var endpoint: String
+        @Argument(parsing: .postTerminator, help: "The command and its arguments.")
+        var command: [String] = []
+
+        func validate() throws {
+            if command.isEmpty { throw ValidationError("no command given: mizarctl testbed exec ENDPOINT -- CMD") }
+        }
+
+        func run() throws {
+            try requireRoot()
+            let bed = Testbed(name: name.name, hosts: 1)
+            try NetworkNamespace.enter(path: try bed.netns(of: endpoint))
+            let cArgs = command.map { strdup($0) } + [nil]
+            execvp(command[0], cArgs)
+            throw ValidationError("cannot run \(command[0]): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+func printHosts(_ bed: Testbed) {
+    printTable(["host", "droplet", "transitd", "socket", "log"], bed.hosts.map { h in
+        ["\(bed.name)/\(h.name)", "\(h.ip)/\(h.mac)", bed.pid(of: h).map { "pid \($0)" } ?? "not running", h.socket, h.log]
+    })
+}
+
+func siblingExecutable(_ name: String) -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard n > 0 else { return name }
+    let exe = String(decoding: buffer.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/" + name
+}
+
+func absolute(_ path: String) -> String {
+    guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+    defer { free(cwd) }
+    return String(cString: cwd) + "/" + path
+}

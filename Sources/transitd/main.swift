@@ -1,0 +1,119 @@
+// transitd: the per-host daemon. Loads the data plane (adopting pinned
+// maps), attaches it, and serves the Transit gRPC API.
+import ArgumentParser
+import Dispatch
+import Glibc
+import Logging
+import MizarDataplane
+import MizarSystem
+import MizarTransit
+
+// setns is per thread: enter the host's namespace before any other thread
+// exists, so every thread the runtime starts later inherits it.
+if let i = CommandLine.arguments.firstIndex(of: "--netns"), i + 1 < CommandLine.arguments.count {
+    do { try NetworkNamespace.enter(path: CommandLine.arguments[i + 1]) } catch {
+        Transitd.exit(withError: ValidationError("--netns: \(error)"))
+    }
+}
+
+struct Transitd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transitd",
+        abstract: "Mizar's per-host daemon: attaches the data plane and serves the Transit API.")
+
+    @Option(help: "The droplet interface (the host's interface on the substrate network).")
+    var interface: String
+
+    @Option(help: "Run inside this network namespace (a path such as /run/netns/NAME).")
+    var netns: String?
+
+    @Option(help: "Name of this host's pins and state; defaults to the interface name.")
+    var name: String?
+
+    @Option(help: "Directory with the built BPF objects (transit/agent .xdp.o and .tc.o).")
+    var objects = "build/bpf"
+
+    @Option(help: "bpffs directory for the pinned maps (default /sys/fs/bpf/mizar/NAME).")
+    var pinDir: String?
+
+    @Option(help: "Directory for state (default /run/mizar/NAME).")
+    var stateDir: String?
+
+    @Option(help: "Unix socket to serve on (default STATE-DIR/transitd.sock).")
+    var socket: String?
+
+    @Option(help: "TCP address for the management plane: HOST:PORT, 'droplet' for the droplet's IP on port 7070, or 'none'.")
+    var listen = "droplet"
+
+    @Option(help: "Hook of the transit program on the droplet interface: auto (tc on a veth, XDP elsewhere), tc or xdp.")
+    var transitHook: TransitConfig.HookChoice = .auto
+
+    @Option(help: "Hook of the agent on endpoint interfaces: tc (keeps the endpoint's TSO) or xdp.")
+    var agentHook: Hook = .tc
+
+    @Flag(help: "Always go through bouncers and dividers (no learned direct path).")
+    var noDirectPath = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        if listen != "droplet" && listen != "none" && (try? TransitTarget(parsing: listen)).map({ if case .tcp = $0 { true } else { false } }) != true {
+            throw ValidationError("--listen: \"\(listen)\" is not HOST:PORT, 'droplet' or 'none'")
+        }
+    }
+
+    func run() async throws {
+        let name = self.name ?? interface
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+        var logger = Logger(label: "transitd")
+        logger[metadataKey: "host"] = "\(name)"
+        let stateDir = self.stateDir ?? "/run/mizar/\(name)"
+        var config = TransitConfig(interface: interface, objectDirectory: objects,
+                                   pinDirectory: pinDir ?? "/sys/fs/bpf/mizar/\(name)", stateDirectory: stateDir)
+        config.transitHook = transitHook
+        config.agentHook = agentHook
+        config.dataplane.direct_path = noDirectPath ? 0 : 1
+        Dataplane.setLibbpfQuiet(false)
+
+        let host = try await TransitHost(config: config, logger: logger)
+        var tcp: (host: String, port: Int)?
+        switch listen {
+        case "none": tcp = nil
+        case "droplet": tcp = ("\(host.droplet.ip)", 7070)
+        default: if case .tcp(let h, let p) = try TransitTarget(parsing: listen) { tcp = (h, p) }
+        }
+        let listeners = TransitListeners(unixSocket: socket ?? "\(stateDir)/transitd.sock", tcp: tcp)
+        let server = TransitServer(host: host, listeners: listeners)
+
+        // SIGTERM and SIGINT stop serving; programs and pins stay, so the
+        // data plane keeps forwarding until the next transitd adopts it.
+        let signals = [SIGTERM, SIGINT].map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig)
+            source.setEventHandler { server.beginGracefulShutdown() }
+            source.resume()
+            return source
+        }
+        logger.info("serving", metadata: ["rpc.unix": "\(listeners.unixSocket)",
+                                          "rpc.tcp": "\(tcp.map { "\($0.host):\($0.port)" } ?? "none")"])
+        try await server.serve()
+        signals.forEach { $0.cancel() }
+        logger.info("stopped; the data plane stays attached")
+    }
+}
+
+extension TransitConfig.HookChoice: ExpressibleByArgument {}
+extension Hook: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+do {
+    let command = try Transitd.parse()
+    try await command.run()
+} catch {
+    Transitd.exit(withError: error)
+}

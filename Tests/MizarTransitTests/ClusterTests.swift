@@ -1,0 +1,260 @@
+import CMizarABI
+import GRPCCore
+import Glibc
+import MizarCore
+import MizarRPC
+import MizarSystem
+import MizarTestbed
+import MizarTransit
+import Testing
+
+/// The endpoints every test uses, provisioned once.
+/// VPC A (100) and VPC B (200): 10.0.0.0/16, subnets 10.0.1.0/24 (bouncer
+/// h1) and 10.0.2.0/24 (bouncer h2), divider h3. Same addresses in both.
+struct World: Sendable {
+    let c: Cluster
+    let a1, a2, a3, a4, a5: Cluster.Endpoint
+    let b1, b2, b6: Cluster.Endpoint
+
+    static let shared = Task { () throws -> World in try await World() }
+
+    init() async throws {
+        c = try Cluster.get()
+        for vni in [Cluster.vniA, Cluster.vniB] {
+            try await c.putVPC(vni, dividers: [3])
+            try await c.putSubnet(vni, Cluster.s1, bouncers: [1])
+            try await c.putSubnet(vni, Cluster.s2, bouncers: [2])
+        }
+        let A = Cluster.vniA, B = Cluster.vniB
+        a1 = try await c.addEndpoint("a1", vni: A, ip: "10.0.1.10", subnet: Cluster.s1, host: 1, bouncers: [1])
+        a2 = try await c.addEndpoint("a2", vni: A, ip: "10.0.1.20", subnet: Cluster.s1, host: 2, bouncers: [1])
+        a3 = try await c.addEndpoint("a3", vni: A, ip: "10.0.2.30", subnet: Cluster.s2, host: 3, bouncers: [2])
+        a4 = try await c.addEndpoint("a4", vni: A, ip: "10.0.1.40", subnet: Cluster.s1, host: 1, bouncers: [1])
+        a5 = try await c.addEndpoint("a5", vni: A, ip: "10.0.1.50", subnet: Cluster.s1, host: 3, bouncers: [1])
+        b1 = try await c.addEndpoint("b1", vni: B, ip: "10.0.1.10", subnet: Cluster.s1, host: 2, bouncers: [1])
+        b2 = try await c.addEndpoint("b2", vni: B, ip: "10.0.1.20", subnet: Cluster.s1, host: 1, bouncers: [1])
+        b6 = try await c.addEndpoint("b6", vni: B, ip: "10.0.1.60", subnet: Cluster.s1, host: 3, bouncers: [1])
+    }
+
+    static func get() async throws -> World { try await shared.value }
+}
+
+func payload(_ tag: String) -> [UInt8] { Array("mizar \(tag) \(getpid())".utf8) }
+
+/// Ping, TCP and UDP from `x` to `y`, all answered.
+func expectReachable(_ x: Cluster.Endpoint, _ y: Cluster.Endpoint, port: UInt16) throws {
+    let ping = Traffic.ping(from: x.netns, y.ip, count: 3, interval: 0.1)
+    #expect(ping.received == 3, "ping \(x.name) -> \(y.name): \(ping.output)")
+    for transport in [Traffic.Transport.tcp, .udp] {
+        let p = payload("\(transport) \(x.name)->\(y.name)")
+        let r = try Traffic.exchange(transport, from: x.netns, to: y.netns, address: y.ip, port: port, payload: p)
+        #expect(r.atServer == p, "\(transport) \(x.name) -> \(y.name): the server got \(r.atServer.map { "\($0.count) bytes" } ?? "nothing")")
+        #expect(r.atClient == p.reversed(), "\(transport) \(x.name) -> \(y.name): no answer came back")
+    }
+}
+
+@Suite("simulated cluster", .serialized)
+struct ClusterTests {
+    @Test("same subnet on two hosts, two subnets, same host: ping, TCP and UDP both ways")
+    func reachability() async throws {
+        let w = try await World.get()
+        for (x, y) in [(w.a1, w.a2), (w.a1, w.a3), (w.a1, w.a4), (w.b1, w.b2)] {
+            try expectReachable(x, y, port: 7100)
+            try expectReachable(y, x, port: 7101)
+        }
+    }
+
+    @Test("VPC A and VPC B share addresses and never meet, in both directions")
+    func isolation() async throws {
+        let w = try await World.get()
+        let before = try await w.c.counters(1)
+        // 10.0.1.60 exists only in B, 10.0.1.40 only in A.
+        let fromA = try Traffic.listenUDP(in: w.b6.netns, port: 7200, timeout: 0.5) {
+            try Traffic.sendUDP(from: w.a1.netns, to: w.b6.ip, port: 7200, payload: payload("A to B"))
+        }
+        #expect(fromA == nil, "a datagram from VPC A reached VPC B's 10.0.1.60")
+        let fromB = try Traffic.listenUDP(in: w.a4.netns, port: 7201, timeout: 0.5) {
+            try Traffic.sendUDP(from: w.b6.netns, to: w.a4.ip, port: 7201, payload: payload("B to A"))
+        }
+        #expect(fromB == nil, "a datagram from VPC B reached VPC A's 10.0.1.40")
+        #expect(Traffic.ping(from: w.a1.netns, w.b6.ip, count: 2, interval: 0.1, wait: 0.3).received == 0)
+        #expect(Traffic.ping(from: w.b6.netns, w.a4.ip, count: 2, interval: 0.1, wait: 0.3).received == 0)
+        // The same address in both: only the sender's own VPC answers.
+        let overlap = try Traffic.listenUDP(in: w.b2.netns, port: 7202, timeout: 0.5) {
+            try Traffic.sendUDP(from: w.a1.netns, to: w.a2.ip, port: 7202, payload: payload("A to 10.0.1.20"))
+        }
+        #expect(overlap == nil, "VPC B's 10.0.1.20 received what VPC A sent to its own 10.0.1.20")
+        let overlapBack = try Traffic.listenUDP(in: w.a1.netns, port: 7203, timeout: 0.5) {
+            try Traffic.sendUDP(from: w.b2.netns, to: w.b1.ip, port: 7203, payload: payload("B to 10.0.1.10"))
+        }
+        #expect(overlapBack == nil, "VPC A's 10.0.1.10 received what VPC B sent to its own 10.0.1.10")
+        // The bouncer says why: it knows no such endpoint in the sender's VPC.
+        let after = try await w.c.counters(1)
+        #expect(after["drop.arp_unknown_target", default: 0] > before["drop.arp_unknown_target", default: 0])
+    }
+
+    @Test("after the first exchange the bouncer is out of the path")
+    func directPath() async throws {
+        let w = try await World.get()
+        // a2 on h2 and a5 on h3; their subnet's bouncer is h1.
+        #expect(Traffic.ping(from: w.a2.netns, w.a5.ip, count: 2, interval: 0.1).received == 2)
+        let bouncerBefore = try await w.c.counters(1), h2Before = try await w.c.counters(2), h3Before = try await w.c.counters(3)
+        let ping = Traffic.ping(from: w.a2.netns, w.a5.ip, count: 20, interval: 0.02)
+        #expect(ping.received == 20, "\(ping.output)")
+        let bouncerAfter = try await w.c.counters(1), h2After = try await w.c.counters(2), h3After = try await w.c.counters(3)
+        for name in ["bouncer_forward", "bouncer_arp_reply"] {
+            #expect(bouncerAfter[name] == bouncerBefore[name], "the bouncer's \(name) grew")
+        }
+        #expect(h2After["encap_direct", default: 0] - h2Before["encap_direct", default: 0] >= 20)
+        #expect(h3After["encap_direct", default: 0] - h3Before["encap_direct", default: 0] >= 20)
+        let cache = try await w.c.client(2) { try await $0.listHostCache(.init()) }
+        #expect(cache.entries.contains { $0.ip == "10.0.1.50" && $0.host.ip == "\(w.c.host(3).ip)" })
+    }
+
+    @Test("two bouncers on a subnet and two dividers on a VPC: traffic arrives and both are used")
+    func twoBouncersTwoDividers() async throws {
+        let w = try await World.get()
+        let c = w.c, C = Cluster.vniC
+        try await c.putVPC(C, dividers: [1, 2])
+        try await c.putSubnet(C, Cluster.s1, bouncers: [1, 2])
+        try await c.putSubnet(C, Cluster.s2, bouncers: [3])
+        let s1 = [try await c.addEndpoint("c1", vni: C, ip: "10.0.1.11", subnet: Cluster.s1, host: 1, bouncers: [1, 2]),
+                  try await c.addEndpoint("c2", vni: C, ip: "10.0.1.12", subnet: Cluster.s1, host: 2, bouncers: [1, 2]),
+                  try await c.addEndpoint("c3", vni: C, ip: "10.0.1.13", subnet: Cluster.s1, host: 3, bouncers: [1, 2])]
+        let s2 = [try await c.addEndpoint("c4", vni: C, ip: "10.0.2.14", subnet: Cluster.s2, host: 3, bouncers: [3]),
+                  try await c.addEndpoint("c5", vni: C, ip: "10.0.2.15", subnet: Cluster.s2, host: 1, bouncers: [3])]
+        // Which bouncer (index into [h1, h2]) each ARP picks, and which
+        // divider each first inter-subnet packet (ICMP) picks: the data
+        // plane's own hash, so the test knows both must be used.
+        let arpPicks = Set(s1.flatMap { x in s1.filter { $0.name != x.name }.map { Int(mz_flow_hash(x.ip.value, $0.ip.value, 0x0806) % 2) } })
+        let dividerPicks = Set(s1.flatMap { x in s2.map { Int(mz_flow_hash(x.ip.value, $0.ip.value, 1) % 2) } })
+        #expect(arpPicks == [0, 1] && dividerPicks == [0, 1], "the chosen addresses must exercise both")
+
+        let before = [try await c.counters(1), try await c.counters(2)]
+        for x in s1 {
+            for y in s1 + s2 where y.name != x.name {
+                let ping = Traffic.ping(from: x.netns, y.ip, count: 2, interval: 0.05)
+                #expect(ping.received == 2, "\(x.name) -> \(y.name): \(ping.output)")
+            }
+        }
+        let after = [try await c.counters(1), try await c.counters(2)]
+        for i in 0..<2 {
+            func grew(_ names: [String]) -> UInt64 { names.reduce(0) { $0 + after[i][$1, default: 0] - before[i][$1, default: 0] } }
+            #expect(grew(["bouncer_arp_reply"]) > 0, "bouncer h\(i + 1) was never used")
+            #expect(grew(["divider_forward", "divider_direct"]) > 0, "divider h\(i + 1) was never used")
+        }
+    }
+
+    @Test("a deleted endpoint recreated on another host is reached there within 1 s; the old host gets nothing more")
+    func deleteAndMove() async throws {
+        let w = try await World.get()
+        let c = w.c, A = Cluster.vniA
+        let old = try await c.addEndpoint("m", vni: A, ip: "10.0.1.70", subnet: Cluster.s1, host: 2, bouncers: [1])
+        #expect(Traffic.ping(from: w.a5.netns, old.ip, count: 2, interval: 0.05).received == 2)
+        let cached = try await c.client(3) { try await $0.listHostCache(.init()) }
+        #expect(cached.entries.contains { $0.ip == "10.0.1.70" && $0.host.ip == "\(c.host(2).ip)" }, "h3 should have learned m -> h2")
+
+        try await c.removeEndpoint(old, bouncers: [1])
+        let gone = try await c.client(2) { try await $0.listEndpointInterfaces(.init()) }
+        #expect(!gone.interfaces.contains { $0.spec.ip == "10.0.1.70" })
+        _ = try await c.addEndpoint("m", vni: A, ip: "10.0.1.70", subnet: Cluster.s1, host: 1, bouncers: [1])
+        var t0 = timespec(), t1 = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        let first = Traffic.ping(from: w.a5.netns, old.ip, count: 1, wait: 1)
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+        let seconds = Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) / 1e9
+        #expect(first.received == 1 && seconds < 1.0, "not reached at its new host within 1 s: \(first.output)")
+
+        let oldHostBefore = try await c.transitPackets(2)
+        let ping = Traffic.ping(from: w.a5.netns, old.ip, count: 10, interval: 0.02)
+        #expect(ping.received == 10, "\(ping.output)")
+        #expect(try await c.transitPackets(2) == oldHostBefore, "the old host still receives traffic for the moved endpoint")
+        #expect(try await c.counters(2)["stale_reroute", default: 0] >= 1, "the old host should have handed the stale packet on")
+        let relearned = try await c.client(3) { try await $0.listHostCache(.init()) }
+        #expect(relearned.entries.contains { $0.ip == "10.0.1.70" && $0.host.ip == "\(c.host(1).ip)" })
+    }
+
+    @Test("transitd killed with -9 and restarted under a running ping: at most 1 s lost, tables intact")
+    func killAndRestart() async throws {
+        let w = try await World.get()
+        let c = w.c, h2 = c.host(2)
+        let tablesBefore = try await c.tables(2)
+        let pidBefore = try #require(c.bed.pid(of: h2))
+        let netns = w.a2.netns, target = w.a5.ip
+        let pinger = Task.detached { Traffic.ping(from: netns, target, count: 150, interval: 0.02) }
+        usleep(500_000)
+        kill(pidBefore, SIGKILL)
+        reap(pidBefore)
+        usleep(300_000)
+        try c.bed.restart(h2, options: c.options)
+        let ping = await pinger.value
+        #expect(ping.sent == 150)
+        #expect(ping.sent - ping.received <= 50, "lost \(ping.sent - ping.received) of \(ping.sent) at 20 ms: more than 1 s\n\(ping.output)")
+        let pidAfter = try #require(c.bed.pid(of: h2))
+        #expect(pidAfter != pidBefore)
+        #expect(try await c.tables(2) == tablesBefore, "the restarted transitd's tables differ")
+        #expect(Traffic.ping(from: w.a2.netns, w.a1.ip, count: 2, interval: 0.05).received == 2)
+    }
+
+    @Test("bad gRPC input is refused with the right status, names the field, and changes nothing")
+    func badInput() async throws {
+        let w = try await World.get()
+        let c = w.c
+        let before = try await c.tables(1)
+        func expectRefused(_ code: RPCError.Code, _ field: String, _ what: String,
+                           _ call: @escaping @Sendable (TransitClient) async throws -> Void) async throws {
+            do {
+                try await c.client(1) { try await call($0) }
+                Issue.record("\(what): accepted")
+            } catch let e as RPCError {
+                #expect(e.code == code, "\(what): \(e.code) \(e.message)")
+                #expect(e.message.hasPrefix("\(field):"), "\(what): message does not name \(field): \(e.message)")
+            }
+        }
+        @Sendable func iface(_ ip: String, mac: String = "0a:58:00:00:00:99", subnet: String = Cluster.s1, netns: String? = nil) -> Mizar_Transit_V1_EndpointInterface {
+            var e = Mizar_Transit_V1_EndpointInterface()
+            e.vni = Cluster.vniA
+            e.ip = ip
+            e.mac = mac
+            e.subnet = subnet
+            e.netns = netns ?? w.a1.netns
+            return e
+        }
+        @Sendable func subnet(_ vni: UInt32, _ cidr: String) -> Mizar_Transit_V1_Subnet {
+            var s = Mizar_Transit_V1_Subnet()
+            s.vni = vni
+            s.cidr = cidr
+            return s
+        }
+        @Sendable func endpoint(_ vni: UInt32, _ ip: String) -> Mizar_Transit_V1_Endpoint {
+            var e = Mizar_Transit_V1_Endpoint()
+            e.vni = vni
+            e.ip = ip
+            e.mac = "0a:58:00:00:00:98"
+            e.subnet = Cluster.s1
+            e.host = c.hostMessage(2)
+            return e
+        }
+        try await expectRefused(.notFound, "vni", "subnet of an unknown VPC") { _ = try await $0.putSubnet(subnet(999, "10.0.1.0/24")) }
+        try await expectRefused(.notFound, "vni", "endpoint of an unknown VPC") { _ = try await $0.putEndpoint(endpoint(999, "10.0.1.99")) }
+        try await expectRefused(.invalidArgument, "ip", "endpoint outside its subnet") { _ = try await $0.putEndpoint(endpoint(Cluster.vniA, "10.0.2.99")) }
+        try await expectRefused(.invalidArgument, "ip", "interface outside its subnet") { _ = try await $0.createEndpointInterface(iface("10.0.3.5")) }
+        try await expectRefused(.alreadyExists, "ip", "duplicate endpoint IP") { _ = try await $0.createEndpointInterface(iface("10.0.1.10")) }
+        try await expectRefused(.invalidArgument, "mac", "malformed MAC") { _ = try await $0.createEndpointInterface(iface("10.0.1.99", mac: "0a:58:zz:00:00:01")) }
+        try await expectRefused(.invalidArgument, "mac", "multicast MAC") { _ = try await $0.createEndpointInterface(iface("10.0.1.99", mac: "01:00:5e:00:00:01")) }
+        try await expectRefused(.invalidArgument, "subnet", "malformed CIDR") { _ = try await $0.createEndpointInterface(iface("10.0.1.99", subnet: "10.0.1.0/33")) }
+        try await expectRefused(.invalidArgument, "cidr", "malformed CIDR") { _ = try await $0.putSubnet(subnet(Cluster.vniA, "10.0.1.0/33")) }
+        try await expectRefused(.invalidArgument, "cidr", "CIDR with host bits") { _ = try await $0.putSubnet(subnet(Cluster.vniA, "10.0.1.5/24")) }
+        try await expectRefused(.invalidArgument, "cidr", "overlapping subnet") { _ = try await $0.putSubnet(subnet(Cluster.vniA, "10.0.1.128/25")) }
+        try await expectRefused(.invalidArgument, "vni", "VNI beyond 24 bits") { _ = try await $0.putSubnet(subnet(1 << 24, "10.0.9.0/24")) }
+        try await expectRefused(.notFound, "netns", "missing namespace") { _ = try await $0.createEndpointInterface(iface("10.0.1.99", netns: "/run/netns/mizar-no-such-ns")) }
+        try await expectRefused(.failedPrecondition, "vni", "deleting a VPC that has subnets") { var k = Mizar_Transit_V1_VPCKey(); k.vni = Cluster.vniA; _ = try await $0.deleteVPC(k) }
+        #expect(try await c.tables(1) == before, "a refused call changed the tables")
+        // Idempotent: the same put twice changes nothing the second time.
+        var vpc = Mizar_Transit_V1_VPC()
+        vpc.vni = Cluster.vniA
+        vpc.dividers = [c.hostMessage(3)]
+        let again = try await c.client(1) { try await $0.putVPC(vpc) }
+        #expect(again.changed == false)
+    }
+}

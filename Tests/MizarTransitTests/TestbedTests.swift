@@ -1,0 +1,41 @@
+import Glibc
+import MizarSystem
+import MizarTestbed
+import Testing
+
+@Suite("testbed lifecycle", .serialized)
+struct TestbedTests {
+    static func binary(_ name: String) -> String {
+        var exe = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &exe, exe.count - 1)
+        let path = String(decoding: exe.prefix(max(0, n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]) + "/" + name
+    }
+
+    @Test("testbed up refuses with a clear message when not run as root")
+    func refusesNonRoot() {
+        let r = runCapturing(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              Self.binary("mizarctl"), "testbed", "up", "--name", "mzn\(getpid() % 1000)", "--hosts", "1"])
+        #expect(r.status != 0)
+        #expect(r.output.contains("needs root"), "\(r.output)")
+    }
+
+    @Test("testbed down removes everything it made, and leftovers of a crash by prefix")
+    func downCleansUp() throws {
+        let name = "mzd\(getpid() % 10000)"
+        let cwd = String(cString: getcwd(nil, 0))
+        var options = Testbed.Options(transitd: Self.binary("transitd"), objects: "\(cwd)/build/bpf")
+        options.hosts = 1
+        let bed = try Testbed.up(name: name, options: options)
+        let pid = try #require(bed.pid(of: bed.hosts[0]))
+        // What a crash mid-way would leave: a namespace with the prefix and no record of it.
+        try NetworkNamespace.create(path: "/run/netns/\(name)-h9")
+        let removed = Testbed.down(name: name)
+        #expect(removed.contains("netns \(name)-h9"))
+        #expect(kill(pid, 0) != 0, "transitd \(pid) still runs")
+        #expect(listDirectory("/run/netns").filter { $0.hasPrefix("\(name)-") }.isEmpty)
+        #expect(access("\(Testbed.pinRoot)/\(name)", F_OK) != 0)
+        #expect(access("\(Testbed.runRoot)/\(name)", F_OK) != 0)
+        #expect(Testbed.down(name: name).isEmpty, "a second down found something left")
+    }
+}
