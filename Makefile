@@ -31,8 +31,9 @@ test: build
 	scripts/run-tests.sh
 
 bench: deps bpf
-	swift build --product mizar-bench-dataplane
+	swift build
 	scripts/run-bench.sh
+	bench/cluster.sh
 
 clean:
 	rm -rf build .build

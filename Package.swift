@@ -66,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "mizarctl",
             dependencies: [
-                "MizarTransit", "MizarTestbed", "MizarRPC",
+                "MizarTransit", "MizarTestbed", "MizarRPC", "MizarCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -1,13 +1,16 @@
 import ArgumentParser
 import Glibc
 import MizarSystem
+import MizarCore
+import MizarRPC
 import MizarTestbed
+import MizarTransit
 
 struct TestbedCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "testbed",
         abstract: "A simulated cluster on this machine: hosts in network namespaces on one underlay bridge, each with its own transitd.",
-        subcommands: [Up.self, Down.self, Status.self, Exec.self])
+        subcommands: [Up.self, Down.self, Status.self, Endpoint.self, Exec.self])
 
     struct NameOption: ParsableArguments {
         @Option(help: "The testbed's name: the prefix of everything it creates (1-8 letters or digits).")
@@ -56,6 +59,76 @@ struct TestbedCommand: ParsableCommand {
 
         func run() throws {
             printHosts(try Testbed.existing(name: name.name))
+        }
+    }
+
+    struct Endpoint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add an endpoint to the testbed, making sure its VPC and subnet exist on every host (what the operator will do).")
+        @OptionGroup var name: NameOption
+        @Argument(help: "The endpoint's name (its namespace is NAME-e-ENDPOINT).")
+        var endpoint: String
+        @Option(help: "The VPC's VNI.") var vni: UInt32
+        @Option(help: "The endpoint's IP.") var ip: String
+        @Option(help: "Its subnet, e.g. 10.0.1.0/24.") var subnet: String
+        @Option(help: "The host it lives on, e.g. h1.") var host: String
+        @Option(help: "Its MAC (default derived from VNI and IP).") var mac: String?
+        @Option(help: "The subnet's bouncers, comma-separated hosts.") var bouncers = "h1"
+        @Option(help: "The VPC's dividers, comma-separated hosts.") var dividers = "h1"
+
+        func run() async throws {
+            try requireRoot()
+            let bed = try Testbed.existing(name: name.name)
+            func hosts(_ list: String) throws -> [Testbed.Host] {
+                try list.split(separator: ",").map { h in
+                    guard let host = bed.host(String(h)) else { throw ValidationError("no host \(h) in testbed \(bed.name)") }
+                    return host
+                }
+            }
+            func message(_ h: Testbed.Host) -> Mizar_Transit_V1_Host {
+                var m = Mizar_Transit_V1_Host()
+                m.ip = "\(h.ip)"
+                m.mac = "\(h.mac)"
+                return m
+            }
+            let bouncerHosts = try hosts(bouncers), dividerHosts = try hosts(dividers)
+            guard let home = bed.host(host) else { throw ValidationError("no host \(host) in testbed \(bed.name)") }
+            let address = try IPv4Address(parsing: ip)
+            let mac = self.mac ?? "\(MACAddress(0x0a, 0x58, UInt8(vni & 0xff), UInt8(vni >> 8 & 0xff), address.bytes[2], address.bytes[3]))"
+            for h in bed.hosts {
+                var v = Mizar_Transit_V1_VPC()
+                v.vni = vni
+                v.dividers = dividerHosts.map(message)
+                v.isDivider = dividerHosts.contains(h)
+                var s = Mizar_Transit_V1_Subnet()
+                s.vni = vni
+                s.cidr = subnet
+                s.bouncers = bouncerHosts.map(message)
+                s.isBouncer = bouncerHosts.contains(h)
+                try await withTransitClient(.unix(h.socket)) { c in
+                    _ = try await c.putVPC(v)
+                    _ = try await c.putSubnet(s)
+                }
+            }
+            let netns = bed.endpointNetns(endpoint)
+            if access(netns, F_OK) != 0 { _ = try bed.addEndpointNetns(endpoint) }
+            var e = Mizar_Transit_V1_EndpointInterface()
+            e.vni = vni
+            e.ip = ip
+            e.mac = mac
+            e.subnet = subnet
+            e.netns = netns
+            let reply = try await withTransitClient(.unix(home.socket)) { try await $0.createEndpointInterface(e) }
+            var entry = Mizar_Transit_V1_Endpoint()
+            entry.vni = vni
+            entry.ip = ip
+            entry.mac = mac
+            entry.subnet = subnet
+            entry.host = message(home)
+            for b in bouncerHosts {
+                _ = try await withTransitClient(.unix(b.socket)) { try await $0.putEndpoint(entry) }
+            }
+            print("endpoint \(endpoint): \(ip) \(mac) on \(bed.name)/\(home.name) (\(reply.interface.hostIfname)), netns \(netns)")
         }
     }
 
