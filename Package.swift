@@ -54,7 +54,7 @@ let package = Package(
             ],
             swiftSettings: strict),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
-        .target(name: "MizarTestbed", dependencies: ["MizarSystem", "MizarCore"], swiftSettings: strict),
+        .target(name: "MizarTestbed", dependencies: ["MizarSystem", "MizarCore", "MizarTransit"], swiftSettings: strict),
         .executableTarget(
             name: "transitd",
             dependencies: [

@@ -621,6 +621,12 @@ int mz_ethtool_set_gro(int netns_fd, const char *ifname, int on)
 	return ethtool(netns_fd, ifname, &v);
 }
 
+int mz_ethtool_set_tx_csum(int netns_fd, const char *ifname, int on)
+{
+	struct ethtool_value v = { .cmd = ETHTOOL_STXCSUM, .data = on ? 1 : 0 };
+	return ethtool(netns_fd, ifname, &v);
+}
+
 int mz_ethtool_driver(int netns_fd, const char *ifname, char *driver)
 {
 	struct ethtool_drvinfo info = { .cmd = ETHTOOL_GDRVINFO };

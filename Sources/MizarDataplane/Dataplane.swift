@@ -34,7 +34,7 @@ public final class Dataplane: @unchecked Sendable {
     public let drops: PerCPUArray<mz_counter>
     public let eventsFD: Int32
 
-    public static let defaultConfig = mz_config(outer_ttl: 64, direct_path: 1, reserved: 0, reserved2: 0)
+    public static let defaultConfig = mz_config(outer_ttl: 64, direct_path: 1, xdp_tx_redirect: 0, reserved: 0, reserved2: 0)
 
     /// The names of the maps every program shares.
     public static let sharedMaps = [

@@ -209,8 +209,12 @@ extension Dataplane {
 
     public func endpoint(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> EndpointEntry? {
         guard let v = try endpoints.lookup(mz_ep_key(vni, ip)) else { return nil }
-        return EndpointEntry(vni: vni, ip: ip, mac: MACAddress(tuple: v.mac), host: v.host.address,
-                             kind: EndpointKind(rawValue: v.kind) ?? .simple)
+        return Dataplane.endpointEntry(vni, ip, v)
+    }
+
+    public static func endpointEntry(_ vni: VNI, _ ip: IPv4Address, _ v: mz_endpoint) -> EndpointEntry {
+        EndpointEntry(vni: vni, ip: ip, mac: MACAddress(tuple: v.mac), host: v.host.address,
+                      kind: EndpointKind(rawValue: v.kind) ?? .simple)
     }
 
     /// An endpoint on this host: the delivery entry and the agent's view of

@@ -180,6 +180,11 @@ public enum Ethtool {
         try sys(mz_ethtool_set_gro(namespace?.fd ?? -1, ifname, on ? 1 : 0), "ETHTOOL_SGRO", ifname)
     }
 
+    /// Transmit checksum offload; off also turns TSO off.
+    public static func setTxChecksum(_ on: Bool, ifname: String, in namespace: NetworkNamespace? = nil) throws(SystemError) {
+        try sys(mz_ethtool_set_tx_csum(namespace?.fd ?? -1, ifname, on ? 1 : 0), "ETHTOOL_STXCSUM", ifname)
+    }
+
     /// The link's driver, e.g. "veth".
     public static func driver(ifname: String, in namespace: NetworkNamespace? = nil) throws(SystemError) -> String {
         var buffer = [CChar](repeating: 0, count: 64)

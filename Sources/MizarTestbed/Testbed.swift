@@ -1,6 +1,7 @@
 import Glibc
 import MizarCore
 import MizarSystem
+import MizarTransit
 
 /// A simulated cluster on one machine, the way kind does it for Kubernetes:
 /// an underlay namespace with a bridge, N host namespaces each with a
@@ -304,4 +305,9 @@ extension String {
     var trimmed: String {
         String(self.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
     }
+}
+
+extension Testbed.Host {
+    /// This host's transitd, for Provisioning.
+    public var peer: TransitPeer { TransitPeer(target: .unix(socket), ip: ip, mac: mac) }
 }

@@ -62,6 +62,84 @@ public enum Traffic {
         return (atServer, m > 0 ? Array(buffer.prefix(m)) : nil)
     }
 
+    /// Streams `bytes` of pseudo-random data over one TCP connection from
+    /// `client` to `serverNetns` (the sender's TSO packets at full size, the
+    /// way bulk traffic travels) and returns how many bytes arrived and
+    /// whether they are exactly the bytes sent. Stops at `timeout` seconds.
+    public static func stream(from client: String, to serverNetns: String, address: IPv4Address, port: UInt16,
+                              bytes: Int, timeout: Double) throws -> (received: Int, intact: Bool) {
+        let clientNS = try NetworkNamespace(path: client), serverNS = try NetworkNamespace(path: serverNetns)
+        let stream = Int32(SOCK_STREAM.rawValue)
+        let listener = try serverNS.socket(domain: AF_INET, type: stream)
+        defer { close(listener) }
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        try bindOrConnect(listener, .zero, port, connect: false)
+        guard listen(listener, 1) == 0 else { throw failure("listen") }
+        setTimeout(listener, timeout)
+        let sender = try clientNS.socket(domain: AF_INET, type: stream)
+        defer { close(sender) }
+        setTimeout(sender, timeout)
+        do { try bindOrConnect(sender, address, port, connect: true) } catch { return (0, false) }
+        let peer = accept(listener, nil, nil)
+        guard peer >= 0 else { return (0, false) }
+        defer { close(peer) }
+        for fd in [sender, peer] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+
+        // The same generator on both sides: what arrives is checked byte for
+        // byte without keeping a copy of what was sent.
+        var sendState: UInt64 = 0x9E37_79B9_7F4A_7C15, checkState = sendState
+        func fill(_ chunk: inout [UInt8], _ state: inout UInt64) {
+            chunk.withUnsafeMutableBytes { raw in
+                let words = raw.bindMemory(to: UInt64.self)
+                for i in words.indices {
+                    state = state &* 6364136223846793005 &+ 1442695040888963407
+                    words[i] = state ^ (state >> 29)
+                }
+            }
+        }
+        let chunk = 256 * 1024
+        var out = [UInt8](repeating: 0, count: chunk), outStart = chunk
+        var input = [UInt8](repeating: 0, count: chunk), expected = input, expectedStart = chunk
+        var sent = 0, received = 0, intact = true
+        let deadline = monotonicSeconds() + timeout
+        while received < bytes && monotonicSeconds() < deadline {
+            var progressed = false
+            if sent < bytes {
+                if outStart == chunk { fill(&out, &sendState); outStart = 0 }
+                let want = min(chunk - outStart, bytes - sent)
+                let n = out.withUnsafeBytes { send(sender, $0.baseAddress! + outStart, want, Int32(MSG_NOSIGNAL)) }
+                if n > 0 { sent += n; outStart += n; progressed = true } else if errno != EAGAIN { throw failure("send") }
+            }
+            let n = input.withUnsafeMutableBytes { recv(peer, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                var offset = 0
+                while offset < n {   // compare against the regenerated stream
+                    if expectedStart == chunk { fill(&expected, &checkState); expectedStart = 0 }
+                    let k = min(chunk - expectedStart, n - offset)
+                    if intact {
+                        intact = input.withUnsafeBytes { i in expected.withUnsafeBytes { e in
+                            memcmp(i.baseAddress! + offset, e.baseAddress! + expectedStart, k) == 0
+                        } }
+                    }
+                    offset += k; expectedStart += k
+                }
+                received += n
+                progressed = true
+            } else if n == 0 {
+                break
+            } else if errno != EAGAIN {
+                throw failure("recv")
+            }
+            if !progressed {
+                var fds = [pollfd(fd: peer, events: Int16(POLLIN), revents: 0),
+                           pollfd(fd: sender, events: Int16(sent < bytes ? POLLOUT : 0), revents: 0)]
+                _ = poll(&fds, 2, 50)
+            }
+        }
+        return (received, intact && received == bytes)
+    }
+
     /// Waits up to `timeout` seconds for one datagram on `port` inside
     /// `netns` while `trigger` runs: what must not arrive, arriving.
     public static func listenUDP(in netns: String, port: UInt16, timeout: Double, while trigger: () throws -> Void) throws -> [UInt8]? {

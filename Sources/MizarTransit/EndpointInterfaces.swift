@@ -69,6 +69,11 @@ extension TransitHost {
             try inside.addRoute(to: try CIDR(parsing: "0.0.0.0/0"), via: spec.gateway, ifindex: peerIndex)
             // Frames XDP-redirected into a veth are dropped unless its peer has GRO.
             try Ethtool.setGRO(true, ifname: spec.ifname, in: namespace)
+            if config.agentHook == .xdp {
+                // XDP sees frames, not the skb's "checksum to be filled in"
+                // state: the endpoint must send finished checksums.
+                try Ethtool.setTxChecksum(false, ifname: spec.ifname, in: namespace)
+            }
             try Attachment.attach(dataplane.programs[config.agentHook]!.agent, ifindex: hostIndex)
             try dataplane.upsertLocal(LocalEndpoint(vni: spec.vni, ip: spec.ip, mac: spec.mac, ifindex: hostIndex,
                                                     subnet: spec.subnet, gateway: spec.gateway, gatewayMAC: hostLink.mac))

@@ -84,7 +84,10 @@ public actor TransitHost {
         try makeDirectories(config.pinDirectory)
         try makeDirectories(config.stateDirectory)
         let hooks = Array(Set([transitHook, config.agentHook])).sorted { $0.rawValue < $1.rawValue }
-        dataplane = try Dataplane(objectDirectory: config.objectDirectory, hooks: hooks, config: config.dataplane,
+        var settings = config.dataplane
+        // XDP_TX on a veth reaches its peer only if the peer runs XDP itself.
+        settings.xdp_tx_redirect = driver == "veth" || driver.isEmpty ? 1 : 0
+        dataplane = try Dataplane(objectDirectory: config.objectDirectory, hooks: hooks, config: settings,
                                   pinDirectory: config.pinDirectory)
         try dataplane.setDroplet(droplet, ifindex: ifindex)
         try Attachment.attach(dataplane.programs[transitHook]!.transit, ifindex: ifindex)
@@ -219,9 +222,8 @@ public actor TransitHost {
         return try dataplane.endpoints.entries().compactMap { (k, v) -> (EndpointEntry, CIDR?)? in
             guard let kv = try? VNI(k.vni), vni == nil || vni == kv else { return nil }
             let ip = IPv4Address(networkOrder: k.ip)
-            guard let e = try dataplane.endpoint(kv, ip) else { return nil }
+            let e = Dataplane.endpointEntry(kv, ip, v)
             let subnet = subnets.filter { $0.vni == kv && $0.cidr.contains(ip) }.max { $0.cidr.prefixLength < $1.cidr.prefixLength }
-            _ = v
             return (e, subnet?.cidr)
         }.sorted { ($0.0.vni, $0.0.ip) < ($1.0.vni, $1.0.ip) }
     }

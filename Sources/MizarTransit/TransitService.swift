@@ -3,6 +3,7 @@ import Glibc
 import MizarCore
 import MizarDataplane
 import MizarRPC
+import MizarSystem
 
 /// The gRPC face of a TransitHost: parses and validates every message into
 /// Mizar's types (errors name the field), calls the host, and answers with
@@ -163,9 +164,7 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
 
     public func listHostCache(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_HostCacheList {
         try await call {
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let nowNs = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+            let nowNs = monotonicNanoseconds()
             var list = Mizar_Transit_V1_HostCacheList()
             list.entries = try await host.listHostCache(vni: try filter(request)).map { c in
                 var m = Mizar_Transit_V1_CachedHost()

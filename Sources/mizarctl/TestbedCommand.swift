@@ -85,50 +85,18 @@ struct TestbedCommand: ParsableCommand {
                     return host
                 }
             }
-            func message(_ h: Testbed.Host) -> Mizar_Transit_V1_Host {
-                var m = Mizar_Transit_V1_Host()
-                m.ip = "\(h.ip)"
-                m.mac = "\(h.mac)"
-                return m
-            }
             let bouncerHosts = try hosts(bouncers), dividerHosts = try hosts(dividers)
             guard let home = bed.host(host) else { throw ValidationError("no host \(host) in testbed \(bed.name)") }
             let address = try IPv4Address(parsing: ip)
-            let mac = self.mac ?? "\(MACAddress(0x0a, 0x58, UInt8(vni & 0xff), UInt8(vni >> 8 & 0xff), address.bytes[2], address.bytes[3]))"
-            for h in bed.hosts {
-                var v = Mizar_Transit_V1_VPC()
-                v.vni = vni
-                v.dividers = dividerHosts.map(message)
-                v.isDivider = dividerHosts.contains(h)
-                var s = Mizar_Transit_V1_Subnet()
-                s.vni = vni
-                s.cidr = subnet
-                s.bouncers = bouncerHosts.map(message)
-                s.isBouncer = bouncerHosts.contains(h)
-                try await withTransitClient(.unix(h.socket)) { c in
-                    _ = try await c.putVPC(v)
-                    _ = try await c.putSubnet(s)
-                }
-            }
+            let mac = try self.mac.map { try MACAddress(parsing: $0) } ?? Provisioning.derivedMAC(vni: vni, ip: address)
+            let everyHost = bed.hosts.map(\.peer)
+            try await Provisioning.putVPC(vni: vni, dividers: dividerHosts.map(\.peer), on: everyHost)
+            try await Provisioning.putSubnet(vni: vni, cidr: subnet, bouncers: bouncerHosts.map(\.peer), on: everyHost)
             let netns = bed.endpointNetns(endpoint)
             if access(netns, F_OK) != 0 { _ = try bed.addEndpointNetns(endpoint) }
-            var e = Mizar_Transit_V1_EndpointInterface()
-            e.vni = vni
-            e.ip = ip
-            e.mac = mac
-            e.subnet = subnet
-            e.netns = netns
-            let reply = try await withTransitClient(.unix(home.socket)) { try await $0.createEndpointInterface(e) }
-            var entry = Mizar_Transit_V1_Endpoint()
-            entry.vni = vni
-            entry.ip = ip
-            entry.mac = mac
-            entry.subnet = subnet
-            entry.host = message(home)
-            for b in bouncerHosts {
-                _ = try await withTransitClient(.unix(b.socket)) { try await $0.putEndpoint(entry) }
-            }
-            print("endpoint \(endpoint): \(ip) \(mac) on \(bed.name)/\(home.name) (\(reply.interface.hostIfname)), netns \(netns)")
+            let info = try await Provisioning.addEndpoint(vni: vni, ip: address, mac: mac, subnet: subnet, netns: netns,
+                                                          on: home.peer, bouncers: bouncerHosts.map(\.peer))
+            print("endpoint \(endpoint): \(ip) \(mac) on \(bed.name)/\(home.name) (\(info.hostIfname)), netns \(netns)")
         }
     }
 

@@ -11,7 +11,7 @@ extension DataplaneTests {
         /// packet goes to the bouncer with TTL 9.
         @Test(arguments: Hook.allCases) func directPathOffAndTTL(_ hook: Hook) throws {
             let env = try TestEnvironment.get()
-            let config = mz_config(outer_ttl: 9, direct_path: 0, reserved: 0, reserved2: 0)
+            let config = mz_config(outer_ttl: 9, direct_path: 0, xdp_tx_redirect: 0, reserved: 0, reserved2: 0)
             let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [hook], config: config)
             try dp.setDroplet(T.h1, ifindex: env.ifs.droplet)
             try dp.upsertVPC(VPCEntry(vni: T.vniA, dividers: [T.h3]))
@@ -23,6 +23,27 @@ extension DataplaneTests {
             let inner = P.udp(T.a1mac, T.a3mac, T.a1, T.a3)
             let r = try dp.programs[hook]!.agent.testRun(inner, ifindex: env.ifs.a)
             #expect(r.output == P.tunnel(from: T.h1, to: T.h4, vni: T.vniA, rts: T.h1, ttl: 9, inner: inner))
+        }
+
+        /// With xdp_tx_redirect (a droplet that is a veth) the transit
+        /// program's "back out" becomes a redirect to the arrival interface.
+        @Test func xdpTxByRedirect() throws {
+            let env = try TestEnvironment.get()
+            var results: [UInt8: UInt32] = [:]
+            for flag: UInt8 in [0, 1] {
+                let config = mz_config(outer_ttl: 64, direct_path: 1, xdp_tx_redirect: flag, reserved: 0, reserved2: 0)
+                let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [.xdp], config: config)
+                try dp.setDroplet(T.h1, ifindex: env.ifs.droplet)
+                try dp.upsertVPC(VPCEntry(vni: T.vniA, dividers: [T.h3]))
+                // h1 bounces a packet for a3 on to a3's host, h2.
+                try dp.upsertSubnet(SubnetEntry(vni: T.vniA, cidr: T.s1, bouncers: [T.h1], isBouncer: true))
+                try dp.upsertEndpoint(EndpointEntry(vni: T.vniA, ip: T.a3, mac: T.a3mac, host: T.h2))
+                let row = TransitCases.bouncerForward
+                let r = try dp.programs[.xdp]!.transit.testRun(row.input, ifindex: env.ifs.droplet)
+                #expect(r.output == row.output)
+                results[flag] = r.retval
+            }
+            #expect(results == [0: 3, 1: 4], "XDP_TX without the flag, XDP_REDIRECT with it")
         }
     }
 }

@@ -42,12 +42,7 @@ final class Cluster: Sendable {
 
     func host(_ i: Int) -> Testbed.Host { bed.hosts[i - 1] }
 
-    func hostMessage(_ i: Int) -> Mizar_Transit_V1_Host {
-        var h = Mizar_Transit_V1_Host()
-        h.ip = "\(host(i).ip)"
-        h.mac = "\(host(i).mac)"
-        return h
-    }
+    func hostMessage(_ i: Int) -> Mizar_Transit_V1_Host { host(i).peer.host }
 
     func client<R: Sendable>(_ i: Int, _ body: (TransitClient) async throws -> R) async throws -> R {
         try await withTransitClient(.unix(host(i).socket), body)
@@ -57,24 +52,11 @@ final class Cluster: Sendable {
 
     /// The VPC on every host; `dividers` divide for it.
     func putVPC(_ vni: UInt32, dividers: [Int]) async throws {
-        for i in 1...bed.hosts.count {
-            var v = Mizar_Transit_V1_VPC()
-            v.vni = vni
-            v.dividers = dividers.map(hostMessage)
-            v.isDivider = dividers.contains(i)
-            _ = try await client(i) { try await $0.putVPC(v) }
-        }
+        try await Provisioning.putVPC(vni: vni, dividers: dividers.map { host($0).peer }, on: bed.hosts.map(\.peer))
     }
 
     func putSubnet(_ vni: UInt32, _ cidr: String, bouncers: [Int]) async throws {
-        for i in 1...bed.hosts.count {
-            var s = Mizar_Transit_V1_Subnet()
-            s.vni = vni
-            s.cidr = cidr
-            s.bouncers = bouncers.map(hostMessage)
-            s.isBouncer = bouncers.contains(i)
-            _ = try await client(i) { try await $0.putSubnet(s) }
-        }
+        try await Provisioning.putSubnet(vni: vni, cidr: cidr, bouncers: bouncers.map { host($0).peer }, on: bed.hosts.map(\.peer))
     }
 
     struct Endpoint: Sendable {
@@ -95,41 +77,27 @@ final class Cluster: Sendable {
         let netns = bed.endpointNetns(name)
         if access(netns, F_OK) != 0 { _ = try bed.addEndpointNetns(name) }
         let addr = try IPv4Address(parsing: ip)
-        let mac = mac ?? "\(MACAddress(0x0a, 0x58, UInt8(vni & 0xff), 0, addr.bytes[2], addr.bytes[3]))"
-        var e = Mizar_Transit_V1_EndpointInterface()
-        e.vni = vni
-        e.ip = ip
-        e.mac = mac
-        e.subnet = subnet
-        e.netns = netns
-        _ = try await client(i) { try await $0.createEndpointInterface(e) }
-        for b in bouncers {
-            var entry = Mizar_Transit_V1_Endpoint()
-            entry.vni = vni
-            entry.ip = ip
-            entry.mac = mac
-            entry.subnet = subnet
-            entry.host = hostMessage(i)
-            _ = try await client(b) { try await $0.putEndpoint(entry) }
-        }
-        return Endpoint(name: name, vni: vni, ip: addr, mac: mac, subnet: subnet, host: i, netns: netns)
+        let mac = try mac.map { try MACAddress(parsing: $0) } ?? Provisioning.derivedMAC(vni: vni, ip: addr)
+        try await Provisioning.addEndpoint(vni: vni, ip: addr, mac: mac, subnet: subnet, netns: netns,
+                                           on: host(i).peer, bouncers: bouncers.map { host($0).peer })
+        return Endpoint(name: name, vni: vni, ip: addr, mac: "\(mac)", subnet: subnet, host: i, netns: netns)
     }
 
     func removeEndpoint(_ e: Endpoint, bouncers: [Int]) async throws {
-        var key = Mizar_Transit_V1_EndpointKey()
-        key.vni = e.vni
-        key.ip = "\(e.ip)"
-        _ = try await client(e.host) { try await $0.deleteEndpointInterface(key) }
-        for b in bouncers { _ = try await client(b) { try await $0.deleteEndpoint(key) } }
+        try await Provisioning.removeEndpoint(vni: e.vni, ip: e.ip, on: host(e.host).peer, bouncers: bouncers.map { host($0).peer })
     }
 
     // MARK: Observing
 
     func counters(_ i: Int) async throws -> [String: UInt64] {
+        try await counterValues(i).mapValues(\.packets)
+    }
+
+    func counterValues(_ i: Int) async throws -> [String: (packets: UInt64, bytes: UInt64)] {
         let c = try await client(i) { try await $0.getCounters(.init()) }
-        var result: [String: UInt64] = [:]
-        for x in c.counters { result[x.name] = x.packets }
-        for x in c.drops { result["drop." + x.name] = x.packets }
+        var result: [String: (packets: UInt64, bytes: UInt64)] = [:]
+        for x in c.counters { result[x.name] = (x.packets, x.bytes) }
+        for x in c.drops { result["drop." + x.name] = (x.packets, x.bytes) }
         return result
     }
 

@@ -157,9 +157,9 @@ done:
 	return rc;
 }
 
-static int gro_get(int ns_fd, const char *ifname)
+static int ethtool_get(int ns_fd, const char *ifname, unsigned cmd)
 {
-	struct ethtool_value v = { .cmd = ETHTOOL_GGRO };
+	struct ethtool_value v = { .cmd = cmd };
 	struct ifreq ifr = { .ifr_data = (void *)&v };
 	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ifname);
 	int s = socket_in(ns_fd, SOCK_DGRAM);
@@ -360,7 +360,13 @@ int main(void)
 	CHECK(!strcmp(drv, "bridge"));
 	for (i = 1; i >= 0; i--) {
 		EQ(mz_ethtool_set_gro(fd_a, "mzv0p", i), 0);
-		EQ(gro_get(fd_a, "mzv0p"), i);
+		EQ(ethtool_get(fd_a, "mzv0p", ETHTOOL_GGRO), i);
+	}
+	for (i = 0; i <= 1; i++) {
+		EQ(mz_ethtool_set_tx_csum(fd_a, "mzv0p", i), 0);
+		EQ(ethtool_get(fd_a, "mzv0p", ETHTOOL_GTXCSUM), i);
+		if (!i) /* TSO needs transmit checksums */
+			EQ(ethtool_get(fd_a, "mzv0p", ETHTOOL_GTSO), 0);
 	}
 	thread_ns(now_ns);
 	CHECK(!strcmp(now_ns, home_ns)); /* the ethtool calls left us home */

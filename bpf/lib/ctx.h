@@ -38,8 +38,11 @@ static __always_inline int ctx_pop_head(struct xdp_md *ctx, __u32 len)
 	return bpf_xdp_adjust_head(ctx, (int)len);
 }
 
-/* Back out of the arrival interface. */
-static __always_inline int ctx_tx(struct xdp_md *ctx) { return XDP_TX; }
+/* Back out of the arrival interface; see mz_config.xdp_tx_redirect. */
+static __always_inline int ctx_tx(struct xdp_md *ctx, int by_redirect)
+{
+	return by_redirect ? bpf_redirect(ctx->ingress_ifindex, 0) : XDP_TX;
+}
 
 static __always_inline int ctx_redirect(struct xdp_md *ctx, __u32 ifindex)
 {
@@ -103,7 +106,10 @@ static __always_inline int ctx_pop_head(struct __sk_buff *ctx, __u32 len)
 	return bpf_skb_store_bytes(ctx, 0, eth, sizeof(eth), 0);
 }
 
-static __always_inline int ctx_tx(struct __sk_buff *ctx) { return bpf_redirect(ctx->ifindex, 0); }
+static __always_inline int ctx_tx(struct __sk_buff *ctx, int by_redirect)
+{
+	return bpf_redirect(ctx->ifindex, 0);
+}
 
 static __always_inline int ctx_redirect(struct __sk_buff *ctx, __u32 ifindex)
 {

@@ -80,7 +80,7 @@ static __always_inline int mz_finish(struct mz_ctx *ctx, int ret, struct mz_pkt 
 	case MZ_V_PASS:
 		return CTX_PASS;
 	case MZ_V_TX:
-		return ctx_tx(ctx);
+		return ctx_tx(ctx, prog == MZ_PROG_AGENT || mz_config.xdp_tx_redirect);
 	case MZ_V_REDIRECT:
 		return p->into_endpoint ? ctx_redirect_endpoint(ctx, p->target_ifindex)
 					: ctx_redirect(ctx, p->target_ifindex);

@@ -61,10 +61,14 @@ struct mz_opt_rts {
 #define MZ_UDP_LEN 8
 #define MZ_GENEVE_LEN 8
 /* What the agent prepends: outer Ethernet, IPv4 (no options), UDP, Geneve and
- * the RTS option. Endpoint MTU = underlay MTU - (MZ_ENCAP_LEN - MZ_ETH_LEN). */
+ * the RTS option. The underlay MTU counts from the outer IPv4 header, and the
+ * endpoint's MTU from its IP header, so the endpoint loses the outer IPv4,
+ * UDP, Geneve and option bytes plus its own Ethernet header, which travels
+ * inside: MZ_ENCAP_LEN bytes in all (the outer Ethernet header does not count
+ * against the MTU, the inner one does). */
 #define MZ_ENCAP_LEN (MZ_ETH_LEN + MZ_IPV4_LEN + MZ_UDP_LEN + MZ_GENEVE_LEN + 16)
 /* The same, where a macro expression does not reach (Swift imports enums). */
-enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN - MZ_ETH_LEN };
+enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_GENEVE_MAX_OPTS 16
 #define MZ_UDP_SPORT_BASE 49152 /* flow-hash source ports: 49152..65535 */
 
@@ -198,7 +202,13 @@ struct mz_knobs {
 struct mz_config {
 	__u8 outer_ttl;
 	__u8 direct_path; /* learn and use endpoint -> host entries */
-	__u16 reserved;
+	/* XDP only: send "back out of the arrival interface" as a redirect to
+	 * it rather than XDP_TX. A veth flushes XDP_TX frames to its peer only
+	 * when the peer runs an XDP program of its own; a redirect is always
+	 * flushed. Set for a droplet that is a veth; the agent (always on a
+	 * veth) redirects regardless. */
+	__u8 xdp_tx_redirect;
+	__u8 reserved;
 	__u32 reserved2;
 };
 

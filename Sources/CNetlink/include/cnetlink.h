@@ -107,6 +107,9 @@ int mz_nl_fdb_append(int nl, int vxlan_ifindex, unsigned dst_be);
 
 int mz_ethtool_set_gro(int netns_fd, const char *ifname, int on);
 
+/* Transmit checksum offload (and with it TSO, which depends on it). */
+int mz_ethtool_set_tx_csum(int netns_fd, const char *ifname, int on);
+
 /* Copies the driver name ("veth", ...) NUL-terminated into driver, which must
  * hold at least 32 bytes. */
 int mz_ethtool_driver(int netns_fd, const char *ifname, char *driver);

@@ -1,0 +1,94 @@
+import MizarCore
+import MizarRPC
+
+/// A transitd to program: where its API listens and the droplet it serves.
+public struct TransitPeer: Sendable, Equatable {
+    public var target: TransitTarget
+    public var ip: IPv4Address
+    public var mac: MACAddress
+
+    public init(target: TransitTarget, ip: IPv4Address, mac: MACAddress) {
+        self.target = target
+        self.ip = ip
+        self.mac = mac
+    }
+
+    /// How tables name this droplet.
+    public var host: Mizar_Transit_V1_Host {
+        var h = Mizar_Transit_V1_Host()
+        h.ip = "\(ip)"
+        h.mac = "\(mac)"
+        return h
+    }
+}
+
+/// The calls that turn VPCs, subnets and endpoints into programmed hosts,
+/// written once for every caller (the management plane, `mizarctl testbed`,
+/// the tests). An endpoint touches exactly its own host and its subnet's
+/// bouncers; VPCs and subnets go to every host that may carry their traffic.
+public enum Provisioning {
+    /// The VPC on each of `hosts`; `dividers` divide for it.
+    public static func putVPC(vni: UInt32, dividers: [TransitPeer], on hosts: [TransitPeer]) async throws {
+        for h in hosts {
+            var v = Mizar_Transit_V1_VPC()
+            v.vni = vni
+            v.dividers = dividers.map(\.host)
+            v.isDivider = dividers.contains(h)
+            _ = try await withTransitClient(h.target) { try await $0.putVPC(v) }
+        }
+    }
+
+    /// The subnet on each of `hosts`; `bouncers` bounce for it.
+    public static func putSubnet(vni: UInt32, cidr: String, bouncers: [TransitPeer], on hosts: [TransitPeer]) async throws {
+        for h in hosts {
+            var s = Mizar_Transit_V1_Subnet()
+            s.vni = vni
+            s.cidr = cidr
+            s.bouncers = bouncers.map(\.host)
+            s.isBouncer = bouncers.contains(h)
+            _ = try await withTransitClient(h.target) { try await $0.putSubnet(s) }
+        }
+    }
+
+    /// The endpoint's interface on its host, then its entry on each bouncer
+    /// of its subnet: one call each, nothing else.
+    @discardableResult
+    public static func addEndpoint(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, netns: String,
+                                   on home: TransitPeer, bouncers: [TransitPeer]) async throws -> Mizar_Transit_V1_EndpointInterfaceInfo {
+        var e = Mizar_Transit_V1_EndpointInterface()
+        e.vni = vni
+        e.ip = "\(ip)"
+        e.mac = "\(mac)"
+        e.subnet = subnet
+        e.netns = netns
+        let reply = try await withTransitClient(home.target) { try await $0.createEndpointInterface(e) }
+        var entry = Mizar_Transit_V1_Endpoint()
+        entry.vni = vni
+        entry.ip = "\(ip)"
+        entry.mac = "\(mac)"
+        entry.subnet = subnet
+        entry.host = home.host
+        for b in bouncers {
+            _ = try await withTransitClient(b.target) { try await $0.putEndpoint(entry) }
+        }
+        return reply.interface
+    }
+
+    /// The reverse of addEndpoint: the interface on its host (which also
+    /// forgets cached paths to it there), the entry on each bouncer.
+    public static func removeEndpoint(vni: UInt32, ip: IPv4Address, on home: TransitPeer, bouncers: [TransitPeer]) async throws {
+        var key = Mizar_Transit_V1_EndpointKey()
+        key.vni = vni
+        key.ip = "\(ip)"
+        _ = try await withTransitClient(home.target) { try await $0.deleteEndpointInterface(key) }
+        for b in bouncers {
+            _ = try await withTransitClient(b.target) { try await $0.deleteEndpoint(key) }
+        }
+    }
+
+    /// A locally administered MAC made from the VNI and the IP's last two
+    /// bytes, for callers that do not allocate MACs themselves.
+    public static func derivedMAC(vni: UInt32, ip: IPv4Address) -> MACAddress {
+        MACAddress(0x0a, 0x58, UInt8(vni & 0xff), UInt8(vni >> 8 & 0xff), ip.bytes[2], ip.bytes[3])
+    }
+}
