@@ -53,6 +53,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // A client of etcd's v3 gRPC API (keys, transactions, watches, leases);
+        // the API's messages generated from proto/etcd by scripts/gen-proto.sh.
+        .target(
+            name: "MizarEtcd",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
         .target(name: "MizarTestbed", dependencies: ["MizarSystem", "MizarCore", "MizarTransit"], swiftSettings: strict),
         .executableTarget(
@@ -81,6 +91,7 @@ let package = Package(
             name: "MizarDataplaneTests",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             swiftSettings: strict),
+        .testTarget(name: "MizarEtcdTests", dependencies: ["MizarEtcd", "MizarTestbed"], swiftSettings: strict),
         .testTarget(
             name: "MizarTransitTests",
             dependencies: [

@@ -20,13 +20,17 @@ build_plugin() { # repo tag product
 }
 build_plugin apple/swift-protobuf 1.39.0 protoc-gen-swift
 build_plugin grpc/grpc-swift-protobuf 2.4.1 protoc-gen-grpc-swift-2
-out=Sources/MizarRPC/Generated
-mkdir -p "$out"
-rm -f "$out"/*.swift
-protoc -I proto \
-	--plugin=protoc-gen-swift="$tools/bin/protoc-gen-swift" \
-	--plugin=protoc-gen-grpc-swift-2="$tools/bin/protoc-gen-grpc-swift-2" \
-	--swift_out="$out" --swift_opt=Visibility=Public \
-	--grpc-swift-2_out="$out" --grpc-swift-2_opt=Visibility=Public \
-	proto/*.proto
-echo "generated: $(ls "$out")"
+generate() { # output-directory proto-directory [grpc-plugin-options]
+	local out=$1 dir=$2 opts=${3:-}
+	mkdir -p "$out"
+	rm -f "$out"/*.swift
+	protoc -I "$dir" \
+		--plugin=protoc-gen-swift="$tools/bin/protoc-gen-swift" \
+		--plugin=protoc-gen-grpc-swift-2="$tools/bin/protoc-gen-grpc-swift-2" \
+		--swift_out="$out" --swift_opt=Visibility=Public \
+		--grpc-swift-2_out="$out" --grpc-swift-2_opt=Visibility=Public${opts} \
+		"$dir"/*.proto
+	echo "generated: $(ls "$out")"
+}
+generate Sources/MizarRPC/Generated proto      # Mizar's own APIs
+generate Sources/MizarEtcd/Generated proto/etcd ,Server=false # the part of etcd's API we use: client only

@@ -243,10 +243,14 @@ func require<T>(_ value: T?, _ what: String) throws(TestbedError) -> T {
 
 /// Only a process whose executable is transitd is ever signalled: a pid
 /// file can outlive its process and the pid be reused.
-func isOurTransitd(_ pid: pid_t) -> Bool {
+func isOurTransitd(_ pid: pid_t) -> Bool { isProcess(pid, named: "transitd") }
+
+/// Whether pid runs the program `name` (checked before any kill, so a pid
+/// file left behind never gets another process killed).
+func isProcess(_ pid: pid_t, named name: String) -> Bool {
     guard pid > 1, let cmdline = try? readText("/proc/\(pid)/cmdline") else { return false }
     let argv0 = cmdline.split(separator: "\0").first.map(String.init) ?? ""
-    return argv0.hasSuffix("/transitd") || argv0 == "transitd"
+    return argv0.hasSuffix("/\(name)") || argv0 == name
 }
 
 /// Waits (up to 2 s) for a killed process to be gone; when it is our own

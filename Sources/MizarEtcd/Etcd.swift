@@ -1,0 +1,344 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import GRPCProtobuf
+
+/// An etcd failure, with what was being done.
+public struct EtcdError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case unavailable, compacted, leaseExpired, watchCanceled, other }
+    public let kind: Kind
+    public let description: String
+
+    public init(_ kind: Kind, _ description: String) {
+        self.kind = kind
+        self.description = description
+    }
+}
+
+/// One key as etcd holds it.
+public struct EtcdKeyValue: Sendable, Equatable {
+    public var key: String
+    public var value: [UInt8]
+    public var createRevision: Int64
+    public var modRevision: Int64
+    public var version: Int64
+    public var lease: Int64
+
+    init(_ kv: Etcdserverpb_KeyValue) {
+        key = String(decoding: kv.key, as: UTF8.self)
+        value = [UInt8](kv.value)
+        createRevision = kv.createRevision
+        modRevision = kv.modRevision
+        version = kv.version
+        lease = kv.lease
+    }
+}
+
+/// A change seen by a watch.
+public struct EtcdEvent: Sendable, Equatable {
+    public enum Kind: Sendable { case put, delete }
+    public var kind: Kind
+    /// For a delete: the key, with modRevision the deletion's revision.
+    public var kv: EtcdKeyValue
+    public var previous: EtcdKeyValue?
+}
+
+/// What a transaction compares before choosing its branch.
+public enum EtcdCondition: Sendable {
+    /// The key does not exist.
+    case absent(String)
+    /// The key was last written at this revision (compare-and-swap).
+    case modRevision(String, Int64)
+    /// The key's value equals this.
+    case value(String, [UInt8])
+}
+
+/// One operation inside a transaction.
+public enum EtcdOperation: Sendable {
+    case put(String, [UInt8], lease: Int64 = 0)
+    case delete(String)
+    case deletePrefix(String)
+    case get(String)
+}
+
+/// A client of one etcd server over its v3 gRPC API, with one long-lived
+/// HTTP/2 connection. Use `withEtcd`, which runs the connection for the
+/// duration of its body.
+public struct Etcd: Sendable {
+    let client: GRPCClient<HTTP2ClientTransport.Posix>
+    public let endpoint: String
+
+    var kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
+    var leases: Etcdserverpb_Lease.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
+    var watches: Etcdserverpb_Watch.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
+
+    // MARK: Keys
+
+    /// The key's current value, or nil.
+    public func get(_ key: String) async throws -> EtcdKeyValue? {
+        var r = Etcdserverpb_RangeRequest()
+        r.key = Data(key.utf8)
+        return try await call("get \(key)") { try await kv.range(r, options: Self.unary) }.kvs.first.map(EtcdKeyValue.init)
+    }
+
+    /// Every key under `prefix`, sorted by key, and the store's revision at
+    /// that moment (a watch from revision + 1 misses nothing).
+    public func list(prefix: String) async throws -> (kvs: [EtcdKeyValue], revision: Int64) {
+        var r = Etcdserverpb_RangeRequest()
+        r.key = Data(prefix.utf8)
+        r.rangeEnd = Self.prefixEnd(prefix)
+        r.sortOrder = .ascend
+        let response = try await call("list \(prefix)") { try await kv.range(r, options: Self.unary) }
+        return (response.kvs.map(EtcdKeyValue.init), response.header.revision)
+    }
+
+    /// How many keys lie under `prefix`.
+    public func count(prefix: String) async throws -> Int64 {
+        var r = Etcdserverpb_RangeRequest()
+        r.key = Data(prefix.utf8)
+        r.rangeEnd = Self.prefixEnd(prefix)
+        r.countOnly = true
+        return try await call("count \(prefix)") { try await kv.range(r, options: Self.unary) }.count
+    }
+
+    /// Writes the key; returns the revision of the write.
+    @discardableResult
+    public func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws -> Int64 {
+        var r = Etcdserverpb_PutRequest()
+        r.key = Data(key.utf8)
+        r.value = Data(value)
+        r.lease = lease
+        return try await call("put \(key)") { try await kv.put(r, options: Self.unary) }.header.revision
+    }
+
+    /// Deletes the key; returns how many keys went (0 or 1).
+    @discardableResult
+    public func delete(_ key: String) async throws -> Int64 {
+        var r = Etcdserverpb_DeleteRangeRequest()
+        r.key = Data(key.utf8)
+        return try await call("delete \(key)") { try await kv.deleteRange(r, options: Self.unary) }.deleted
+    }
+
+    /// Deletes every key under `prefix`.
+    @discardableResult
+    public func delete(prefix: String) async throws -> Int64 {
+        var r = Etcdserverpb_DeleteRangeRequest()
+        r.key = Data(prefix.utf8)
+        r.rangeEnd = Self.prefixEnd(prefix)
+        return try await call("delete \(prefix)*") { try await kv.deleteRange(r, options: Self.unary) }.deleted
+    }
+
+    /// If every condition holds, applies `then`, otherwise `otherwise`, in
+    /// one atomic step. Returns whether the conditions held, the revision
+    /// after, and what any `get` operations of the branch taken read.
+    @discardableResult
+    public func transaction(if conditions: [EtcdCondition], then: [EtcdOperation],
+                            else otherwise: [EtcdOperation] = []) async throws -> (succeeded: Bool, revision: Int64, reads: [EtcdKeyValue?]) {
+        var r = Etcdserverpb_TxnRequest()
+        r.compare = conditions.map(Self.compare)
+        r.success = then.map(Self.op)
+        r.failure = otherwise.map(Self.op)
+        let response = try await call("transaction") { try await kv.txn(r, options: Self.unary) }
+        let reads: [EtcdKeyValue?] = response.responses.compactMap { op in
+            if case .responseRange(let range)? = op.response { return .some(range.kvs.first.map(EtcdKeyValue.init)) }
+            return nil
+        }
+        return (response.succeeded, response.header.revision, reads)
+    }
+
+    /// Creates the key only if it does not exist; false if it did.
+    public func create(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws -> Bool {
+        try await transaction(if: [.absent(key)], then: [.put(key, value, lease: lease)]).succeeded
+    }
+
+    /// Replaces the key only if nobody wrote it since `modRevision`.
+    public func update(_ key: String, _ value: [UInt8], ifModRevision modRevision: Int64) async throws -> Bool {
+        try await transaction(if: [.modRevision(key, modRevision)], then: [.put(key, value)]).succeeded
+    }
+
+    // MARK: Leases
+
+    /// A new lease of `ttl` seconds; keys written with it vanish when it
+    /// lapses.
+    public func grantLease(ttl: Int64) async throws -> Int64 {
+        var r = Etcdserverpb_LeaseGrantRequest()
+        r.ttl = ttl
+        let response = try await call("grant lease") { try await leases.leaseGrant(r, options: Self.unary) }
+        guard response.error.isEmpty else { throw EtcdError(.other, "grant lease: \(response.error)") }
+        return response.id
+    }
+
+    public func revokeLease(_ id: Int64) async throws {
+        var r = Etcdserverpb_LeaseRevokeRequest()
+        r.id = id
+        _ = try await call("revoke lease \(id)") { try await leases.leaseRevoke(r, options: Self.unary) }
+    }
+
+    /// Seconds left on the lease; nil once it has lapsed.
+    public func timeToLive(_ id: Int64) async throws -> Int64? {
+        var r = Etcdserverpb_LeaseTimeToLiveRequest()
+        r.id = id
+        let ttl = try await call("lease \(id) ttl") { try await leases.leaseTimeToLive(r, options: Self.unary) }.ttl
+        return ttl > 0 ? ttl : nil
+    }
+
+    /// Keeps the lease alive, refreshing every `interval` seconds, until
+    /// the task is cancelled. Throws leaseExpired if etcd says it lapsed.
+    public func keepAlive(_ id: Int64, every interval: Duration) async throws {
+        try await call("keep lease \(id) alive") {
+            try await leases.leaseKeepAlive(requestProducer: { writer in
+                var r = Etcdserverpb_LeaseKeepAliveRequest()
+                r.id = id
+                while !Task.isCancelled {
+                    try await writer.write(r)
+                    try await Task.sleep(for: interval)
+                }
+            }, onResponse: { response in
+                for try await message in response.messages where message.ttl <= 0 {
+                    throw EtcdError(.leaseExpired, "lease \(id) has lapsed")
+                }
+            })
+        }
+    }
+
+    // MARK: Watches
+
+    /// Every change under `prefix` from `revision` on, in order, in batches
+    /// of one revision or more. The stream ends with an error when the
+    /// watch is cancelled by the server (compacted away: the caller lists
+    /// again and watches from there) or the connection fails.
+    public func watch(prefix: String, fromRevision revision: Int64, previousValues: Bool = false) -> AsyncThrowingStream<[EtcdEvent], Error> {
+        var create = Etcdserverpb_WatchCreateRequest()
+        create.key = Data(prefix.utf8)
+        create.rangeEnd = Self.prefixEnd(prefix)
+        create.startRevision = revision
+        create.prevKv = previousValues
+        var message = Etcdserverpb_WatchRequest()
+        message.createRequest = create
+        let request = message
+        let (stream, continuation) = AsyncThrowingStream<[EtcdEvent], Error>.makeStream()
+        let watches = self.watches
+        let task = Task {
+            do {
+                try await watches.watch(requestProducer: { writer in
+                    try await writer.write(request)
+                    // Keep the request side open: closing it ends the watch.
+                    while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+                }, onResponse: { response in
+                    for try await message in response.messages {
+                        if message.canceled {
+                            let kind: EtcdError.Kind = message.compactRevision > 0 ? .compacted : .watchCanceled
+                            throw EtcdError(kind, "watch of \(prefix) canceled by etcd: \(message.cancelReason.isEmpty ? "revision \(revision) was compacted (now \(message.compactRevision))" : message.cancelReason)")
+                        }
+                        guard !message.events.isEmpty else { continue }
+                        continuation.yield(message.events.map { e in
+                            EtcdEvent(kind: e.type == .delete ? .delete : .put, kv: EtcdKeyValue(e.kv),
+                                      previous: e.hasPrevKv ? EtcdKeyValue(e.prevKv) : nil)
+                        })
+                    }
+                })
+                continuation.finish(throwing: EtcdError(.unavailable, "watch of \(prefix) ended"))
+            } catch is CancellationError {
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: Self.wrap(error, "watch \(prefix)"))
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    // MARK: Plumbing
+
+    /// Unary calls fail at once when etcd cannot be reached (callers retry
+    /// with their own policy) and never wait longer than 10 s.
+    static let unary: CallOptions = {
+        var o = CallOptions.defaults
+        o.timeout = .seconds(10)
+        o.waitForReady = false
+        return o
+    }()
+
+    /// The end of the range of keys that start with `prefix`.
+    static func prefixEnd(_ prefix: String) -> Data {
+        var bytes = [UInt8](prefix.utf8)
+        while let last = bytes.last {
+            if last < 0xff {
+                bytes[bytes.count - 1] = last + 1
+                return Data(bytes)
+            }
+            bytes.removeLast()
+        }
+        return Data([0])   // every key
+    }
+
+    static func compare(_ c: EtcdCondition) -> Etcdserverpb_Compare {
+        var m = Etcdserverpb_Compare()
+        switch c {
+        case .absent(let key):
+            m.key = Data(key.utf8)
+            m.target = .create
+            m.result = .equal
+            m.createRevision = 0
+        case .modRevision(let key, let revision):
+            m.key = Data(key.utf8)
+            m.target = .mod
+            m.result = .equal
+            m.modRevision = revision
+        case .value(let key, let value):
+            m.key = Data(key.utf8)
+            m.target = .value
+            m.result = .equal
+            m.value = Data(value)
+        }
+        return m
+    }
+
+    static func op(_ o: EtcdOperation) -> Etcdserverpb_RequestOp {
+        var m = Etcdserverpb_RequestOp()
+        switch o {
+        case .put(let key, let value, let lease):
+            var p = Etcdserverpb_PutRequest()
+            p.key = Data(key.utf8)
+            p.value = Data(value)
+            p.lease = lease
+            m.requestPut = p
+        case .delete(let key):
+            var d = Etcdserverpb_DeleteRangeRequest()
+            d.key = Data(key.utf8)
+            m.requestDeleteRange = d
+        case .deletePrefix(let prefix):
+            var d = Etcdserverpb_DeleteRangeRequest()
+            d.key = Data(prefix.utf8)
+            d.rangeEnd = prefixEnd(prefix)
+            m.requestDeleteRange = d
+        case .get(let key):
+            var g = Etcdserverpb_RangeRequest()
+            g.key = Data(key.utf8)
+            m.requestRange = g
+        }
+        return m
+    }
+
+    func call<R: Sendable>(_ what: String, _ body: () async throws -> R) async throws -> R {
+        do { return try await body() } catch { throw Self.wrap(error, what) }
+    }
+
+    static func wrap(_ error: any Error, _ what: String) -> any Error {
+        switch error {
+        case is EtcdError, is CancellationError: return error
+        case let e as RPCError:
+            return EtcdError(e.code == .unavailable ? .unavailable : .other, "etcd \(what): \(e.code): \(e.message)")
+        default: return EtcdError(.other, "etcd \(what): \(error)")
+        }
+    }
+}
+
+/// Connects to the etcd at `host`:`port` and runs `body` with a client;
+/// the connection closes when `body` returns.
+public func withEtcd<R: Sendable>(host: String, port: Int, _ body: (Etcd) async throws -> R) async throws -> R {
+    let transport = try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: .plaintext)
+    return try await withGRPCClient(transport: transport) { client in
+        try await body(Etcd(client: client, endpoint: "\(host):\(port)"))
+    }
+}

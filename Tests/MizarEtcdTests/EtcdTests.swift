@@ -1,0 +1,121 @@
+import Glibc
+import MizarEtcd
+import MizarTestbed
+import Testing
+
+/// One real etcd for the suite, on loopback, stopped at exit.
+enum Server {
+    static let shared: Result<EtcdServer, TestbedError> = {
+        do {
+            let s = try EtcdServer(directory: "/tmp/mizar-etcd-test-\(getpid())")
+            atexit { if case .success(let s) = Server.shared { s.stop() } }
+            return .success(s)
+        } catch let e as TestbedError { return .failure(e) } catch { return .failure(TestbedError("\(error)")) }
+    }()
+
+    static func with<R: Sendable>(_ body: (Etcd) async throws -> R) async throws -> R {
+        let s = try shared.get()
+        return try await withEtcd(host: "127.0.0.1", port: s.clientPort, body)
+    }
+}
+
+func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+@Suite("etcd client against a real etcd")
+struct EtcdTests {
+    @Test("put, get, list by prefix, count and delete")
+    func keys() async throws {
+        try await Server.with { etcd in
+            let p = "/t/keys/"
+            let r1 = try await etcd.put(p + "b", bytes("2"))
+            let r2 = try await etcd.put(p + "a", bytes("1"))
+            try await etcd.put("/t/keysX", bytes("outside the prefix"))
+            #expect(r2 > r1)
+            #expect(try await etcd.get(p + "a")?.value == bytes("1"))
+            #expect(try await etcd.get(p + "missing") == nil)
+            let (kvs, revision) = try await etcd.list(prefix: p)
+            #expect(kvs.map(\.key) == [p + "a", p + "b"])
+            #expect(revision >= r2 + 1)
+            #expect(try await etcd.count(prefix: p) == 2)
+            #expect(try await etcd.delete(p + "a") == 1)
+            #expect(try await etcd.delete(p + "a") == 0)
+            #expect(try await etcd.delete(prefix: p) == 1)
+            #expect(try await etcd.count(prefix: p) == 0)
+            #expect(try await etcd.get("/t/keysX") != nil, "a delete by prefix must stop at the prefix")
+        }
+    }
+
+    @Test("create only once; compare-and-swap refuses a stale revision")
+    func conditionalWrites() async throws {
+        try await Server.with { etcd in
+            let k = "/t/cas/x"
+            #expect(try await etcd.create(k, bytes("first")))
+            #expect(try await !etcd.create(k, bytes("second")))
+            let kv = try #require(try await etcd.get(k))
+            #expect(kv.value == bytes("first"))
+            #expect(try await etcd.update(k, bytes("v2"), ifModRevision: kv.modRevision))
+            #expect(try await !etcd.update(k, bytes("v3"), ifModRevision: kv.modRevision), "stale revision accepted")
+            #expect(try await etcd.get(k)?.value == bytes("v2"))
+            // The failure branch runs instead, and reads what is there.
+            let t = try await etcd.transaction(if: [.absent(k)], then: [.put(k, bytes("no"))], else: [.get(k)])
+            #expect(!t.succeeded)
+            #expect(t.reads.count == 1 && t.reads.first??.value == bytes("v2"))
+        }
+    }
+
+    @Test("a watch replays history from a revision and then follows puts and deletes in order")
+    func watch() async throws {
+        try await Server.with { etcd in
+            let p = "/t/watch/"
+            let start = try await etcd.put(p + "1", bytes("a"))
+            var seen: [String] = []
+            let stream = etcd.watch(prefix: p, fromRevision: start, previousValues: true)
+            try await etcd.put(p + "2", bytes("b"))
+            try await etcd.delete(p + "1")
+            try await etcd.put("/t/other", bytes("not watched"))
+            try await etcd.put(p + "2", bytes("c"))
+            for try await batch in stream {
+                for e in batch {
+                    seen.append("\(e.kind == .put ? "put" : "delete") \(e.kv.key) \(String(decoding: e.kv.value, as: UTF8.self)) prev=\(e.previous.map { String(decoding: $0.value, as: UTF8.self) } ?? "-")")
+                }
+                if seen.count >= 4 { break }
+            }
+            #expect(seen == ["put /t/watch/1 a prev=-", "put /t/watch/2 b prev=-", "delete /t/watch/1  prev=a", "put /t/watch/2 c prev=b"])
+        }
+    }
+
+    @Test("a lease's keys vanish when it lapses, stay while kept alive, and go at once on revoke")
+    func leases() async throws {
+        try await Server.with { etcd in
+            let lapsing = try await etcd.grantLease(ttl: 2)
+            let kept = try await etcd.grantLease(ttl: 2)
+            let revoked = try await etcd.grantLease(ttl: 60)
+            try await etcd.put("/t/lease/lapsing", bytes("x"), lease: lapsing)
+            try await etcd.put("/t/lease/kept", bytes("x"), lease: kept)
+            try await etcd.put("/t/lease/revoked", bytes("x"), lease: revoked)
+            try await etcd.revokeLease(revoked)
+            #expect(try await etcd.get("/t/lease/revoked") == nil)
+            let keeper = Task { try await etcd.keepAlive(kept, every: .milliseconds(500)) }
+            defer { keeper.cancel() }
+            var gone = false
+            for _ in 0..<60 where !gone {   // up to 6 s
+                try await Task.sleep(for: .milliseconds(100))
+                gone = try await etcd.get("/t/lease/lapsing") == nil
+            }
+            #expect(gone, "the lapsed lease's key is still there")
+            #expect(try await etcd.timeToLive(lapsing) == nil)
+            #expect(try await etcd.get("/t/lease/kept") != nil, "the kept-alive lease's key vanished")
+            #expect(try await etcd.timeToLive(kept) != nil)
+        }
+    }
+
+    @Test("an unreachable etcd is a clear error, not a hang")
+    func unreachable() async throws {
+        let port = try #require(Int(exactly: 1))   // nothing listens on port 1
+        await #expect(throws: EtcdError.self) {
+            try await withEtcd(host: "127.0.0.1", port: port) { etcd in
+                try await etcd.get("/t/x")
+            }
+        }
+    }
+}
