@@ -53,6 +53,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // The management plane's objects (Vpc, Subnet, Endpoint, Droplet,
+        // Bouncer, Divider), their validation and their JSON form.
+        .target(name: "MizarAPI", dependencies: ["MizarCore"], swiftSettings: strict),
         // A client of etcd's v3 gRPC API (keys, transactions, watches, leases);
         // the API's messages generated from proto/etcd by scripts/gen-proto.sh.
         .target(
@@ -91,6 +94,7 @@ let package = Package(
             name: "MizarDataplaneTests",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             swiftSettings: strict),
+        .testTarget(name: "MizarAPITests", dependencies: ["MizarAPI", "MizarCore"], swiftSettings: strict),
         .testTarget(name: "MizarEtcdTests", dependencies: ["MizarEtcd", "MizarTestbed"], swiftSettings: strict),
         .testTarget(
             name: "MizarTransitTests",

@@ -1,0 +1,342 @@
+import MizarCore
+
+/// The API's group and version, as every object carries it.
+public let apiVersion = "mizar.com/v1"
+
+/// The kinds of object the management plane stores.
+public enum Kind: String, Codable, Sendable, CaseIterable {
+    case vpc = "Vpc", subnet = "Subnet", endpoint = "Endpoint"
+    case droplet = "Droplet", bouncer = "Bouncer", divider = "Divider"
+
+    /// The lower-case plural used in etcd keys and on the command line.
+    public var plural: String {
+        switch self {
+        case .vpc: "vpcs"
+        case .subnet: "subnets"
+        case .endpoint: "endpoints"
+        case .droplet: "droplets"
+        case .bouncer: "bouncers"
+        case .divider: "dividers"
+        }
+    }
+
+    /// Accepts "Vpc", "vpc", "vpcs" and the like, as kubectl does.
+    public init(parsing text: String, field: String = "kind") throws(ValidationError) {
+        let t = text.lowercased()
+        guard let k = Kind.allCases.first(where: { $0.rawValue.lowercased() == t || $0.plural == t }) else {
+            throw ValidationError(field: field, reason: "unknown kind \(String(reflecting: text)); expected one of \(Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        self = k
+    }
+}
+
+/// Where an object is in its life. Init → the kind's intermediate phases →
+/// Provisioned, or Failed with a reason; Deleting once a delete was asked.
+public enum Phase: String, Codable, Sendable {
+    case initial = "Init"
+    case allocating = "Allocating"   // VNI, addresses, MAC
+    case placing = "Placing"         // bouncers and dividers onto droplets
+    case programming = "Programming" // transitd calls under way
+    case provisioned = "Provisioned"
+    case failed = "Failed"
+    case deleting = "Deleting"
+    case ready = "Ready"              // droplets
+    case notReady = "NotReady"       // droplets whose lease lapsed
+}
+
+public struct ObjectMeta: Codable, Sendable, Equatable {
+    public var name: String
+    /// Set by the store when the object is created.
+    public var uid: String?
+    /// Grows by one with every change of the spec.
+    public var generation: Int64?
+    /// etcd's revision of the object's last write; filled in on read and
+    /// never stored (a stale one makes an update fail).
+    public var resourceVersion: String?
+    public var creationTimestamp: String?
+    public var labels: [String: String]?
+
+    public init(name: String, labels: [String: String]? = nil) {
+        self.name = name
+        self.labels = labels
+    }
+}
+
+/// What every kind's status has.
+public struct CommonStatus: Codable, Sendable, Equatable {
+    public var phase: Phase = .initial
+    /// Why it failed, or what it waits for.
+    public var reason: String?
+    /// The generation this status describes.
+    public var observedGeneration: Int64?
+    /// Milliseconds from creation to Provisioned.
+    public var provisioningDelayMs: Double?
+
+    public init() {}
+}
+
+// MARK: - Specs and statuses
+
+public struct VpcSpec: Codable, Sendable, Equatable {
+    public var cidr: String
+    /// How many dividers serve the VPC.
+    public var dividers: Int?
+    /// A VNI to use; allocated when absent.
+    public var vni: UInt32?
+
+    public init(cidr: String, dividers: Int? = nil, vni: UInt32? = nil) {
+        self.cidr = cidr
+        self.dividers = dividers
+        self.vni = vni
+    }
+}
+
+public struct VpcStatus: Codable, Sendable, Equatable {
+    public var common = CommonStatus()
+    public var vni: UInt32?
+    /// Droplets that divide for it.
+    public var dividers: [String]?
+    public init() {}
+}
+
+public struct SubnetSpec: Codable, Sendable, Equatable {
+    public var vpc: String
+    public var cidr: String
+    /// How many bouncers serve the subnet.
+    public var bouncers: Int?
+
+    public init(vpc: String, cidr: String, bouncers: Int? = nil) {
+        self.vpc = vpc
+        self.cidr = cidr
+        self.bouncers = bouncers
+    }
+}
+
+public struct SubnetStatus: Codable, Sendable, Equatable {
+    public var common = CommonStatus()
+    public var vni: UInt32?
+    public var gateway: String?
+    public var bouncers: [String]?
+    public init() {}
+}
+
+public struct EndpointSpec: Codable, Sendable, Equatable {
+    public var vpc: String
+    public var subnet: String
+    /// A requested address; allocated from the subnet when absent.
+    public var ip: String?
+    public var mac: String?
+    /// The droplet to place it on; chosen when absent.
+    public var droplet: String?
+    /// The network namespace its interface goes into (a path); the
+    /// endpoint gets no interface when absent (tables only).
+    public var netns: String?
+
+    public init(vpc: String, subnet: String, ip: String? = nil, mac: String? = nil, droplet: String? = nil, netns: String? = nil) {
+        self.vpc = vpc
+        self.subnet = subnet
+        self.ip = ip
+        self.mac = mac
+        self.droplet = droplet
+        self.netns = netns
+    }
+}
+
+public struct EndpointStatus: Codable, Sendable, Equatable {
+    public var common = CommonStatus()
+    public var ip: String?
+    public var mac: String?
+    public var droplet: String?
+    public var hostInterface: String?
+    public init() {}
+}
+
+public struct DropletSpec: Codable, Sendable, Equatable {
+    public var ip: String
+    public var mac: String
+    /// Where its transitd's API listens, HOST:PORT.
+    public var transitd: String
+
+    public init(ip: String, mac: String, transitd: String) {
+        self.ip = ip
+        self.mac = mac
+        self.transitd = transitd
+    }
+}
+
+public struct DropletStatus: Codable, Sendable, Equatable {
+    public var common = CommonStatus()
+    /// The etcd lease its transitd keeps alive.
+    public var lease: Int64?
+    public init() {}
+}
+
+public struct BouncerSpec: Codable, Sendable, Equatable {
+    public var vpc: String
+    public var subnet: String
+    public var droplet: String
+
+    public init(vpc: String, subnet: String, droplet: String) {
+        self.vpc = vpc
+        self.subnet = subnet
+        self.droplet = droplet
+    }
+}
+
+public struct DividerSpec: Codable, Sendable, Equatable {
+    public var vpc: String
+    public var droplet: String
+
+    public init(vpc: String, droplet: String) {
+        self.vpc = vpc
+        self.droplet = droplet
+    }
+}
+
+public struct PlainStatus: Codable, Sendable, Equatable {
+    public var common = CommonStatus()
+    public init() {}
+}
+
+// MARK: - Objects
+
+/// Ties a spec type to its kind and status type.
+public protocol ObjectSpec: Codable, Sendable, Equatable {
+    associatedtype Status: Codable, Sendable, Equatable
+    static var kind: Kind { get }
+    /// Checks this spec alone (no other object); field names start with "spec.".
+    func validate() throws(ValidationError)
+}
+
+/// One stored object, Kubernetes-shaped.
+public struct Object<Spec: ObjectSpec>: Codable, Sendable, Equatable {
+    public var apiVersion: String
+    public var kind: Kind
+    public var metadata: ObjectMeta
+    public var spec: Spec
+    public var status: Spec.Status?
+
+    public init(name: String, spec: Spec, labels: [String: String]? = nil) {
+        apiVersion = MizarAPI.apiVersion
+        kind = Spec.kind
+        metadata = ObjectMeta(name: name, labels: labels)
+        self.spec = spec
+    }
+
+    public var name: String { metadata.name }
+
+    /// The object's own checks: its header, its name, its spec.
+    public func validate() throws(ValidationError) {
+        guard apiVersion == MizarAPI.apiVersion else {
+            throw ValidationError(field: "apiVersion", reason: "\(String(reflecting: apiVersion)) is not served; expected \(MizarAPI.apiVersion)")
+        }
+        guard kind == Spec.kind else {
+            throw ValidationError(field: "kind", reason: "\(kind.rawValue) where \(Spec.kind.rawValue) was expected")
+        }
+        try validateName(metadata.name, field: "metadata.name")
+        try spec.validate()
+    }
+}
+
+public typealias Vpc = Object<VpcSpec>
+public typealias Subnet = Object<SubnetSpec>
+public typealias Endpoint = Object<EndpointSpec>
+public typealias Droplet = Object<DropletSpec>
+public typealias Bouncer = Object<BouncerSpec>
+public typealias Divider = Object<DividerSpec>
+
+// MARK: - Validation of single objects
+
+/// Names are DNS labels, as Kubernetes requires of most names: 1 to 63
+/// characters, lower-case letters, digits and '-', starting and ending
+/// with a letter or digit.
+public func validateName(_ name: String, field: String) throws(ValidationError) {
+    let bytes = Array(name.utf8)
+    func alnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) }
+    guard !bytes.isEmpty else { throw ValidationError(field: field, reason: "must not be empty") }
+    guard bytes.count <= 63 else { throw ValidationError(field: field, reason: "is \(bytes.count) characters long; at most 63 are allowed") }
+    guard bytes.allSatisfy({ alnum($0) || $0 == 0x2d }), alnum(bytes.first!), alnum(bytes.last!) else {
+        throw ValidationError(field: field, reason: "\(String(reflecting: name)) is not a DNS label: use lower-case letters, digits and '-', starting and ending with a letter or digit")
+    }
+}
+
+func validateCount(_ n: Int?, field: String, range: ClosedRange<Int>) throws(ValidationError) {
+    guard let n else { return }
+    guard range.contains(n) else { throw ValidationError(field: field, reason: "\(n) is out of range; expected \(range.lowerBound)...\(range.upperBound)") }
+}
+
+extension VpcSpec: ObjectSpec {
+    public typealias Status = VpcStatus
+    public static var kind: Kind { .vpc }
+    public func validate() throws(ValidationError) {
+        let c = try CIDR(parsing: cidr, field: "spec.cidr")
+        guard c.prefixLength >= 8 && c.prefixLength <= 28 else {
+            throw ValidationError(field: "spec.cidr", reason: "/\(c.prefixLength) is out of range; a VPC is /8 to /28")
+        }
+        try validateCount(dividers, field: "spec.dividers", range: 1...16)
+        if let vni { _ = try VNI(vni, field: "spec.vni") }
+    }
+}
+
+extension SubnetSpec: ObjectSpec {
+    public typealias Status = SubnetStatus
+    public static var kind: Kind { .subnet }
+    public func validate() throws(ValidationError) {
+        try validateName(vpc, field: "spec.vpc")
+        let c = try CIDR(parsing: cidr, field: "spec.cidr")
+        guard c.prefixLength >= 8 && c.prefixLength <= 29 else {
+            throw ValidationError(field: "spec.cidr", reason: "/\(c.prefixLength) is out of range; a subnet is /8 to /29")
+        }
+        try validateCount(bouncers, field: "spec.bouncers", range: 1...16)
+    }
+}
+
+extension EndpointSpec: ObjectSpec {
+    public typealias Status = EndpointStatus
+    public static var kind: Kind { .endpoint }
+    public func validate() throws(ValidationError) {
+        try validateName(vpc, field: "spec.vpc")
+        try validateName(subnet, field: "spec.subnet")
+        if let ip { _ = try IPv4Address(parsing: ip, field: "spec.ip") }
+        if let mac {
+            let m = try MACAddress(parsing: mac, field: "spec.mac")
+            guard m.bytes[0] & 1 == 0 else { throw ValidationError(field: "spec.mac", reason: "\(mac) is a multicast address") }
+        }
+        if let droplet { try validateName(droplet, field: "spec.droplet") }
+        if let netns, !netns.hasPrefix("/") {
+            throw ValidationError(field: "spec.netns", reason: "\(String(reflecting: netns)) is not an absolute path to a network namespace")
+        }
+    }
+}
+
+extension DropletSpec: ObjectSpec {
+    public typealias Status = DropletStatus
+    public static var kind: Kind { .droplet }
+    public func validate() throws(ValidationError) {
+        _ = try IPv4Address(parsing: ip, field: "spec.ip")
+        _ = try MACAddress(parsing: mac, field: "spec.mac")
+        guard let colon = transitd.lastIndex(of: ":"), let port = Int(transitd[transitd.index(after: colon)...]),
+              (1...65535).contains(port), colon != transitd.startIndex else {
+            throw ValidationError(field: "spec.transitd", reason: "\(String(reflecting: transitd)) is not HOST:PORT")
+        }
+    }
+}
+
+extension BouncerSpec: ObjectSpec {
+    public typealias Status = PlainStatus
+    public static var kind: Kind { .bouncer }
+    public func validate() throws(ValidationError) {
+        try validateName(vpc, field: "spec.vpc")
+        try validateName(subnet, field: "spec.subnet")
+        try validateName(droplet, field: "spec.droplet")
+    }
+}
+
+extension DividerSpec: ObjectSpec {
+    public typealias Status = PlainStatus
+    public static var kind: Kind { .divider }
+    public func validate() throws(ValidationError) {
+        try validateName(vpc, field: "spec.vpc")
+        try validateName(droplet, field: "spec.droplet")
+    }
+}

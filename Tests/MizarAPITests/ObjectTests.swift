@@ -1,0 +1,81 @@
+import MizarAPI
+import MizarCore
+import Testing
+
+func json(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+/// Decodes and validates a document; the error's text, or nil if accepted.
+func verdict(_ document: String) -> String? {
+    do {
+        let o = try ObjectCoding.decode(AnyMizarObject.self, from: json(document))
+        try o.validate()
+        return nil
+    } catch {
+        return "\(error)"
+    }
+}
+
+@Suite("objects")
+struct ObjectTests {
+    @Test("objects of every kind survive encoding and decoding unchanged")
+    func roundTrip() throws {
+        var vpc = Vpc(name: "tenant-a", spec: VpcSpec(cidr: "10.0.0.0/16", dividers: 2))
+        vpc.status = VpcStatus()
+        vpc.status?.vni = 4097
+        vpc.status?.common.phase = .provisioned
+        let all: [AnyMizarObject] = [
+            .vpc(vpc),
+            .subnet(Subnet(name: "a-1", spec: SubnetSpec(vpc: "tenant-a", cidr: "10.0.1.0/24", bouncers: 2))),
+            .endpoint(Endpoint(name: "web", spec: EndpointSpec(vpc: "tenant-a", subnet: "a-1", ip: "10.0.1.5"))),
+            .droplet(Droplet(name: "h1", spec: DropletSpec(ip: "172.30.0.1", mac: "02:4d:00:00:00:01", transitd: "172.30.0.1:7070"))),
+            .bouncer(Bouncer(name: "a-1-b0", spec: BouncerSpec(vpc: "tenant-a", subnet: "a-1", droplet: "h1"))),
+            .divider(Divider(name: "tenant-a-d0", spec: DividerSpec(vpc: "tenant-a", droplet: "h2"))),
+        ]
+        for o in all {
+            let bytes = ObjectCoding.encode(o)
+            let back = try ObjectCoding.decode(AnyMizarObject.self, from: bytes)
+            #expect(back == o)
+            #expect(ObjectCoding.encode(back) == bytes, "encoding is not canonical")
+            try o.validate()
+        }
+        let text = String(decoding: ObjectCoding.encode(all[0]), as: UTF8.self)
+        #expect(text.hasPrefix("{\"apiVersion\":\"mizar.com/v1\",\"kind\":\"Vpc\",\"metadata\":{\"name\":\"tenant-a\"}"))
+    }
+
+    @Test("bad documents are refused with the field and the reason", arguments: [
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{}}"#, "spec.cidr: required"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":7}}"#, "spec.cidr: expected a string"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/33"}}"#, "spec.cidr:"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/30"}}"#, "spec.cidr: /30 is out of range"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/16","dividers":0}}"#, "spec.dividers: 0 is out of range"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/16","vni":16777216}}"#, "spec.vni:"),
+        (#"{"apiVersion":"mizar.com/v2","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/16"}}"#, "apiVersion:"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Router","metadata":{"name":"a"},"spec":{}}"#, "kind: unknown kind \"Router\""),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"Tenant_A"},"spec":{"cidr":"10.0.0.0/16"}}"#, "metadata.name: \"Tenant_A\" is not a DNS label"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":""},"spec":{"cidr":"10.0.0.0/16"}}"#, "metadata.name: must not be empty"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","spec":{"cidr":"10.0.0.0/16"}}"#, "metadata: required"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Subnet","metadata":{"name":"s"},"spec":{"vpc":"a","cidr":"10.0.1.0/24","bouncers":17}}"#, "spec.bouncers: 17 is out of range"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Subnet","metadata":{"name":"s"},"spec":{"cidr":"10.0.1.0/24"}}"#, "spec.vpc: required"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","ip":"10.0.1.300"}}"#, "spec.ip:"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","mac":"01:00:5e:00:00:01"}}"#, "spec.mac: 01:00:5e:00:00:01 is a multicast address"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","mac":"zz"}}"#, "spec.mac:"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","netns":"ns1"}}"#, "spec.netns:"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Droplet","metadata":{"name":"h"},"spec":{"ip":"172.30.0.1","mac":"02:00:00:00:00:01","transitd":"nohost"}}"#, "spec.transitd:"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Bouncer","metadata":{"name":"b"},"spec":{"vpc":"a","subnet":"s"}}"#, "spec.droplet: required"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/16"}"#, "(document): not valid JSON"),
+    ])
+    func refused(_ document: String, _ expected: String) {
+        let v = verdict(document)
+        #expect(v?.hasPrefix(expected) == true, "got \(v ?? "accepted"), want \(expected)…")
+    }
+
+    @Test("kinds are named as kubectl names them")
+    func kinds() throws {
+        #expect(try Kind(parsing: "vpc") == .vpc)
+        #expect(try Kind(parsing: "Subnets") == .subnet)
+        #expect(try Kind(parsing: "endpoints") == .endpoint)
+        #expect(throws: ValidationError(field: "kind", reason: "unknown kind \"pods\"; expected one of Vpc, Subnet, Endpoint, Droplet, Bouncer, Divider")) {
+            try Kind(parsing: "pods")
+        }
+    }
+}
