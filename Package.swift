@@ -56,6 +56,9 @@ let package = Package(
         // The management plane's objects (Vpc, Subnet, Endpoint, Droplet,
         // Bouncer, Divider), their validation and their JSON form.
         .target(name: "MizarAPI", dependencies: ["MizarCore"], swiftSettings: strict),
+        // The objects in etcd: create/update/delete with compare-and-swap,
+        // admission against the objects they name, watches.
+        .target(name: "MizarStore", dependencies: ["MizarAPI", "MizarEtcd", "MizarCore"], swiftSettings: strict),
         // A client of etcd's v3 gRPC API (keys, transactions, watches, leases);
         // the API's messages generated from proto/etcd by scripts/gen-proto.sh.
         .target(
@@ -96,6 +99,8 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "MizarAPITests", dependencies: ["MizarAPI", "MizarCore"], swiftSettings: strict),
         .testTarget(name: "MizarEtcdTests", dependencies: ["MizarEtcd", "MizarTestbed"], swiftSettings: strict),
+        .testTarget(name: "MizarStoreTests", dependencies: ["MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore"],
+                    swiftSettings: strict),
         .testTarget(
             name: "MizarTransitTests",
             dependencies: [

@@ -54,12 +54,22 @@ public struct ObjectMeta: Codable, Sendable, Equatable {
     /// never stored (a stale one makes an update fail).
     public var resourceVersion: String?
     public var creationTimestamp: String?
+    /// Set when a delete was asked while finalizers remain; the object goes
+    /// once its controllers have cleaned up and removed their finalizers.
+    public var deletionTimestamp: String?
+    public var finalizers: [String]?
     public var labels: [String: String]?
 
     public init(name: String, labels: [String: String]? = nil) {
         self.name = name
         self.labels = labels
     }
+}
+
+/// A kind's status: what every kind's has, and more.
+public protocol ObjectStatus: Codable, Sendable, Equatable {
+    init()
+    var common: CommonStatus { get set }
 }
 
 /// What every kind's status has.
@@ -91,7 +101,7 @@ public struct VpcSpec: Codable, Sendable, Equatable {
     }
 }
 
-public struct VpcStatus: Codable, Sendable, Equatable {
+public struct VpcStatus: ObjectStatus {
     public var common = CommonStatus()
     public var vni: UInt32?
     /// Droplets that divide for it.
@@ -112,7 +122,7 @@ public struct SubnetSpec: Codable, Sendable, Equatable {
     }
 }
 
-public struct SubnetStatus: Codable, Sendable, Equatable {
+public struct SubnetStatus: ObjectStatus {
     public var common = CommonStatus()
     public var vni: UInt32?
     public var gateway: String?
@@ -142,7 +152,7 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     }
 }
 
-public struct EndpointStatus: Codable, Sendable, Equatable {
+public struct EndpointStatus: ObjectStatus {
     public var common = CommonStatus()
     public var ip: String?
     public var mac: String?
@@ -164,7 +174,7 @@ public struct DropletSpec: Codable, Sendable, Equatable {
     }
 }
 
-public struct DropletStatus: Codable, Sendable, Equatable {
+public struct DropletStatus: ObjectStatus {
     public var common = CommonStatus()
     /// The etcd lease its transitd keeps alive.
     public var lease: Int64?
@@ -193,7 +203,7 @@ public struct DividerSpec: Codable, Sendable, Equatable {
     }
 }
 
-public struct PlainStatus: Codable, Sendable, Equatable {
+public struct PlainStatus: ObjectStatus {
     public var common = CommonStatus()
     public init() {}
 }
@@ -202,7 +212,7 @@ public struct PlainStatus: Codable, Sendable, Equatable {
 
 /// Ties a spec type to its kind and status type.
 public protocol ObjectSpec: Codable, Sendable, Equatable {
-    associatedtype Status: Codable, Sendable, Equatable
+    associatedtype Status: ObjectStatus
     static var kind: Kind { get }
     /// Checks this spec alone (no other object); field names start with "spec.".
     func validate() throws(ValidationError)

@@ -112,3 +112,17 @@ public final class EtcdServer: Sendable {
         return String(decoding: answer, as: UTF8.self)
     }
 }
+
+extension EtcdServer {
+    private static let processShared: Result<EtcdServer, TestbedError> = {
+        do {
+            let s = try EtcdServer(directory: "/tmp/mizar-etcd-test-\(getpid())")
+            atexit { if case .success(let s) = EtcdServer.processShared { s.stop() } }
+            return .success(s)
+        } catch let e as TestbedError { return .failure(e) } catch { return .failure(TestbedError("\(error)")) }
+    }()
+
+    /// One etcd for the whole test process, started on first use and
+    /// stopped (its data removed) when the process exits.
+    public static func shared() throws(TestbedError) -> EtcdServer { try processShared.get() }
+}

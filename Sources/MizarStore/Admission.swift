@@ -1,0 +1,184 @@
+import MizarAPI
+import MizarCore
+import MizarEtcd
+
+/// The checks of an object against the others it names, made when it is
+/// created, and the index keys that make them hold under concurrency: the
+/// write of the object happens in one etcd transaction with the conditions
+/// returned here (what was read is unchanged) and the writes (the object's
+/// claims: its address, its VNI, its subnet's range).
+///
+/// Index keys, beside the objects:
+/// (under the store's root, /mizar/v1/ by default)
+///   index/vnis/<vni>                  -> Vpc name
+///   index/subnets/<vpc>/<subnet>      -> the subnet's CIDR
+///   index/subnet-guard/<vpc>          -> bumped by every subnet create
+///   ipam/<vpc>/<ip>                   -> Endpoint name
+struct Admission {
+    let store: Store
+    var etcd: Etcd { store.etcd }
+
+    var index: String { "\(store.root)index/" }
+    func vniKey(_ vni: UInt32) -> String { "\(index)vnis/\(vni)" }
+    func subnetIndexPrefix(_ vpc: String) -> String { "\(index)subnets/\(vpc)/" }
+    func subnetGuardKey(_ vpc: String) -> String { "\(index)subnet-guard/\(vpc)" }
+    /// The key that holds an address of a VPC for one endpoint.
+    func ipKey(_ vpc: String, _ ip: String) -> String { "\(store.root)ipam/\(vpc)/\(ip)" }
+
+    struct Result {
+        var conditions: [EtcdCondition] = []
+        var writes: [EtcdOperation] = []
+    }
+
+    func check<S: ObjectSpec>(_ o: Object<S>) async throws -> Result {
+        switch o.spec {
+        case let spec as VpcSpec: return try await vpc(o.name, spec)
+        case let spec as SubnetSpec: return try await subnet(o.name, spec)
+        case let spec as EndpointSpec: return try await endpoint(o.name, spec)
+        case let spec as BouncerSpec: return try await exists(vpc: spec.vpc, subnet: spec.subnet)
+        case let spec as DividerSpec: return try await exists(vpc: spec.vpc, subnet: nil)
+        default: return Result()
+        }
+    }
+
+    /// A requested VNI is claimed for this VPC alone.
+    func vpc(_ name: String, _ spec: VpcSpec) async throws -> Result {
+        guard let vni = spec.vni else { return Result() }
+        let key = vniKey(vni)
+        if let holder = try await etcd.get(key) {
+            throw StoreError.invalid(ValidationError(field: "spec.vni", reason: "\(vni) is already used by Vpc \(String(decoding: holder.value, as: UTF8.self))"))
+        }
+        return Result(conditions: [.absent(key)], writes: [.put(key, Array(name.utf8))])
+    }
+
+    /// Inside its VPC, overlapping none of the VPC's other subnets.
+    func subnet(_ name: String, _ spec: SubnetSpec) async throws -> Result {
+        let (vpcKV, vpc) = try await existing(VpcSpec.self, spec.vpc, field: "spec.vpc")
+        let cidr = try CIDR(parsing: spec.cidr, field: "spec.cidr")
+        let vpcCIDR = try CIDR(parsing: vpc.spec.cidr, field: "spec.cidr")
+        guard vpcCIDR.contains(cidr) else {
+            throw StoreError.invalid(ValidationError(field: "spec.cidr", reason: "\(cidr) is outside Vpc \(vpc.name)'s \(vpcCIDR)"))
+        }
+        let guardKey = subnetGuardKey(spec.vpc)
+        let guardKV = try await etcd.get(guardKey)
+        let (siblings, _) = try await etcd.list(prefix: subnetIndexPrefix(spec.vpc))
+        for s in siblings {
+            let other = String(s.key.dropFirst(subnetIndexPrefix(spec.vpc).count))
+            if let c = try? CIDR(parsing: String(decoding: s.value, as: UTF8.self)), c.overlaps(cidr), other != name {
+                throw StoreError.invalid(ValidationError(field: "spec.cidr", reason: "\(cidr) overlaps Subnet \(other) (\(c)) in Vpc \(spec.vpc)"))
+            }
+        }
+        return Result(
+            conditions: [.modRevision(store.key(.vpc, spec.vpc), vpcKV.modRevision),
+                         guardKV.map { .modRevision(guardKey, $0.modRevision) } ?? .absent(guardKey)],
+            writes: [.put(guardKey, Array(name.utf8)), .put(subnetIndexPrefix(spec.vpc) + name, Array("\(cidr)".utf8))])
+    }
+
+    /// In an existing subnet of its VPC; a requested address inside the
+    /// subnet, not its network, gateway or broadcast address, and free.
+    func endpoint(_ name: String, _ spec: EndpointSpec) async throws -> Result {
+        _ = try await existing(VpcSpec.self, spec.vpc, field: "spec.vpc")
+        let (subnetKV, subnet) = try await existing(SubnetSpec.self, spec.subnet, field: "spec.subnet")
+        guard subnet.spec.vpc == spec.vpc else {
+            throw StoreError.invalid(ValidationError(field: "spec.subnet", reason: "Subnet \(spec.subnet) belongs to Vpc \(subnet.spec.vpc), not \(spec.vpc)"))
+        }
+        var result = Result(conditions: [.modRevision(store.key(.subnet, spec.subnet), subnetKV.modRevision)])
+        guard let text = spec.ip else { return result }
+        let ip = try IPv4Address(parsing: text, field: "spec.ip")
+        let cidr = try CIDR(parsing: subnet.spec.cidr, field: "spec.cidr")
+        guard cidr.contains(ip) else {
+            throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is outside Subnet \(subnet.name)'s \(cidr)"))
+        }
+        if let reserved = Self.reservedRole(ip, in: cidr) {
+            throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is Subnet \(subnet.name)'s \(reserved) address"))
+        }
+        let key = ipKey(spec.vpc, "\(ip)")
+        if let holder = try await etcd.get(key) {
+            throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is already taken in Vpc \(spec.vpc) by Endpoint \(String(decoding: holder.value, as: UTF8.self))"))
+        }
+        result.conditions.append(.absent(key))
+        result.writes.append(.put(key, Array(name.utf8)))
+        return result
+    }
+
+    func exists(vpc: String, subnet: String?) async throws -> Result {
+        let (vpcKV, _) = try await existing(VpcSpec.self, vpc, field: "spec.vpc")
+        var result = Result(conditions: [.modRevision(store.key(.vpc, vpc), vpcKV.modRevision)])
+        if let subnet {
+            let (kv, s) = try await existing(SubnetSpec.self, subnet, field: "spec.subnet")
+            guard s.spec.vpc == vpc else {
+                throw StoreError.invalid(ValidationError(field: "spec.subnet", reason: "Subnet \(subnet) belongs to Vpc \(s.spec.vpc), not \(vpc)"))
+            }
+            result.conditions.append(.modRevision(store.key(.subnet, subnet), kv.modRevision))
+        }
+        return result
+    }
+
+    func existing<S: ObjectSpec>(_ type: S.Type, _ name: String, field: String) async throws -> (EtcdKeyValue, Object<S>) {
+        guard let kv = try await etcd.get(store.key(S.kind, name)) else {
+            throw StoreError.invalid(ValidationError(field: field, reason: "no \(S.kind.rawValue) named \(String(reflecting: name))"))
+        }
+        let o: Object<S> = try Store.decode(kv)
+        if o.metadata.deletionTimestamp != nil {
+            throw StoreError.invalid(ValidationError(field: field, reason: "\(S.kind.rawValue) \(name) is being deleted"))
+        }
+        return (kv, o)
+    }
+
+    /// The network, gateway (first host) and broadcast addresses are the
+    /// subnet's own.
+    static func reservedRole(_ ip: IPv4Address, in cidr: CIDR) -> String? {
+        if ip == cidr.firstAddress { return "network" }
+        if ip == cidr.lastAddress { return "broadcast" }
+        if ip.value == cidr.firstAddress.value + 1 { return "gateway" }
+        return nil
+    }
+
+    /// Fields that cannot change once the object exists: what it was
+    /// checked against and what it claimed.
+    static func checkUpdate<S: ObjectSpec>(from old: Object<S>, to new: Object<S>) throws {
+        func same(_ a: String?, _ b: String?, _ field: String) throws {
+            guard a == b else {
+                throw StoreError.invalid(ValidationError(field: field, reason: "cannot change from \(a ?? "unset") to \(b ?? "unset"); delete and create the \(S.kind.rawValue) instead"))
+            }
+        }
+        switch (old.spec, new.spec) {
+        case let (a as VpcSpec, b as VpcSpec):
+            try same(a.cidr, b.cidr, "spec.cidr")
+            try same(a.vni.map { "\($0)" }, b.vni.map { "\($0)" }, "spec.vni")
+        case let (a as SubnetSpec, b as SubnetSpec):
+            try same(a.vpc, b.vpc, "spec.vpc")
+            try same(a.cidr, b.cidr, "spec.cidr")
+        case let (a as EndpointSpec, b as EndpointSpec):
+            try same(a.vpc, b.vpc, "spec.vpc")
+            try same(a.subnet, b.subnet, "spec.subnet")
+            try same(a.ip, b.ip, "spec.ip")
+            try same(a.mac, b.mac, "spec.mac")
+            try same(a.netns, b.netns, "spec.netns")
+        case let (a as BouncerSpec, b as BouncerSpec):
+            try same(a.subnet, b.subnet, "spec.subnet")
+            try same(a.droplet, b.droplet, "spec.droplet")
+        case let (a as DividerSpec, b as DividerSpec):
+            try same(a.vpc, b.vpc, "spec.vpc")
+            try same(a.droplet, b.droplet, "spec.droplet")
+        default:
+            break
+        }
+    }
+
+    /// What an object gives back when it goes: the claims made at admission
+    /// and the address the operator allocated.
+    func releases<S: ObjectSpec>(_ o: Object<S>) -> [EtcdOperation] {
+        switch (o.spec, o.status) {
+        case let (spec as VpcSpec, _):
+            return spec.vni.map { [.delete(vniKey($0))] } ?? []
+        case let (spec as SubnetSpec, _):
+            return [.delete(subnetIndexPrefix(spec.vpc) + o.name)]
+        case let (spec as EndpointSpec, status as EndpointStatus?):
+            let ips = Set([spec.ip, status?.ip].compactMap { $0 })
+            return ips.map { .delete(ipKey(spec.vpc, $0)) }
+        default:
+            return []
+        }
+    }
+}

@@ -1,0 +1,202 @@
+import Glibc
+import MizarAPI
+import MizarCore
+import MizarEtcd
+import MizarStore
+import MizarTestbed
+import Testing
+
+/// Each test gets a store of its own under a fresh root in the process's
+/// real etcd, and one VPC "a" (10.0.0.0/16) with subnet "s1" (10.0.1.0/24).
+func withStore<R: Sendable>(_ test: String, seeded: Bool = true, _ body: (Store) async throws -> R) async throws -> R {
+    try await withEtcd(host: "127.0.0.1", port: try EtcdServer.shared().clientPort) { etcd in
+        let store = Store(etcd: etcd, root: "/test-\(getpid())/\(test)/")
+        try await etcd.delete(prefix: store.root)
+        if seeded {
+            try await store.create(Vpc(name: "a", spec: VpcSpec(cidr: "10.0.0.0/16")))
+            try await store.create(Subnet(name: "s1", spec: SubnetSpec(vpc: "a", cidr: "10.0.1.0/24")))
+        }
+        return try await body(store)
+    }
+}
+
+/// Every key under the store's root, with its value, for before/after checks.
+func snapshot(_ store: Store) async throws -> [String: [UInt8]] {
+    let (kvs, _) = try await store.etcd.list(prefix: store.root)
+    return Dictionary(uniqueKeysWithValues: kvs.map { ($0.key, $0.value) })
+}
+
+/// The refusal's text, or nil if accepted.
+func refusal(_ body: () async throws -> Void) async -> String? {
+    do { try await body(); return nil } catch { return "\(error)" }
+}
+
+@Suite("object store on a real etcd")
+struct StoreTests {
+    @Test("create fills in uid, generation, time and status Init; get and list read it back")
+    func create() async throws {
+        try await withStore("create") { store in
+            let e = try await store.create(Endpoint(name: "web", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.5")))
+            #expect(e.metadata.uid?.count == 36)
+            #expect(e.metadata.generation == 1)
+            #expect(e.metadata.creationTimestamp != nil)
+            #expect(e.status?.common.phase == .initial)
+            let read = try #require(try await store.get(EndpointSpec.self, "web"))
+            #expect(read == e)
+            let (all, revision) = try await store.list(EndpointSpec.self)
+            #expect(all.map(\.name) == ["web"])
+            #expect(revision >= Int64(e.metadata.resourceVersion!)!)
+            #expect(try await store.get(EndpointSpec.self, "nope") == nil)
+            let again = await refusal { try await store.create(Endpoint(name: "web", spec: EndpointSpec(vpc: "a", subnet: "s1"))) }
+            #expect(again == "Endpoint web already exists")
+        }
+    }
+
+    @Test("invalid objects are refused naming the field, and nothing is written", arguments: [
+        ("subnet outside its VPC", "spec.cidr: 10.1.0.0/24 is outside Vpc a's 10.0.0.0/16"),
+        ("overlapping subnet", "spec.cidr: 10.0.1.128/25 overlaps Subnet s1 (10.0.1.0/24) in Vpc a"),
+        ("subnet of an unknown VPC", "spec.vpc: no Vpc named \"zz\""),
+        ("endpoint of an unknown subnet", "spec.subnet: no Subnet named \"s9\""),
+        ("endpoint of an unknown VPC", "spec.vpc: no Vpc named \"zz\""),
+        ("endpoint IP outside its subnet", "spec.ip: 10.0.2.5 is outside Subnet s1's 10.0.1.0/24"),
+        ("endpoint IP is the gateway", "spec.ip: 10.0.1.1 is Subnet s1's gateway address"),
+        ("endpoint IP is the broadcast", "spec.ip: 10.0.1.255 is Subnet s1's broadcast address"),
+        ("endpoint IP taken", "spec.ip: 10.0.1.7 is already taken in Vpc a by Endpoint first"),
+        ("subnet of another VPC", "spec.subnet: Subnet s1 belongs to Vpc a, not b"),
+        ("bad name", "metadata.name: \"Web\" is not a DNS label: use lower-case letters, digits and '-', starting and ending with a letter or digit"),
+        ("VNI taken", "spec.vni: 4242 is already used by Vpc v1"),
+    ])
+    func refused(_ what: String, _ expected: String) async throws {
+        try await withStore("refused-\(what.replacingOccurrences(of: " ", with: "-"))") { store in
+            try await store.create(Vpc(name: "b", spec: VpcSpec(cidr: "10.0.0.0/16")))
+            try await store.create(Vpc(name: "v1", spec: VpcSpec(cidr: "10.9.0.0/16", vni: 4242)))
+            try await store.create(Endpoint(name: "first", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.7")))
+            let before = try await snapshot(store)
+            let got = await refusal {
+                switch what {
+                case "subnet outside its VPC": try await store.create(Subnet(name: "x", spec: SubnetSpec(vpc: "a", cidr: "10.1.0.0/24")))
+                case "overlapping subnet": try await store.create(Subnet(name: "x", spec: SubnetSpec(vpc: "a", cidr: "10.0.1.128/25")))
+                case "subnet of an unknown VPC": try await store.create(Subnet(name: "x", spec: SubnetSpec(vpc: "zz", cidr: "10.0.2.0/24")))
+                case "endpoint of an unknown subnet": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "a", subnet: "s9")))
+                case "endpoint of an unknown VPC": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "zz", subnet: "s1")))
+                case "endpoint IP outside its subnet": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.2.5")))
+                case "endpoint IP is the gateway": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.1")))
+                case "endpoint IP is the broadcast": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.255")))
+                case "endpoint IP taken": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.7")))
+                case "subnet of another VPC": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "b", subnet: "s1")))
+                case "bad name": try await store.create(Endpoint(name: "Web", spec: EndpointSpec(vpc: "a", subnet: "s1")))
+                case "VNI taken": try await store.create(Vpc(name: "x", spec: VpcSpec(cidr: "10.0.0.0/16", vni: 4242)))
+                default: Issue.record("no case \(what)")
+                }
+            }
+            #expect(got == expected)
+            #expect(try await snapshot(store) == before, "a refused create changed etcd")
+        }
+    }
+
+    @Test("the same VPC's identical CIDR in another VPC is fine; the same IP in two VPCs is fine")
+    func overlapAcrossVPCs() async throws {
+        try await withStore("across") { store in
+            try await store.create(Vpc(name: "b", spec: VpcSpec(cidr: "10.0.0.0/16")))
+            try await store.create(Subnet(name: "s1b", spec: SubnetSpec(vpc: "b", cidr: "10.0.1.0/24")))
+            try await store.create(Endpoint(name: "ea", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.9")))
+            try await store.create(Endpoint(name: "eb", spec: EndpointSpec(vpc: "b", subnet: "s1b", ip: "10.0.1.9")))
+        }
+    }
+
+    @Test("concurrent creates of one address: exactly one wins")
+    func concurrentAddress() async throws {
+        try await withStore("race") { store in
+            let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<8 {
+                    group.addTask {
+                        do {
+                            try await store.create(Endpoint(name: "e\(i)", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.50")))
+                            return true
+                        } catch StoreError.invalid { return false }
+                    }
+                }
+                return try await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0 }.count == 1)
+            #expect(try await store.list(EndpointSpec.self).objects.count == 1)
+        }
+    }
+
+    @Test("concurrent overlapping subnets: exactly one wins")
+    func concurrentSubnets() async throws {
+        try await withStore("subnet-race") { store in
+            let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<6 {
+                    group.addTask {
+                        do {
+                            try await store.create(Subnet(name: "o\(i)", spec: SubnetSpec(vpc: "a", cidr: "10.0.\(8 + i % 2).0/\(i % 2 == 0 ? 22 : 24)")))
+                            return true
+                        } catch StoreError.invalid { return false }
+                    }
+                }
+                return try await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            // 10.0.8.0/22 covers 10.0.9.0/24: only one of all six can stand.
+            #expect(outcomes.filter { $0 }.count == 1)
+        }
+    }
+
+    @Test("update bumps the generation on a spec change, refuses a stale resourceVersion and immutable fields")
+    func update() async throws {
+        try await withStore("update") { store in
+            var s = try #require(try await store.get(SubnetSpec.self, "s1"))
+            s.spec.bouncers = 3
+            let updated = try await store.update(s)
+            #expect(updated.metadata.generation == 2)
+            #expect(await refusal { try await store.update(s) } == "Subnet s1 was changed by someone else; read it again and retry")
+            var t = updated
+            t.spec.cidr = "10.0.1.0/25"
+            #expect(await refusal { try await store.update(t) }?.hasPrefix("spec.cidr: cannot change from 10.0.1.0/24 to 10.0.1.0/25") == true)
+            let withStatus = try await store.updateStatus(SubnetSpec.self, "s1") { $0.common.phase = .provisioned; $0.bouncers = ["h1"] }
+            #expect(withStatus.metadata.generation == 2, "a status write is not a spec change")
+            #expect(try await store.get(SubnetSpec.self, "s1")?.status?.bouncers == ["h1"])
+        }
+    }
+
+    @Test("delete releases the address at once, or waits for finalizers")
+    func delete() async throws {
+        try await withStore("delete") { store in
+            try await store.create(Endpoint(name: "e", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.20")))
+            #expect(try await store.delete(EndpointSpec.self, "e"))
+            #expect(try await !store.delete(EndpointSpec.self, "e"))
+            // The address is free again.
+            try await store.create(Endpoint(name: "f", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.20")))
+            try await store.setFinalizer(EndpointSpec.self, "f", "mizar.com/operator", present: true)
+            #expect(try await store.delete(EndpointSpec.self, "f"))
+            let marked = try #require(try await store.get(EndpointSpec.self, "f"))
+            #expect(marked.metadata.deletionTimestamp != nil)
+            #expect(await refusal { try await store.create(Endpoint(name: "g", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.20"))) }
+                    == "spec.ip: 10.0.1.20 is already taken in Vpc a by Endpoint f")
+            try await store.setFinalizer(EndpointSpec.self, "f", "mizar.com/operator", present: false)
+            #expect(try await store.get(EndpointSpec.self, "f") == nil)
+            try await store.create(Endpoint(name: "g", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.20")))
+            // Deleting the subnet frees its range for a new one.
+            try await store.delete(EndpointSpec.self, "g")
+            try await store.delete(SubnetSpec.self, "s1")
+            try await store.create(Subnet(name: "s1x", spec: SubnetSpec(vpc: "a", cidr: "10.0.1.0/25")))
+        }
+    }
+
+    @Test("a watch sees creates, status changes and deletes with the object")
+    func watch() async throws {
+        try await withStore("watch") { store in
+            let (_, revision) = try await store.list(EndpointSpec.self)
+            let events = store.watch(EndpointSpec.self, after: revision)
+            try await store.create(Endpoint(name: "w", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.30")))
+            try await store.updateStatus(EndpointSpec.self, "w") { $0.common.phase = .provisioned }
+            try await store.delete(EndpointSpec.self, "w")
+            var seen: [String] = []
+            for try await batch in events {
+                for e in batch { seen.append("\(e.kind) \(e.name) \(e.object?.status?.common.phase.rawValue ?? "-")") }
+                if seen.count >= 3 { break }
+            }
+            #expect(seen == ["put w Init", "put w Provisioned", "delete w Provisioned"])
+        }
+    }
+}
