@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
     ],
     targets: [
         // THE shared header: every struct that crosses the kernel/user boundary.
@@ -68,6 +69,7 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
         .target(name: "MizarTestbed", dependencies: ["MizarSystem", "MizarCore", "MizarTransit"], swiftSettings: strict),
@@ -98,7 +100,14 @@ let package = Package(
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             swiftSettings: strict),
         .testTarget(name: "MizarAPITests", dependencies: ["MizarAPI", "MizarCore"], swiftSettings: strict),
-        .testTarget(name: "MizarEtcdTests", dependencies: ["MizarEtcd", "MizarTestbed"], swiftSettings: strict),
+        .testTarget(
+            name: "MizarEtcdTests",
+            dependencies: [
+                "MizarEtcd", "MizarTestbed",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "MizarStoreTests", dependencies: ["MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore"],
                     swiftSettings: strict),
         .testTarget(

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GRPCProtobuf
+import NIOCore
 
 /// An etcd failure, with what was being done.
 public struct EtcdError: Error, CustomStringConvertible, Sendable {
@@ -337,7 +338,12 @@ public struct Etcd: Sendable {
 /// Connects to the etcd at `host`:`port` and runs `body` with a client;
 /// the connection closes when `body` returns.
 public func withEtcd<R: Sendable>(host: String, port: Int, _ body: (Etcd) async throws -> R) async throws -> R {
-    let transport = try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: .plaintext)
+    var config = HTTP2ClientTransport.Posix.Config.defaults
+    config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+        channel.pipeline.addHandler(PingAnswerer(), position: .first)
+    }
+    let transport = try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: .plaintext,
+                                                   config: config)
     return try await withGRPCClient(transport: transport) { client in
         try await body(Etcd(client: client, endpoint: "\(host):\(port)"))
     }

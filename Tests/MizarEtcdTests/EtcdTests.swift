@@ -103,6 +103,20 @@ struct EtcdTests {
         }
     }
 
+    /// etcd 3.4 answers nearly every request with an HTTP/2 PING as well;
+    /// swift-nio-http2 would close a connection that receives more than 200
+    /// control frames in 30 s. One connection must outlast that.
+    @Test("1,000 calls on one connection within seconds")
+    func manyCalls() async throws {
+        try await Server.with { etcd in
+            for i in 0..<1000 {
+                try await etcd.put("/t/many/\(i % 10)", bytes("\(i)"))
+            }
+            #expect(try await etcd.get("/t/many/9")?.value == bytes("999"))
+            #expect(try await etcd.count(prefix: "/t/many/") == 10)
+        }
+    }
+
     @Test("an unreachable etcd is a clear error, not a hang")
     func unreachable() async throws {
         let port = try #require(Int(exactly: 1))   // nothing listens on port 1
