@@ -59,7 +59,18 @@ let package = Package(
         .target(name: "MizarAPI", dependencies: ["MizarCore"], swiftSettings: strict),
         // The objects in etcd: create/update/delete with compare-and-swap,
         // admission against the objects they name, watches.
-        .target(name: "MizarStore", dependencies: ["MizarAPI", "MizarEtcd", "MizarCore"], swiftSettings: strict),
+        .target(
+            name: "MizarStore",
+            dependencies: ["MizarAPI", "MizarEtcd", "MizarCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        // The management plane: informers, work queues and one controller per kind.
+        .target(
+            name: "MizarOperator",
+            dependencies: [
+                "MizarAPI", "MizarStore", "MizarEtcd", "MizarTransit", "MizarRPC", "MizarCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         // A client of etcd's v3 gRPC API (keys, transactions, watches, leases);
         // the API's messages generated from proto/etcd by scripts/gen-proto.sh.
         .target(
@@ -76,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "transitd",
             dependencies: [
-                "MizarTransit", "MizarSystem",
+                "MizarTransit", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -100,6 +111,14 @@ let package = Package(
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             swiftSettings: strict),
         .testTarget(name: "MizarAPITests", dependencies: ["MizarAPI", "MizarCore"], swiftSettings: strict),
+        .testTarget(
+            name: "MizarOperatorTests",
+            dependencies: [
+                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarRPC",
+                "MizarCore", "MizarSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "MizarEtcdTests",
             dependencies: [

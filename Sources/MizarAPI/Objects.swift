@@ -164,7 +164,8 @@ public struct EndpointStatus: ObjectStatus {
 public struct DropletSpec: Codable, Sendable, Equatable {
     public var ip: String
     public var mac: String
-    /// Where its transitd's API listens, HOST:PORT.
+    /// Where its transitd's API listens: HOST:PORT, or unix:/path where
+    /// the operator shares the host's file system (the simulated cluster).
     public var transitd: String
 
     public init(ip: String, mac: String, transitd: String) {
@@ -325,9 +326,10 @@ extension DropletSpec: ObjectSpec {
     public func validate() throws(ValidationError) {
         _ = try IPv4Address(parsing: ip, field: "spec.ip")
         _ = try MACAddress(parsing: mac, field: "spec.mac")
+        if transitd.hasPrefix("unix:/") { return }
         guard let colon = transitd.lastIndex(of: ":"), let port = Int(transitd[transitd.index(after: colon)...]),
               (1...65535).contains(port), colon != transitd.startIndex else {
-            throw ValidationError(field: "spec.transitd", reason: "\(String(reflecting: transitd)) is not HOST:PORT")
+            throw ValidationError(field: "spec.transitd", reason: "\(String(reflecting: transitd)) is not HOST:PORT or unix:/PATH")
         }
     }
 }

@@ -50,6 +50,9 @@ public enum EtcdCondition: Sendable {
     case absent(String)
     /// The key was last written at this revision (compare-and-swap).
     case modRevision(String, Int64)
+    /// The key is the one created at this revision: not deleted and made
+    /// again since, whatever writes it had.
+    case createRevision(String, Int64)
     /// The key's value equals this.
     case value(String, [UInt8])
 }
@@ -286,6 +289,11 @@ public struct Etcd: Sendable {
             m.target = .mod
             m.result = .equal
             m.modRevision = revision
+        case .createRevision(let key, let revision):
+            m.key = Data(key.utf8)
+            m.target = .create
+            m.result = .equal
+            m.createRevision = revision
         case .value(let key, let value):
             m.key = Data(key.utf8)
             m.target = .value

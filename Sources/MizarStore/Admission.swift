@@ -69,7 +69,7 @@ struct Admission {
             }
         }
         return Result(
-            conditions: [.modRevision(store.key(.vpc, spec.vpc), vpcKV.modRevision),
+            conditions: [.createRevision(store.key(.vpc, spec.vpc), vpcKV.createRevision),
                          guardKV.map { .modRevision(guardKey, $0.modRevision) } ?? .absent(guardKey)],
             writes: [.put(guardKey, Array(name.utf8)), .put(subnetIndexPrefix(spec.vpc) + name, Array("\(cidr)".utf8))])
     }
@@ -82,7 +82,7 @@ struct Admission {
         guard subnet.spec.vpc == spec.vpc else {
             throw StoreError.invalid(ValidationError(field: "spec.subnet", reason: "Subnet \(spec.subnet) belongs to Vpc \(subnet.spec.vpc), not \(spec.vpc)"))
         }
-        var result = Result(conditions: [.modRevision(store.key(.subnet, spec.subnet), subnetKV.modRevision)])
+        var result = Result(conditions: [.createRevision(store.key(.subnet, spec.subnet), subnetKV.createRevision)])
         guard let text = spec.ip else { return result }
         let ip = try IPv4Address(parsing: text, field: "spec.ip")
         let cidr = try CIDR(parsing: subnet.spec.cidr, field: "spec.cidr")
@@ -103,13 +103,13 @@ struct Admission {
 
     func exists(vpc: String, subnet: String?) async throws -> Result {
         let (vpcKV, _) = try await existing(VpcSpec.self, vpc, field: "spec.vpc")
-        var result = Result(conditions: [.modRevision(store.key(.vpc, vpc), vpcKV.modRevision)])
+        var result = Result(conditions: [.createRevision(store.key(.vpc, vpc), vpcKV.createRevision)])
         if let subnet {
             let (kv, s) = try await existing(SubnetSpec.self, subnet, field: "spec.subnet")
             guard s.spec.vpc == vpc else {
                 throw StoreError.invalid(ValidationError(field: "spec.subnet", reason: "Subnet \(subnet) belongs to Vpc \(s.spec.vpc), not \(vpc)"))
             }
-            result.conditions.append(.modRevision(store.key(.subnet, subnet), kv.modRevision))
+            result.conditions.append(.createRevision(store.key(.subnet, subnet), kv.createRevision))
         }
         return result
     }
@@ -170,8 +170,8 @@ struct Admission {
     /// and the address the operator allocated.
     func releases<S: ObjectSpec>(_ o: Object<S>) -> [EtcdOperation] {
         switch (o.spec, o.status) {
-        case let (spec as VpcSpec, _):
-            return spec.vni.map { [.delete(vniKey($0))] } ?? []
+        case let (spec as VpcSpec, status as VpcStatus?):
+            return Set([spec.vni, status?.vni].compactMap { $0 }).map { .delete(vniKey($0)) }
         case let (spec as SubnetSpec, _):
             return [.delete(subnetIndexPrefix(spec.vpc) + o.name)]
         case let (spec as EndpointSpec, status as EndpointStatus?):

@@ -49,6 +49,8 @@ public struct Store: Sendable {
     }
 
     public func prefix(_ kind: Kind) -> String { "\(root)\(kind.plural)/" }
+    /// Each live droplet's key, held under its transitd's lease.
+    public var dropletLeasePrefix: String { "\(root)droplet-leases/" }
     public func key(_ kind: Kind, _ name: String) -> String { prefix(kind) + name }
 
     // MARK: Reading
@@ -187,6 +189,30 @@ public struct Store: Sendable {
         }
         throw StoreError.conflict(S.kind, name)
     }
+
+    /// Writes the whole object (spec, status and metadata as given) if it
+    /// is still at `resourceVersion` and every extra condition holds, with
+    /// the extra operations in the same transaction. Controllers use it to
+    /// make a status change and a claim (an address, a VNI) one step. nil
+    /// when a condition failed: read again and decide.
+    public func write<S: ObjectSpec>(_ object: Object<S>, alsoIf conditions: [EtcdCondition] = [],
+                                     alsoDo operations: [EtcdOperation] = []) async throws -> Object<S>? {
+        guard let rv = object.metadata.resourceVersion, let revision = Int64(rv) else {
+            throw StoreError.conflict(S.kind, object.name)
+        }
+        let key = self.key(S.kind, object.name)
+        let result = try await etcd.transaction(if: [.modRevision(key, revision)] + conditions,
+                                                then: [.put(key, Self.encode(object))] + operations)
+        guard result.succeeded else { return nil }
+        var o = object
+        o.metadata.resourceVersion = "\(result.revision)"
+        return o
+    }
+
+    /// The key that holds `ip` of a VPC for one endpoint (IPAM).
+    public func ipKey(vpc: String, ip: IPv4Address) -> String { Admission(store: self).ipKey(vpc, "\(ip)") }
+    /// The key that holds a VNI for one VPC.
+    public func vniKey(_ vni: UInt32) -> String { Admission(store: self).vniKey(vni) }
 
     // MARK: Plumbing
 

@@ -15,18 +15,22 @@ public final class EtcdServer: Sendable {
     /// Starts etcd under `directory` (created; an old data directory there
     /// is removed first) and waits until it serves. `binary` is searched
     /// on PATH when it has no slash.
-    public init(directory: String, binary: String = "etcd") throws {
+    /// `listen` are the addresses it serves clients on (loopback by
+    /// default; add a testbed's management IP for its transitds).
+    public init(directory: String, listen: [String] = ["127.0.0.1"], clientPort: Int? = nil, binary: String = "etcd") throws {
         guard let exe = Self.find(binary) else {
             throw TestbedError("\(binary) not found: install Debian's etcd-server (make deps does)")
         }
         self.directory = directory
         _ = removeTree("\(directory)/data")
         try makeDirectories(directory)
-        clientPort = try Self.freePort()
-        peerPort = try Self.freePort(avoiding: clientPort)
-        let client = "http://127.0.0.1:\(clientPort)", peer = "http://127.0.0.1:\(peerPort)"
+        let port = try clientPort ?? Self.freePort()
+        self.clientPort = port
+        peerPort = try Self.freePort(avoiding: port)
+        let clients = listen.map { "http://\($0):\(port)" }.joined(separator: ",")
+        let peer = "http://127.0.0.1:\(peerPort)"
         pid = try spawnDaemon([exe, "--name", "mizar-test", "--data-dir", "\(directory)/data",
-                               "--listen-client-urls", client, "--advertise-client-urls", client,
+                               "--listen-client-urls", clients, "--advertise-client-urls", clients,
                                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                                "--initial-cluster", "mizar-test=\(peer)", "--initial-cluster-state", "new",
                                "--log-level", "warn", "--logger", "zap"], log: "\(directory)/etcd.log")
@@ -66,7 +70,7 @@ public final class EtcdServer: Sendable {
     }
 
     /// A loopback TCP port nobody listens on now.
-    static func freePort(avoiding other: Int = 0) throws -> Int {
+    public static func freePort(avoiding other: Int = 0) throws -> Int {
         for _ in 0..<20 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }

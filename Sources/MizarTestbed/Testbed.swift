@@ -29,6 +29,15 @@ public struct Testbed: Sendable {
         public var agentHook = "tc"
         public var mtu: UInt32 = 1500
         public var extraArguments: [String] = []
+        /// A management port: a veth from the underlay bridge into the
+        /// namespace that calls `up`, with Testbed.managementIP, so that an
+        /// etcd and an operator there reach every host's transitd over TCP
+        /// and the transitds reach etcd, as on a real management network.
+        public var management = false
+        /// etcd (HOST:PORT, usually on the management IP) and key root for
+        /// the transitds to register their droplets in, as TESTBED-hN.
+        public var etcd: String?
+        public var etcdRoot = "/mizar/v1/"
 
         public init(transitd: String, objects: String) {
             self.transitd = transitd
@@ -45,6 +54,10 @@ public struct Testbed: Sendable {
 
     public var runDirectory: String { "\(Self.runRoot)/\(name)" }
     public var underlayNetns: String { "\(Self.netnsDirectory)/\(name)-u" }
+    /// The management port's name in the namespace that called `up`.
+    public var managementInterface: String { "\(name)-m" }
+    /// The management port's address on the underlay (hosts are .1 up).
+    public static let managementIP = try! IPv4Address(parsing: "172.30.0.254")
 
     /// The testbed `name` with `count` hosts, as `up` lays it out.
     public init(name: String, hosts count: Int) {
@@ -112,6 +125,22 @@ public struct Testbed: Sendable {
         let bridge = try require(u.index(of: "br0"), "br0")
         try u.disableIPv6(bridge)
         try u.setLink(bridge, up: true)
+        if options.management {
+            // The veth is made in the underlay, its peer put here; both go
+            // when the underlay namespace is deleted.
+            let here = try NetworkNamespace(path: "/proc/self/ns/net")
+            try u.addVeth("mgmt", peer: managementInterface, peerNamespace: here, mtu: options.mtu,
+                          peerMAC: MACAddress(0x02, 0x4d, 0, 0, 0, 0xfe))
+            let port = try require(u.index(of: "mgmt"), "mgmt")
+            try u.disableIPv6(port)
+            try u.setMaster(port, master: bridge)
+            try u.setLink(port, up: true)
+            let local = try Netlink()
+            let m = try require(local.index(of: managementInterface), managementInterface)
+            try local.disableIPv6(m)
+            try local.addAddress(m, Self.managementIP, prefixLength: 24)
+            try local.setLink(m, up: true)
+        }
         for host in hosts {
             try NetworkNamespace.create(path: host.netns)
             let ns = try NetworkNamespace(path: host.netns)
@@ -137,6 +166,7 @@ public struct Testbed: Sendable {
                     "--objects", options.objects, "--pin-dir", host.pinDirectory, "--state-dir", host.stateDirectory,
                     "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook]
             + options.extraArguments
+            + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", "\(name)-\(host.name)"] } ?? [])
         let pid = try spawnDaemon(argv, log: host.log)
         try writeFile("\(runDirectory)/\(host.name).pid", "\(pid)\n")
     }
@@ -314,4 +344,22 @@ extension String {
 extension Testbed.Host {
     /// This host's transitd, for Provisioning.
     public var peer: TransitPeer { TransitPeer(target: .unix(socket), ip: ip, mac: mac) }
+}
+
+extension Testbed.Options {
+    /// For tests and benchmarks: the transitd built beside the running
+    /// executable, the BPF objects under build/bpf of the working directory.
+    public static func besideThisExecutable() -> Testbed.Options {
+        let cwd = String(cString: getcwd(nil, 0))
+        return Testbed.Options(transitd: siblingExecutable("transitd"), objects: "\(cwd)/build/bpf")
+    }
+}
+
+/// An executable built beside the running one (same build directory).
+public func siblingExecutable(_ name: String) -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard n > 0 else { return name }
+    let exe = String(decoding: buffer.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/" + name
 }

@@ -1,3 +1,4 @@
+import GRPCCore
 import MizarCore
 import MizarRPC
 
@@ -27,41 +28,60 @@ public struct TransitPeer: Sendable, Equatable {
 /// the tests). An endpoint touches exactly its own host and its subnet's
 /// bouncers; VPCs and subnets go to every host that may carry their traffic.
 public enum Provisioning {
+    /// No call waits more than 5 s, and none waits for a host that cannot
+    /// be reached: the caller decides whether to retry.
+    public static let callOptions: CallOptions = {
+        var o = CallOptions.defaults
+        o.timeout = .seconds(5)
+        o.waitForReady = false
+        return o
+    }()
+
     /// The VPC on each of `hosts`; `dividers` divide for it.
-    public static func putVPC(vni: UInt32, dividers: [TransitPeer], on hosts: [TransitPeer]) async throws {
+    public static func putVPC(vni: UInt32, dividers: [TransitPeer], on hosts: [TransitPeer],
+                              via connector: some TransitConnector = DirectConnector()) async throws {
         for h in hosts {
             var v = Mizar_Transit_V1_VPC()
             v.vni = vni
             v.dividers = dividers.map(\.host)
             v.isDivider = dividers.contains(h)
-            _ = try await withTransitClient(h.target) { try await $0.putVPC(v) }
+            _ = try await connector.withClient(h.target) { try await $0.putVPC(v, options: callOptions) }
         }
     }
 
     /// The subnet on each of `hosts`; `bouncers` bounce for it.
-    public static func putSubnet(vni: UInt32, cidr: String, bouncers: [TransitPeer], on hosts: [TransitPeer]) async throws {
+    public static func putSubnet(vni: UInt32, cidr: String, bouncers: [TransitPeer], on hosts: [TransitPeer],
+                                 via connector: some TransitConnector = DirectConnector()) async throws {
         for h in hosts {
             var s = Mizar_Transit_V1_Subnet()
             s.vni = vni
             s.cidr = cidr
             s.bouncers = bouncers.map(\.host)
             s.isBouncer = bouncers.contains(h)
-            _ = try await withTransitClient(h.target) { try await $0.putSubnet(s) }
+            _ = try await connector.withClient(h.target) { try await $0.putSubnet(s, options: callOptions) }
         }
     }
 
-    /// The endpoint's interface on its host, then its entry on each bouncer
-    /// of its subnet: one call each, nothing else.
-    @discardableResult
-    public static func addEndpoint(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, netns: String,
-                                   on home: TransitPeer, bouncers: [TransitPeer]) async throws -> Mizar_Transit_V1_EndpointInterfaceInfo {
-        var e = Mizar_Transit_V1_EndpointInterface()
-        e.vni = vni
-        e.ip = "\(ip)"
-        e.mac = "\(mac)"
-        e.subnet = subnet
-        e.netns = netns
-        let reply = try await withTransitClient(home.target) { try await $0.createEndpointInterface(e) }
+    /// Removes the VPC from each of `hosts` (with its subnets' entries).
+    public static func deleteVPC(vni: UInt32, on hosts: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
+        var key = Mizar_Transit_V1_VPCKey()
+        key.vni = vni
+        for h in hosts { _ = try await connector.withClient(h.target) { try await $0.deleteVPC(key, options: callOptions) } }
+    }
+
+    /// Removes the subnet from each of `hosts`.
+    public static func deleteSubnet(vni: UInt32, cidr: String, on hosts: [TransitPeer],
+                                    via connector: some TransitConnector = DirectConnector()) async throws {
+        var key = Mizar_Transit_V1_SubnetKey()
+        key.vni = vni
+        key.cidr = cidr
+        for h in hosts { _ = try await connector.withClient(h.target) { try await $0.deleteSubnet(key, options: callOptions) } }
+    }
+
+    /// The endpoint's entry (where it lives) on each of `bouncers`; for a
+    /// bouncer added to a subnet that already has endpoints.
+    public static func putEndpointEntry(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, home: TransitPeer,
+                                        on bouncers: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
         var entry = Mizar_Transit_V1_Endpoint()
         entry.vni = vni
         entry.ip = "\(ip)"
@@ -69,20 +89,46 @@ public enum Provisioning {
         entry.subnet = subnet
         entry.host = home.host
         for b in bouncers {
-            _ = try await withTransitClient(b.target) { try await $0.putEndpoint(entry) }
+            _ = try await connector.withClient(b.target) { try await $0.putEndpoint(entry, options: callOptions) }
         }
+    }
+
+    /// The endpoint's interface on its host, then its entry on each bouncer
+    /// of its subnet: one call each, nothing else.
+    @discardableResult
+    public static func addEndpoint(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, netns: String,
+                                   on home: TransitPeer, bouncers: [TransitPeer],
+                                   via connector: some TransitConnector = DirectConnector()) async throws -> Mizar_Transit_V1_EndpointInterfaceInfo {
+        var e = Mizar_Transit_V1_EndpointInterface()
+        e.vni = vni
+        e.ip = "\(ip)"
+        e.mac = "\(mac)"
+        e.subnet = subnet
+        e.netns = netns
+        let reply = try await connector.withClient(home.target) { try await $0.createEndpointInterface(e, options: callOptions) }
+        try await putEndpointEntry(vni: vni, ip: ip, mac: mac, subnet: subnet, home: home, on: bouncers, via: connector)
         return reply.interface
     }
 
     /// The reverse of addEndpoint: the interface on its host (which also
     /// forgets cached paths to it there), the entry on each bouncer.
-    public static func removeEndpoint(vni: UInt32, ip: IPv4Address, on home: TransitPeer, bouncers: [TransitPeer]) async throws {
+    public static func removeEndpoint(vni: UInt32, ip: IPv4Address, on home: TransitPeer, bouncers: [TransitPeer],
+                                      via connector: some TransitConnector = DirectConnector()) async throws {
         var key = Mizar_Transit_V1_EndpointKey()
         key.vni = vni
         key.ip = "\(ip)"
-        _ = try await withTransitClient(home.target) { try await $0.deleteEndpointInterface(key) }
+        _ = try await connector.withClient(home.target) { try await $0.deleteEndpointInterface(key, options: callOptions) }
+        try await removeEndpointEntry(vni: vni, ip: ip, from: bouncers, via: connector)
+    }
+
+    /// The endpoint's entry off each of `bouncers` (its host is gone).
+    public static func removeEndpointEntry(vni: UInt32, ip: IPv4Address, from bouncers: [TransitPeer],
+                                           via connector: some TransitConnector = DirectConnector()) async throws {
+        var key = Mizar_Transit_V1_EndpointKey()
+        key.vni = vni
+        key.ip = "\(ip)"
         for b in bouncers {
-            _ = try await withTransitClient(b.target) { try await $0.deleteEndpoint(key) }
+            _ = try await connector.withClient(b.target) { try await $0.deleteEndpoint(key, options: callOptions) }
         }
     }
 

@@ -45,7 +45,7 @@ public final class TransitServer: Sendable {
 
 /// Where a transitd is reached: "unix:/path" or a path for its local socket,
 /// "HOST:PORT" for TCP.
-public enum TransitTarget: Sendable, Equatable, CustomStringConvertible {
+public enum TransitTarget: Sendable, Hashable, CustomStringConvertible {
     case unix(String)
     case tcp(host: String, port: Int)
 

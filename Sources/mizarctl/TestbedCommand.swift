@@ -131,14 +131,6 @@ func printHosts(_ bed: Testbed) {
     })
 }
 
-func siblingExecutable(_ name: String) -> String {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { return name }
-    let exe = String(decoding: buffer.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/" + name
-}
-
 func absolute(_ path: String) -> String {
     guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
     defer { free(cwd) }

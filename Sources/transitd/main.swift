@@ -4,7 +4,10 @@ import ArgumentParser
 import Dispatch
 import Glibc
 import Logging
+import MizarAPI
 import MizarDataplane
+import MizarEtcd
+import MizarStore
 import MizarSystem
 import MizarTransit
 
@@ -54,10 +57,26 @@ struct Transitd: AsyncParsableCommand {
     @Flag(help: "Always go through bouncers and dividers (no learned direct path).")
     var noDirectPath = false
 
+    @Option(help: "etcd to register this droplet in, HOST:PORT.")
+    var etcd: String?
+
+    @Option(help: "Root of Mizar's keys in etcd.")
+    var etcdRoot = Store.defaultRoot
+
+    @Option(help: "The Droplet's name in etcd (default: --name).")
+    var droplet: String?
+
+    @Option(help: "Where the operator reaches this transitd: HOST:PORT or unix:/PATH (default: the TCP listener, else the unix socket).")
+    var advertise: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
+        if let etcd, (try? TransitTarget(parsing: etcd)).map({ if case .tcp = $0 { true } else { false } }) != true {
+            throw ValidationError("--etcd: \"\(etcd)\" is not HOST:PORT")
+        }
+        if let droplet { try validateName(droplet, field: "--droplet") }
         if listen != "droplet" && listen != "none" && (try? TransitTarget(parsing: listen)).map({ if case .tcp = $0 { true } else { false } }) != true {
             throw ValidationError("--listen: \"\(listen)\" is not HOST:PORT, 'droplet' or 'none'")
         }
@@ -101,7 +120,27 @@ struct Transitd: AsyncParsableCommand {
         }
         logger.info("serving", metadata: ["rpc.unix": "\(listeners.unixSocket)",
                                           "rpc.tcp": "\(tcp.map { "\($0.host):\($0.port)" } ?? "none")"])
+        var registration: Task<Void, Never>?
+        if let etcd, case .tcp(let etcdHost, let etcdPort) = try TransitTarget(parsing: etcd) {
+            let spec = DropletSpec(ip: "\(host.droplet.ip)", mac: "\(host.droplet.mac)",
+                                   transitd: advertise ?? tcp.map { "\($0.host):\($0.port)" } ?? "unix:\(listeners.unixSocket)")
+            let dropletName = droplet ?? name
+            let root = etcdRoot, address = etcd, log = logger
+            registration = Task {
+                while !Task.isCancelled {
+                    do {
+                        try await withEtcd(host: etcdHost, port: etcdPort) { client in
+                            await DropletRegistration.run(store: Store(etcd: client, root: root), name: dropletName, spec: spec, logger: log)
+                        }
+                    } catch {
+                        log.warning("etcd unreachable; retrying", metadata: ["etcd": "\(address)", "error": "\(error)"])
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
+        }
         try await server.serve()
+        registration?.cancel()
         signals.forEach { $0.cancel() }
         logger.info("stopped; the data plane stays attached")
     }

@@ -26,12 +26,7 @@ final class Cluster: Sendable {
     static let s1 = "10.0.1.0/24", s2 = "10.0.2.0/24"
 
     init() throws {
-        var exe = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &exe, exe.count - 1)
-        let path = String(decoding: exe.prefix(max(0, n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let binDir = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
-        let cwd = String(cString: getcwd(nil, 0))
-        options = Testbed.Options(transitd: "\(binDir)/transitd", objects: "\(cwd)/build/bpf")
+        options = Testbed.Options.besideThisExecutable()
         let name = "mzt\(getpid() % 100000)"
         Testbed.down(name: name)
         bed = try Testbed.up(name: name, options: options)

@@ -5,12 +5,7 @@ import Testing
 
 @Suite("testbed lifecycle", .serialized)
 struct TestbedTests {
-    static func binary(_ name: String) -> String {
-        var exe = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &exe, exe.count - 1)
-        let path = String(decoding: exe.prefix(max(0, n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]) + "/" + name
-    }
+    static func binary(_ name: String) -> String { siblingExecutable(name) }
 
     @Test("testbed up refuses with a clear message when not run as root")
     func refusesNonRoot() {

@@ -1,0 +1,284 @@
+import Foundation
+import Logging
+import MizarAPI
+import MizarCore
+import MizarEtcd
+import MizarStore
+import MizarTransit
+import Synchronization
+
+/// The management plane: one controller per kind in one process, each fed
+/// by watches of etcd (no polling), each taking its objects from Init to
+/// Provisioned by calling the transitds concerned, and back out on delete.
+/// Every step is idempotent and recorded in the object's status before or
+/// with its effect, so an operator killed at any point resumes where it was.
+public final class Operator: Sendable {
+    public static let finalizer = "mizar.com/operator"
+
+    public struct Config: Sendable {
+        public var workers = 8
+        public init() {}
+    }
+
+    let store: Store
+    let pool: TransitPool
+    let logger: Logger
+    let config: Config
+
+    let vpcs = Informer<VpcSpec>()
+    let subnets = Informer<SubnetSpec>()
+    let endpoints = Informer<EndpointSpec>()
+    let droplets = Informer<DropletSpec>()
+    let bouncers = Informer<BouncerSpec>()
+    let dividers = Informer<DividerSpec>()
+    /// Droplets whose transitd holds its lease now.
+    let live = LeaseSet()
+    /// Addresses held in each VPC, as the endpoint cache shows them: lets
+    /// allocation skip them without a scan of all endpoints.
+    let addresses = Mutex<[String: Set<UInt32>]>([:])
+
+    let vpcQueue = WorkQueue(), subnetQueue = WorkQueue(), endpointQueue = WorkQueue()
+    let dropletQueue = WorkQueue(), bouncerQueue = WorkQueue(), dividerQueue = WorkQueue()
+
+    public init(store: Store, pool: TransitPool = TransitPool(), config: Config = Config(), logger: Logger) {
+        self.store = store
+        self.pool = pool
+        self.config = config
+        self.logger = logger
+        wire()
+    }
+
+    /// Runs every informer and controller until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.vpcs.run(store: self.store, logger: self.logger) }
+            group.addTask { await self.subnets.run(store: self.store, logger: self.logger) }
+            group.addTask { await self.endpoints.run(store: self.store, logger: self.logger) }
+            group.addTask { await self.droplets.run(store: self.store, logger: self.logger) }
+            group.addTask { await self.bouncers.run(store: self.store, logger: self.logger) }
+            group.addTask { await self.dividers.run(store: self.store, logger: self.logger) }
+            group.addTask { await self.live.run(etcd: self.store.etcd, prefix: self.leasePrefix, logger: self.logger) }
+            // Controllers start once every cache is filled, so no decision
+            // is made on a partial view.
+            while !(vpcs.hasSynced && subnets.hasSynced && endpoints.hasSynced && droplets.hasSynced
+                    && bouncers.hasSynced && dividers.hasSynced && live.hasSynced) {
+                if Task.isCancelled { break }
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            for o in droplets.list() { await dropletQueue.add(o.name) }
+            for o in vpcs.list() { await vpcQueue.add(o.name) }
+            for o in subnets.list() { await subnetQueue.add(o.name) }
+            for o in endpoints.list() { await endpointQueue.add(o.name) }
+            for o in bouncers.list() { await bouncerQueue.add(o.name) }
+            for o in dividers.list() { await dividerQueue.add(o.name) }
+            let w = config.workers
+            group.addTask { await runWorkers(self.dropletQueue, workers: 2, logger: self.logger, kind: .droplet) { await self.guarded(.droplet, $0, self.reconcileDroplet) } }
+            group.addTask { await runWorkers(self.vpcQueue, workers: 2, logger: self.logger, kind: .vpc) { await self.guarded(.vpc, $0, self.reconcileVpc) } }
+            group.addTask { await runWorkers(self.subnetQueue, workers: 2, logger: self.logger, kind: .subnet) { await self.guarded(.subnet, $0, self.reconcileSubnet) } }
+            group.addTask { await runWorkers(self.endpointQueue, workers: w, logger: self.logger, kind: .endpoint) { await self.guarded(.endpoint, $0, self.reconcileEndpoint) } }
+            group.addTask { await runWorkers(self.bouncerQueue, workers: 2, logger: self.logger, kind: .bouncer) { await self.guarded(.bouncer, $0, self.reconcileBouncer) } }
+            group.addTask { await runWorkers(self.dividerQueue, workers: 2, logger: self.logger, kind: .divider) { await self.guarded(.divider, $0, self.reconcileDivider) } }
+            await withTaskCancellationHandler {
+                await group.waitForAll()
+            } onCancel: {
+                Task {
+                    for q in [self.vpcQueue, self.subnetQueue, self.endpointQueue, self.dropletQueue, self.bouncerQueue, self.dividerQueue] {
+                        await q.close()
+                    }
+                }
+            }
+        }
+        await pool.shutdown()
+    }
+
+    var leasePrefix: String { store.dropletLeasePrefix }
+
+    /// Which changes wake which controllers.
+    private func wire() {
+        @Sendable func enqueue(_ q: WorkQueue, _ names: [String]) {
+            guard !names.isEmpty else { return }
+            Task { for n in names { await q.add(n) } }
+        }
+        vpcs.onChange { [self] old, new in
+            let name = (new ?? old)!.name
+            enqueue(vpcQueue, [name])
+            // Subnets wait for their VPC's VNI; dividers report its status.
+            enqueue(subnetQueue, subnets.filter { $0.spec.vpc == name }.map(\.name))
+            enqueue(dividerQueue, dividers.filter { $0.spec.vpc == name }.map(\.name))
+        }
+        subnets.onChange { [self] old, new in
+            let s = (new ?? old)!
+            enqueue(subnetQueue, [s.name])
+            enqueue(endpointQueue, endpoints.filter { $0.spec.subnet == s.name && !Self.settled($0) }.map(\.name))
+            enqueue(bouncerQueue, bouncers.filter { $0.spec.subnet == s.name }.map(\.name))
+            if new == nil { enqueue(vpcQueue, [s.spec.vpc]) }   // a VPC being deleted waits for its subnets
+        }
+        endpoints.onChange { [self] old, new in
+            let e = (new ?? old)!
+            func held(_ o: Endpoint?) -> UInt32? {
+                (o?.status?.ip ?? o?.spec.ip).flatMap { try? IPv4Address(parsing: $0).value }
+            }
+            let before = held(old), after = held(new)
+            if before != after || old?.spec.vpc != new?.spec.vpc {
+                addresses.withLock { a in
+                    if let before, let vpc = old?.spec.vpc { a[vpc]?.remove(before) }
+                    if let after, let vpc = new?.spec.vpc { a[vpc, default: []].insert(after) }
+                }
+            }
+            enqueue(endpointQueue, [e.name])
+            if new == nil { enqueue(subnetQueue, [e.spec.subnet]) }   // a subnet being deleted waits for its endpoints
+        }
+        droplets.onChange { [self] old, new in enqueue(dropletQueue, [(new ?? old)!.name]) }
+        live.onChange { [self] name in enqueue(dropletQueue, [name]) }
+        bouncers.onChange { [self] old, new in
+            let b = (new ?? old)!
+            enqueue(bouncerQueue, [b.name])
+            enqueue(subnetQueue, [b.spec.subnet])
+        }
+        dividers.onChange { [self] old, new in
+            let d = (new ?? old)!
+            enqueue(dividerQueue, [d.name])
+            enqueue(vpcQueue, [d.spec.vpc])
+        }
+    }
+
+    /// Provisioned (or failed for good) and not being deleted.
+    static func settled<S: ObjectSpec>(_ o: Object<S>) -> Bool {
+        guard o.metadata.deletionTimestamp == nil, let status = o.status else { return false }
+        return (status.common.phase == .provisioned || status.common.phase == .failed)
+            && status.common.observedGeneration == o.metadata.generation
+    }
+
+    /// Runs one reconcile; an error becomes a retry (it says why).
+    func guarded(_ kind: Kind, _ name: String, _ body: (String) async throws -> Outcome) async -> Outcome {
+        do {
+            return try await body(name)
+        } catch {
+            logger.warning("reconcile failed; will retry", metadata: ["kind": "\(kind.rawValue)", "name": "\(name)", "error": "\(error)"])
+            return .retry("\(error)")
+        }
+    }
+
+    // MARK: Shared steps
+
+    /// Writes the object (status, finalizers) if nobody changed it since it
+    /// was read, with optional extra conditions and claims; records it in
+    /// the cache. nil when a condition failed.
+    func save<S: ObjectSpec>(_ o: Object<S>, in informer: Informer<S>, alsoIf: [EtcdCondition] = [],
+                             alsoDo: [EtcdOperation] = []) async throws -> Object<S>? {
+        guard let saved = try await store.write(o, alsoIf: alsoIf, alsoDo: alsoDo) else { return nil }
+        informer.record(saved)
+        return saved
+    }
+
+    /// Sets the phase (and reason) unless already so; nil on a conflict.
+    func setPhase<S: ObjectSpec>(_ o: Object<S>, _ phase: Phase, reason: String?, in informer: Informer<S>) async throws -> Outcome {
+        if o.status?.common.phase == phase && o.status?.common.reason == reason { return .done }
+        var next = o
+        var status = next.status ?? S.Status()
+        status.common.phase = phase
+        status.common.reason = reason
+        next.status = status
+        return try await save(next, in: informer) == nil ? .retry("conflict") : .done
+    }
+
+    /// Removes our finalizer, which lets the store delete the object and
+    /// release what it held.
+    func release<S: ObjectSpec>(_ o: Object<S>) async throws {
+        try await store.setFinalizer(S.self, o.name, Self.finalizer, present: false)
+    }
+
+    static func milliseconds(since timestamp: String?) -> Double? {
+        guard let timestamp else { return nil }
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        guard let t = f.date(from: timestamp) else { return nil }
+        return Date().timeIntervalSince(t) * 1000
+    }
+
+    func addressTaken(_ vpc: String, _ ip: IPv4Address) -> Bool {
+        addresses.withLock { $0[vpc]?.contains(ip.value) ?? false }
+    }
+
+    /// Droplets whose transitd is alive and whose tables are in sync.
+    func readyDroplets() -> [Droplet] {
+        droplets.filter { live.contains($0.name) && $0.status?.common.phase == .ready && $0.metadata.deletionTimestamp == nil }
+            .sorted { $0.name < $1.name }
+    }
+
+    func peer(_ d: Droplet) throws -> TransitPeer {
+        TransitPeer(target: try TransitTarget(parsing: d.spec.transitd), ip: try IPv4Address(parsing: d.spec.ip),
+                    mac: try MACAddress(parsing: d.spec.mac))
+    }
+
+    func peer(named name: String) throws -> TransitPeer? {
+        guard let d = droplets.get(name) else { return nil }
+        return try peer(d)
+    }
+
+    /// How many bouncers and dividers each droplet carries.
+    func roleLoad() -> [String: Int] {
+        var load: [String: Int] = [:]
+        for b in bouncers.list() { load[b.spec.droplet, default: 0] += 1 }
+        for d in dividers.list() { load[d.spec.droplet, default: 0] += 1 }
+        return load
+    }
+
+    /// Chooses droplets to add and placements to drop so that `want` live
+    /// placements exist, at most one per droplet, on the least-loaded
+    /// droplets first.
+    func place(current: [String], want: Int) -> (add: [String], drop: [String], short: Int) {
+        let ready = Set(readyDroplets().map(\.name))
+        let alive = current.filter { ready.contains($0) }
+        var drop = current.filter { !ready.contains($0) }
+        let load = roleLoad()
+        if alive.count > want {
+            drop += alive.sorted { (load[$0, default: 0], $0) > (load[$1, default: 0], $1) }.prefix(alive.count - want)
+            return ([], drop, 0)
+        }
+        let candidates = ready.subtracting(current).sorted { (load[$0, default: 0], $0) < (load[$1, default: 0], $1) }
+        let add = Array(candidates.prefix(want - alive.count))
+        return (add, drop, want - alive.count - add.count)
+    }
+}
+
+/// The set of droplet names with a live lease key, kept by a watch.
+final class LeaseSet: Sendable {
+    private let names = Mutex<Set<String>>([])
+    private let handlers = Mutex<[@Sendable (String) -> Void]>([])
+    private let synced = Mutex<Bool>(false)
+
+    func contains(_ name: String) -> Bool { names.withLock { $0.contains(name) } }
+    var hasSynced: Bool { synced.withLock { $0 } }
+    func onChange(_ h: @escaping @Sendable (String) -> Void) { handlers.withLock { $0.append(h) } }
+
+    func run(etcd: Etcd, prefix: String, logger: Logger) async {
+        while !Task.isCancelled {
+            do {
+                let (kvs, revision) = try await etcd.list(prefix: prefix)
+                let fresh = Set(kvs.map { String($0.key.dropFirst(prefix.count)) })
+                let old = names.withLock { n in defer { n = fresh }; return n }
+                synced.withLock { $0 = true }
+                for name in old.symmetricDifference(fresh) { notify(name) }
+                for try await batch in etcd.watch(prefix: prefix, fromRevision: revision + 1) {
+                    for e in batch {
+                        let name = String(e.kv.key.dropFirst(prefix.count))
+                        let changed = names.withLock { n in
+                            e.kind == .put ? n.insert(name).inserted : n.remove(name) != nil
+                        }
+                        if changed { notify(name) }
+                    }
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("lease watch ended; listing again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    private func notify(_ name: String) {
+        for h in handlers.withLock({ $0 }) { h(name) }
+    }
+}

@@ -1,0 +1,357 @@
+import MizarAPI
+import MizarCore
+import MizarEtcd
+import MizarRPC
+import MizarStore
+import MizarTransit
+
+extension Operator {
+    // MARK: Droplets
+
+    /// A droplet whose transitd holds its lease gets every VPC and subnet
+    /// table, then is Ready for placements; one whose lease lapsed is
+    /// NotReady, and the bouncers and dividers on it move elsewhere.
+    func reconcileDroplet(_ name: String) async throws -> Outcome {
+        guard let d = droplets.get(name) else { return .done }
+        let alive = live.contains(name) && d.metadata.deletionTimestamp == nil
+        let phase = d.status?.common.phase
+        if alive && phase != .ready {
+            let host = try peer(d)
+            for v in vpcs.list() where v.metadata.deletionTimestamp == nil {
+                guard let vni = v.status?.vni else { continue }
+                let divs = try (v.status?.dividers ?? []).compactMap { try peer(named: $0) }
+                try await Provisioning.putVPC(vni: vni, dividers: divs, on: [host], via: pool)
+            }
+            for s in subnets.list() where s.metadata.deletionTimestamp == nil {
+                guard let vni = s.status?.vni else { continue }
+                let bs = try (s.status?.bouncers ?? []).compactMap { try peer(named: $0) }
+                try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: bs, on: [host], via: pool)
+            }
+            let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
+            kickPlacements()
+            return outcome
+        }
+        if !alive && phase != .notReady {
+            pool.forget(try TransitTarget(parsing: d.spec.transitd))
+            let outcome = try await setPhase(d, .notReady, reason: "its transitd's lease has lapsed", in: droplets)
+            kickPlacements()
+            return outcome
+        }
+        return .done
+    }
+
+    /// VPCs and subnets re-place their dividers and bouncers.
+    func kickPlacements() {
+        let v = vpcs.list().map(\.name), s = subnets.list().map(\.name)
+        Task {
+            for n in v { await vpcQueue.add(n) }
+            for n in s { await subnetQueue.add(n) }
+        }
+    }
+
+    // MARK: VPCs
+
+    func reconcileVpc(_ name: String) async throws -> Outcome {
+        guard var v = vpcs.get(name) else { return .done }
+        if v.metadata.deletionTimestamp != nil {
+            // Subnets go first (each takes its endpoints with it).
+            let mine = subnets.filter { $0.spec.vpc == name }
+            if !mine.isEmpty {
+                for s in mine where s.metadata.deletionTimestamp == nil { try await store.delete(SubnetSpec.self, s.name) }
+                return .done   // their removal wakes this VPC again
+            }
+            for d in dividers.filter({ $0.spec.vpc == name }) { try await store.delete(DividerSpec.self, d.name) }
+            if let vni = v.status?.vni {
+                try await Provisioning.deleteVPC(vni: vni, on: try readyDroplets().map(peer), via: pool)
+            }
+            try await release(v)
+            return .done
+        }
+        if Self.settled(v) && v.status?.dividers.map({ Set($0) }) == Set(liveDividers(of: name)) { return .done }
+
+        // A VNI (claimed atomically) and our finalizer, in one write.
+        if v.status?.vni == nil || !(v.metadata.finalizers ?? []).contains(Self.finalizer) {
+            guard let saved = try await claimVNI(v) else { return .retry("conflict") }
+            v = saved
+        }
+        guard let vni = v.status?.vni else { return .retry("no VNI") }
+
+        // Dividers: as many as asked, one per droplet, least-loaded first.
+        let want = v.spec.dividers ?? 1
+        let (placed, short) = try await placeRole(dividers, of: { $0.spec.vpc == name }, want: want) { droplet in
+            Divider(name: "\(name)-\(droplet)", spec: DividerSpec(vpc: name, droplet: droplet))
+        }
+        try await Provisioning.putVPC(vni: vni, dividers: try placed.compactMap { try peer(named: $0) },
+                                      on: try readyDroplets().map(peer), via: pool)
+        var next = v
+        var status = next.status ?? VpcStatus()
+        status.dividers = placed
+        placedStatus(&status.common, of: v, role: "divider", placed: placed.count, want: want, short: short)
+        if status == v.status { return .done }
+        next.status = status
+        return try await save(next, in: vpcs) == nil ? .retry("conflict") : .done
+    }
+
+    /// Brings the placements of one role (a subnet's bouncers, a VPC's
+    /// dividers) to `want`: drops those on droplets that are gone or too
+    /// many, creates new ones. The droplets placed on, and how many short.
+    func placeRole<S: ObjectSpec & PlacedOnDroplet>(_ informer: Informer<S>, of mine: (Object<S>) -> Bool, want: Int,
+                                                    make: (String) -> Object<S>) async throws -> (placed: [String], short: Int) {
+        let current = informer.filter(mine)
+        let (add, drop, short) = place(current: current.map(\.spec.droplet), want: want)
+        for o in current where drop.contains(o.spec.droplet) { try await store.delete(S.self, o.name) }
+        for droplet in add {
+            do { informer.record(try await store.create(make(droplet))) } catch StoreError.alreadyExists(_, _) {}
+        }
+        return (Set(current.map(\.spec.droplet)).subtracting(drop).union(add).sorted(), short)
+    }
+
+    /// The phase and reason after placing `placed` of `want`.
+    func placedStatus<S: ObjectSpec>(_ common: inout CommonStatus, of o: Object<S>, role: String, placed: Int, want: Int, short: Int) {
+        common.phase = placed == 0 ? .placing : .provisioned
+        common.reason = placed == 0 ? "no droplet is ready for a \(role)"
+            : short > 0 ? "\(placed) of \(want) \(role)s placed: not enough ready droplets" : nil
+        common.observedGeneration = o.metadata.generation
+        if common.provisioningDelayMs == nil && placed > 0 {
+            common.provisioningDelayMs = Self.milliseconds(since: o.metadata.creationTimestamp)
+        }
+    }
+
+    func liveDividers(of vpc: String) -> [String] {
+        let ready = Set(readyDroplets().map(\.name))
+        return dividers.filter { $0.spec.vpc == vpc && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
+    }
+
+    /// Writes the VNI (the requested one, claimed at admission, or a free
+    /// one claimed here) with our finalizer.
+    func claimVNI(_ v: Vpc) async throws -> Vpc? {
+        var next = v
+        if !(next.metadata.finalizers ?? []).contains(Self.finalizer) {
+            next.metadata.finalizers = (next.metadata.finalizers ?? []) + [Self.finalizer]
+        }
+        var status = next.status ?? VpcStatus()
+        status.common.phase = .allocating
+        if let vni = status.vni ?? v.spec.vni {
+            status.vni = vni
+            next.status = status
+            return try await save(next, in: vpcs)
+        }
+        // Free VNIs from a start that depends on the name; the claim key
+        // makes two VPCs never share one, whichever operator allocates.
+        let top: UInt32 = 0xFF_FFFF
+        var candidate = 4096 + UInt32(truncatingIfNeeded: stableHash(v.name) % UInt64(top - 4096))
+        for _ in 0..<64 {
+            status.vni = candidate
+            next.status = status
+            let key = store.vniKey(candidate)
+            if let saved = try await save(next, in: vpcs, alsoIf: [.absent(key)], alsoDo: [.put(key, Array(v.name.utf8))]) {
+                return saved
+            }
+            if try await store.etcd.get(key) == nil { return nil }   // the VPC itself changed
+            candidate = candidate >= top - 1 ? 4096 : candidate + 1
+        }
+        throw StoreError.conflict(.vpc, v.name)
+    }
+
+    // MARK: Subnets
+
+    func reconcileSubnet(_ name: String) async throws -> Outcome {
+        guard var s = subnets.get(name) else { return .done }
+        if s.metadata.deletionTimestamp != nil {
+            let mine = endpoints.filter { $0.spec.subnet == name }
+            if !mine.isEmpty {
+                for e in mine where e.metadata.deletionTimestamp == nil { try await store.delete(EndpointSpec.self, e.name) }
+                return .done
+            }
+            for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
+            if let vni = s.status?.vni {
+                try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try readyDroplets().map(peer), via: pool)
+            }
+            try await release(s)
+            return .done
+        }
+        guard let vpc = vpcs.get(s.spec.vpc), vpc.metadata.deletionTimestamp == nil,
+              let vni = vpc.status?.vni, vpc.status?.common.phase == .provisioned else {
+            return try await setPhase(s, .initial, reason: "waiting for Vpc \(s.spec.vpc)", in: subnets)
+        }
+        let ready = Set(readyDroplets().map(\.name))
+        let liveBouncers = bouncers.filter { $0.spec.subnet == name && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
+        if Self.settled(s) && s.status?.bouncers.map({ Set($0) }) == Set(liveBouncers) { return .done }
+
+        if !(s.metadata.finalizers ?? []).contains(Self.finalizer) || s.status?.vni != vni {
+            var next = s
+            if !(next.metadata.finalizers ?? []).contains(Self.finalizer) {
+                next.metadata.finalizers = (next.metadata.finalizers ?? []) + [Self.finalizer]
+            }
+            var status = next.status ?? SubnetStatus()
+            status.vni = vni
+            status.gateway = "\(IPv4Address(value: try CIDR(parsing: s.spec.cidr).firstAddress.value + 1))"
+            status.common.phase = .placing
+            status.common.reason = nil
+            next.status = status
+            guard let saved = try await save(next, in: subnets) else { return .retry("conflict") }
+            s = saved
+        }
+
+        let want = s.spec.bouncers ?? 1
+        let vpcName = s.spec.vpc
+        let (placed, short) = try await placeRole(bouncers, of: { $0.spec.subnet == name }, want: want) { droplet in
+            Bouncer(name: "\(name)-\(droplet)", spec: BouncerSpec(vpc: vpcName, subnet: name, droplet: droplet))
+        }
+        // A new bouncer learns every endpoint already in the subnet before
+        // any host is told to use it.
+        let fresh = try placed.filter { !(s.status?.bouncers ?? []).contains($0) }.compactMap { try peer(named: $0) }
+        if !fresh.isEmpty {
+            for e in endpoints.filter({ $0.spec.subnet == name && $0.status?.common.phase == .provisioned }) {
+                guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
+                      let home = try peer(named: homeName) else { continue }
+                try await Provisioning.putEndpointEntry(vni: vni, ip: try IPv4Address(parsing: ipText), mac: try MACAddress(parsing: macText),
+                                                        subnet: s.spec.cidr, home: home, on: fresh, via: pool)
+            }
+        }
+        try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: try placed.compactMap { try peer(named: $0) },
+                                         on: try readyDroplets().map(peer), via: pool)
+        var next = s
+        var status = next.status ?? SubnetStatus()
+        status.bouncers = placed
+        placedStatus(&status.common, of: s, role: "bouncer", placed: placed.count, want: want, short: short)
+        if status == s.status { return .done }
+        next.status = status
+        return try await save(next, in: subnets) == nil ? .retry("conflict") : .done
+    }
+
+    // MARK: Endpoints
+
+    /// Address, MAC and droplet are claimed and recorded in one write, then
+    /// exactly these calls are made: one to the endpoint's droplet, one to
+    /// each bouncer of its subnet.
+    func reconcileEndpoint(_ name: String) async throws -> Outcome {
+        guard var e = endpoints.get(name) else { return .done }
+        let subnet = subnets.get(e.spec.subnet)
+        if e.metadata.deletionTimestamp != nil {
+            if let ipText = e.status?.ip, let vni = subnet?.status?.vni {
+                let ip = try IPv4Address(parsing: ipText)
+                let bs = try (subnet?.status?.bouncers ?? []).compactMap { try peer(named: $0) }
+                let ready = Set(readyDroplets().map(\.name))
+                if let homeName = e.status?.droplet, ready.contains(homeName), let home = try peer(named: homeName) {
+                    try await Provisioning.removeEndpoint(vni: vni, ip: ip, on: home, bouncers: bs, via: pool)
+                } else {
+                    try await Provisioning.removeEndpointEntry(vni: vni, ip: ip, from: bs, via: pool)
+                }
+            }
+            try await release(e)
+            return .done
+        }
+        if Self.settled(e) { return .done }
+        guard let subnet, subnet.metadata.deletionTimestamp == nil, subnet.status?.common.phase == .provisioned,
+              let vni = subnet.status?.vni, let bouncerNames = subnet.status?.bouncers, !bouncerNames.isEmpty else {
+            return try await setPhase(e, .initial, reason: "waiting for Subnet \(e.spec.subnet)", in: endpoints)
+        }
+        if e.status?.ip == nil || e.status?.droplet == nil || !(e.metadata.finalizers ?? []).contains(Self.finalizer) {
+            switch try await claimAddress(e, subnet: subnet, vni: vni) {
+            case .saved(let saved): e = saved
+            case .wait(let reason): return try await setPhase(e, .initial, reason: reason, in: endpoints)
+            case .conflict: return .retry("conflict")
+            }
+        }
+        guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
+              let home = try peer(named: homeName) else { return .retry("claim not recorded") }
+        let ip = try IPv4Address(parsing: ipText), mac = try MACAddress(parsing: macText)
+        let bs = try bouncerNames.compactMap { try peer(named: $0) }
+        var hostInterface: String?
+        if let netns = e.spec.netns {
+            hostInterface = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: subnet.spec.cidr, netns: netns,
+                                                               on: home, bouncers: bs, via: pool).hostIfname
+        } else {
+            try await Provisioning.putEndpointEntry(vni: vni, ip: ip, mac: mac, subnet: subnet.spec.cidr, home: home, on: bs, via: pool)
+        }
+        var next = e
+        var status = next.status ?? EndpointStatus()
+        status.hostInterface = hostInterface
+        status.common.phase = .provisioned
+        status.common.reason = nil
+        status.common.observedGeneration = e.metadata.generation
+        status.common.provisioningDelayMs = Self.milliseconds(since: e.metadata.creationTimestamp)
+        next.status = status
+        return try await save(next, in: endpoints) == nil ? .retry("conflict") : .done
+    }
+
+    enum Claim { case saved(Endpoint), wait(String), conflict }
+
+    func claimAddress(_ e: Endpoint, subnet: Subnet, vni: UInt32) async throws -> Claim {
+        var next = e
+        if !(next.metadata.finalizers ?? []).contains(Self.finalizer) {
+            next.metadata.finalizers = (next.metadata.finalizers ?? []) + [Self.finalizer]
+        }
+        var status = next.status ?? EndpointStatus()
+        status.common.phase = .programming
+        status.common.reason = nil
+        // The droplet: as asked, or one of the ready ones by the name's hash.
+        if status.droplet == nil {
+            if let wanted = e.spec.droplet {
+                guard readyDroplets().contains(where: { $0.name == wanted }) else { return .wait("waiting for Droplet \(wanted) to be ready") }
+                status.droplet = wanted
+            } else {
+                let ready = readyDroplets()
+                guard !ready.isEmpty else { return .wait("no droplet is ready") }
+                status.droplet = ready[Int(stableHash(e.name) % UInt64(ready.count))].name
+            }
+        }
+        let cidr = try CIDR(parsing: subnet.spec.cidr)
+        if let ip = status.ip ?? e.spec.ip {
+            // Already claimed (at admission, or by an earlier run of this).
+            status.ip = ip
+            let derived = Provisioning.derivedMAC(vni: vni, ip: try IPv4Address(parsing: ip))
+            status.mac = status.mac ?? e.spec.mac ?? "\(derived)"
+            next.status = status
+            return try await save(next, in: endpoints).map(Claim.saved) ?? .conflict
+        }
+        // A free address: from a start that depends on the name, skipping
+        // the subnet's own three; the claim key settles any race.
+        let first = cidr.firstAddress.value + 2, count = UInt32(cidr.size) - 3
+        guard count > 0 else { return .wait("Subnet \(subnet.name) has no host addresses") }
+        var offset = UInt32(truncatingIfNeeded: stableHash(e.name) % UInt64(count))
+        for _ in 0..<min(count, 4096) {
+            let ip = IPv4Address(value: first + offset)
+            offset = (offset + 1) % count
+            if addressTaken(e.spec.vpc, ip) { continue }
+            status.ip = "\(ip)"
+            status.mac = e.spec.mac ?? "\(Provisioning.derivedMAC(vni: vni, ip: ip))"
+            next.status = status
+            let key = store.ipKey(vpc: e.spec.vpc, ip: ip)
+            if let saved = try await save(next, in: endpoints, alsoIf: [.absent(key)], alsoDo: [.put(key, Array(e.name.utf8))]) {
+                return .saved(saved)
+            }
+            if try await store.etcd.get(key) == nil { return .conflict }   // the endpoint itself changed
+        }
+        return .wait("Subnet \(subnet.name) has no free address")
+    }
+
+    // MARK: Bouncers and dividers
+
+    /// A bouncer is Provisioned once its subnet routes through it.
+    func reconcileBouncer(_ name: String) async throws -> Outcome {
+        guard let b = bouncers.get(name), b.metadata.deletionTimestamp == nil else { return .done }
+        let inUse = subnets.get(b.spec.subnet)?.status?.bouncers?.contains(b.spec.droplet) == true
+        return try await setPhase(b, inUse ? .provisioned : .placing, reason: inUse ? nil : "waiting for Subnet \(b.spec.subnet)", in: bouncers)
+    }
+
+    /// A divider is Provisioned once its VPC routes through it.
+    func reconcileDivider(_ name: String) async throws -> Outcome {
+        guard let d = dividers.get(name), d.metadata.deletionTimestamp == nil else { return .done }
+        let inUse = vpcs.get(d.spec.vpc)?.status?.dividers?.contains(d.spec.droplet) == true
+        return try await setPhase(d, inUse ? .provisioned : .placing, reason: inUse ? nil : "waiting for Vpc \(d.spec.vpc)", in: dividers)
+    }
+}
+
+/// FNV-1a: the same value for the same name in every process and run.
+func stableHash(_ text: String) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return h
+}
+
+/// Bouncers and dividers: placements on one droplet.
+protocol PlacedOnDroplet { var droplet: String { get } }
+extension BouncerSpec: PlacedOnDroplet {}
+extension DividerSpec: PlacedOnDroplet {}

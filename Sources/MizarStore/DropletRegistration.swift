@@ -1,0 +1,43 @@
+import Logging
+import MizarAPI
+import MizarEtcd
+
+/// A transitd's presence in etcd: its Droplet object (created, or its spec
+/// brought up to date) and a key under a lease it keeps alive. When the
+/// transitd dies the lease lapses, the key vanishes, and the operator marks
+/// the droplet NotReady and moves its bouncers and dividers.
+public enum DropletRegistration {
+    /// Registers and keeps the lease alive until cancelled; after a lapse
+    /// or a lost connection it registers again.
+    public static func run(store: Store, name: String, spec: DropletSpec, ttl: Int64 = 3, logger: Logger) async {
+        var logged = false
+        while !Task.isCancelled {
+            do {
+                let lease = try await store.etcd.grantLease(ttl: ttl)
+                try await upsert(store: store, name: name, spec: spec)
+                try await store.etcd.put(store.dropletLeasePrefix + name, Array(spec.transitd.utf8), lease: lease)
+                logger.info("droplet registered", metadata: ["droplet.name": "\(name)", "etcd.lease": "\(lease)"])
+                logged = false
+                try await store.etcd.keepAlive(lease, every: .milliseconds(ttl * 1000 / 3))
+            } catch is CancellationError {
+                return
+            } catch {
+                if !logged { logger.warning("droplet registration lost; retrying", metadata: ["error": "\(error)"]) }
+                logged = true
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+
+    static func upsert(store: Store, name: String, spec: DropletSpec) async throws {
+        for _ in 0..<20 {
+            if var current = try await store.get(DropletSpec.self, name) {
+                if current.spec == spec && current.metadata.deletionTimestamp == nil { return }
+                current.spec = spec
+                do { try await store.update(current); return } catch StoreError.conflict(_, _) { continue }
+            }
+            do { try await store.create(Droplet(name: name, spec: spec)); return } catch StoreError.alreadyExists(_, _) { continue }
+        }
+        throw StoreError.conflict(.droplet, name)
+    }
+}
