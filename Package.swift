@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
+        .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
     ],
     targets: [
         // THE shared header: every struct that crosses the kernel/user boundary.
@@ -93,9 +94,18 @@ let package = Package(
             ],
             swiftSettings: strict),
         .executableTarget(
+            name: "mizar-operator",
+            dependencies: [
+                "MizarOperator", "MizarStore", "MizarEtcd", "MizarTransit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
             name: "mizarctl",
             dependencies: [
-                "MizarTransit", "MizarTestbed", "MizarRPC", "MizarCore",
+                "MizarTransit", "MizarTestbed", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

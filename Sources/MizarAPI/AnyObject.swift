@@ -97,7 +97,8 @@ public enum ObjectCoding {
         codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
     }
 
-    static func validationError(_ error: DecodingError) -> ValidationError {
+    /// A decoding failure (of JSON or YAML) as the field at fault and why.
+    public static func validationError(_ error: DecodingError) -> ValidationError {
         switch error {
         case .keyNotFound(let key, let context):
             let field = path(context.codingPath + [key])

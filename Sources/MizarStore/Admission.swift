@@ -172,6 +172,7 @@ struct Admission {
         switch (o.spec, o.status) {
         case let (spec as VpcSpec, status as VpcStatus?):
             return Set([spec.vni, status?.vni].compactMap { $0 }).map { .delete(vniKey($0)) }
+                + [.delete(subnetGuardKey(o.name)), .deletePrefix(subnetIndexPrefix(o.name))]
         case let (spec as SubnetSpec, _):
             return [.delete(subnetIndexPrefix(spec.vpc) + o.name)]
         case let (spec as EndpointSpec, status as EndpointStatus?):

@@ -1,4 +1,5 @@
-// mizarctl: troubleshooting a transitd, and the simulated cluster.
+// mizarctl: declared objects in etcd, troubleshooting a transitd, and the
+// simulated cluster.
 import ArgumentParser
 import Glibc
 import MizarRPC
@@ -11,8 +12,9 @@ import SwiftProtobuf
 struct Mizarctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mizarctl",
-        abstract: "Inspect a transitd and run a simulated Mizar cluster.",
-        subcommands: [Droplet.self, Dump.self, Counters.self, Invalidate.self, TestbedCommand.self])
+        abstract: "Declare Mizar's objects, inspect a transitd, and run a simulated cluster.",
+        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self,
+                      Droplet.self, Dump.self, Counters.self, Invalidate.self, TestbedCommand.self])
 }
 
 struct TargetOptions: ParsableArguments {

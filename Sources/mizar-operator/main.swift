@@ -1,0 +1,72 @@
+// mizar-operator: the management plane. Watches etcd and takes every
+// declared object from Init to Provisioned through the transitds concerned.
+import ArgumentParser
+import Dispatch
+import Glibc
+import Logging
+import MizarEtcd
+import MizarOperator
+import MizarStore
+import MizarTransit
+
+struct MizarOperatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mizar-operator",
+        abstract: "Mizar's management plane: one controller per kind, driven by etcd watches.")
+
+    @Option(help: "etcd's client address, HOST:PORT.")
+    var etcd = "127.0.0.1:2379"
+
+    @Option(help: "Root of Mizar's keys in etcd.")
+    var root = Store.defaultRoot
+
+    @Option(help: "Endpoints provisioned at once.")
+    var workers = 8
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        guard case .tcp = try TransitTarget(parsing: etcd) else { throw ValidationError("--etcd: \"\(etcd)\" is not HOST:PORT") }
+        guard (1...256).contains(workers) else { throw ValidationError("--workers: \(workers) is out of range; expected 1...256") }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+        let logger = Logger(label: "mizar-operator")
+        guard case .tcp(let host, let port) = try TransitTarget(parsing: etcd) else { return }
+        var config = Operator.Config()
+        config.workers = workers
+        let root = self.root
+        try await withEtcd(host: host, port: port) { client in
+            let op = Operator(store: Store(etcd: client, root: root), config: config, logger: logger)
+            let task = Task { await op.run() }
+            // SIGTERM and SIGINT stop the controllers; whatever was under
+            // way is finished by the next operator, from the objects' status.
+            let signals = [SIGTERM, SIGINT].map { sig in
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig)
+                source.setEventHandler { task.cancel() }
+                source.resume()
+                return source
+            }
+            logger.info("running", metadata: ["etcd": "\(host):\(port)", "etcd.root": "\(root)"])
+            await task.value
+            signals.forEach { $0.cancel() }
+            logger.info("stopped")
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+do {
+    let command = try MizarOperatorCommand.parse()
+    try await command.run()
+} catch {
+    MizarOperatorCommand.exit(withError: error)
+}

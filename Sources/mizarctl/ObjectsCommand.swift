@@ -1,0 +1,294 @@
+// mizarctl apply/get/describe/delete/wait: the declared objects in etcd.
+import ArgumentParser
+import Foundation
+import MizarAPI
+import MizarCore
+import MizarEtcd
+import MizarStore
+import MizarTransit
+import Yams
+
+struct EtcdOptions: ParsableArguments {
+    @Option(help: "etcd's client address, HOST:PORT (default: $MIZAR_ETCD, else 127.0.0.1:2379).")
+    var etcd = ProcessInfo.processInfo.environment["MIZAR_ETCD"] ?? "127.0.0.1:2379"
+
+    @Option(help: "Root of Mizar's keys in etcd.")
+    var root = Store.defaultRoot
+
+    func validate() throws {
+        guard case .tcp = try TransitTarget(parsing: etcd) else { throw ValidationError("--etcd: \"\(etcd)\" is not HOST:PORT") }
+    }
+
+    func withStore<R: Sendable>(_ body: (Store) async throws -> R) async throws -> R {
+        guard case .tcp(let host, let port) = try TransitTarget(parsing: etcd) else { throw ValidationError("--etcd: not HOST:PORT") }
+        return try await withEtcd(host: host, port: port) { try await body(Store(etcd: $0, root: root)) }
+    }
+}
+
+/// A refusal as mizarctl prints it; the exit status is 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// The documents of a YAML file ("-" for standard input), each decoded and
+/// validated on its own; the first bad one stops everything.
+func readObjects(_ path: String) throws -> [AnyMizarObject] {
+    let text: String
+    if path == "-" {
+        text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+    } else {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CommandFailure(description: "\(path): cannot read the file") }
+        text = String(decoding: data, as: UTF8.self)
+    }
+    var objects: [AnyMizarObject] = []
+    do {
+        // Parser.nextRoot throws on bad YAML (compose_all's sequence would
+        // just end there).
+        let parser = try Parser(yaml: text)
+        var i = 0
+        while let node = try parser.nextRoot() {
+            i += 1
+            let where_ = "\(path) document \(i)"
+            do {
+                let o = try YAMLDecoder().decode(AnyMizarObject.self, from: node)
+                do { try o.validate() } catch {
+                    throw CommandFailure(description: "\(where_) (\(o.kind.rawValue) \(o.name)): \(error)")
+                }
+                objects.append(o)
+            } catch let e as DecodingError {
+                throw CommandFailure(description: "\(where_): \(ObjectCoding.validationError(e))")
+            }
+        }
+    } catch let e as YamlError {
+        throw CommandFailure(description: "\(path): not valid YAML: \(e)")
+    }
+    guard !objects.isEmpty else { throw CommandFailure(description: "\(path): no objects in the file") }
+    return objects
+}
+
+/// Runs `body` for the object's spec type.
+func withSpec<R>(_ kind: Kind, _ body: (any ObjectSpec.Type) async throws -> R) async rethrows -> R {
+    switch kind {
+    case .vpc: try await body(VpcSpec.self)
+    case .subnet: try await body(SubnetSpec.self)
+    case .endpoint: try await body(EndpointSpec.self)
+    case .droplet: try await body(DropletSpec.self)
+    case .bouncer: try await body(BouncerSpec.self)
+    case .divider: try await body(DividerSpec.self)
+    }
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or update the objects in a YAML file (several documents allowed).",
+        discussion: "Every document is checked before any is written; a refusal names the document, the field and the reason.")
+    @OptionGroup var etcd: EtcdOptions
+    @Option(name: .shortAndLong, help: "The YAML file, or - for standard input.") var filename: String
+
+    func run() async throws {
+        let objects = try readObjects(filename)
+        try await etcd.withStore { store in
+            for o in objects {
+                let result: String
+                do {
+                    result = try await apply(o, store)
+                } catch let e as StoreError {
+                    throw CommandFailure(description: "\(o.kind.rawValue.lowercased())/\(o.name): \(e)")
+                }
+                print("\(o.kind.rawValue.lowercased())/\(o.name) \(result)")
+            }
+        }
+    }
+
+    func apply(_ o: AnyMizarObject, _ store: Store) async throws -> String {
+        switch o {
+        case .vpc(let x): try await upsert(x, store)
+        case .subnet(let x): try await upsert(x, store)
+        case .endpoint(let x): try await upsert(x, store)
+        case .droplet(let x): try await upsert(x, store)
+        case .bouncer(let x): try await upsert(x, store)
+        case .divider(let x): try await upsert(x, store)
+        }
+    }
+
+    func upsert<S: ObjectSpec>(_ o: Object<S>, _ store: Store) async throws -> String {
+        for _ in 0..<10 {
+            guard var current = try await store.get(S.self, o.name) else {
+                do { try await store.create(o); return "created" } catch StoreError.alreadyExists(_, _) { continue }
+            }
+            if current.spec == o.spec && current.metadata.labels == o.metadata.labels { return "unchanged" }
+            current.spec = o.spec
+            current.metadata.labels = o.metadata.labels
+            do { try await store.update(current); return "configured" } catch StoreError.conflict(_, _) { continue }
+        }
+        throw StoreError.conflict(S.kind, o.name)
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List objects of a kind, or show one.")
+    @OptionGroup var etcd: EtcdOptions
+    @Argument(help: "vpcs, subnets, endpoints, droplets, bouncers or dividers.") var kind: String
+    @Argument(help: "An object's name.") var name: String?
+    @Option(name: .shortAndLong, help: "table (default), wide, yaml or json.") var output = "table"
+
+    func validate() throws {
+        _ = try Kind(parsing: kind)
+        guard ["table", "wide", "yaml", "json"].contains(output) else { throw ValidationError("-o: \"\(output)\" is not table, wide, yaml or json") }
+    }
+
+    func run() async throws {
+        let kind = try Kind(parsing: kind)
+        let objects: [AnyMizarObject] = try await etcd.withStore { store in
+            try await withSpec(kind) { spec in try await listObjects(spec, store, name: name) }
+        }
+        if let name, objects.isEmpty { throw CommandFailure(description: "\(kind.rawValue) \(name) not found") }
+        try printObjects(objects, kind: kind, output: output)
+    }
+}
+
+func listObjects<S: ObjectSpec>(_ type: S.Type, _ store: Store, name: String?) async throws -> [AnyMizarObject] {
+    let objects = if let name { try await store.get(S.self, name).map { [$0] } ?? [] } else { try await store.list(S.self).objects }
+    return try objects.map { try ObjectCoding.decode(AnyMizarObject.self, from: ObjectCoding.encode($0)) }
+}
+
+func printObjects(_ objects: [AnyMizarObject], kind: Kind, output: String) throws {
+    switch output {
+    case "json":
+        let text = objects.count == 1 ? ObjectCoding.encode(objects[0], pretty: true) : ObjectCoding.encode(objects, pretty: true)
+        print(String(decoding: text, as: UTF8.self))
+    case "yaml":
+        print(try objects.map { try YAMLEncoder().encode($0) }.joined(separator: "---\n"), terminator: "")
+    default:
+        let wide = output == "wide"
+        printTable(columns(kind, wide: wide), objects.map { row($0, wide: wide) })
+    }
+}
+
+func columns(_ kind: Kind, wide: Bool) -> [String] {
+    let specific: [String] = switch kind {
+    case .vpc: ["CIDR", "VNI", "DIVIDERS"]
+    case .subnet: ["VPC", "CIDR", "BOUNCERS"]
+    case .endpoint: ["VPC", "SUBNET", "IP", "DROPLET"]
+    case .droplet: ["IP", "TRANSITD"]
+    case .bouncer: ["VPC", "SUBNET", "DROPLET"]
+    case .divider: ["VPC", "DROPLET"]
+    }
+    return ["NAME", "PHASE"] + specific + (wide ? ["DELAY", "REASON"] : [])
+}
+
+func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
+    func list(_ l: [String]?) -> String { l.map { $0.isEmpty ? "-" : $0.joined(separator: ",") } ?? "-" }
+    let specific: [String]
+    let common: CommonStatus?
+    switch o {
+    case .vpc(let v): specific = [v.spec.cidr, v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers)]; common = v.status?.common
+    case .subnet(let s): specific = [s.spec.vpc, s.spec.cidr, list(s.status?.bouncers)]; common = s.status?.common
+    case .endpoint(let e): specific = [e.spec.vpc, e.spec.subnet, e.status?.ip ?? e.spec.ip ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]; common = e.status?.common
+    case .droplet(let d): specific = [d.spec.ip, d.spec.transitd]; common = d.status?.common
+    case .bouncer(let b): specific = [b.spec.vpc, b.spec.subnet, b.spec.droplet]; common = b.status?.common
+    case .divider(let d): specific = [d.spec.vpc, d.spec.droplet]; common = d.status?.common
+    }
+    let deleting = o.metadata.deletionTimestamp != nil
+    let phase = deleting ? "Deleting" : common?.phase.rawValue ?? "-"
+    let extra = wide ? [common?.provisioningDelayMs.map { String(format: "%.1fms", $0) } ?? "-", common?.reason ?? ""] : []
+    return [o.name, phase] + specific + extra
+}
+
+struct Describe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one object whole, with its status.")
+    @OptionGroup var etcd: EtcdOptions
+    @Argument(help: "The kind.") var kind: String
+    @Argument(help: "The object's name.") var name: String
+
+    func validate() throws { _ = try Kind(parsing: kind) }
+
+    func run() async throws {
+        let kind = try Kind(parsing: kind)
+        let objects: [AnyMizarObject] = try await etcd.withStore { store in
+            try await withSpec(kind) { spec in try await listObjects(spec, store, name: name) }
+        }
+        guard let o = objects.first else { throw CommandFailure(description: "\(kind.rawValue) \(name) not found") }
+        print(try YAMLEncoder().encode(o), terminator: "")
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Delete objects by kind and name, or those in a YAML file.",
+        discussion: "Deleting a VPC deletes its subnets, and a subnet its endpoints; the operator cleans every host.")
+    @OptionGroup var etcd: EtcdOptions
+    @Argument(help: "The kind and the name.") var target: [String] = []
+    @Option(name: .shortAndLong, help: "A YAML file whose objects to delete.") var filename: String?
+
+    func validate() throws {
+        if filename == nil {
+            guard target.count == 2 else { throw ValidationError("give KIND NAME, or -f FILE") }
+            _ = try Kind(parsing: target[0])
+        }
+    }
+
+    func run() async throws {
+        let items: [(Kind, String)] = if let filename {
+            try readObjects(filename).reversed().map { ($0.kind, $0.name) }
+        } else {
+            [(try Kind(parsing: target[0]), target[1])]
+        }
+        try await etcd.withStore { store in
+            for (kind, name) in items {
+                let existed = try await withSpec(kind) { spec in try await store.delete(spec, name) }
+                print("\(kind.rawValue.lowercased())/\(name) \(existed ? "deleted" : "not found")")
+            }
+        }
+    }
+}
+
+struct Wait: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Wait until objects reach a phase (or are deleted).")
+    @OptionGroup var etcd: EtcdOptions
+    @Option(help: "provisioned, ready or deleted.") var `for`: String = "provisioned"
+    @Argument(help: "The kind.") var kind: String
+    @Argument(help: "An object's name (default: every object of the kind).") var name: String?
+    @Option(help: "Seconds to wait at most.") var timeout: Double = 60
+
+    func validate() throws {
+        _ = try Kind(parsing: kind)
+        guard ["provisioned", "ready", "deleted"].contains(self.for) else { throw ValidationError("--for: \"\(self.for)\" is not provisioned, ready or deleted") }
+    }
+
+    func run() async throws {
+        let kind = try Kind(parsing: kind)
+        let goal = self.for
+        let deadline = Date().addingTimeInterval(timeout)
+        try await etcd.withStore { store in
+            // Watch-driven: re-check on every change of the kind, until the
+            // deadline.
+            var lastSeen: [AnyMizarObject] = []
+            while Date() < deadline {
+                let (objects, revision): ([AnyMizarObject], Int64) = try await withSpec(kind) { spec in
+                    let listed = try await listObjects(spec, store, name: name)
+                    return (listed, try await store.etcd.list(prefix: store.prefix(kind)).revision)
+                }
+                lastSeen = objects
+                if satisfied(objects, goal) { print("\(kind.plural)\(name.map { "/\($0)" } ?? ""): \(goal)"); return }
+                let changed = store.etcd.watch(prefix: store.prefix(kind), fromRevision: revision + 1)
+                let waited = Task {
+                    for try await _ in changed { return }
+                }
+                let timer = Task { try await Task.sleep(for: .seconds(max(0, deadline.timeIntervalSinceNow))); waited.cancel() }
+                _ = try? await waited.value
+                timer.cancel()
+            }
+            let pending = lastSeen.filter { !satisfied([$0], goal) }.map { o in
+                "\(o.name) (\(row(o, wide: true)[1])\(row(o, wide: true).last.map { $0.isEmpty ? "" : ": \($0)" } ?? ""))"
+            }
+            throw CommandFailure(description: "timed out after \(Int(timeout)) s waiting for \(goal): \(pending.isEmpty ? "nothing listed" : pending.joined(separator: ", "))")
+        }
+    }
+
+    func satisfied(_ objects: [AnyMizarObject], _ goal: String) -> Bool {
+        if goal == "deleted" { return objects.isEmpty }
+        let want = goal == "ready" ? "Ready" : "Provisioned"
+        return (name == nil || !objects.isEmpty) && objects.allSatisfy { row($0, wide: false)[1] == want }
+    }
+}
