@@ -120,7 +120,10 @@ let package = Package(
             name: "MizarDataplaneTests",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             swiftSettings: strict),
-        .testTarget(name: "MizarAPITests", dependencies: ["MizarAPI", "MizarCore"], swiftSettings: strict),
+        .testTarget(
+            name: "MizarAPITests",
+            dependencies: ["MizarAPI", "MizarCore", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict),
         .testTarget(
             name: "MizarOperatorTests",
             dependencies: [

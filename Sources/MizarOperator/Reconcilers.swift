@@ -67,7 +67,7 @@ extension Operator {
             try await release(v)
             return .done
         }
-        if Self.settled(v) && v.status?.dividers.map({ Set($0) }) == Set(liveDividers(of: name)) { return .done }
+        if Self.settled(v), placementSettled(v.status?.dividers, live: liveDividers(of: name), want: v.spec.dividers ?? 1) { return .done }
 
         // A VNI (claimed atomically) and our finalizer, in one write.
         if v.status?.vni == nil || !(v.metadata.finalizers ?? []).contains(Self.finalizer) {
@@ -115,6 +115,13 @@ extension Operator {
         if common.provisioningDelayMs == nil && placed > 0 {
             common.provisioningDelayMs = Self.milliseconds(since: o.metadata.creationTimestamp)
         }
+    }
+
+    /// Nothing to place: the status lists exactly the live placements, and
+    /// there are as many as wanted or no ready droplet is left to add.
+    func placementSettled(_ recorded: [String]?, live: [String], want: Int) -> Bool {
+        guard Set(recorded ?? []) == Set(live) else { return false }
+        return live.count >= want || readyDroplets().count <= live.count
     }
 
     func liveDividers(of vpc: String) -> [String] {
@@ -176,7 +183,7 @@ extension Operator {
         }
         let ready = Set(readyDroplets().map(\.name))
         let liveBouncers = bouncers.filter { $0.spec.subnet == name && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
-        if Self.settled(s) && s.status?.bouncers.map({ Set($0) }) == Set(liveBouncers) { return .done }
+        if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) { return .done }
 
         if !(s.metadata.finalizers ?? []).contains(Self.finalizer) || s.status?.vni != vni {
             var next = s
@@ -211,6 +218,16 @@ extension Operator {
         }
         try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: try placed.compactMap { try peer(named: $0) },
                                          on: try readyDroplets().map(peer), via: pool)
+        // A bouncer no longer used forgets the subnet's endpoints (once no
+        // host sends to it any more).
+        let readyNames = Set(readyDroplets().map(\.name))
+        let retired = try (s.status?.bouncers ?? []).filter { !placed.contains($0) && readyNames.contains($0) }.compactMap { try peer(named: $0) }
+        if !retired.isEmpty {
+            for e in endpoints.filter({ $0.spec.subnet == name }) {
+                guard let ipText = e.status?.ip else { continue }
+                try await Provisioning.removeEndpointEntry(vni: vni, ip: try IPv4Address(parsing: ipText), from: retired, via: pool)
+            }
+        }
         var next = s
         var status = next.status ?? SubnetStatus()
         status.bouncers = placed

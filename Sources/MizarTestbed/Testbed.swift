@@ -309,7 +309,7 @@ func canConnect(_ path: String) -> Bool {
 }
 
 /// Starts a daemon in a session of its own, output to `log`; returns its pid.
-func spawnDaemon(_ argv: [String], log: String) throws(TestbedError) -> pid_t {
+public func spawnDaemon(_ argv: [String], log: String) throws(TestbedError) -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }

@@ -17,6 +17,7 @@ final class Plane: Sendable {
     let bed: Testbed
     let etcd: EtcdServer
     let root: String
+    let options: Testbed.Options
 
     static let shared: Result<Plane, TestbedError> = {
         do { return .success(try Plane()) } catch let e as TestbedError { return .failure(e) } catch {
@@ -33,6 +34,7 @@ final class Plane: Sendable {
         options.management = true
         options.etcd = "\(Testbed.managementIP):\(port)"
         options.etcdRoot = root
+        self.options = options
         let name = "mzo\(getpid() % 100000)"
         Testbed.down(name: name)
         bed = try Testbed.up(name: name, options: options)
@@ -62,6 +64,13 @@ final class Plane: Sendable {
     }
 
     func droplet(_ host: String) -> String { "\(bed.name)-\(host)" }
+
+    /// Whether every host's droplet is registered and Ready (within 10 s).
+    func dropletsReady(_ store: Store) async throws -> Bool {
+        try await eventually {
+            try await store.list(DropletSpec.self).objects.filter { $0.status?.common.phase == .ready }.count == bed.hosts.count
+        }
+    }
 }
 
 /// Waits (up to `seconds`) for `condition`; whether it came true.
@@ -166,6 +175,176 @@ struct OperatorTests {
                 }
                 #expect(tables == (0, 0, 0, 0), "\(host.name) still has VPCs/subnets/endpoints/interfaces \(tables)")
             }
+        }
+    }
+
+    /// The operator as its own process, killed with SIGKILL at a random
+    /// moment of creating or deleting endpoints, then started again.
+    @Test("operator killed with -9 at random points and restarted: nothing lost, stuck or duplicated (20 trials)")
+    func resumesAfterKill() async throws {
+        let plane = try Plane.shared.get()
+        let log = "/tmp/mizar-operator-\(getpid()).log"
+        func start() throws -> pid_t {
+            try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
+                             "--log-level", "warning"], log: log)
+        }
+        func kill9(_ pid: pid_t) {
+            kill(pid, SIGKILL)
+            reap(pid)
+        }
+        defer { unlink(log) }
+        try await withEtcd(host: "127.0.0.1", port: plane.etcd.clientPort) { client in
+            let store = Store(etcd: client, root: plane.root)
+            var pid = try start()
+            defer { kill9(pid) }
+            try await store.create(Vpc(name: "r", spec: VpcSpec(cidr: "10.8.0.0/16")))
+            try await store.create(Subnet(name: "r-1", spec: SubnetSpec(vpc: "r", cidr: "10.8.1.0/24", bouncers: 2)))
+            #expect(try await plane.dropletsReady(store))
+            #expect(try await eventually {
+                let s = try await store.get(SubnetSpec.self, "r-1")
+                return s?.status?.common.phase == .provisioned && s?.status?.bouncers?.count == 2
+            })
+            let subnet = try #require(try await store.get(SubnetSpec.self, "r-1"))
+            let vni = try #require(subnet.status?.vni)
+            let bouncerSockets = plane.bed.hosts.filter { h in subnet.status?.bouncers?.contains(plane.droplet(h.name)) == true }.map(\.socket)
+            #expect(bouncerSockets.count == 2)
+
+            /// The bouncers' endpoint tables for the VPC, as IP -> host.
+            func bouncerTables() async throws -> [[String: String]] {
+                var tables: [[String: String]] = []
+                for socket in bouncerSockets {
+                    let list = try await withTransitClient(.unix(socket)) { c in
+                        var r = Mizar_Transit_V1_ListRequest()
+                        r.vni = vni
+                        return try await c.listEndpoints(r)
+                    }
+                    tables.append(Dictionary(uniqueKeysWithValues: list.endpoints.map { ($0.ip, $0.host.ip) }))
+                }
+                return tables
+            }
+
+            for trial in 0..<20 {
+                let names = (0..<8).map { "r\(trial)-\($0)" }
+                for (i, n) in names.enumerated() {
+                    try await store.create(Endpoint(name: n, spec: EndpointSpec(vpc: "r", subnet: "r-1", droplet: plane.droplet("h\(i % 3 + 1)"))))
+                }
+                try await Task.sleep(for: .milliseconds(Int.random(in: 0...150)))
+                kill9(pid)
+                pid = try start()
+                let done = try await eventually(15) {
+                    try await store.list(EndpointSpec.self).objects.filter { names.contains($0.name) }
+                        .allSatisfy { $0.status?.common.phase == .provisioned }
+                }
+                let mine = try await store.list(EndpointSpec.self).objects.filter { names.contains($0.name) }
+                #expect(done, "trial \(trial): \(mine.filter { $0.status?.common.phase != .provisioned }.map { "\($0.name) \($0.status?.common.phase.rawValue ?? "-") \($0.status?.common.reason ?? "")" })")
+                let ips = mine.compactMap { $0.status?.ip }
+                #expect(Set(ips).count == names.count, "trial \(trial): addresses \(ips.sorted())")
+                let claims = try await store.etcd.list(prefix: store.root + "ipam/r/").kvs
+                #expect(Set(claims.map { String($0.key.split(separator: "/").last!) }) == Set(ips), "trial \(trial): claims differ from addresses")
+                for t in try await bouncerTables() {
+                    #expect(Set(t.keys) == Set(ips), "trial \(trial): a bouncer's table \(t.keys.sorted()) differs from \(ips.sorted())")
+                }
+
+                // And the same for deleting them.
+                for n in names { try await store.delete(EndpointSpec.self, n) }
+                try await Task.sleep(for: .milliseconds(Int.random(in: 0...150)))
+                kill9(pid)
+                pid = try start()
+                let gone = try await eventually(15) { try await store.etcd.count(prefix: store.prefix(.endpoint)) == 0 }
+                #expect(gone, "trial \(trial): endpoints left after delete")
+                #expect(try await store.etcd.count(prefix: store.root + "ipam/r/") == 0, "trial \(trial): addresses still claimed")
+                for t in try await bouncerTables() { #expect(t.isEmpty, "trial \(trial): a bouncer still has \(t.keys.sorted())") }
+            }
+            try await store.delete(VpcSpec.self, "r")
+            #expect(try await eventually(15) { try await store.get(VpcSpec.self, "r") == nil })
+        }
+    }
+
+    @Test("scaling a subnet's bouncers up and down updates every host's table and the bouncers' endpoint tables")
+    func scaleBouncers() async throws {
+        let plane = try Plane.shared.get()
+        try await plane.withOperator { store, op in
+            #expect(try await plane.dropletsReady(store))
+            try await store.create(Vpc(name: "s", spec: VpcSpec(cidr: "10.9.0.0/16")))
+            try await store.create(Subnet(name: "s-1", spec: SubnetSpec(vpc: "s", cidr: "10.9.1.0/24", bouncers: 1)))
+            for i in 1...3 {
+                try await store.create(Endpoint(name: "s\(i)", spec: EndpointSpec(vpc: "s", subnet: "s-1", droplet: plane.droplet("h\(i)"))))
+            }
+            #expect(try await eventually {
+                try await store.list(EndpointSpec.self).objects.filter { $0.spec.vpc == "s" }.allSatisfy { $0.status?.common.phase == .provisioned }
+            })
+            for want in [3, 1] {
+                var subnet = try #require(try await store.get(SubnetSpec.self, "s-1"))
+                subnet.spec.bouncers = want
+                try await store.update(subnet)
+                let scaled = try await eventually {
+                    let s = try await store.get(SubnetSpec.self, "s-1")
+                    return s?.status?.bouncers?.count == want && s?.status?.common.phase == .provisioned
+                        && s?.status?.common.observedGeneration == s?.metadata.generation
+                }
+                #expect(scaled, "subnet not scaled to \(want)")
+                let now = try #require(try await store.get(SubnetSpec.self, "s-1"))
+                let vni = try #require(now.status?.vni)
+                let bouncerNames = Set(now.status?.bouncers ?? [])
+                #expect(try await eventually {
+                    try await store.list(BouncerSpec.self).objects.filter { $0.spec.subnet == "s-1" }.count == want
+                })
+                let ips = Set(try await store.list(EndpointSpec.self).objects.filter { $0.spec.vpc == "s" }.compactMap { $0.status?.ip })
+                for host in plane.bed.hosts {
+                    var r = Mizar_Transit_V1_ListRequest()
+                    r.vni = vni
+                    let (subnets, entries) = try await withTransitClient(.unix(host.socket)) { c in
+                        (try await c.listSubnets(r).subnets, try await c.listEndpoints(r).endpoints)
+                    }
+                    let listed = subnets.first { $0.cidr == "10.9.1.0/24" }
+                    #expect(listed?.bouncers.count == want, "\(host.name) lists \(listed?.bouncers.count ?? 0) bouncers, want \(want)")
+                    let isBouncer = bouncerNames.contains(plane.droplet(host.name))
+                    #expect(listed?.isBouncer == isBouncer, "\(host.name) bouncer flag")
+                    #expect(Set(entries.map(\.ip)) == (isBouncer ? ips : []), "\(host.name) endpoint table \(entries.map(\.ip).sorted())")
+                }
+            }
+            try await store.delete(VpcSpec.self, "s")
+            #expect(try await eventually(15) { try await store.get(VpcSpec.self, "s") == nil })
+        }
+    }
+
+    @Test("a droplet whose transitd dies goes NotReady, its bouncer and divider move to live droplets, and it returns Ready")
+    func dropletFailure() async throws {
+        let plane = try Plane.shared.get()
+        try await plane.withOperator { store, op in
+            #expect(try await plane.dropletsReady(store))
+            try await store.create(Vpc(name: "f", spec: VpcSpec(cidr: "10.10.0.0/16")))
+            try await store.create(Subnet(name: "f-1", spec: SubnetSpec(vpc: "f", cidr: "10.10.1.0/24")))
+            #expect(try await eventually { try await store.get(SubnetSpec.self, "f-1")?.status?.common.phase == .provisioned })
+            let victimName = try #require(try await store.get(SubnetSpec.self, "f-1")?.status?.bouncers?.first)
+            let victim = try #require(plane.bed.hosts.first { plane.droplet($0.name) == victimName })
+            let pid = try #require(plane.bed.pid(of: victim))
+            kill(pid, SIGKILL)
+            reap(pid)
+            // The lease (3 s) lapses; the droplet goes NotReady.
+            #expect(try await eventually(10) { try await store.get(DropletSpec.self, victimName)?.status?.common.phase == .notReady })
+            let moved = try await eventually(10) {
+                let s = try await store.get(SubnetSpec.self, "f-1"), v = try await store.get(VpcSpec.self, "f")
+                let bouncers = s?.status?.bouncers ?? [], dividers = v?.status?.dividers ?? []
+                return bouncers.count == 1 && !bouncers.contains(victimName) && dividers.count == 1 && !dividers.contains(victimName)
+            }
+            #expect(moved, "bouncer or divider still on the dead droplet")
+            let bouncerObjects = try await store.list(BouncerSpec.self).objects.filter { $0.spec.subnet == "f-1" }.map(\.spec.droplet)
+            #expect(bouncerObjects.count == 1 && !bouncerObjects.contains(victimName))
+            let newBouncer = try #require(try await store.get(SubnetSpec.self, "f-1")?.status?.bouncers?.first)
+            let vni = try #require(try await store.get(SubnetSpec.self, "f-1")?.status?.vni)
+            for host in plane.bed.hosts where host.name != victim.name {
+                var r = Mizar_Transit_V1_ListRequest()
+                r.vni = vni
+                let subnets = try await withTransitClient(.unix(host.socket)) { try await $0.listSubnets(r).subnets }
+                let newIP = try #require(try await store.get(DropletSpec.self, newBouncer)?.spec.ip)
+                #expect(subnets.first?.bouncers.map(\.ip) == [newIP], "\(host.name) still routes f-1 through \(subnets.first?.bouncers.map(\.ip) ?? [])")
+            }
+            // transitd comes back (its maps were pinned): Ready again.
+            try plane.bed.restart(victim, options: plane.options)
+            #expect(try await eventually(10) { try await store.get(DropletSpec.self, victimName)?.status?.common.phase == .ready })
+            try await store.delete(VpcSpec.self, "f")
+            #expect(try await eventually(15) { try await store.get(VpcSpec.self, "f") == nil })
         }
     }
 }
