@@ -30,10 +30,13 @@ public struct Testbed: Sendable {
         public var mtu: UInt32 = 1500
         public var extraArguments: [String] = []
         /// A management port: a veth from the underlay bridge into the
-        /// namespace that calls `up`, with Testbed.managementIP, so that an
+        /// namespace that calls `up`, with the testbed's managementIP, so that an
         /// etcd and an operator there reach every host's transitd over TCP
         /// and the transitds reach etcd, as on a real management network.
         public var management = false
+        /// The underlay is 172.30.NET.0/24: testbeds whose management ports
+        /// share a namespace need different ones.
+        public var underlayNet: UInt8 = 0
         /// etcd (HOST:PORT, usually on the management IP) and key root for
         /// the transitds to register their droplets in, as TESTBED-hN.
         public var etcd: String?
@@ -47,6 +50,8 @@ public struct Testbed: Sendable {
 
     public let name: String
     public let hosts: [Host]
+    /// The third byte of the underlay's 172.30.NET.0/24.
+    public let underlayNet: UInt8
 
     public static let netnsDirectory = "/run/netns"
     public static let runRoot = "/run/mizar-testbed"
@@ -57,16 +62,18 @@ public struct Testbed: Sendable {
     /// The management port's name in the namespace that called `up`.
     public var managementInterface: String { "\(name)-m" }
     /// The management port's address on the underlay (hosts are .1 up).
-    public static let managementIP = try! IPv4Address(parsing: "172.30.0.254")
+    public var managementIP: IPv4Address { Self.managementIP(underlayNet: underlayNet) }
+    public static func managementIP(underlayNet: UInt8) -> IPv4Address { IPv4Address(172, 30, underlayNet, 254) }
 
     /// The testbed `name` with `count` hosts, as `up` lays it out.
-    public init(name: String, hosts count: Int) {
+    public init(name: String, hosts count: Int, underlayNet: UInt8 = 0) {
         self.name = name
+        self.underlayNet = underlayNet
         hosts = (1...max(count, 1)).map { i in
             let host = "h\(i)"
             let run = "\(Self.runRoot)/\(name)/\(host)"
             return Host(index: i, name: host, netns: "\(Self.netnsDirectory)/\(name)-\(host)",
-                        ip: IPv4Address(172, 30, 0, UInt8(i)), mac: MACAddress(0x02, 0x4d, 0, 0, 0, UInt8(i)),
+                        ip: IPv4Address(172, 30, underlayNet, UInt8(i)), mac: MACAddress(0x02, 0x4d, 0, 0, underlayNet, UInt8(i)),
                         socket: "\(run)/transitd.sock", pinDirectory: "\(Self.pinRoot)/\(name)/\(host)",
                         stateDirectory: run, log: "\(Self.runRoot)/\(name)/\(host).log")
         }
@@ -77,7 +84,8 @@ public struct Testbed: Sendable {
         var count = 0
         while access("\(runRoot)/\(name)/h\(count + 1).pid", F_OK) == 0 { count += 1 }
         guard count > 0 else { throw TestbedError("testbed \(name) is not up (no \(runRoot)/\(name)/h1.pid)") }
-        return Testbed(name: name, hosts: count)
+        let net = (try? readText("\(runRoot)/\(name)/underlay")).flatMap { UInt8($0.trimmed) } ?? 0
+        return Testbed(name: name, hosts: count, underlayNet: net)
     }
 
     public func host(_ name: String) -> Host? { hosts.first { $0.name == name } }
@@ -100,7 +108,7 @@ public struct Testbed: Sendable {
         guard access("\(options.objects)/transit.tc.o", R_OK) == 0 else {
             throw TestbedError("objects: no transit.tc.o in \(options.objects) (run make bpf)")
         }
-        let bed = Testbed(name: name, hosts: options.hosts)
+        let bed = Testbed(name: name, hosts: options.hosts, underlayNet: options.underlayNet)
         if access(bed.underlayNetns, F_OK) == 0 || access(bed.runDirectory, F_OK) == 0 {
             throw TestbedError("testbed \(name) exists already; run `mizarctl testbed down --name \(name)` first")
         }
@@ -117,6 +125,7 @@ public struct Testbed: Sendable {
 
     private func build(_ options: Options) throws {
         try makeDirectories(runDirectory)
+        try writeFile("\(runDirectory)/underlay", "\(underlayNet)\n")
         try makeDirectories("\(Self.pinRoot)/\(name)")
         try NetworkNamespace.create(path: underlayNetns)
         let underlay = try NetworkNamespace(path: underlayNetns)
@@ -130,7 +139,7 @@ public struct Testbed: Sendable {
             // when the underlay namespace is deleted.
             let here = try NetworkNamespace(path: "/proc/self/ns/net")
             try u.addVeth("mgmt", peer: managementInterface, peerNamespace: here, mtu: options.mtu,
-                          peerMAC: MACAddress(0x02, 0x4d, 0, 0, 0, 0xfe))
+                          peerMAC: MACAddress(0x02, 0x4d, 0, 0, underlayNet, 0xfe))
             let port = try require(u.index(of: "mgmt"), "mgmt")
             try u.disableIPv6(port)
             try u.setMaster(port, master: bridge)
@@ -138,7 +147,7 @@ public struct Testbed: Sendable {
             let local = try Netlink()
             let m = try require(local.index(of: managementInterface), managementInterface)
             try local.disableIPv6(m)
-            try local.addAddress(m, Self.managementIP, prefixLength: 24)
+            try local.addAddress(m, managementIP, prefixLength: 24)
             try local.setLink(m, up: true)
         }
         for host in hosts {
@@ -184,8 +193,11 @@ public struct Testbed: Sendable {
         return pid
     }
 
+    /// Each transitd loads and verifies its programs; started together on a
+    /// small machine they share the CPU, so the wait grows with the hosts.
     private func waitReady(_ host: Host) throws {
-        for _ in 0..<400 {
+        let seconds = 10 + hosts.count
+        for _ in 0..<(seconds * 40) {
             if canConnect(host.socket) { return }
             if let text = try? readText("\(runDirectory)/\(host.name).pid"), let pid = pid_t(text.trimmed),
                kill(pid, 0) != 0 {
@@ -193,7 +205,7 @@ public struct Testbed: Sendable {
             }
             usleep(25_000)
         }
-        throw TestbedError("transitd of \(host.name) did not answer on \(host.socket) within 10 s; see \(host.log)")
+        throw TestbedError("transitd of \(host.name) did not answer on \(host.socket) within \(seconds) s; see \(host.log)")
     }
 
     // MARK: - down

@@ -20,34 +20,43 @@ final class Plane: Sendable {
     let options: Testbed.Options
 
     static let shared: Result<Plane, TestbedError> = {
-        do { return .success(try Plane()) } catch let e as TestbedError { return .failure(e) } catch {
+        do {
+            let p = try Plane(name: "mzo\(getpid() % 100000)", hosts: 3, underlayNet: 0)
+            if getenv("MIZAR_KEEP_TESTBED") == nil {
+                atexit { if case .success(let p) = Plane.shared { p.down() } }
+            }
+            return .success(p)
+        } catch let e as TestbedError { return .failure(e) } catch {
             return .failure(TestbedError("\(error)"))
         }
     }()
 
-    init() throws {
+    init(name: String, hosts: Int, underlayNet: UInt8) throws {
         root = "/mizar/v1/"
         // etcd serves the management network the testbed makes, where the
         // transitds register and this process's operator calls them.
         let port = try EtcdServer.freePort()
         var options = Testbed.Options.besideThisExecutable()
+        options.hosts = hosts
+        options.underlayNet = underlayNet
         options.management = true
-        options.etcd = "\(Testbed.managementIP):\(port)"
+        options.etcd = "\(Testbed.managementIP(underlayNet: options.underlayNet)):\(port)"
         options.etcdRoot = root
         self.options = options
-        let name = "mzo\(getpid() % 100000)"
         Testbed.down(name: name)
         bed = try Testbed.up(name: name, options: options)
         do {
-            etcd = try EtcdServer(directory: "/tmp/mizar-etcd-op-\(getpid())", listen: ["127.0.0.1", "\(Testbed.managementIP)"],
+            etcd = try EtcdServer(directory: "/tmp/mizar-etcd-\(name)", listen: ["127.0.0.1", "\(bed.managementIP)"],
                                   clientPort: port)
         } catch {
             bed.down()
             throw error
         }
-        if getenv("MIZAR_KEEP_TESTBED") == nil {
-            atexit { if case .success(let p) = Plane.shared { p.bed.down(); p.etcd.stop() } }
-        }
+    }
+
+    func down() {
+        bed.down()
+        etcd.stop()
     }
 
     /// Runs `body` with a store and an operator working on it.
@@ -65,9 +74,9 @@ final class Plane: Sendable {
 
     func droplet(_ host: String) -> String { "\(bed.name)-\(host)" }
 
-    /// Whether every host's droplet is registered and Ready (within 10 s).
+    /// Whether every host's droplet is registered and Ready.
     func dropletsReady(_ store: Store) async throws -> Bool {
-        try await eventually {
+        try await eventually(10 + Double(bed.hosts.count)) {
             try await store.list(DropletSpec.self).objects.filter { $0.status?.common.phase == .ready }.count == bed.hosts.count
         }
     }
@@ -346,5 +355,45 @@ struct OperatorTests {
             try await store.delete(VpcSpec.self, "f")
             #expect(try await eventually(15) { try await store.get(VpcSpec.self, "f") == nil })
         }
+    }
+
+    @Test("provisioning an endpoint calls its droplet and its subnet's bouncers, nothing else: the same at 3 and at 30 hosts")
+    func callsPerEndpoint() async throws {
+        let small = try Plane.shared.get()
+        let big = try Plane(name: "mzb\(getpid() % 10000)", hosts: 30, underlayNet: 1)
+        defer { big.down() }
+        var perHosts: [Int: [Int]] = [:]
+        for plane in [small, big] {
+            try await plane.withOperator { store, op in
+                #expect(try await plane.dropletsReady(store), "\(plane.bed.hosts.count) droplets not ready")
+                try await store.create(Vpc(name: "c", spec: VpcSpec(cidr: "10.11.0.0/16")))
+                try await store.create(Subnet(name: "c-1", spec: SubnetSpec(vpc: "c", cidr: "10.11.1.0/24", bouncers: 2)))
+                #expect(try await eventually {
+                    let s = try await store.get(SubnetSpec.self, "c-1")
+                    return s?.status?.common.phase == .provisioned && s?.status?.bouncers?.count == 2
+                })
+                let bouncers = try #require(try await store.get(SubnetSpec.self, "c-1")?.status?.bouncers)
+                var counts: [Int] = []
+                for i in 0..<6 {
+                    op.pool.resetCounts()
+                    let host = "h\(i % plane.bed.hosts.count + 1)"
+                    let netns = try plane.bed.addEndpointNetns("c\(i)")
+                    try await store.create(Endpoint(name: "c\(i)", spec: EndpointSpec(vpc: "c", subnet: "c-1", droplet: plane.droplet(host), netns: netns)))
+                    #expect(try await eventually { try await store.get(EndpointSpec.self, "c\(i)")?.status?.common.phase == .provisioned })
+                    let calls = op.pool.callCounts()
+                    var expected: Set<TransitTarget> = []
+                    for d in bouncers + [plane.droplet(host)] {
+                        expected.insert(try TransitTarget(parsing: try #require(try await store.get(DropletSpec.self, d)).spec.transitd))
+                    }
+                    #expect(Set(calls.keys) == expected, "endpoint c\(i) at \(plane.bed.hosts.count) hosts called \(calls)")
+                    counts.append(calls.values.reduce(0, +))
+                }
+                perHosts[plane.bed.hosts.count] = counts
+                try await store.delete(VpcSpec.self, "c")
+                #expect(try await eventually(20) { try await store.get(VpcSpec.self, "c") == nil })
+            }
+        }
+        #expect(perHosts[3] == Array(repeating: 3, count: 6), "calls per endpoint at 3 hosts: \(perHosts[3] ?? [])")
+        #expect(perHosts[30] == perHosts[3], "calls per endpoint at 30 hosts: \(perHosts[30] ?? []), at 3: \(perHosts[3] ?? [])")
     }
 }
