@@ -8,7 +8,7 @@ BPF_HEADERS := $(wildcard bpf/lib/*.h) Sources/CMizarABI/include/mizar_abi.h
 BPF_PROGS := transit agent pass
 BPF_OBJS := $(foreach p,$(BPF_PROGS),$(BPF_OUT)/$(p).xdp.o $(BPF_OUT)/$(p).tc.o)
 
-.PHONY: all deps bpf build test bench clean
+.PHONY: all deps bpf build test bench demo demo-down clean
 all: build
 
 deps:
@@ -34,6 +34,14 @@ bench: deps bpf
 	swift build
 	scripts/run-bench.sh
 	bench/cluster.sh
+
+# etcd, the operator and a 3-host simulated cluster; two tenants; who reaches whom.
+demo: deps bpf
+	swift build
+	scripts/demo.sh
+
+demo-down:
+	scripts/demo-down.sh
 
 clean:
 	rm -rf build .build

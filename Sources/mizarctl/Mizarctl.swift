@@ -13,7 +13,7 @@ struct Mizarctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mizarctl",
         abstract: "Declare Mizar's objects, inspect a transitd, and run a simulated cluster.",
-        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self,
+        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self, Matrix.self,
                       Droplet.self, Dump.self, Counters.self, Invalidate.self, TestbedCommand.self])
 }
 

@@ -5,6 +5,7 @@ import MizarAPI
 import MizarCore
 import MizarEtcd
 import MizarStore
+import MizarTestbed
 import MizarTransit
 import Yams
 
@@ -291,4 +292,77 @@ struct Wait: AsyncParsableCommand {
         let want = goal == "ready" ? "Ready" : "Provisioned"
         return (name == nil || !objects.isEmpty) && objects.allSatisfy { row($0, wide: false)[1] == want }
     }
+}
+
+struct Matrix: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ping between every pair of provisioned endpoints (inside their network namespaces) and print who reaches whom.",
+        discussion: "Endpoints of one VPC must reach each other; endpoints of different VPCs never. Exits 1 if any pair does otherwise.")
+    @OptionGroup var etcd: EtcdOptions
+
+    func run() async throws {
+        let endpoints: [MizarAPI.Endpoint] = try await etcd.withStore { store in
+            try await store.list(EndpointSpec.self).objects
+        }.filter { $0.status?.common.phase == .provisioned && $0.spec.netns != nil && $0.status?.ip != nil }
+            .sorted { ($0.spec.vpc, $0.name) < ($1.spec.vpc, $1.name) }
+        guard endpoints.count >= 2 else { throw CommandFailure(description: "fewer than two provisioned endpoints with a network namespace") }
+        let pairs = endpoints.indices.flatMap { i in endpoints.indices.filter { $0 != i }.map { (i, $0) } }
+        let reached = parallelMap(pairs, threads: 16) { (i, j) -> Bool in
+            let ping = Traffic.ping(from: endpoints[i].spec.netns!, try! IPv4Address(parsing: endpoints[j].status!.ip!), count: 1, wait: 1)
+            return ping.received == 1
+        }
+        var result: [Int: [Int: Bool]] = [:]
+        for (k, (i, j)) in pairs.enumerated() { result[i, default: [:]][j] = reached[k] }
+        let labels = endpoints.map { "\($0.name) (\($0.spec.vpc) \($0.status!.ip!))" }
+        print("ping from each row to each column: ✓ reached, · no answer; ! marks what should not be")
+        let width = labels.map(\.count).max() ?? 0
+        print(String(repeating: " ", count: width) + "  " + endpoints.map { $0.name.padding(to: max(3, $0.name.count)) }.joined(separator: " "))
+        var within = 0, across = 0, wrong = 0
+        for i in endpoints.indices {
+            let cells = endpoints.indices.map { j -> String in
+                let w = max(3, endpoints[j].name.count)
+                guard i != j else { return "-".padding(to: w) }
+                let ok = result[i]![j]!, same = endpoints[i].spec.vpc == endpoints[j].spec.vpc
+                if ok == same { if same { within += 1 } else { across += 1 } } else { wrong += 1 }
+                return ((ok ? "✓" : "·") + (ok == same ? "" : "!")).padding(to: w)
+            }
+            print(labels[i].padding(to: width) + "  " + cells.joined(separator: " "))
+        }
+        print("\(within) pairs in the same VPC reached each other; \(across) pairs across VPCs did not\(wrong > 0 ? "; \(wrong) pairs did otherwise" : "")")
+        if wrong > 0 { throw ExitCode(1) }
+    }
+}
+
+/// Runs `body` over `items` on up to `threads` threads (each ping is a
+/// process that mostly waits); results in the items' order.
+func parallelMap<T: Sendable, R: Sendable>(_ items: [T], threads: Int, _ body: @escaping @Sendable (T) -> R) -> [R] {
+    let box = ParallelResults<R>(items.count)
+    let group = DispatchGroup()
+    for _ in 0..<min(threads, items.count) {
+        group.enter()
+        Thread.detachNewThread {
+            while true {
+                box.lock.lock()
+                let k = box.next
+                box.next += 1
+                box.lock.unlock()
+                guard k < items.count else { break }
+                let r = body(items[k])
+                box.lock.lock()
+                box.results[k] = r
+                box.lock.unlock()
+            }
+            group.leave()
+        }
+    }
+    group.wait()
+    return box.results.map { $0! }
+}
+
+/// The shared state of parallelMap, guarded by its lock.
+final class ParallelResults<R>: @unchecked Sendable {
+    var results: [R?]
+    var next = 0
+    let lock = NSLock()
+    init(_ n: Int) { results = Array(repeating: nil, count: n) }
 }

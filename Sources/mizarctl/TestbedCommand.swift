@@ -30,6 +30,14 @@ struct TestbedCommand: ParsableCommand {
         var transitHook = "auto"
         @Option(help: "Agent hook on endpoint interfaces: tc or xdp.")
         var agentHook = "tc"
+        @Flag(help: "Add a management port: a veth from the underlay into this namespace with 172.30.NET.254/24, where etcd and the operator reach the hosts.")
+        var management = false
+        @Option(help: "The underlay is 172.30.NET.0/24.")
+        var underlayNet: UInt8 = 0
+        @Option(help: "etcd (HOST:PORT) for the transitds to register their droplets in, as NAME-hN.")
+        var etcd: String?
+        @Option(help: "Root of Mizar's keys in etcd.")
+        var etcdRoot = "/mizar/v1/"
 
         func run() throws {
             try requireRoot()
@@ -37,6 +45,10 @@ struct TestbedCommand: ParsableCommand {
             options.hosts = hosts
             options.transitHook = transitHook
             options.agentHook = agentHook
+            options.management = management
+            options.underlayNet = underlayNet
+            options.etcd = etcd
+            options.etcdRoot = etcdRoot
             let bed = try Testbed.up(name: name.name, options: options)
             printHosts(bed)
         }
