@@ -81,6 +81,8 @@ public struct CommonStatus: Codable, Sendable, Equatable {
     public var observedGeneration: Int64?
     /// Milliseconds from creation to Provisioned.
     public var provisioningDelayMs: Double?
+    /// The operator replica that last wrote this status.
+    public var controller: String?
 
     public init() {}
 }

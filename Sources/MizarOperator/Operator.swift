@@ -17,6 +17,8 @@ public final class Operator: Sendable {
 
     public struct Config: Sendable {
         public var workers = 8
+        /// This replica's name on the ring of operators.
+        public var id = "op-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         public init() {}
     }
 
@@ -39,12 +41,15 @@ public final class Operator: Sendable {
 
     let vpcQueue = WorkQueue(), subnetQueue = WorkQueue(), endpointQueue = WorkQueue()
     let dropletQueue = WorkQueue(), bouncerQueue = WorkQueue(), dividerQueue = WorkQueue()
+    /// The replicas splitting the VPCs between them.
+    let membership: Membership
 
     public init(store: Store, pool: TransitPool = TransitPool(), config: Config = Config(), logger: Logger) {
         self.store = store
         self.pool = pool
         self.config = config
         self.logger = logger
+        membership = Membership(id: config.id)
         wire()
     }
 
@@ -58,19 +63,16 @@ public final class Operator: Sendable {
             group.addTask { await self.bouncers.run(store: self.store, logger: self.logger) }
             group.addTask { await self.dividers.run(store: self.store, logger: self.logger) }
             group.addTask { await self.live.run(etcd: self.store.etcd, prefix: self.leasePrefix, logger: self.logger) }
+            group.addTask { await self.membership.register(store: self.store, logger: self.logger) }
+            group.addTask { await self.membership.watch(store: self.store, logger: self.logger) }
             // Controllers start once every cache is filled, so no decision
             // is made on a partial view.
             while !(vpcs.hasSynced && subnets.hasSynced && endpoints.hasSynced && droplets.hasSynced
-                    && bouncers.hasSynced && dividers.hasSynced && live.hasSynced) {
+                    && bouncers.hasSynced && dividers.hasSynced && live.hasSynced && membership.joined) {
                 if Task.isCancelled { break }
                 try? await Task.sleep(for: .milliseconds(10))
             }
-            for o in droplets.list() { await dropletQueue.add(o.name) }
-            for o in vpcs.list() { await vpcQueue.add(o.name) }
-            for o in subnets.list() { await subnetQueue.add(o.name) }
-            for o in endpoints.list() { await endpointQueue.add(o.name) }
-            for o in bouncers.list() { await bouncerQueue.add(o.name) }
-            for o in dividers.list() { await dividerQueue.add(o.name) }
+            await enqueueEverything()
             let w = config.workers
             group.addTask { await runWorkers(self.dropletQueue, workers: 2, logger: self.logger, kind: .droplet) { await self.guarded(.droplet, $0, self.reconcileDroplet) } }
             group.addTask { await runWorkers(self.vpcQueue, workers: 2, logger: self.logger, kind: .vpc) { await self.guarded(.vpc, $0, self.reconcileVpc) } }
@@ -88,10 +90,35 @@ public final class Operator: Sendable {
                 }
             }
         }
+        await membership.leave(store: store)
         await pool.shutdown()
     }
 
     var leasePrefix: String { store.dropletLeasePrefix }
+
+    /// Every object to its controller: at start, and whenever the ring of
+    /// replicas changes (a replica's VPCs pass to another).
+    func enqueueEverything() async {
+        for o in droplets.list() { await dropletQueue.add(o.name) }
+        for o in vpcs.list() { await vpcQueue.add(o.name) }
+        for o in subnets.list() { await subnetQueue.add(o.name) }
+        for o in endpoints.list() { await endpointQueue.add(o.name) }
+        for o in bouncers.list() { await bouncerQueue.add(o.name) }
+        for o in dividers.list() { await dividerQueue.add(o.name) }
+    }
+
+    /// The ring key an object is owned by: its VPC (objects of a VPC stay
+    /// together on one replica), or the droplet itself.
+    func ringKey(_ kind: Kind, _ name: String) -> String? {
+        switch kind {
+        case .vpc: "vpc/\(name)"
+        case .subnet: subnets.get(name).map { "vpc/\($0.spec.vpc)" }
+        case .endpoint: endpoints.get(name).map { "vpc/\($0.spec.vpc)" }
+        case .bouncer: bouncers.get(name).map { "vpc/\($0.spec.vpc)" }
+        case .divider: dividers.get(name).map { "vpc/\($0.spec.vpc)" }
+        case .droplet: "droplet/\(name)"
+        }
+    }
 
     /// Which changes wake which controllers.
     private func wire() {
@@ -129,6 +156,7 @@ public final class Operator: Sendable {
             if new == nil { enqueue(subnetQueue, [e.spec.subnet]) }   // a subnet being deleted waits for its endpoints
         }
         droplets.onChange { [self] old, new in enqueue(dropletQueue, [(new ?? old)!.name]) }
+        membership.onChange { [self] in Task { await enqueueEverything() } }
         live.onChange { [self] name in enqueue(dropletQueue, [name]) }
         bouncers.onChange { [self] old, new in
             let b = (new ?? old)!
@@ -151,6 +179,9 @@ public final class Operator: Sendable {
 
     /// Runs one reconcile; an error becomes a retry (it says why).
     func guarded(_ kind: Kind, _ name: String, _ body: (String) async throws -> Outcome) async -> Outcome {
+        // Another replica's: it does the work (an object already gone is
+        // nobody's and its reconcile does nothing).
+        if let key = ringKey(kind, name), !membership.owns(key) { return .done }
         do {
             return try await body(name)
         } catch {
@@ -166,6 +197,11 @@ public final class Operator: Sendable {
     /// the cache. nil when a condition failed.
     func save<S: ObjectSpec>(_ o: Object<S>, in informer: Informer<S>, alsoIf: [EtcdCondition] = [],
                              alsoDo: [EtcdOperation] = []) async throws -> Object<S>? {
+        var o = o
+        if var status = o.status {
+            status.common.controller = config.id
+            o.status = status
+        }
         guard let saved = try await store.write(o, alsoIf: alsoIf, alsoDo: alsoDo) else { return nil }
         informer.record(saved)
         return saved

@@ -361,11 +361,15 @@ extension Operator {
     }
 }
 
-/// FNV-1a: the same value for the same name in every process and run.
+/// FNV-1a, then MurmurHash3's final mix so that names differing in one
+/// character land far apart: the same value for the same name in every
+/// process and run.
 func stableHash(_ text: String) -> UInt64 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-    return h
+    h = (h ^ (h >> 33)) &* 0xff51_afd7_ed55_8ccd
+    h = (h ^ (h >> 33)) &* 0xc4ce_b9fe_1a85_ec53
+    return h ^ (h >> 33)
 }
 
 /// Bouncers and dividers: placements on one droplet.

@@ -51,6 +51,8 @@ public struct Store: Sendable {
     public func prefix(_ kind: Kind) -> String { "\(root)\(kind.plural)/" }
     /// Each live droplet's key, held under its transitd's lease.
     public var dropletLeasePrefix: String { "\(root)droplet-leases/" }
+    /// Each live operator replica's key, held under its lease.
+    public var operatorPrefix: String { "\(root)operators/" }
     public func key(_ kind: Kind, _ name: String) -> String { prefix(kind) + name }
 
     // MARK: Reading

@@ -23,6 +23,9 @@ struct MizarOperatorCommand: AsyncParsableCommand {
     @Option(help: "Endpoints provisioned at once.")
     var workers = 8
 
+    @Option(help: "This replica's name; replicas split the VPCs between them on a consistent-hash ring (default: random).")
+    var id: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -41,6 +44,7 @@ struct MizarOperatorCommand: AsyncParsableCommand {
         guard case .tcp(let host, let port) = try TransitTarget(parsing: etcd) else { return }
         var config = Operator.Config()
         config.workers = workers
+        if let id { config.id = id }
         let root = self.root
         try await withEtcd(host: host, port: port) { client in
             let op = Operator(store: Store(etcd: client, root: root), config: config, logger: logger)

@@ -33,6 +33,7 @@ struct CRDTests {
         common.reason = "r"
         common.observedGeneration = 1
         common.provisioningDelayMs = 1
+        common.controller = "op"
         var vpc = Vpc(name: "v", spec: VpcSpec(cidr: "10.0.0.0/16", dividers: 1, vni: 5))
         var vs = VpcStatus(); vs.common = common; vs.vni = 5; vs.dividers = ["d"]; vpc.status = vs
         var subnet = Subnet(name: "s", spec: SubnetSpec(vpc: "v", cidr: "10.0.1.0/24", bouncers: 1))

@@ -194,8 +194,9 @@ struct OperatorTests {
         let plane = try Plane.shared.get()
         let log = "/tmp/mizar-operator-\(getpid()).log"
         func start() throws -> pid_t {
+            // The same replica each time: the ring does not change.
             try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
-                             "--log-level", "warning"], log: log)
+                             "--id", "op-resume", "--log-level", "warning"], log: log)
         }
         func kill9(_ pid: pid_t) {
             kill(pid, SIGKILL)
@@ -395,5 +396,77 @@ struct OperatorTests {
         }
         #expect(perHosts[3] == Array(repeating: 3, count: 6), "calls per endpoint at 3 hosts: \(perHosts[3] ?? [])")
         #expect(perHosts[30] == perHosts[3], "calls per endpoint at 30 hosts: \(perHosts[30] ?? []), at 3: \(perHosts[3] ?? [])")
+    }
+
+    @Test("two operator replicas split the VPCs on the ring; when one is killed the other takes its VPCs over")
+    func replicas() async throws {
+        let plane = try Plane.shared.get()
+        let logs = ["op-a", "op-b"].map { "/tmp/mizar-\($0)-\(getpid()).log" }
+        defer { logs.forEach { unlink($0) } }
+        var pids: [String: pid_t] = [:]
+        for (id, log) in zip(["op-a", "op-b"], logs) {
+            pids[id] = try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
+                                        "--id", id, "--log-level", "warning"], log: log)
+        }
+        defer { for pid in pids.values { kill(pid, SIGKILL); reap(pid) } }
+        try await withEtcd(host: "127.0.0.1", port: plane.etcd.clientPort) { client in
+            let store = Store(etcd: client, root: plane.root)
+            #expect(try await plane.dropletsReady(store))
+            #expect(try await eventually {
+                Set(try await store.etcd.list(prefix: store.operatorPrefix).kvs.map { String($0.key.dropFirst(store.operatorPrefix.count)) }) == ["op-a", "op-b"]
+            })
+            let ring = Ring(members: ["op-a", "op-b"])
+            let vpcs = (0..<8).map { "p\($0)" }
+            let owner = Dictionary(uniqueKeysWithValues: vpcs.map { ($0, ring.owner(of: "vpc/\($0)")!) })
+            #expect(Set(owner.values) == ["op-a", "op-b"], "the ring gives every VPC to one replica: \(owner)")
+            for (i, v) in vpcs.enumerated() {
+                try await store.create(Vpc(name: v, spec: VpcSpec(cidr: "10.12.0.0/16")))
+                try await store.create(Subnet(name: "\(v)-1", spec: SubnetSpec(vpc: v, cidr: "10.12.1.0/24")))
+                try await store.create(Endpoint(name: "\(v)-e0", spec: EndpointSpec(vpc: v, subnet: "\(v)-1", droplet: plane.droplet("h\(i % 3 + 1)"))))
+            }
+            func provisioned(_ names: [String]) async throws -> Bool {
+                let mine = try await store.list(EndpointSpec.self).objects.filter { names.contains($0.name) }
+                return mine.count == names.count && mine.allSatisfy { $0.status?.common.phase == .provisioned }
+            }
+            #expect(try await eventually(15) { try await provisioned(vpcs.map { "\($0)-e0" }) })
+            for v in vpcs {
+                #expect(try await store.get(VpcSpec.self, v)?.status?.common.controller == owner[v], "Vpc \(v)")
+                #expect(try await store.get(SubnetSpec.self, "\(v)-1")?.status?.common.controller == owner[v], "Subnet \(v)-1")
+                #expect(try await store.get(EndpointSpec.self, "\(v)-e0")?.status?.common.controller == owner[v], "Endpoint \(v)-e0")
+            }
+
+            // op-a dies; its lease lapses and op-b takes its VPCs.
+            kill(pids["op-a"]!, SIGKILL)
+            reap(pids["op-a"]!)
+            pids["op-a"] = nil
+            let orphaned = vpcs.filter { owner[$0] == "op-a" }
+            for v in orphaned {
+                try await store.create(Endpoint(name: "\(v)-e1", spec: EndpointSpec(vpc: v, subnet: "\(v)-1", droplet: plane.droplet("h1"))))
+            }
+            #expect(try await eventually(15) { try await provisioned(orphaned.map { "\($0)-e1" }) }, "op-a's VPCs were not taken over")
+            for v in orphaned {
+                #expect(try await store.get(EndpointSpec.self, "\(v)-e1")?.status?.common.controller == "op-b")
+            }
+            for v in vpcs { try await store.delete(VpcSpec.self, v) }
+            #expect(try await eventually(20) { try await store.etcd.count(prefix: store.prefix(.vpc)) == 0 })
+        }
+    }
+}
+
+@Suite("consistent-hash ring")
+struct RingTests {
+    @Test("keys spread evenly over the members, and a member leaving moves only its own keys")
+    func spread() {
+        let keys = (0..<3000).map { "vpc/tenant-\($0)" }
+        let three = Ring(members: ["op-a", "op-b", "op-c"])
+        var share: [String: Int] = [:]
+        for k in keys { share[three.owner(of: k)!, default: 0] += 1 }
+        for m in three.members {
+            #expect(abs(share[m, default: 0] - 1000) < 250, "op share \(share)")
+        }
+        let two = Ring(members: ["op-a", "op-b"])
+        let moved = keys.filter { three.owner(of: $0) != two.owner(of: $0) }
+        #expect(moved.allSatisfy { three.owner(of: $0) == "op-c" }, "keys of members that stayed moved")
+        #expect(Ring(members: []).owner(of: "vpc/x") == nil)
     }
 }

@@ -1,0 +1,114 @@
+import Logging
+import MizarEtcd
+import MizarStore
+import Synchronization
+
+/// A consistent-hash ring of operator replicas: each VPC (and each
+/// droplet) belongs to the first replica clockwise of its hash. A replica
+/// joining or leaving moves only the keys next to its points.
+public struct Ring: Sendable, Equatable {
+    public static let pointsPerMember = 64
+    let points: [(hash: UInt64, member: String)]
+    public let members: [String]
+
+    public init(members: some Sequence<String>) {
+        self.members = Array(Set(members)).sorted()
+        points = self.members.flatMap { m in (0..<Self.pointsPerMember).map { (stableHash("\(m)#\($0)"), m) } }
+            .sorted { ($0.hash, $0.member) < ($1.hash, $1.member) }
+    }
+
+    /// The member that owns `key`; nil on an empty ring.
+    public func owner(of key: String) -> String? {
+        guard !points.isEmpty else { return nil }
+        let h = stableHash(key)
+        var lo = 0, hi = points.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if points[mid].hash < h { lo = mid + 1 } else { hi = mid }
+        }
+        return points[lo == points.count ? 0 : lo].member
+    }
+
+    public static func == (a: Ring, b: Ring) -> Bool { a.members == b.members }
+}
+
+/// This replica's place among the operators: it holds a key under a lease
+/// in etcd and watches everyone's, so that each replica knows the ring.
+/// When a replica dies its lease lapses, the ring shrinks, and the others
+/// take its VPCs over.
+final class Membership: Sendable {
+    let id: String
+    let ttl: Int64
+    private let ring = Mutex(Ring(members: []))
+    private let lease = Mutex<Int64?>(nil)
+    private let handlers = Mutex<[@Sendable () -> Void]>([])
+
+    init(id: String, ttl: Int64 = 3) {
+        self.id = id
+        self.ttl = ttl
+    }
+
+    var current: Ring { ring.withLock { $0 } }
+    /// Whether this replica is on the ring yet (it decides nothing before).
+    var joined: Bool { current.members.contains(id) }
+    func owns(_ key: String) -> Bool { current.owner(of: key) == id }
+    func onChange(_ h: @escaping @Sendable () -> Void) { handlers.withLock { $0.append(h) } }
+
+    /// Holds this replica's key alive, re-registering after a lapse.
+    func register(store: Store, logger: Logger) async {
+        while !Task.isCancelled {
+            do {
+                let granted = try await store.etcd.grantLease(ttl: ttl)
+                lease.withLock { $0 = granted }
+                try await store.etcd.put(store.operatorPrefix + id, Array(id.utf8), lease: granted)
+                try await store.etcd.keepAlive(granted, every: .milliseconds(ttl * 1000 / 3))
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("operator membership lost; registering again", metadata: ["operator.id": "\(id)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(300))
+            }
+        }
+    }
+
+    /// Leaves the ring at once (a stopping replica), rather than when its
+    /// lease lapses; runs even from a cancelled task.
+    func leave(store: Store) async {
+        guard let granted = lease.withLock({ $0 }) else { return }
+        let etcd = store.etcd
+        await Task.detached { try? await etcd.revokeLease(granted) }.value
+    }
+
+    /// Follows every replica's key.
+    func watch(store: Store, logger: Logger) async {
+        let prefix = store.operatorPrefix
+        while !Task.isCancelled {
+            do {
+                let (kvs, revision) = try await store.etcd.list(prefix: prefix)
+                var members = Set(kvs.map { String($0.key.dropFirst(prefix.count)) })
+                update(members)
+                for try await batch in store.etcd.watch(prefix: prefix, fromRevision: revision + 1) {
+                    for e in batch {
+                        let m = String(e.kv.key.dropFirst(prefix.count))
+                        if e.kind == .put { members.insert(m) } else { members.remove(m) }
+                    }
+                    update(members)
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("operator membership watch ended; listing again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    private func update(_ members: Set<String>) {
+        let next = Ring(members: members)
+        let changed = ring.withLock { r in
+            defer { r = next }
+            return r != next
+        }
+        if changed { for h in handlers.withLock({ $0 }) { h() } }
+    }
+}
