@@ -354,3 +354,23 @@ extension DividerSpec: ObjectSpec {
         try validateName(droplet, field: "spec.droplet")
     }
 }
+
+/// Something that happened to an object, as `mizarctl describe` lists it.
+public struct ObjectEvent: Codable, Sendable, Equatable {
+    public enum Severity: String, Codable, Sendable { case normal = "Normal", warning = "Warning" }
+    public var time: String
+    public var type: Severity
+    /// One word: Provisioned, Placing, RetryLater, ...
+    public var reason: String
+    public var message: String
+    /// The operator replica that saw it.
+    public var controller: String?
+
+    public init(time: String, type: Severity, reason: String, message: String, controller: String?) {
+        self.time = time
+        self.type = type
+        self.reason = reason
+        self.message = message
+        self.controller = controller
+    }
+}

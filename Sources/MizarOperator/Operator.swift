@@ -43,6 +43,11 @@ public final class Operator: Sendable {
     let dropletQueue = WorkQueue(), bouncerQueue = WorkQueue(), dividerQueue = WorkQueue()
     /// The replicas splitting the VPCs between them.
     let membership: Membership
+    /// The lease events are written under, and when it was granted: events
+    /// expire 30 to 60 minutes after they happen.
+    let eventLease = Mutex<(id: Int64, granted: Date)?>(nil)
+    /// The last failure reported per object, so a retry loop is one event.
+    let lastFailure = Mutex<[String: String]>([:])
 
     public init(store: Store, pool: TransitPool = TransitPool(), config: Config = Config(), logger: Logger) {
         self.store = store
@@ -182,12 +187,42 @@ public final class Operator: Sendable {
         // Another replica's: it does the work (an object already gone is
         // nobody's and its reconcile does nothing).
         if let key = ringKey(kind, name), !membership.owns(key) { return .done }
+        let id = "\(kind.rawValue)/\(name)"
         do {
-            return try await body(name)
+            let outcome = try await body(name)
+            lastFailure.withLock { $0[id] = nil }
+            return outcome
         } catch {
             logger.warning("reconcile failed; will retry", metadata: ["kind": "\(kind.rawValue)", "name": "\(name)", "error": "\(error)"])
-            return .retry("\(error)")
+            let message = "\(error)"
+            let isNew = lastFailure.withLock { f in defer { f[id] = message }; return f[id] != message }
+            if isNew { await event(kind, name, .warning, "RetryLater", message) }
+            return .retry(message)
         }
+    }
+
+    /// Records an event of the object; a failure to record is only logged.
+    func event(_ kind: Kind, _ name: String, _ type: ObjectEvent.Severity, _ reason: String, _ message: String) async {
+        do {
+            try await store.etcd.transaction(if: [], then: [try await eventOperation(kind, name, type, reason, message)])
+        } catch {
+            logger.debug("event not recorded", metadata: ["kind": "\(kind.rawValue)", "name": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// The write of one event, under the events' lease (granted once).
+    func eventOperation(_ kind: Kind, _ name: String, _ type: ObjectEvent.Severity, _ reason: String,
+                        _ message: String) async throws -> EtcdOperation {
+        var lease = eventLease.withLock { $0 }
+        if lease == nil || Date().timeIntervalSince(lease!.granted) > 1800 {
+            let granted = (id: try await store.etcd.grantLease(ttl: 3600), granted: Date())
+            eventLease.withLock { $0 = granted }
+            lease = granted
+        }
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let e = ObjectEvent(time: f.string(from: Date()), type: type, reason: reason, message: message, controller: config.id)
+        return store.eventOperation(kind, name, e, lease: lease?.id ?? 0)
     }
 
     // MARK: Shared steps
@@ -202,7 +237,19 @@ public final class Operator: Sendable {
             status.common.controller = config.id
             o.status = status
         }
-        guard let saved = try await store.write(o, alsoIf: alsoIf, alsoDo: alsoDo) else { return nil }
+        // A new phase, or a new reason to wait, is an event, written in the
+        // same transaction as the status.
+        var operations = alsoDo
+        let before = informer.get(o.name)?.status?.common
+        if let now = o.status?.common, now.phase != before?.phase || now.reason != before?.reason {
+            var message = now.reason ?? "now \(now.phase.rawValue)"
+            if now.phase == .provisioned, let ms = now.provisioningDelayMs, before?.phase != .provisioned {
+                message = String(format: "provisioned in %.1f ms", ms) + (now.reason.map { "; \($0)" } ?? "")
+            }
+            let type: ObjectEvent.Severity = now.phase == .failed || now.phase == .notReady ? .warning : .normal
+            if let put = try? await eventOperation(S.kind, o.name, type, now.phase.rawValue, message) { operations.append(put) }
+        }
+        guard let saved = try await store.write(o, alsoIf: alsoIf, alsoDo: operations) else { return nil }
         informer.record(saved)
         return saved
     }

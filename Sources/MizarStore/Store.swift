@@ -23,7 +23,7 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
 }
 
 /// A change to one object, as a watch delivers it.
-public struct ObjectEvent<Spec: ObjectSpec>: Sendable {
+public struct ObjectChange<Spec: ObjectSpec>: Sendable {
     public enum Kind: Sendable { case put, delete }
     public var kind: Kind
     public var name: String
@@ -53,6 +53,26 @@ public struct Store: Sendable {
     public var dropletLeasePrefix: String { "\(root)droplet-leases/" }
     /// Each live operator replica's key, held under its lease.
     public var operatorPrefix: String { "\(root)operators/" }
+    /// An object's events, oldest first.
+    public func eventPrefix(_ kind: Kind, _ name: String) -> String { "\(root)events/\(kind.plural)/\(name)/" }
+
+    /// Records an event of the object, under `lease` (events expire with
+    /// it, and go with the object when it is deleted).
+    public func recordEvent(_ kind: Kind, _ name: String, _ event: ObjectEvent, lease: Int64 = 0) async throws {
+        try await etcd.transaction(if: [], then: [eventOperation(kind, name, event, lease: lease)])
+    }
+
+    /// The write of an event, to go into a transaction with other writes.
+    public func eventOperation(_ kind: Kind, _ name: String, _ event: ObjectEvent, lease: Int64 = 0) -> EtcdOperation {
+        // Time first so that keys sort in order; a random tail keeps two
+        // events of one nanosecond apart.
+        let key = eventPrefix(kind, name) + String(format: "%020llu-%08x", UInt64(Date().timeIntervalSince1970 * 1e9), UInt32.random(in: 0...UInt32.max))
+        return .put(key, ObjectCoding.encode(event), lease: lease)
+    }
+
+    public func events(_ kind: Kind, _ name: String) async throws -> [ObjectEvent] {
+        try await etcd.list(prefix: eventPrefix(kind, name)).kvs.compactMap { try? ObjectCoding.decode(ObjectEvent.self, from: $0.value) }
+    }
     public func key(_ kind: Kind, _ name: String) -> String { prefix(kind) + name }
 
     // MARK: Reading
@@ -70,17 +90,17 @@ public struct Store: Sendable {
     }
 
     /// Changes to objects of the kind after `revision`.
-    public func watch<S: ObjectSpec>(_ type: S.Type, after revision: Int64) -> AsyncThrowingStream<[ObjectEvent<S>], Error> {
+    public func watch<S: ObjectSpec>(_ type: S.Type, after revision: Int64) -> AsyncThrowingStream<[ObjectChange<S>], Error> {
         let events = etcd.watch(prefix: prefix(S.kind), fromRevision: revision + 1, previousValues: true)
-        let (stream, continuation) = AsyncThrowingStream<[ObjectEvent<S>], Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<[ObjectChange<S>], Error>.makeStream()
         let task = Task {
             do {
                 for try await batch in events {
                     continuation.yield(try batch.map { e in
                         let name = String(e.kv.key.dropFirst(prefix(S.kind).count))
                         switch e.kind {
-                        case .put: return ObjectEvent(kind: .put, name: name, object: try Self.decode(e.kv), revision: e.kv.modRevision)
-                        case .delete: return ObjectEvent(kind: .delete, name: name, object: try e.previous.map { kv throws -> Object<S> in try Self.decode(kv) },
+                        case .put: return ObjectChange(kind: .put, name: name, object: try Self.decode(e.kv), revision: e.kv.modRevision)
+                        case .delete: return ObjectChange(kind: .delete, name: name, object: try e.previous.map { kv throws -> Object<S> in try Self.decode(kv) },
                                                          revision: e.kv.modRevision)
                         }
                     })
@@ -163,7 +183,7 @@ public struct Store: Sendable {
             if present == list.contains(finalizer) { return }
             if present { list.append(finalizer) } else { list.removeAll { $0 == finalizer } }
             o.metadata.finalizers = list.isEmpty ? nil : list
-            let release = o.metadata.deletionTimestamp != nil && list.isEmpty ? Admission(store: self).releases(o) : nil
+            let release = o.metadata.deletionTimestamp != nil && list.isEmpty ? Admission(store: self).releases(o) + [.deletePrefix(eventPrefix(S.kind, name))] : nil
             let then: [EtcdOperation] = release.map { [.delete(key)] + $0 } ?? [.put(key, Self.encode(o))]
             if try await etcd.transaction(if: [.modRevision(key, kv.modRevision)], then: then).succeeded { return }
         }
@@ -181,7 +201,7 @@ public struct Store: Sendable {
             var o: Object<S> = try Self.decode(kv)
             let then: [EtcdOperation]
             if o.metadata.finalizers?.isEmpty ?? true {
-                then = [.delete(key)] + Admission(store: self).releases(o)
+                then = [.delete(key)] + Admission(store: self).releases(o) + [.deletePrefix(eventPrefix(S.kind, name))]
             } else {
                 if o.metadata.deletionTimestamp != nil { return true }
                 o.metadata.deletionTimestamp = Self.now()

@@ -197,7 +197,7 @@ func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
 }
 
 struct Describe: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show one object whole, with its status.")
+    static let configuration = CommandConfiguration(abstract: "Show one object whole, with its status and its events.")
     @OptionGroup var etcd: EtcdOptions
     @Argument(help: "The kind.") var kind: String
     @Argument(help: "The object's name.") var name: String
@@ -206,11 +206,15 @@ struct Describe: AsyncParsableCommand {
 
     func run() async throws {
         let kind = try Kind(parsing: kind)
-        let objects: [AnyMizarObject] = try await etcd.withStore { store in
-            try await withSpec(kind) { spec in try await listObjects(spec, store, name: name) }
+        let (objects, events): ([AnyMizarObject], [ObjectEvent]) = try await etcd.withStore { store in
+            (try await withSpec(kind) { spec in try await listObjects(spec, store, name: name) }, try await store.events(kind, name))
         }
         guard let o = objects.first else { throw CommandFailure(description: "\(kind.rawValue) \(name) not found") }
         print(try YAMLEncoder().encode(o), terminator: "")
+        print("events:")
+        if events.isEmpty { print("  (none)") }
+        printTable(["  TIME", "TYPE", "REASON", "BY", "MESSAGE"],
+                   events.map { ["  " + $0.time, $0.type.rawValue, $0.reason, $0.controller ?? "-", $0.message] })
     }
 }
 

@@ -141,6 +141,12 @@ struct OperatorTests {
                 #expect(try CIDR(parsing: subnet.spec.cidr).contains(ip))
                 #expect((e.status?.common.provisioningDelayMs ?? -1) > 0)
             }
+            // Its events tell the story, and describe shows them.
+            let events = try await store.events(.endpoint, "ea1").map(\.reason)
+            #expect(events.last == "Provisioned" && events.contains("Programming"), "events of ea1: \(events)")
+            let described = runCapturing([siblingExecutable("mizarctl"), "describe", "endpoint", "ea1", "--etcd", plane.etcd.endpoint])
+            #expect(described.output.contains("events:") && described.output.contains("Provisioned") && described.output.contains("provisioned in"),
+                    "\(described.output)")
             // Each endpoint cost one call to its host and one per bouncer.
             let calls = op.pool.callCounts().values.reduce(0, +)
             #expect(calls == 4 * 2, "transitd calls for 4 endpoints with one bouncer each: \(op.pool.callCounts())")
@@ -177,6 +183,8 @@ struct OperatorTests {
             #expect(try await store.etcd.count(prefix: store.root + "ipam/") == 0, "addresses still held")
             let index = try await store.etcd.list(prefix: store.root + "index/").kvs.map(\.key)
             #expect(index.isEmpty, "index keys left: \(index)")
+            let leftEvents = try await store.etcd.list(prefix: store.root + "events/").kvs.map(\.key).filter { !$0.contains("/droplets/") }
+            #expect(leftEvents.isEmpty, "events of deleted objects left: \(leftEvents.prefix(5))")
             for host in plane.bed.hosts {
                 let tables = try await withTransitClient(.unix(host.socket)) { c in
                     (try await c.listVPCs(.init()).vpcs.count, try await c.listSubnets(.init()).subnets.count,
