@@ -140,8 +140,9 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     public var mac: String?
     /// The droplet to place it on; chosen when absent.
     public var droplet: String?
-    /// The network namespace its interface goes into (a path); the
-    /// endpoint gets no interface when absent (tables only).
+    /// The network namespace its interface goes into (a path); when absent
+    /// the interface is made but stays parked on its droplet, unconfigured,
+    /// for a container runtime to move into its workload.
     public var netns: String?
 
     public init(vpc: String, subnet: String, ip: String? = nil, mac: String? = nil, droplet: String? = nil, netns: String? = nil) {

@@ -275,13 +275,9 @@ extension Operator {
               let home = try peer(named: homeName) else { return .retry("claim not recorded") }
         let ip = try IPv4Address(parsing: ipText), mac = try MACAddress(parsing: macText)
         let bs = try bouncerNames.compactMap { try peer(named: $0) }
-        var hostInterface: String?
-        if let netns = e.spec.netns {
-            hostInterface = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: subnet.spec.cidr, netns: netns,
+        // Without a namespace the interface is made parked on the droplet.
+        let hostInterface = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: subnet.spec.cidr, netns: e.spec.netns ?? "",
                                                                on: home, bouncers: bs, via: pool).hostIfname
-        } else {
-            try await Provisioning.putEndpointEntry(vni: vni, ip: ip, mac: mac, subnet: subnet.spec.cidr, home: home, on: bs, via: pool)
-        }
         var next = e
         var status = next.status ?? EndpointStatus()
         status.hostInterface = hostInterface

@@ -41,38 +41,44 @@ extension TransitHost {
         if try dataplane.local.lookup(mz_ep_key(spec.vni, spec.ip)) != nil {
             throw TransitError(.alreadyExists, field: "ip", "\(spec.ip) in VNI \(spec.vni) is already delivered to an interface on this host")
         }
-        let namespace: NetworkNamespace
-        do { namespace = try NetworkNamespace(path: spec.netns) } catch {
+        // Parked (no namespace): the endpoint's end stays here, unconfigured.
+        let parked = spec.netns.isEmpty
+        let namespace: NetworkNamespace?
+        do { namespace = parked ? nil : try NetworkNamespace(path: spec.netns) } catch {
             throw TransitError(.notFound, field: "netns", "cannot open network namespace \(spec.netns): \(String(cString: strerror(error.errno)))")
         }
-        let inside = try Netlink(in: namespace)
-        if try inside.index(of: spec.ifname) != nil {
-            throw TransitError(.alreadyExists, field: "ifname", "\(spec.netns) already has an interface \(spec.ifname)")
-        }
         let hostName = Self.hostInterfaceName(key)
+        let peerName = parked ? Self.parkedInterfaceName(key) : spec.ifname
+        let inside = parked ? netlink : try Netlink(in: namespace)
+        if !parked, try inside.index(of: peerName) != nil {
+            throw TransitError(.alreadyExists, field: "ifname", "\(spec.netns) already has an interface \(peerName)")
+        }
         if let stale = try netlink.index(of: hostName) {
-            // Left by a create that never finished (the name is ours).
+            // Left by a create that never finished (the names are ours).
             try netlink.deleteLink(stale)
         }
-        try netlink.addVeth(hostName, peer: spec.ifname, peerNamespace: namespace, mtu: spec.mtu, peerMAC: spec.mac)
+        if parked, let stale = try netlink.index(of: peerName) { try netlink.deleteLink(stale) }
+        try netlink.addVeth(hostName, peer: peerName, peerNamespace: namespace, mtu: spec.mtu, peerMAC: spec.mac)
         do {
             guard let hostIndex = try netlink.index(of: hostName), let hostLink = try netlink.link(hostIndex),
-                  let peerIndex = try inside.index(of: spec.ifname) else {
-                throw TransitError(.internalError, field: "ifname", "the veth pair \(hostName)/\(spec.ifname) vanished after creation")
+                  let peerIndex = try inside.index(of: peerName) else {
+                throw TransitError(.internalError, field: "ifname", "the veth pair \(hostName)/\(peerName) vanished after creation")
             }
             try netlink.disableIPv6(hostIndex)
             try inside.disableIPv6(peerIndex)
             try netlink.setLink(hostIndex, up: true)
             try inside.setLink(peerIndex, up: true)
-            if let lo = try inside.index(of: "lo") { try inside.setLink(lo, up: true) }
-            try inside.addAddress(peerIndex, spec.ip, prefixLength: spec.subnet.prefixLength)
-            try inside.addRoute(to: try CIDR(parsing: "0.0.0.0/0"), via: spec.gateway, ifindex: peerIndex)
+            if !parked {
+                if let lo = try inside.index(of: "lo") { try inside.setLink(lo, up: true) }
+                try inside.addAddress(peerIndex, spec.ip, prefixLength: spec.subnet.prefixLength)
+                try inside.addRoute(to: try CIDR(parsing: "0.0.0.0/0"), via: spec.gateway, ifindex: peerIndex)
+            }
             // Frames XDP-redirected into a veth are dropped unless its peer has GRO.
-            try Ethtool.setGRO(true, ifname: spec.ifname, in: namespace)
+            try Ethtool.setGRO(true, ifname: peerName, in: namespace)
             if config.agentHook == .xdp {
                 // XDP sees frames, not the skb's "checksum to be filled in"
                 // state: the endpoint must send finished checksums.
-                try Ethtool.setTxChecksum(false, ifname: spec.ifname, in: namespace)
+                try Ethtool.setTxChecksum(false, ifname: peerName, in: namespace)
             }
             try Attachment.attach(dataplane.programs[config.agentHook]!.agent, ifindex: hostIndex)
             try dataplane.upsertLocal(LocalEndpoint(vni: spec.vni, ip: spec.ip, mac: spec.mac, ifindex: hostIndex,
@@ -174,6 +180,9 @@ extension TransitHost {
         let hex = String(h & 0xF_FFFF_FFFF_FFFF, radix: 16)
         return "mz" + String(repeating: "0", count: 13 - hex.count) + hex
     }
+
+    /// The endpoint's end of a parked interface: "mp" and the same digits.
+    static func parkedInterfaceName(_ key: EndpointKey) -> String { "mp" + hostInterfaceName(key).dropFirst(2) }
 
     static func message(_ s: EndpointInterfaceSpec) -> Mizar_Transit_V1_EndpointInterface {
         var m = Mizar_Transit_V1_EndpointInterface()

@@ -129,8 +129,8 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
             guard subnet.contains(gateway), gateway != ip else {
                 throw ValidationError(field: "gateway", reason: "\(gateway) must be another address of the subnet \(subnet)")
             }
-            guard request.netns.hasPrefix("/") else {
-                throw ValidationError(field: "netns", reason: "\(request.netns.isEmpty ? "is empty" : "\"\(request.netns)\" is not a path"); expected a path such as /run/netns/NAME")
+            guard request.netns.isEmpty || request.netns.hasPrefix("/") else {
+                throw ValidationError(field: "netns", reason: "\"\(request.netns)\" is not a path; expected a path such as /run/netns/NAME, or empty to park the interface")
             }
             let ifname = request.ifname.isEmpty ? "eth0" : request.ifname
             guard ifname.utf8.count <= 15, !ifname.contains("/"), !ifname.contains(" "), ifname != ".", ifname != ".." else {

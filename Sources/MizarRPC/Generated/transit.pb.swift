@@ -350,7 +350,10 @@ public nonisolated struct Mizar_Transit_V1_EndpointInterface: Sendable {
   public var gateway: String = String()
 
   /// The network namespace to put the endpoint's end in: a path such as
-  /// /run/netns/NAME or /proc/PID/ns/net. It must exist.
+  /// /run/netns/NAME or /proc/PID/ns/net. It must exist. Empty: the
+  /// endpoint's end stays parked in the host's namespace, unconfigured and
+  /// named "mp" + the host end's 13 hex digits, until something moves it
+  /// into its workload (a container runtime through CNI).
   public var netns: String = String()
 
   /// Name of the endpoint's end inside its namespace; empty for "eth0".
