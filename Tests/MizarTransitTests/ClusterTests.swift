@@ -212,6 +212,32 @@ struct ClusterTests {
         #expect(Traffic.ping(from: w.a2.netns, w.a1.ip, count: 2, interval: 0.05).received == 2)
     }
 
+    @Test("an interface made without a namespace is parked on the host, idempotent, and removed on delete")
+    func parkedInterface() async throws {
+        let w = try await World.get()
+        let c = w.c
+        var e = Mizar_Transit_V1_EndpointInterface()
+        e.vni = Cluster.vniA
+        e.ip = "10.0.1.77"
+        e.mac = "0a:58:64:00:01:4d"
+        e.subnet = Cluster.s1
+        let reply = try await c.client(1) { try await $0.createEndpointInterface(e) }
+        let hostNS = try NetworkNamespace(path: c.host(1).netns)
+        let parkedName = "mp" + reply.interface.hostIfname.dropFirst(2)
+        let links = try Netlink(in: hostNS)
+        #expect(try links.index(of: reply.interface.hostIfname) != nil && links.index(of: parkedName) != nil,
+                "\(reply.interface.hostIfname)/\(parkedName) not both in h1's namespace")
+        let again = try await c.client(1) { try await $0.createEndpointInterface(e) }
+        #expect(!again.changed, "the same request again changed something")
+        let listed = try await c.client(1) { try await $0.listEndpointInterfaces(.init()) }
+        #expect(listed.interfaces.contains { $0.spec.ip == "10.0.1.77" && $0.spec.netns.isEmpty })
+        var key = Mizar_Transit_V1_EndpointKey()
+        key.vni = Cluster.vniA
+        key.ip = "10.0.1.77"
+        _ = try await c.client(1) { try await $0.deleteEndpointInterface(key) }
+        #expect(try links.index(of: reply.interface.hostIfname) == nil && links.index(of: parkedName) == nil)
+    }
+
     @Test("bad gRPC input is refused with the right status, names the field, and changes nothing")
     func badInput() async throws {
         let w = try await World.get()
