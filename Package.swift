@@ -114,6 +114,14 @@ let package = Package(
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             path: "bench/DataplaneBench",
             swiftSettings: strict),
+        .executableTarget(
+            name: "mizar-bench-provisioning",
+            dependencies: [
+                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "bench/ProvisioningBench",
+            swiftSettings: strict),
         .testTarget(name: "MizarCoreTests", dependencies: ["MizarCore"], swiftSettings: strict),
         .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket"], swiftSettings: strict),
         .testTarget(

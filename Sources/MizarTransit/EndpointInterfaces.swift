@@ -27,6 +27,7 @@ extension TransitHost {
     /// same request again changes nothing; on any failure what was made is
     /// removed again.
     public func createEndpointInterface(_ spec: EndpointInterfaceSpec) throws -> (Mizar_Transit_V1_EndpointInterfaceInfo, Bool) {
+        let started = monotonicSeconds()
         let key = EndpointKey(vni: spec.vni, ip: spec.ip)
         try requireSubnet(spec.vni, spec.subnet, holding: spec.ip)
         guard spec.mtu >= 576 && spec.mtu <= defaultEndpointMTU else {
@@ -95,6 +96,7 @@ extension TransitHost {
             logger.info("endpoint interface created", metadata: [
                 "vpc.vni": "\(spec.vni)", "endpoint.ip": "\(spec.ip)", "endpoint.mac": "\(spec.mac)",
                 "endpoint.netns": "\(spec.netns)", "endpoint.host_ifname": "\(hostName)",
+                "duration_us": "\(Int((monotonicSeconds() - started) * 1_000_000))",
             ])
             return (info, true)
         } catch {
