@@ -34,7 +34,7 @@ struct Admission {
         switch o.spec {
         case let spec as VpcSpec: return try await vpc(o.name, spec)
         case let spec as SubnetSpec: return try await subnet(o.name, spec)
-        case let spec as EndpointSpec: return try await endpoint(o.name, spec)
+        case let spec as EndpointSpec: return try await endpoint(o.name, spec, selfKey: store.key(.endpoint, o.name))
         case let spec as BouncerSpec: return try await exists(vpc: spec.vpc, subnet: spec.subnet)
         case let spec as DividerSpec: return try await exists(vpc: spec.vpc, subnet: nil)
         default: return Result()
@@ -76,9 +76,17 @@ struct Admission {
 
     /// In an existing subnet of its VPC; a requested address inside the
     /// subnet, not its network, gateway or broadcast address, and free.
-    func endpoint(_ name: String, _ spec: EndpointSpec) async throws -> Result {
-        _ = try await existing(VpcSpec.self, spec.vpc, field: "spec.vpc")
-        let (subnetKV, subnet) = try await existing(SubnetSpec.self, spec.subnet, field: "spec.subnet")
+    /// Endpoints are the many: everything they are checked against is read
+    /// in one round trip (the endpoint itself, its VPC, its subnet, its
+    /// requested address's claim).
+    func endpoint(_ name: String, _ spec: EndpointSpec, selfKey: String) async throws -> Result {
+        let requested = try spec.ip.map { try IPv4Address(parsing: $0, field: "spec.ip") }
+        var reads: [EtcdOperation] = [.get(selfKey), .get(store.key(.vpc, spec.vpc)), .get(store.key(.subnet, spec.subnet))]
+        if let requested { reads.append(.get(ipKey(spec.vpc, "\(requested)"))) }
+        let got = try await etcd.transaction(if: [], then: reads).reads
+        if got[0] != nil { throw StoreError.alreadyExists(.endpoint, name) }
+        _ = try existing(VpcSpec.self, got[1], spec.vpc, field: "spec.vpc")
+        let (subnetKV, subnet) = try existing(SubnetSpec.self, got[2], spec.subnet, field: "spec.subnet")
         guard subnet.spec.vpc == spec.vpc else {
             throw StoreError.invalid(ValidationError(field: "spec.subnet", reason: "Subnet \(spec.subnet) belongs to Vpc \(subnet.spec.vpc), not \(spec.vpc)"))
         }
@@ -93,7 +101,7 @@ struct Admission {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is Subnet \(subnet.name)'s \(reserved) address"))
         }
         let key = ipKey(spec.vpc, "\(ip)")
-        if let holder = try await etcd.get(key) {
+        if let holder = got[3] {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is already taken in Vpc \(spec.vpc) by Endpoint \(String(decoding: holder.value, as: UTF8.self))"))
         }
         result.conditions.append(.absent(key))
@@ -115,7 +123,12 @@ struct Admission {
     }
 
     func existing<S: ObjectSpec>(_ type: S.Type, _ name: String, field: String) async throws -> (EtcdKeyValue, Object<S>) {
-        guard let kv = try await etcd.get(store.key(S.kind, name)) else {
+        try existing(S.self, try await etcd.get(store.key(S.kind, name)), name, field: field)
+    }
+
+    /// What was read of a referenced object: it must exist and not be going.
+    func existing<S: ObjectSpec>(_ type: S.Type, _ read: EtcdKeyValue?, _ name: String, field: String) throws -> (EtcdKeyValue, Object<S>) {
+        guard let kv = read else {
             throw StoreError.invalid(ValidationError(field: field, reason: "no \(S.kind.rawValue) named \(String(reflecting: name))"))
         }
         let o: Object<S> = try Store.decode(kv)

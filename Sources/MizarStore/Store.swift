@@ -130,7 +130,8 @@ public struct Store: Sendable {
         if o.status == nil { o.status = Self.initialStatus(S.self) }
         let key = self.key(S.kind, o.name)
         for _ in 0..<20 {
-            if try await etcd.get(key) != nil { throw StoreError.alreadyExists(S.kind, o.name) }
+            // Endpoints check their own existence with their other reads.
+            if S.kind != .endpoint, try await etcd.get(key) != nil { throw StoreError.alreadyExists(S.kind, o.name) }
             let admission = try await Admission(store: self).check(o)
             let result = try await etcd.transaction(
                 if: [.absent(key)] + admission.conditions,

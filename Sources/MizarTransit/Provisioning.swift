@@ -93,8 +93,8 @@ public enum Provisioning {
         }
     }
 
-    /// The endpoint's interface on its host, then its entry on each bouncer
-    /// of its subnet: one call each, nothing else.
+    /// The endpoint's interface on its host and its entry on each bouncer
+    /// of its subnet, concurrently: one call each, nothing else.
     @discardableResult
     public static func addEndpoint(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, netns: String,
                                    on home: TransitPeer, bouncers: [TransitPeer],
@@ -105,9 +105,15 @@ public enum Provisioning {
         e.mac = "\(mac)"
         e.subnet = subnet
         e.netns = netns
-        let reply = try await connector.withClient(home.target) { try await $0.createEndpointInterface(e, options: callOptions) }
-        try await putEndpointEntry(vni: vni, ip: ip, mac: mac, subnet: subnet, home: home, on: bouncers, via: connector)
-        return reply.interface
+        // The host and the bouncers do not depend on each other: all at once.
+        async let reply = connector.withClient(home.target) { try await $0.createEndpointInterface(e, options: callOptions) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for b in bouncers {
+                group.addTask { try await putEndpointEntry(vni: vni, ip: ip, mac: mac, subnet: subnet, home: home, on: [b], via: connector) }
+            }
+            try await group.waitForAll()
+        }
+        return try await reply.interface
     }
 
     /// The reverse of addEndpoint: the interface on its host (which also

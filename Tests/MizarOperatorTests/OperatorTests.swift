@@ -93,6 +93,39 @@ func eventually(_ seconds: Double = 10, _ condition: () async throws -> Bool) as
 }
 
 
+/// Scales a VPC's dividers to 2 and back to 1, checking every host's table.
+func scaleDividers(_ store: Store, _ plane: Plane, vpc name: String) async throws {
+    for want in [2, 1] {
+        var vpc = try #require(try await store.get(VpcSpec.self, name))
+        vpc.spec.dividers = want
+        try await store.update(vpc)
+        let scaled = try await eventually {
+            let v = try await store.get(VpcSpec.self, name)
+            return v?.status?.dividers?.count == want && v?.status?.common.observedGeneration == v?.metadata.generation
+        }
+        #expect(scaled, "VPC not scaled to \(want) dividers")
+        let now = try #require(try await store.get(VpcSpec.self, name))
+        let vni = try #require(now.status?.vni)
+        let dividerNames = Set(now.status?.dividers ?? [])
+        #expect(try await eventually {
+            try await store.list(DividerSpec.self).objects.filter { $0.spec.vpc == name }.count == want
+        })
+        for host in plane.bed.hosts {
+            let listed = try await vpcTable(host.socket, vni: vni)
+            #expect(listed?.dividers.count == want, "\(host.name) lists \(listed?.dividers.count ?? 0) dividers, want \(want)")
+            #expect(listed?.isDivider == dividerNames.contains(plane.droplet(host.name)), "\(host.name) divider flag")
+        }
+    }
+}
+
+/// A host's VPC entry for `vni`, as its transitd lists it.
+func vpcTable(_ socket: String, vni: UInt32) async throws -> Mizar_Transit_V1_VPC? {
+    var r = Mizar_Transit_V1_ListRequest()
+    r.vni = vni
+    let request = r
+    return try await withTransitClient(.unix(socket)) { try await $0.listVPCs(request).vpcs.first }
+}
+
 @Suite("operator on etcd and the simulated cluster", .serialized)
 struct OperatorTests {
     @Test("declared objects become reachable endpoints across hosts, tenants stay apart, and deleting them leaves nothing")
@@ -106,13 +139,24 @@ struct OperatorTests {
             let dropletPhases = try await store.list(DropletSpec.self).objects.map { "\($0.name) \($0.status?.common.phase.rawValue ?? "-")" }
             #expect(ready, "droplets not Ready: \(dropletPhases)")
 
-            for vpc in ["a", "b"] {
-                try await store.create(Vpc(name: vpc, spec: VpcSpec(cidr: "10.0.0.0/16")))
-                try await store.create(Subnet(name: "\(vpc)-1", spec: SubnetSpec(vpc: vpc, cidr: "10.0.1.0/24")))
+            // Declared as a user does: YAML through mizarctl apply.
+            func apply(_ yaml: String) throws {
+                let path = "/tmp/mizar-e2e-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yaml"
+                try writeText(path, yaml)
+                defer { unlink(path) }
+                let r = runCapturing([siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", plane.etcd.endpoint, "--root", plane.root])
+                #expect(r.status == 0, "mizarctl apply: \(r.output)")
             }
-            try await store.create(Subnet(name: "a-2", spec: SubnetSpec(vpc: "a", cidr: "10.0.2.0/24")))
+            var networks: [String] = []
+            for vpc in ["a", "b"] {
+                networks.append("apiVersion: mizar.com/v1\nkind: Vpc\nmetadata: {name: \(vpc)}\nspec: {cidr: 10.0.0.0/16}\n")
+                networks.append("apiVersion: mizar.com/v1\nkind: Subnet\nmetadata: {name: \(vpc)-1}\nspec: {vpc: \(vpc), cidr: 10.0.1.0/24}\n")
+            }
+            networks.append("apiVersion: mizar.com/v1\nkind: Subnet\nmetadata: {name: a-2}\nspec: {vpc: a, cidr: 10.0.2.0/24}\n")
+            try apply(networks.joined(separator: "---\n"))
             let subnetsReady = try await eventually {
-                try await store.list(SubnetSpec.self).objects.allSatisfy { $0.status?.common.phase == .provisioned }
+                let all = try await store.list(SubnetSpec.self).objects
+                return all.count == 3 && all.allSatisfy { $0.status?.common.phase == .provisioned }
             }
             #expect(subnetsReady)
             for vpc in ["a", "b"] {
@@ -120,17 +164,21 @@ struct OperatorTests {
                 #expect(v.status?.common.phase == .provisioned && v.status?.vni != nil && v.status?.dividers?.count == 1)
             }
             #expect(try await store.get(VpcSpec.self, "a")?.status?.vni != store.get(VpcSpec.self, "b")?.status?.vni)
-            let placements: [(String, String, String, String?)] = [
-                ("ea1", "a", "a-1", "h1"), ("ea2", "a", "a-1", "h2"), ("ea3", "a", "a-2", "h3"), ("eb1", "b", "b-1", "h2"),
+            // ea1 and eb1 share an address; ea4 shares ea1's host.
+            let placements: [(String, String, String, String, String?)] = [
+                ("ea1", "a", "a-1", "h1", "10.0.1.10"), ("ea2", "a", "a-1", "h2", nil), ("ea3", "a", "a-2", "h3", nil),
+                ("ea4", "a", "a-1", "h1", nil), ("eb1", "b", "b-1", "h2", "10.0.1.10"), ("eb2", "b", "b-1", "h3", nil),
             ]
             op.pool.resetCounts()
-            for (name, vpc, subnet, host) in placements {
+            var endpointsYAML: [String] = []
+            for (name, vpc, subnet, host, ip) in placements {
                 let netns = try plane.bed.addEndpointNetns(name)
-                try await store.create(Endpoint(name: name, spec: EndpointSpec(vpc: vpc, subnet: subnet, droplet: host.map(plane.droplet),
-                                                                               netns: netns)))
+                endpointsYAML.append("apiVersion: mizar.com/v1\nkind: Endpoint\nmetadata: {name: \(name)}\nspec: {vpc: \(vpc), subnet: \(subnet), droplet: \(plane.droplet(host)), netns: \(netns)\(ip.map { ", ip: \($0)" } ?? "")}\n")
             }
+            try apply(endpointsYAML.joined(separator: "---\n"))
             let provisioned = try await eventually {
-                try await store.list(EndpointSpec.self).objects.allSatisfy { $0.status?.common.phase == .provisioned }
+                let all = try await store.list(EndpointSpec.self).objects
+                return all.count == placements.count && all.allSatisfy { $0.status?.common.phase == .provisioned }
             }
             let all = try await store.list(EndpointSpec.self).objects
             #expect(provisioned, "\(all.map { "\($0.name): \($0.status?.common.phase.rawValue ?? "-") \($0.status?.common.reason ?? "")" })")
@@ -149,26 +197,44 @@ struct OperatorTests {
                     "\(described.output)")
             // Each endpoint cost one call to its host and one per bouncer.
             let calls = op.pool.callCounts().values.reduce(0, +)
-            #expect(calls == 4 * 2, "transitd calls for 4 endpoints with one bouncer each: \(op.pool.callCounts())")
+            #expect(calls == placements.count * 2, "transitd calls for \(placements.count) endpoints with one bouncer each: \(op.pool.callCounts())")
 
             func ns(_ name: String) -> String { plane.bed.endpointNetns(name) }
             func ip(_ name: String) throws -> IPv4Address { try IPv4Address(parsing: byName[name]!.status!.ip!) }
-            for (x, y) in [("ea1", "ea2"), ("ea2", "ea1"), ("ea1", "ea3"), ("ea3", "ea1")] {
-                let ping = Traffic.ping(from: ns(x), try ip(y), count: 2, interval: 0.1)
-                #expect(ping.received == 2, "\(x) -> \(y): \(ping.output)")
-                let p = Array("\(x) to \(y)".utf8)
-                let r = try Traffic.exchange(.tcp, from: ns(x), to: ns(y), address: try ip(y), port: 7300, payload: p)
-                #expect(r.atServer == p && r.atClient == p.reversed(), "TCP \(x) -> \(y)")
+            // Ping, TCP and UDP, both ways: same subnet on two hosts, two
+            // subnets, same host, and inside VPC b.
+            for (x, y) in [("ea1", "ea2"), ("ea1", "ea3"), ("ea1", "ea4"), ("eb1", "eb2")] {
+                for (from, to) in [(x, y), (y, x)] {
+                    let ping = Traffic.ping(from: ns(from), try ip(to), count: 2, interval: 0.1)
+                    #expect(ping.received == 2, "\(from) -> \(to): \(ping.output)")
+                    for transport in [Traffic.Transport.tcp, .udp] {
+                        let p = Array("\(transport) \(from) to \(to)".utf8)
+                        let r = try Traffic.exchange(transport, from: ns(from), to: ns(to), address: try ip(to), port: 7300, payload: p)
+                        #expect(r.atServer == p && r.atClient == p.reversed(), "\(transport) \(from) -> \(to)")
+                    }
+                }
             }
-            // eb1 is in VPC b: nothing crosses, in either direction.
-            for (x, y) in [("ea1", "eb1"), ("eb1", "ea1"), ("eb1", "ea2")] {
+            // Across VPCs nothing arrives, in either direction, even at the
+            // very same address.
+            for (x, y) in [("ea2", "eb2"), ("eb2", "ea2")] {
                 #expect(Traffic.ping(from: ns(x), try ip(y), count: 2, interval: 0.1, wait: 0.3).received == 0, "\(x) reached \(y) across VPCs")
             }
+            let shared = try IPv4Address(parsing: "10.0.1.10")
+            let fromB = try Traffic.listenUDP(in: ns("ea1"), port: 7301, timeout: 0.5) {
+                try Traffic.sendUDP(from: ns("eb2"), to: shared, port: 7301, payload: Array("b to 10.0.1.10".utf8))
+            }
+            #expect(fromB == nil, "VPC b's datagram for 10.0.1.10 reached VPC a's endpoint")
+            let fromA = try Traffic.listenUDP(in: ns("eb1"), port: 7302, timeout: 0.5) {
+                try Traffic.sendUDP(from: ns("ea2"), to: shared, port: 7302, payload: Array("a to 10.0.1.10".utf8))
+            }
+            #expect(fromA == nil, "VPC a's datagram for 10.0.1.10 reached VPC b's endpoint")
 
             // Delete the VPCs: subnets, endpoints, bouncers and dividers go
             // with them, and every host's tables empty.
-            try await store.delete(VpcSpec.self, "a")
-            try await store.delete(VpcSpec.self, "b")
+            for vpc in ["a", "b"] {
+                let r = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint, "--root", plane.root])
+                #expect(r.output == "vpc/\(vpc) deleted\n")
+            }
             let gone = try await eventually(15) {
                 for kind in Kind.allCases where kind != .droplet {
                     if try await store.etcd.count(prefix: store.prefix(kind)) > 0 { return false }
@@ -278,7 +344,7 @@ struct OperatorTests {
         }
     }
 
-    @Test("scaling a subnet's bouncers up and down updates every host's table and the bouncers' endpoint tables")
+    @Test("scaling a subnet's bouncers and a VPC's dividers up and down updates every host's tables and the bouncers' endpoint tables")
     func scaleBouncers() async throws {
         let plane = try Plane.shared.get()
         try await plane.withOperator { store, op in
@@ -321,6 +387,7 @@ struct OperatorTests {
                     #expect(Set(entries.map(\.ip)) == (isBouncer ? ips : []), "\(host.name) endpoint table \(entries.map(\.ip).sorted())")
                 }
             }
+            try await scaleDividers(store, plane, vpc: "s")
             try await store.delete(VpcSpec.self, "s")
             #expect(try await eventually(15) { try await store.get(VpcSpec.self, "s") == nil })
         }

@@ -49,8 +49,39 @@ func waitProvisioned(_ store: Store, prefix: String, count: Int, timeout: Double
     throw TestbedError("endpoints \(prefix)*: not all \(count) provisioned within \(Int(timeout)) s")
 }
 
+/// When each timed endpoint was seen Provisioned, from one watch that
+/// runs all along (a watch set up per sample would time its own set-up).
+actor Arrivals {
+    private var seen: [String: (time: Double, delay: Double)] = [:]
+    private var waiting: [String: CheckedContinuation<(time: Double, delay: Double), Never>] = [:]
+
+    func arrived(_ name: String, _ delay: Double) {
+        let t = monotonicSeconds()
+        if seen[name] != nil { return }
+        seen[name] = (t, delay)
+        waiting.removeValue(forKey: name)?.resume(returning: (t, delay))
+    }
+
+    func wait(_ name: String) async -> (time: Double, delay: Double) {
+        if let s = seen[name] { return s }
+        return await withCheckedContinuation { waiting[name] = $0 }
+    }
+
+    func follow(_ store: Store, from revision: Int64) async {
+        do {
+            for try await batch in store.etcd.watch(prefix: store.prefix(.endpoint) + "t", fromRevision: revision + 1) {
+                for e in batch where e.kind == .put {
+                    guard let o = try? ObjectCoding.decode(Endpoint.self, from: e.kv.value),
+                          o.status?.common.phase == .provisioned else { continue }
+                    arrived(o.name, o.status?.common.provisioningDelayMs ?? 0)
+                }
+            }
+        } catch {}
+    }
+}
+
 /// One timed endpoint: (create -> Provisioned, create -> first answered ping, operator's own delay), ms.
-func timedEndpoint(_ store: Store, bed: Testbed, name: String, ip: IPv4Address, droplet: String,
+func timedEndpoint(_ store: Store, bed: Testbed, arrivals: Arrivals, name: String, ip: IPv4Address, droplet: String,
                    prober: String) async throws -> (Double, Double, Double) {
     let netns = try bed.addEndpointNetns(name)
     // The prober knows the new endpoint's MAC already (as a peer that had
@@ -65,25 +96,12 @@ func timedEndpoint(_ store: Store, bed: Testbed, name: String, ip: IPv4Address, 
         return monotonicSeconds()
     }
     try await Task.sleep(for: .milliseconds(20))
-    let key = store.key(.endpoint, name)
     let t0 = monotonicSeconds()
-    let created = try await store.create(Endpoint(name: name, spec: EndpointSpec(vpc: "bench", subnet: "bench-1", ip: "\(ip)",
-                                                                                mac: "\(mac)", droplet: droplet, netns: netns)))
-    var provisioned = created.status?.common.phase == .provisioned ? monotonicSeconds() : 0
-    var operatorDelay = 0.0
-    if provisioned == 0 {
-        for try await batch in store.etcd.watch(prefix: key, fromRevision: Int64(created.metadata.resourceVersion ?? "0")! + 1) {
-            let t = monotonicSeconds()
-            if let kv = batch.last?.kv, let o = try? ObjectCoding.decode(Endpoint.self, from: kv.value),
-               o.status?.common.phase == .provisioned {
-                provisioned = t
-                operatorDelay = o.status?.common.provisioningDelayMs ?? 0
-                break
-            }
-        }
-    }
+    try await store.create(Endpoint(name: name, spec: EndpointSpec(vpc: "bench", subnet: "bench-1", ip: "\(ip)",
+                                                                  mac: "\(mac)", droplet: droplet, netns: netns)))
+    let provisioned = await arrivals.wait(name)
     let firstPacket = await pingDone.value
-    return ((provisioned - t0) * 1000, (firstPacket - t0) * 1000, operatorDelay)
+    return ((provisioned.time - t0) * 1000, (firstPacket - t0) * 1000, provisioned.delay)
 }
 
 var logger = Logger(label: "bench")
@@ -124,6 +142,9 @@ for (round, hosts) in hostCounts.enumerated() {
 
         var background = 0
         var p50AtZero: (Double, Double)?
+        let arrivals = Arrivals()
+        let following = Task { await arrivals.follow(store, from: try await store.list(EndpointSpec.self).revision) }
+        defer { following.cancel() }
         for (levelIndex, level) in levels.enumerated() {
             // Background endpoints up to the level, 32 creates in flight.
             let started = monotonicSeconds()
@@ -151,7 +172,7 @@ for (round, hosts) in hostCounts.enumerated() {
             var toProvisioned: [Double] = [], toPacket: [Double] = [], operatorSide: [Double] = []
             for s in 0..<samples {
                 let ip = IPv4Address(value: 0x0a00_0000 + 0xF000 + UInt32(levelIndex * 200 + s))
-                let (p, f, o) = try await timedEndpoint(store, bed: bed, name: "t\(level)x\(s)", ip: ip,
+                let (p, f, o) = try await timedEndpoint(store, bed: bed, arrivals: arrivals, name: "t\(level)x\(s)", ip: ip,
                                                         droplet: "\(name)-h\(s % hosts + 1)", prober: prober)
                 toProvisioned.append(p)
                 toPacket.append(f)
