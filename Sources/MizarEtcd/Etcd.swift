@@ -86,14 +86,24 @@ public struct Etcd: Sendable {
     }
 
     /// Every key under `prefix`, sorted by key, and the store's revision at
-    /// that moment (a watch from revision + 1 misses nothing).
-    public func list(prefix: String) async throws -> (kvs: [EtcdKeyValue], revision: Int64) {
+    /// that moment (a watch from revision + 1 misses nothing). Read in pages
+    /// of `page` keys, all at that one revision, so that no answer outgrows
+    /// gRPC's 4 MB message limit however many keys there are.
+    public func list(prefix: String, page: Int64 = 500) async throws -> (kvs: [EtcdKeyValue], revision: Int64) {
         var r = Etcdserverpb_RangeRequest()
         r.key = Data(prefix.utf8)
         r.rangeEnd = Self.prefixEnd(prefix)
-        r.sortOrder = .ascend
-        let response = try await call("list \(prefix)") { try await kv.range(r, options: Self.unary) }
-        return (response.kvs.map(EtcdKeyValue.init), response.header.revision)
+        r.limit = page
+        var all: [EtcdKeyValue] = []
+        while true {
+            let request = r
+            let response = try await call("list \(prefix)") { try await kv.range(request, options: Self.unary) }
+            all += response.kvs.map(EtcdKeyValue.init)
+            if r.revision == 0 { r.revision = response.header.revision }
+            guard response.more, let last = response.kvs.last else { break }
+            r.key = last.key + Data([0])   // the next key after the last one read
+        }
+        return (all, r.revision)
     }
 
     /// How many keys lie under `prefix`.

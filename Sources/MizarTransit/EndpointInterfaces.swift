@@ -92,7 +92,7 @@ extension TransitHost {
             info.gatewayMac = "\(hostLink.mac)"
             info.agentHook = config.agentHook.rawValue
             interfaces[key] = info
-            try saveRecords()
+            try saveRecord(key)
             logger.info("endpoint interface created", metadata: [
                 "vpc.vni": "\(spec.vni)", "endpoint.ip": "\(spec.ip)", "endpoint.mac": "\(spec.mac)",
                 "endpoint.netns": "\(spec.netns)", "endpoint.host_ifname": "\(hostName)",
@@ -118,7 +118,7 @@ extension TransitHost {
             try netlink.deleteLink(index)
         }
         interfaces[key] = nil
-        try saveRecords()
+        unlinkRecord(key)
         logger.info("endpoint interface deleted", metadata: ["vpc.vni": "\(vni)", "endpoint.ip": "\(ip)"])
         return true
     }
@@ -131,25 +131,39 @@ extension TransitHost {
 
     // MARK: - Records and restart
 
-    var recordsPath: String { "\(config.stateDirectory)/endpoint-interfaces.json" }
+    /// One file per endpoint interface, so that recording one costs the
+    /// same with 10 interfaces on the host or 10,000.
+    var recordsDirectory: String { "\(config.stateDirectory)/interfaces" }
+    /// Where an earlier transitd kept all records in one file.
+    var legacyRecordsPath: String { "\(config.stateDirectory)/endpoint-interfaces.json" }
+
+    func recordPath(_ key: EndpointKey) -> String { "\(recordsDirectory)/\(key.vni.value)-\(key.ip).json" }
 
     func loadRecords() throws -> [EndpointKey: Mizar_Transit_V1_EndpointInterfaceInfo] {
-        guard let text = try readFile(recordsPath) else { return [:] }
-        let list = try Mizar_Transit_V1_EndpointInterfaceList(jsonString: text)
+        try makeDirectories(recordsDirectory)
         var result: [EndpointKey: Mizar_Transit_V1_EndpointInterfaceInfo] = [:]
-        for info in list.interfaces {
-            let key = EndpointKey(vni: try VNI(info.spec.vni), ip: try IPv4Address(parsing: info.spec.ip))
-            result[key] = info
+        func add(_ info: Mizar_Transit_V1_EndpointInterfaceInfo) throws {
+            result[EndpointKey(vni: try VNI(info.spec.vni), ip: try IPv4Address(parsing: info.spec.ip))] = info
+        }
+        for file in listDirectory(recordsDirectory) where file.hasSuffix(".json") {
+            guard let text = try readFile("\(recordsDirectory)/\(file)") else { continue }
+            try add(try Mizar_Transit_V1_EndpointInterfaceInfo(jsonString: text))
+        }
+        if let text = try readFile(legacyRecordsPath) {
+            for info in try Mizar_Transit_V1_EndpointInterfaceList(jsonString: text).interfaces { try add(info) }
         }
         return result
     }
 
     /// Written to a temporary file and renamed, so a crash leaves either
-    /// the old records or the new ones.
-    func saveRecords() throws {
-        var list = Mizar_Transit_V1_EndpointInterfaceList()
-        list.interfaces = listEndpointInterfaces(vni: nil)
-        try writeFile(recordsPath, try list.jsonString())
+    /// the old record or the new one.
+    func saveRecord(_ key: EndpointKey) throws {
+        guard let info = interfaces[key] else { return unlinkRecord(key) }
+        try writeFile(recordPath(key), try info.jsonString())
+    }
+
+    func unlinkRecord(_ key: EndpointKey) {
+        _ = unlink(recordPath(key))
     }
 
     /// After a restart: the agent (a fresh load) goes back onto every
@@ -162,11 +176,16 @@ extension TransitHost {
                                                                      "endpoint.host_ifname": "\(info.hostIfname)"])
                 _ = try dataplane.deleteLocal(key.vni, key.ip)
                 interfaces[key] = nil
+                unlinkRecord(key)
                 continue
             }
             try Attachment.attach(dataplane.programs[config.agentHook]!.agent, ifindex: index)
         }
-        try saveRecords()
+        // Records of an earlier transitd's single file move to their own.
+        if access(legacyRecordsPath, F_OK) == 0 {
+            for key in interfaces.keys { try saveRecord(key) }
+            _ = unlink(legacyRecordsPath)
+        }
         if !interfaces.isEmpty {
             logger.info("endpoint interfaces adopted", metadata: ["count": "\(interfaces.count)"])
         }

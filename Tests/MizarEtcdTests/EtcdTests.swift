@@ -116,6 +116,28 @@ struct EtcdTests {
         }
     }
 
+    @Test("a list larger than one page comes back whole, in order, at one revision")
+    func pagedList() async throws {
+        try await Server.with { etcd in
+            let keys = (0..<1200).map { String(format: "/t/paged/%05d", $0) }
+            for batch in stride(from: 0, to: keys.count, by: 100) {
+                try await etcd.transaction(if: [], then: keys[batch..<batch + 100].map { .put($0, Array($0.utf8)) })
+            }
+            for page: Int64 in [7, 100, 5000] {
+                let (kvs, revision) = try await etcd.list(prefix: "/t/paged/", page: page)
+                #expect(kvs.map(\.key) == keys, "page \(page): \(kvs.count) keys")
+                #expect(kvs.allSatisfy { $0.modRevision <= revision })
+            }
+            // 1,200 keys of 4 KB: more than gRPC's 4 MB in one answer.
+            let big = [UInt8](repeating: 0x61, count: 4096)
+            for batch in stride(from: 0, to: keys.count, by: 100) {
+                try await etcd.transaction(if: [], then: keys[batch..<batch + 100].map { .put($0, big) })
+            }
+            #expect(try await etcd.list(prefix: "/t/paged/").kvs.count == 1200)
+            try await etcd.delete(prefix: "/t/paged/")
+        }
+    }
+
     @Test("an unreachable etcd is a clear error, not a hang")
     func unreachable() async throws {
         let port = try #require(Int(exactly: 1))   // nothing listens on port 1
