@@ -107,6 +107,13 @@ func timedEndpoint(_ store: Store, bed: Testbed, arrivals: Arrivals, name: Strin
 var logger = Logger(label: "bench")
 logger.logLevel = .error
 var summary: [String] = []
+/// Least-squares slope of p50 (ms) over endpoints already there, per 1,000.
+func slope(_ points: [(Double, Double)]) -> Double {
+    guard points.count > 1 else { return 0 }
+    let mx = points.map(\.0).reduce(0, +) / Double(points.count), my = points.map(\.1).reduce(0, +) / Double(points.count)
+    let num = points.map { ($0.0 - mx) * ($0.1 - my) }.reduce(0, +), den = points.map { ($0.0 - mx) * ($0.0 - mx) }.reduce(0, +)
+    return den == 0 ? 0 : num / den * 1000
+}
 
 for (round, hosts) in hostCounts.enumerated() {
     let name = "mpb\(round)"
@@ -142,6 +149,10 @@ for (round, hosts) in hostCounts.enumerated() {
 
         var background = 0
         var p50AtZero: (Double, Double)?
+        var curve: [(Double, Double)] = []
+        defer {
+            say("BENCH provisioning.h\(hosts).slope \(String(format: "%.3f", slope(curve))) ms_per_1000_endpoints (least squares of create->Provisioned p50)")
+        }
         let arrivals = Arrivals()
         let following = Task { await arrivals.follow(store, from: try await store.list(EndpointSpec.self).revision) }
         defer { following.cancel() }
@@ -179,6 +190,7 @@ for (round, hosts) in hostCounts.enumerated() {
                 operatorSide.append(o)
             }
             let p50 = (percentile(toProvisioned, 0.5), percentile(toPacket, 0.5))
+            curve.append((Double(level), p50.0))
             if level == levels.first { p50AtZero = p50 }
             let base = p50AtZero ?? p50
             say("BENCH provisioning.h\(hosts).n\(level).provisioned_p50 \(String(format: "%.2f", p50.0)) ms p99=\(String(format: "%.2f", percentile(toProvisioned, 0.99))) baseline=n\(levels.first ?? 0) ratio=\(String(format: "%.2f", p50.0 / base.0)) samples=\(samples)")
