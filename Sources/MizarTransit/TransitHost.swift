@@ -132,7 +132,16 @@ public actor TransitHost {
             throw TransitError(.failedPrecondition, field: "vni",
                                "VPC \(vni) still has \(subnets.count) subnet(s) on this host (\(subnets.map { "\($0.cidr)" }.joined(separator: ", "))); delete them first")
         }
+        try forgetCachedHosts { $0.vni == vni.value }
         return try dataplane.deleteVPC(vni)
+    }
+
+    /// Drops learned direct paths to addresses that are going away (a
+    /// subnet's, a VPC's), so nothing of them stays in this host's maps.
+    func forgetCachedHosts(_ matching: (mz_ep_key) -> Bool) throws {
+        for key in try dataplane.hostCache.keys() where matching(key) {
+            _ = try dataplane.hostCache.delete(key)
+        }
     }
 
     public func listVPCs(vni: VNI?) throws -> [VPCEntry] {
@@ -170,6 +179,7 @@ public actor TransitHost {
             throw TransitError(.failedPrecondition, field: "cidr",
                                "subnet \(cidr) of VPC \(vni) still has \(users.count) endpoint interface(s) on this host")
         }
+        try forgetCachedHosts { $0.vni == vni.value && cidr.contains(IPv4Address(networkOrder: $0.ip)) }
         return try dataplane.deleteSubnet(vni, cidr)
     }
 

@@ -254,9 +254,10 @@ struct OperatorTests {
             for host in plane.bed.hosts {
                 let tables = try await withTransitClient(.unix(host.socket)) { c in
                     (try await c.listVPCs(.init()).vpcs.count, try await c.listSubnets(.init()).subnets.count,
-                     try await c.listEndpoints(.init()).endpoints.count, try await c.listEndpointInterfaces(.init()).interfaces.count)
+                     try await c.listEndpoints(.init()).endpoints.count, try await c.listEndpointInterfaces(.init()).interfaces.count,
+                     try await c.listHostCache(.init()).entries.count)
                 }
-                #expect(tables == (0, 0, 0, 0), "\(host.name) still has VPCs/subnets/endpoints/interfaces \(tables)")
+                #expect(tables == (0, 0, 0, 0, 0), "\(host.name) still has VPCs/subnets/endpoints/interfaces/learned paths \(tables)")
             }
         }
     }
