@@ -197,8 +197,26 @@ public struct Etcd: Sendable {
     }
 
     /// Keeps the lease alive, refreshing every `interval` seconds, until
-    /// the task is cancelled. Throws leaseExpired if etcd says it lapsed.
+    /// the task is cancelled. Throws leaseExpired if etcd says it lapsed. A
+    /// refresh stream that breaks is opened again at once: one broken
+    /// stream must not let the lease lapse.
     public func keepAlive(_ id: Int64, every interval: Duration) async throws {
+        while true {
+            do {
+                try await keepAliveStream(id, every: interval)
+                return
+            } catch let e as EtcdError where e.kind == .leaseExpired {
+                throw e
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                if Task.isCancelled { throw CancellationError() }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    func keepAliveStream(_ id: Int64, every interval: Duration) async throws {
         try await call("keep lease \(id) alive") {
             try await leases.leaseKeepAlive(requestProducer: { writer in
                 var r = Etcdserverpb_LeaseKeepAliveRequest()
