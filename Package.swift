@@ -143,7 +143,7 @@ let package = Package(
         .testTarget(
             name: "MizarEtcdTests",
             dependencies: [
-                "MizarEtcd", "MizarTestbed",
+                "MizarEtcd", "MizarTestbed", "MizarSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
