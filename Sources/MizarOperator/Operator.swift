@@ -285,9 +285,16 @@ public final class Operator: Sendable {
 
     /// Droplets whose transitd is alive and whose tables are in sync.
     func readyDroplets() -> [Droplet] {
-        droplets.filter { live.contains($0.name) && $0.status?.common.phase == .ready && $0.metadata.deletionTimestamp == nil }
-            .sorted { $0.name < $1.name }
+        droplets.filter(isReady).sorted { $0.name < $1.name }
     }
+
+    /// One droplet's readiness: what the endpoint path asks, without a
+    /// look at every droplet.
+    func isReady(_ d: Droplet) -> Bool {
+        live.contains(d.name) && d.status?.common.phase == .ready && d.metadata.deletionTimestamp == nil
+    }
+
+    func isReady(named name: String) -> Bool { droplets.get(name).map(isReady) ?? false }
 
     func peer(_ d: Droplet) throws -> TransitPeer {
         TransitPeer(target: try TransitTarget(parsing: d.spec.transitd), ip: try IPv4Address(parsing: d.spec.ip),

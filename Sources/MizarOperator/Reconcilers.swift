@@ -249,8 +249,7 @@ extension Operator {
             if let ipText = e.status?.ip, let vni = subnet?.status?.vni {
                 let ip = try IPv4Address(parsing: ipText)
                 let bs = try (subnet?.status?.bouncers ?? []).compactMap { try peer(named: $0) }
-                let ready = Set(readyDroplets().map(\.name))
-                if let homeName = e.status?.droplet, ready.contains(homeName), let home = try peer(named: homeName) {
+                if let homeName = e.status?.droplet, isReady(named: homeName), let home = try peer(named: homeName) {
                     try await Provisioning.removeEndpoint(vni: vni, ip: ip, on: home, bouncers: bs, via: pool)
                 } else {
                     try await Provisioning.removeEndpointEntry(vni: vni, ip: ip, from: bs, via: pool)
@@ -302,7 +301,7 @@ extension Operator {
         // The droplet: as asked, or one of the ready ones by the name's hash.
         if status.droplet == nil {
             if let wanted = e.spec.droplet {
-                guard readyDroplets().contains(where: { $0.name == wanted }) else { return .wait("waiting for Droplet \(wanted) to be ready") }
+                guard isReady(named: wanted) else { return .wait("waiting for Droplet \(wanted) to be ready") }
                 status.droplet = wanted
             } else {
                 let ready = readyDroplets()

@@ -56,13 +56,9 @@ public struct Store: Sendable {
     /// An object's events, oldest first.
     public func eventPrefix(_ kind: Kind, _ name: String) -> String { "\(root)events/\(kind.plural)/\(name)/" }
 
-    /// Records an event of the object, under `lease` (events expire with
-    /// it, and go with the object when it is deleted).
-    public func recordEvent(_ kind: Kind, _ name: String, _ event: ObjectEvent, lease: Int64 = 0) async throws {
-        try await etcd.transaction(if: [], then: [eventOperation(kind, name, event, lease: lease)])
-    }
-
-    /// The write of an event, to go into a transaction with other writes.
+    /// The write of an event, to go into a transaction with other writes;
+    /// under `lease` events expire with it, and they go with the object
+    /// when it is deleted.
     public func eventOperation(_ kind: Kind, _ name: String, _ event: ObjectEvent, lease: Int64 = 0) -> EtcdOperation {
         // Time first so that keys sort in order; a random tail keeps two
         // events of one nanosecond apart.
