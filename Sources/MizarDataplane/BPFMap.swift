@@ -101,13 +101,7 @@ public struct PerCPUArray<Value: BitwiseCopyable>: Sendable {
     }
 
     public func values(at index: UInt32) throws(BPFError) -> [Value] {
-        // The kernel rounds each CPU's slot up to 8 bytes.
-        let stride = (MemoryLayout<Value>.size + 7) & ~7
-        var key = index
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: stride * cpus, alignment: 8)
-        defer { raw.deallocate() }
-        try check(bpf_map_lookup_elem(fd, &key, raw), "bpf_map_lookup_elem", name)
-        return (0..<cpus).map { raw.load(fromByteOffset: $0 * stride, as: Value.self) }
+        try lookupPerCPU(fd: fd, name: name, key: index, cpus: cpus) ?? []
     }
 
     public func zero(at index: UInt32) throws(BPFError) {
@@ -118,4 +112,71 @@ public struct PerCPUArray<Value: BitwiseCopyable>: Sendable {
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: stride * cpus)
         try check(bpf_map_update_elem(fd, &key, raw, UInt64(BPF_ANY)), "bpf_map_update_elem", name)
     }
+}
+
+/// A map whose values are written and read as raw bytes: for values too
+/// large to import into Swift as a C struct (a service's Maglev table).
+public struct RawValueMap<Key: BitwiseCopyable>: Sendable {
+    public let name: String
+    public let fd: Int32
+    public let valueSize: Int
+
+    public func update(_ key: Key, _ value: [UInt8], flags: UInt64 = UInt64(BPF_ANY)) throws(BPFError) {
+        precondition(value.count == valueSize, "\(name): value of \(value.count) bytes, want \(valueSize)")
+        var k = key
+        try check(value.withUnsafeBytes { bpf_map_update_elem(fd, &k, $0.baseAddress!, flags) }, "bpf_map_update_elem", name)
+    }
+
+    public func lookup(_ key: Key) throws(BPFError) -> [UInt8]? {
+        var k = key
+        var buffer = [UInt8](repeating: 0, count: valueSize)
+        let r = buffer.withUnsafeMutableBytes { bpf_map_lookup_elem(fd, &k, $0.baseAddress!) }
+        if r == -ENOENT { return nil }
+        try check(r, "bpf_map_lookup_elem", name)
+        return buffer
+    }
+
+    @discardableResult
+    public func delete(_ key: Key) throws(BPFError) -> Bool {
+        try BPFMap<Key, UInt8>(name: name, fd: fd).delete(key)
+    }
+
+    public func keys() throws(BPFError) -> [Key] { try BPFMap<Key, UInt8>(name: name, fd: fd).keys() }
+}
+
+/// A per-CPU hash: one value per possible CPU for each key.
+public struct PerCPUHash<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
+    public let name: String
+    public let fd: Int32
+    let cpus: Int
+
+    init(name: String, fd: Int32) throws(BPFError) {
+        self.name = name
+        self.fd = fd
+        self.cpus = Int(try check(libbpf_num_possible_cpus(), "libbpf_num_possible_cpus"))
+    }
+
+    public func values(_ key: Key) throws(BPFError) -> [Value]? {
+        try lookupPerCPU(fd: fd, name: name, key: key, cpus: cpus)
+    }
+
+    @discardableResult
+    public func delete(_ key: Key) throws(BPFError) -> Bool {
+        try BPFMap<Key, UInt8>(name: name, fd: fd).delete(key)
+    }
+
+    public func keys() throws(BPFError) -> [Key] { try BPFMap<Key, UInt8>(name: name, fd: fd).keys() }
+}
+
+/// One value per possible CPU, or nil when the key is missing. The kernel
+/// rounds each CPU's slot up to 8 bytes.
+func lookupPerCPU<Key: BitwiseCopyable, Value: BitwiseCopyable>(fd: Int32, name: String, key: Key, cpus: Int) throws(BPFError) -> [Value]? {
+    let stride = (MemoryLayout<Value>.size + 7) & ~7
+    var k = key
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: stride * cpus, alignment: 8)
+    defer { raw.deallocate() }
+    let r = bpf_map_lookup_elem(fd, &k, raw)
+    if r == -ENOENT { return nil }
+    try check(r, "bpf_map_lookup_elem", name)
+    return (0..<cpus).map { raw.load(fromByteOffset: $0 * stride, as: Value.self) }
 }

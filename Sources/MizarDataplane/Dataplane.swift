@@ -30,6 +30,10 @@ public final class Dataplane: @unchecked Sendable {
     public let local: BPFMap<mz_ep_key, mz_local_ep>
     public let ifaces: BPFMap<mz_iface_key, mz_iface>
     public let hostCache: BPFMap<mz_ep_key, mz_cached_host>
+    public let services: RawValueMap<mz_ep_key>
+    public let nat: BPFMap<mz_flow_key, mz_nat>
+    public let serviceClients: BPFMap<mz_svc_client_key, mz_svc_client>
+    public let serviceStats: PerCPUHash<mz_svc_stat_key, mz_counter>
     public let counters: PerCPUArray<mz_counter>
     public let drops: PerCPUArray<mz_counter>
     public let eventsFD: Int32
@@ -40,6 +44,7 @@ public final class Dataplane: @unchecked Sendable {
     public static let sharedMaps = [
         "mz_droplet", "mz_knobs", "mz_vpcs", "mz_subnets", "mz_endpoints", "mz_local",
         "mz_ifaces", "mz_hostcache", "mz_counters", "mz_drops", "mz_events",
+        "mz_services", "mz_nat", "mz_svc_clients", "mz_svc_stats",
     ]
 
     public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, config: mz_config = Dataplane.defaultConfig,
@@ -77,6 +82,10 @@ public final class Dataplane: @unchecked Sendable {
         local = BPFMap(name: "mz_local", fd: try fd("mz_local"))
         ifaces = BPFMap(name: "mz_ifaces", fd: try fd("mz_ifaces"))
         hostCache = BPFMap(name: "mz_hostcache", fd: try fd("mz_hostcache"))
+        services = RawValueMap(name: "mz_services", fd: try fd("mz_services"), valueSize: Int(MZ_SVC_VALUE_SIZE))
+        nat = BPFMap(name: "mz_nat", fd: try fd("mz_nat"))
+        serviceClients = BPFMap(name: "mz_svc_clients", fd: try fd("mz_svc_clients"))
+        serviceStats = try PerCPUHash(name: "mz_svc_stats", fd: try fd("mz_svc_stats"))
         counters = try PerCPUArray(name: "mz_counters", fd: try fd("mz_counters"))
         drops = try PerCPUArray(name: "mz_drops", fd: try fd("mz_drops"))
         eventsFD = try fd("mz_events")

@@ -264,6 +264,10 @@ extension Dataplane {
         try local.clear()
         try ifaces.clear()
         try hostCache.clear()
+        for k in try services.keys() { try services.delete(k) }
+        try nat.clear()
+        try serviceClients.clear()
+        for k in try serviceStats.keys() { try serviceStats.delete(k) }
         for i in 0..<UInt32(MZ_CNT__MAX.rawValue) { try counters.zero(at: i) }
         for i in 0..<UInt32(MZ_DROP__MAX.rawValue) { try drops.zero(at: i) }
     }

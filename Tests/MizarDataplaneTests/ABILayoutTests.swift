@@ -32,6 +32,15 @@ let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size
         "mz_drops": (u32, counter),
         "mz_events": (nil, nil),
         "_host": (nil, host),
+        "mz_services": (epKey, (Int(MZ_SVC_VALUE_SIZE), ["hdr": 0, "backends": Int(MZ_SVC_BACKENDS_OFFSET),
+                                                          "table": Int(MZ_SVC_TABLE_OFFSET)])),
+        "mz_nat": (swiftLayout(mz_flow_key.self, [("vni", \.vni), ("src", \.src), ("dst", \.dst), ("sport", \.sport),
+                                                  ("dport", \.dport), ("proto", \.proto), ("reserved", \.reserved)]),
+                   swiftLayout(mz_nat.self, [("to_ip", \.to_ip), ("to_port", \.to_port), ("flags", \.flags), ("vip", \.vip),
+                                             ("backend", \.backend), ("created_ns", \.created_ns)])),
+        "mz_svc_clients": (swiftLayout(mz_svc_client_key.self, [("vni", \.vni), ("vip", \.vip), ("host_ip", \.host_ip)]),
+                           swiftLayout(mz_svc_client.self, [("last_ns", \.last_ns)])),
+        "mz_svc_stats": (swiftLayout(mz_svc_stat_key.self, [("vni", \.vni), ("vip", \.vip), ("backend", \.backend)]), counter),
     ]
 }()
 

@@ -54,6 +54,8 @@ struct PacketCase: Sendable, CustomTestStringConvertible {
     /// The kernel builds no skb from an IPv4 frame whose header is cut short,
     /// so on tc such a frame never reaches a program: the run must fail.
     var tcRefusedByKernel = false
+    /// Further checks of the tables afterwards (service flows, clients).
+    var after: @Sendable (Dataplane) throws -> Void = { _ in }
 
     var testDescription: String { "\(program.rawValue): \(name)" }
 }
@@ -169,4 +171,5 @@ func check(_ c: PacketCase, _ hook: Hook) throws {
     var wantCache = cacheBefore
     for l in c.learns { wantCache["\(l.vni.value)/\(l.ip)"] = l.host }
     #expect(try cacheSnapshot(dp) == wantCache, "direct-path cache")
+    try c.after(dp)
 }

@@ -132,8 +132,38 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 	    (hdst | (0xffffffffU >> cfg->subnet_prefixlen)) == hdst)
 		return -MZ_DROP_BROADCAST; /* the subnet's broadcast address */
 
+	/* A destination that is neither here nor learned may be a service VIP
+	 * whose flow this host was taught: then it goes to the backend. */
+	struct mz_ep_key k = { .vni = p->vni, .ip = dst };
 	const struct mz_local_ep *local = local_ep(p->vni, dst);
+	const struct mz_cached_host *c = 0;
+	int natted = 0;
+	if (!local) {
+		c = mz_config.direct_path ? bpf_map_lookup_elem(&mz_hostcache, &k) : 0;
+		if (!c) {
+			natted = svc_dnat(ctx, p, MZ_ETH_LEN, src, &dst);
+			if (natted < 0)
+				return natted;
+			if (natted) {
+				k.ip = dst;
+				local = local_ep(p->vni, dst);
+				if (!local && mz_config.direct_path)
+					c = bpf_map_lookup_elem(&mz_hostcache, &k);
+			}
+		}
+	}
 	if (local) {
+		if (!natted) {
+			/* A backend answering a client on this host. */
+			int r = svc_rnat(ctx, p, MZ_ETH_LEN);
+			if (r < 0)
+				return r;
+		}
+		data = ctx_data(ctx);
+		end = ctx_data_end(ctx);
+		eth = data;
+		if ((void *)(eth + 1) > end)
+			return -MZ_DROP_TRUNC_ETH;
 		mac_copy(eth->h_dest, local->mac);
 		p->target_ifindex = local->ifindex;
 		p->into_endpoint = 1;
@@ -142,6 +172,11 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 	}
 
 	/* Ports feed the hash so flows spread over bouncers, dividers and ECMP. */
+	data = ctx_data(ctx);
+	end = ctx_data_end(ctx);
+	ip = data + MZ_ETH_LEN;
+	if ((void *)(ip + 1) > end)
+		return -MZ_DROP_INNER_IP;
 	__u32 ports = ip->protocol;
 	if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
 	    !(ip->frag_off & bpf_htons(0x3fff))) {
@@ -152,9 +187,6 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 	__u32 hash = flow_hash_ips(src, dst, ports);
 
 	struct mz_host to;
-	struct mz_ep_key k = { .vni = p->vni, .ip = dst };
-	const struct mz_cached_host *c =
-		mz_config.direct_path ? bpf_map_lookup_elem(&mz_hostcache, &k) : 0;
 	if (c) {
 		to = c->host;
 		count(MZ_CNT_ENCAP_DIRECT, p->len);

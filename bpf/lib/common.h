@@ -17,6 +17,11 @@
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
+/* A global function: the verifier checks it once on its own, with only its
+ * argument types known, instead of along every path of its callers. Used
+ * where a caller's many states would otherwise each walk the callee. */
+#define MZ_SUBPROG __attribute__((noinline))
+
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 

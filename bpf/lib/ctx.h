@@ -24,7 +24,7 @@
 
 static __always_inline void *ctx_data(struct xdp_md *ctx) { return (void *)(long)ctx->data; }
 static __always_inline void *ctx_data_end(struct xdp_md *ctx) { return (void *)(long)ctx->data_end; }
-static __always_inline __u32 ctx_len(struct xdp_md *ctx) { return ctx->data_end - ctx->data; }
+static __always_inline __u32 ctx_len(struct xdp_md *ctx) { return bpf_xdp_get_buff_len(ctx); }
 static __always_inline __u32 ctx_ifindex(struct xdp_md *ctx) { return ctx->ingress_ifindex; }
 static __always_inline void ctx_pull(struct xdp_md *ctx, __u32 len) { }
 
@@ -53,6 +53,34 @@ static __always_inline int ctx_redirect(struct xdp_md *ctx, __u32 ifindex)
 static __always_inline int ctx_redirect_endpoint(struct xdp_md *ctx, __u32 ifindex)
 {
 	return bpf_redirect(ifindex, 0);
+}
+
+
+/* Opens n bytes of room at offset at: [0, at) moves to the front, [at, ...)
+ * stays where it is. ctx_close removes them again. Only for the fixed
+ * tunnel headers (at, n constants): the copy is unrolled. */
+static __always_inline int ctx_open(struct xdp_md *ctx, const __u32 at, const __u32 n)
+{
+	if (bpf_xdp_adjust_head(ctx, -(int)n))
+		return -1;
+	__u8 *d = (void *)(long)ctx->data;
+	if ((void *)(d + at + n) > (void *)(long)ctx->data_end)
+		return -1;
+#pragma unroll
+	for (__u32 i = 0; i < at; i++)
+		d[i] = d[i + n];
+	return 0;
+}
+
+static __always_inline int ctx_close(struct xdp_md *ctx, const __u32 at, const __u32 n)
+{
+	__u8 *d = (void *)(long)ctx->data;
+	if ((void *)(d + at + n) > (void *)(long)ctx->data_end)
+		return -1;
+#pragma unroll
+	for (int i = (int)at - 1; i >= 0; i--)
+		d[i + n] = d[i];
+	return bpf_xdp_adjust_head(ctx, (int)n);
 }
 
 #elif defined(MZ_HOOK_TC)
@@ -121,6 +149,35 @@ static __always_inline int ctx_redirect(struct __sk_buff *ctx, __u32 ifindex)
 static __always_inline int ctx_redirect_endpoint(struct __sk_buff *ctx, __u32 ifindex)
 {
 	return bpf_redirect_peer(ifindex, 0);
+}
+
+
+/* tc inserts and removes room right behind the MAC header, so the headers
+ * between it and `at` are copied over. A GSO packet would need its
+ * transport header moved too; the first packet of a flow (the only one
+ * that travels this way) is never one, so it is refused. */
+static __always_inline int ctx_open(struct __sk_buff *ctx, const __u32 at, const __u32 n)
+{
+	__u8 buf[40];
+	if (ctx->gso_size || at - MZ_ETH_LEN > sizeof(buf))
+		return -1;
+	if (bpf_skb_adjust_room(ctx, (__s32)n, BPF_ADJ_ROOM_MAC, 0) < 0)
+		return -1;
+	if (bpf_skb_load_bytes(ctx, MZ_ETH_LEN + n, buf, at - MZ_ETH_LEN) < 0)
+		return -1;
+	return bpf_skb_store_bytes(ctx, MZ_ETH_LEN, buf, at - MZ_ETH_LEN, 0);
+}
+
+static __always_inline int ctx_close(struct __sk_buff *ctx, const __u32 at, const __u32 n)
+{
+	__u8 buf[40];
+	if (ctx->gso_size || at - MZ_ETH_LEN > sizeof(buf))
+		return -1;
+	if (bpf_skb_load_bytes(ctx, MZ_ETH_LEN, buf, at - MZ_ETH_LEN) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(ctx, MZ_ETH_LEN + n, buf, at - MZ_ETH_LEN, 0) < 0)
+		return -1;
+	return bpf_skb_adjust_room(ctx, -(__s32)n, BPF_ADJ_ROOM_MAC, 0);
 }
 
 #else

@@ -12,6 +12,10 @@ struct mz_outer {
 	__u32 rts_off; /* the RTS option */
 	struct mz_host rts;
 	__u8 rts_flags;
+	__u32 rw_off; /* the rewrite option, or 0 */
+	__be32 rw_backend;
+	__be16 rw_port;
+	struct mz_host rw_host;
 };
 
 enum {
@@ -21,9 +25,13 @@ enum {
 /* Parses outer Ethernet/IPv4/UDP/Geneve and walks the options. Returns 0 for
  * a tunnel packet addressed to this droplet, MZ_NOT_TUNNEL for anything the
  * host's stack should have, or a negative drop reason. */
-static __always_inline int geneve_parse(struct mz_ctx *ctx, const struct mz_droplet *dr,
-					struct mz_outer *o, struct mz_pkt *p)
+MZ_SUBPROG int geneve_parse(struct mz_ctx *ctx, const struct mz_droplet *dr, struct mz_outer *o,
+			    struct mz_pkt *p)
 {
+	/* A global function's pointer arguments may be null as far as the
+	 * verifier knows. */
+	if (!dr || !o || !p)
+		return -MZ_DROP_NO_DROPLET;
 	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
@@ -93,6 +101,19 @@ for (int i = 0; i < MZ_GENEVE_MAX_OPTS; i++) {
 			o->rts_flags = r->flags;
 			o->rts_off = opts + off;
 			have_rts = 1;
+		} else if (opt->opt_class == bpf_htons(MZ_GENEVE_CLASS) &&
+			   opt->type == (MZ_GENEVE_CRITICAL | MZ_OPT_REWRITE)) {
+			struct mz_opt_rewrite *w = (void *)opt;
+			if (dlen != sizeof(*w) - sizeof(*opt))
+				return -MZ_DROP_GENEVE_OPTIONS;
+			if ((void *)(w + 1) > end)
+				return -MZ_DROP_TRUNC_GENEVE;
+			o->rw_off = opts + off;
+			o->rw_backend = w->backend_ip;
+			o->rw_port = w->backend_port;
+			o->rw_host.ip = w->host.ip;
+			mac_copy(o->rw_host.mac, w->host.mac);
+			o->rw_host.reserved = 0;
 		} else if (opt->type & MZ_GENEVE_CRITICAL) {
 			return -MZ_DROP_GENEVE_CRITICAL;
 		}

@@ -67,6 +67,39 @@ struct {
 	__type(value, struct mz_cached_host);
 } mz_hostcache SEC(".maps");
 
+/* Scaled endpoints this host bounces for: ports, backends, Maglev table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_ep_key);
+	__type(value, struct mz_service);
+} mz_services SEC(".maps");
+
+/* Service flows of this host's endpoints (client side), both directions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_MAX_NAT);
+	__type(key, struct mz_flow_key);
+	__type(value, struct mz_nat);
+} mz_nat SEC(".maps");
+
+/* Client hosts this bouncer taught, per service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_MAX_SVC_CLIENTS);
+	__type(key, struct mz_svc_client_key);
+	__type(value, struct mz_svc_client);
+} mz_svc_clients SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MZ_MAX_SVC_STATS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_svc_stat_key);
+	__type(value, struct mz_counter);
+} mz_svc_stats SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MZ_CNT__MAX);

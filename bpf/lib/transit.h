@@ -7,6 +7,7 @@
 #include "forward.h"
 #include "geneve.h"
 #include "arp.h"
+#include "service.h"
 
 static __always_inline __u32 flow_hash_ips(__be32 src, __be32 dst, __u32 extra)
 {
@@ -119,10 +120,17 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 	__be32 src = iip->saddr, dst = iip->daddr;
 	p->inner_src = src;
 	p->inner_dst = dst;
+	if (o.rw_off) {
+		ret = svc_answered(ctx, p, dr, &o, vpc);
+		return ret == MZ_SVC_APPLY_HERE ? svc_apply(ctx, p, dr, &o, 1) : ret;
+	}
 
 	const struct mz_local_ep *local = local_ep(p->vni, dst);
 	if (local) {
 		learn(p->vni, src, &o.rts, dr, p->len);
+		ret = svc_rnat(ctx, p, o.len + MZ_ETH_LEN);
+		if (ret < 0)
+			return ret;
 		return deliver(ctx, p, local, o.len, 1);
 	}
 
@@ -133,6 +141,10 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 		const struct mz_endpoint *ep = bpf_map_lookup_elem(&mz_endpoints, &k);
 		if (!ep)
 			return -MZ_DROP_NO_ENDPOINT;
+		if (ep->kind == MZ_EP_SCALED) {
+			ret = svc_answer(ctx, p, dr, &o);
+			return ret == MZ_SVC_APPLY_HERE ? svc_apply(ctx, p, dr, &o, 0) : ret;
+		}
 		struct mz_host to = ep->host;
 		ret = bounce(ctx, p, dr, &to, 0);
 		if (ret >= 0)

@@ -26,7 +26,10 @@
 /* Option types of MZ_GENEVE_CLASS. */
 enum mz_opt_type {
 	MZ_OPT_RTS = 0x01,     /* return to sender: where the inner source lives */
-	MZ_OPT_REWRITE = 0x02, /* scaled endpoint flow rewrite (reserved) */
+	/* scaled endpoint: how the client's host rewrites the flow. Sent with
+	 * the critical bit (MZ_GENEVE_CRITICAL | MZ_OPT_REWRITE): a host that
+	 * does not know it must drop the packet, not deliver it unrewritten. */
+	MZ_OPT_REWRITE = 0x02,
 };
 
 /* RTS flags. */
@@ -82,6 +85,13 @@ enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_MAX_LOCAL 65536         /* endpoints on this host */
 #define MZ_MAX_HOSTCACHE (1 << 18) /* learned endpoint -> host (direct path) */
 #define MZ_EVENTS_BYTES (1 << 20)
+#define MZ_MAX_SERVICES 4096    /* scaled endpoints whose bouncer this host is */
+#define MZ_MAX_SVC_PORTS 8      /* ports per scaled endpoint */
+#define MZ_MAX_BACKENDS 256     /* backends per scaled endpoint */
+#define MZ_MAGLEV_SIZE 65521    /* Maglev table entries, a prime: 128 KB a service */
+#define MZ_MAX_NAT (1 << 16)    /* service flows on a client host, both directions */
+#define MZ_MAX_SVC_CLIENTS (1 << 16) /* (service, client host) pairs a bouncer taught */
+#define MZ_MAX_SVC_STATS (1 << 16)   /* (service, backend) flow counters */
 
 /* ---- map keys and values ------------------------------------------------ */
 
@@ -90,6 +100,20 @@ struct mz_host {
 	__be32 ip;
 	__u8 mac[6];
 	__u16 reserved;
+};
+
+/* Rewrite option: a bouncer's answer to the first packet of a flow to a
+ * scaled endpoint (a service VIP). The packet comes back to the client's
+ * host unchanged inside, with this option after the Geneve header: the host
+ * remembers the flow (forward and reverse), rewrites the packet's
+ * destination to the backend and sends it to the backend's host. */
+struct mz_opt_rewrite {
+	struct mz_geneve_opt hdr;
+	__be32 backend_ip;
+	__be16 backend_port; /* 0 for ICMP echo */
+	__u8 flags;
+	__u8 reserved;
+	struct mz_host host; /* the backend's host */
 };
 
 /* mz_droplet[0]: this host's own droplet and the interface it sits on. */
@@ -184,6 +208,94 @@ struct mz_cached_host {
 	__u64 learned_ns;
 };
 
+/* ---- scaled endpoints (services) ---------------------------------------- */
+
+struct mz_svc_port {
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 reserved;
+	__be16 port;        /* on the VIP */
+	__be16 target_port; /* on the backend */
+	__u16 reserved2;
+};
+
+struct mz_backend {
+	__be32 ip;
+	struct mz_host host;
+};
+
+/* The head of a mz_services value. The whole value (struct mz_service, seen
+ * only by the programs) is the head, MZ_MAX_BACKENDS backends and the Maglev
+ * table of MZ_MAGLEV_SIZE backend indexes, written in one update so a
+ * program never sees a table that points at other backends than it has.
+ * Swift writes the value as bytes at MZ_SVC_*_OFFSET. */
+struct mz_service_hdr {
+	__u32 n_ports;
+	__u32 n_backends;
+	__u32 generation; /* bumped by user space on every change */
+	__u32 reserved;
+	struct mz_svc_port ports[MZ_MAX_SVC_PORTS];
+};
+
+#ifdef __bpf__
+struct mz_service {
+	struct mz_service_hdr hdr;
+	struct mz_backend backends[MZ_MAX_BACKENDS];
+	__u16 table[MZ_MAGLEV_SIZE];
+};
+#endif
+enum {
+	MZ_SVC_BACKENDS_OFFSET = sizeof(struct mz_service_hdr),
+	MZ_SVC_TABLE_OFFSET = sizeof(struct mz_service_hdr) + MZ_MAX_BACKENDS * sizeof(struct mz_backend),
+	/* rounded up to the struct's 4-byte alignment */
+	MZ_SVC_VALUE_SIZE = (MZ_SVC_TABLE_OFFSET + MZ_MAGLEV_SIZE * 2 + 3) & ~3,
+};
+
+/* A flow as the client's host sees it, both directions. ICMP echo uses the
+ * identifier as the client-side "port": sport for a request, dport for a
+ * reply. */
+struct mz_flow_key {
+	__u32 vni;
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 reserved[3];
+};
+
+#define MZ_NAT_F_REVERSE 0x01 /* a reply from the backend: rewrite the source */
+
+/* mz_nat: what to write into a flow's packets on the client's host. The
+ * forward entry (client -> VIP) rewrites the destination to the backend, the
+ * reverse entry (backend -> client) the source back to the VIP. */
+struct mz_nat {
+	__be32 to_ip;
+	__be16 to_port;
+	__u16 flags; /* MZ_NAT_F_* */
+	__be32 vip;     /* the service, in both directions (for invalidation) */
+	__be32 backend; /* the backend, in both directions */
+	__u64 created_ns;
+};
+
+/* mz_svc_clients (LRU): the client hosts a bouncer taught a service's flows
+ * to, so a removed backend's flows can be invalidated there and nowhere else. */
+struct mz_svc_client_key {
+	__u32 vni;
+	__be32 vip;
+	__be32 host_ip;
+};
+
+struct mz_svc_client {
+	__u64 last_ns;
+};
+
+/* mz_svc_stats (per CPU): flows a bouncer gave each backend of a service. */
+struct mz_svc_stat_key {
+	__u32 vni;
+	__be32 vip;
+	__be32 backend;
+};
+
 struct mz_counter {
 	__u64 packets;
 	__u64 bytes;
@@ -256,6 +368,11 @@ enum mz_counter_id {
 	MZ_CNT_SELF_HANDOFF,   /* agent's next hop is this very host */
 	MZ_CNT_CACHE_LEARN,    /* endpoint -> host learned or changed */
 	MZ_CNT_STALE_REROUTE,  /* direct-path packet for an endpoint gone from here, sent to its bouncer */
+	MZ_CNT_SVC_ANSWER,     /* bouncer: first packet to a service answered with a backend */
+	MZ_CNT_SVC_LEARN,      /* client host: a service flow learned from an answer */
+	MZ_CNT_SVC_RELAY,      /* divider: an answer relayed to the client's host */
+	MZ_CNT_SVC_DNAT,       /* client host: a packet to a VIP rewritten to its backend */
+	MZ_CNT_SVC_RNAT,       /* client host: a reply rewritten back to the VIP */
 	MZ_CNT__MAX,
 };
 
@@ -293,6 +410,11 @@ enum mz_drop_reason {
 	MZ_DROP_SPOOF_IP,
 	MZ_DROP_BROADCAST,       /* broadcast or multicast destination */
 	MZ_DROP_ADJUST_FAILED,   /* a head/room adjustment helper failed */
+	MZ_DROP_SVC_NO_SERVICE,  /* bouncer: scaled endpoint without a service entry */
+	MZ_DROP_SVC_PORT,        /* to a VIP on a port the service does not have */
+	MZ_DROP_SVC_PROTO,       /* to a VIP: neither TCP, UDP nor ICMP echo, or a fragment */
+	MZ_DROP_SVC_NO_BACKEND,  /* the service has no live backend */
+	MZ_DROP_SVC_REWRITE,     /* a rewrite answer malformed or for no local client */
 	MZ_DROP__MAX,
 };
 
@@ -332,6 +454,14 @@ static inline __u32 mz_flow_hash(__u32 src, __u32 dst, __u32 ports_proto)
 	return mz_mix32(src ^ mz_mix32(dst ^ mz_mix32(ports_proto)));
 }
 
+/* The Maglev table entry a bouncer reads for a flow to a service (host-order
+ * addresses and ports; ICMP echo: the identifier as sport, dport 0). */
+static inline __u32 mz_maglev_slot(__u32 client, __u32 vip, __u16 sport, __u16 dport, __u8 proto)
+{
+	__u32 h = mz_flow_hash(client, vip, ((__u32)sport << 16 | dport) ^ proto);
+	return mz_mix32(h ^ 0x9e3779b9U) % MZ_MAGLEV_SIZE;
+}
+
 static inline __u16 mz_flow_sport(__u32 hash)
 {
 	return (__u16)(MZ_UDP_SPORT_BASE | (hash & 0x3fff));
@@ -355,6 +485,19 @@ _Static_assert(sizeof(struct mz_cached_host) == 24, "cached host");
 _Static_assert(sizeof(struct mz_counter) == 16, "counter");
 _Static_assert(sizeof(struct mz_event) == 48, "event");
 _Static_assert(sizeof(struct mz_config) == 8, "config");
+_Static_assert(sizeof(struct mz_opt_rewrite) == 24, "rewrite option");
+_Static_assert(sizeof(struct mz_svc_port) == 8, "service port");
+_Static_assert(sizeof(struct mz_backend) == 16, "backend");
+_Static_assert(sizeof(struct mz_service_hdr) == 16 + 8 * MZ_MAX_SVC_PORTS, "service head");
+_Static_assert(sizeof(struct mz_flow_key) == 20, "flow key");
+_Static_assert(sizeof(struct mz_nat) == 24, "nat");
+_Static_assert(sizeof(struct mz_svc_client_key) == 12, "service client key");
+_Static_assert(sizeof(struct mz_svc_stat_key) == 12, "service stat key");
+_Static_assert(MZ_MAX_BACKENDS <= 65535, "table entries are u16");
+#ifdef __bpf__
+_Static_assert(sizeof(struct mz_service) == MZ_SVC_VALUE_SIZE, "service value");
+_Static_assert(__builtin_offsetof(struct mz_service, table) == MZ_SVC_TABLE_OFFSET, "service table");
+#endif
 _Static_assert(__builtin_offsetof(struct mz_opt_rts, host_mac) == 8, "rts mac");
 _Static_assert(__builtin_offsetof(struct mz_subnet, bouncers) == 12, "subnet bouncers");
 _Static_assert(__builtin_offsetof(struct mz_cached_host, learned_ns) == 16, "cached ts");
@@ -396,6 +539,11 @@ static inline const char *mz_drop_name(__u32 reason)
 	case MZ_DROP_SPOOF_IP: return "spoofed_ip";
 	case MZ_DROP_BROADCAST: return "broadcast";
 	case MZ_DROP_ADJUST_FAILED: return "adjust_failed";
+	case MZ_DROP_SVC_NO_SERVICE: return "service_missing";
+	case MZ_DROP_SVC_PORT: return "service_port";
+	case MZ_DROP_SVC_PROTO: return "service_protocol";
+	case MZ_DROP_SVC_NO_BACKEND: return "service_no_backend";
+	case MZ_DROP_SVC_REWRITE: return "service_rewrite";
 	default: return 0;
 	}
 }
@@ -424,6 +572,11 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_SELF_HANDOFF: return "self_handoff";
 	case MZ_CNT_CACHE_LEARN: return "cache_learn";
 	case MZ_CNT_STALE_REROUTE: return "stale_reroute";
+	case MZ_CNT_SVC_ANSWER: return "service_answer";
+	case MZ_CNT_SVC_LEARN: return "service_learn";
+	case MZ_CNT_SVC_RELAY: return "service_relay";
+	case MZ_CNT_SVC_DNAT: return "service_dnat";
+	case MZ_CNT_SVC_RNAT: return "service_rnat";
 	default: return 0;
 	}
 }
