@@ -144,14 +144,56 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     /// the interface is made but stays parked on its droplet, unconfigured,
     /// for a container runtime to move into its workload.
     public var netns: String?
+    /// "simple" (the default: a workload's interface) or "scaled" (a
+    /// service VIP: ports and backends, no interface, no droplet).
+    public var type: String?
+    /// A scaled endpoint's ports.
+    public var ports: [EndpointPort]?
+    /// A scaled endpoint's backends: names of simple endpoints of the same
+    /// VPC, in any subnet, on any droplet.
+    public var backends: [String]?
 
-    public init(vpc: String, subnet: String, ip: String? = nil, mac: String? = nil, droplet: String? = nil, netns: String? = nil) {
+    public init(vpc: String, subnet: String, ip: String? = nil, mac: String? = nil, droplet: String? = nil, netns: String? = nil,
+                type: String? = nil, ports: [EndpointPort]? = nil, backends: [String]? = nil) {
         self.vpc = vpc
         self.subnet = subnet
         self.ip = ip
         self.mac = mac
         self.droplet = droplet
         self.netns = netns
+        self.type = type
+        self.ports = ports
+        self.backends = backends
+    }
+
+    public var isScaled: Bool { type == "scaled" }
+}
+
+/// A port of a scaled endpoint: `port` on the VIP, `targetPort` (the same
+/// when absent) on the backend.
+public struct EndpointPort: Codable, Sendable, Equatable {
+    public var port: Int
+    /// "TCP" (the default) or "UDP".
+    public var `protocol`: String?
+    public var targetPort: Int?
+
+    public init(port: Int, protocol: String? = nil, targetPort: Int? = nil) {
+        self.port = port
+        self.protocol = `protocol`
+        self.targetPort = targetPort
+    }
+}
+
+/// A backend as the bouncers were last given it.
+public struct EndpointBackend: Codable, Sendable, Equatable {
+    public var name: String
+    public var ip: String
+    public var droplet: String
+
+    public init(name: String, ip: String, droplet: String) {
+        self.name = name
+        self.ip = ip
+        self.droplet = droplet
     }
 }
 
@@ -161,6 +203,8 @@ public struct EndpointStatus: ObjectStatus {
     public var mac: String?
     public var droplet: String?
     public var hostInterface: String?
+    /// A scaled endpoint's live backends, as its bouncers hold them.
+    public var backends: [EndpointBackend]?
     public init() {}
 }
 
@@ -319,6 +363,38 @@ extension EndpointSpec: ObjectSpec {
         if let droplet { try validateName(droplet, field: "spec.droplet") }
         if let netns, !netns.hasPrefix("/") {
             throw ValidationError(field: "spec.netns", reason: "\(String(reflecting: netns)) is not an absolute path to a network namespace")
+        }
+        switch type ?? "simple" {
+        case "simple":
+            if ports != nil { throw ValidationError(field: "spec.ports", reason: "only a scaled endpoint has ports") }
+            if backends != nil { throw ValidationError(field: "spec.backends", reason: "only a scaled endpoint has backends") }
+        case "scaled":
+            if droplet != nil { throw ValidationError(field: "spec.droplet", reason: "a scaled endpoint lives on its subnet's bouncers, not on a droplet") }
+            if netns != nil { throw ValidationError(field: "spec.netns", reason: "a scaled endpoint has no interface") }
+            guard let ports, !ports.isEmpty else { throw ValidationError(field: "spec.ports", reason: "a scaled endpoint needs at least one port") }
+            guard ports.count <= 8 else { throw ValidationError(field: "spec.ports", reason: "\(ports.count) ports; at most 8") }
+            var seen = Set<String>()
+            for (i, p) in ports.enumerated() {
+                guard (1...65535).contains(p.port) else {
+                    throw ValidationError(field: "spec.ports[\(i)].port", reason: "\(p.port) is out of range 1...65535")
+                }
+                if let t = p.targetPort, !(1...65535).contains(t) {
+                    throw ValidationError(field: "spec.ports[\(i)].targetPort", reason: "\(t) is out of range 1...65535")
+                }
+                let proto = (p.protocol ?? "TCP").uppercased()
+                guard proto == "TCP" || proto == "UDP" else {
+                    throw ValidationError(field: "spec.ports[\(i)].protocol", reason: "\(String(reflecting: p.protocol ?? "")) is not TCP or UDP")
+                }
+                guard seen.insert("\(proto)/\(p.port)").inserted else {
+                    throw ValidationError(field: "spec.ports[\(i)]", reason: "\(p.port)/\(proto) appears twice")
+                }
+            }
+            let list = backends ?? []
+            guard list.count <= 256 else { throw ValidationError(field: "spec.backends", reason: "\(list.count) backends; at most 256") }
+            for (i, b) in list.enumerated() { try validateName(b, field: "spec.backends[\(i)]") }
+            guard Set(list).count == list.count else { throw ValidationError(field: "spec.backends", reason: "a backend is named twice") }
+        case let other:
+            throw ValidationError(field: "spec.type", reason: "\(String(reflecting: other)) is not \"simple\" or \"scaled\"")
         }
     }
 }

@@ -38,6 +38,8 @@ public final class Operator: Sendable {
     /// Addresses held in each VPC, as the endpoint cache shows them: lets
     /// allocation skip them without a scan of all endpoints.
     let addresses = Mutex<[String: Set<UInt32>]>([:])
+    /// Backend name -> the scaled endpoints that name it.
+    let backendIndex = Mutex<[String: Set<String>]>([:])
 
     let vpcQueue = WorkQueue(), subnetQueue = WorkQueue(), endpointQueue = WorkQueue()
     let dropletQueue = WorkQueue(), bouncerQueue = WorkQueue(), dividerQueue = WorkQueue()
@@ -158,6 +160,11 @@ public final class Operator: Sendable {
                 }
             }
             enqueue(endpointQueue, [e.name])
+            // A backend that comes, goes or moves changes its services.
+            indexBackends(old: old, new: new)
+            if old?.status != new?.status || new?.metadata.deletionTimestamp != nil || new == nil {
+                enqueue(endpointQueue, services(using: e.name))
+            }
             if new == nil { enqueue(subnetQueue, [e.spec.subnet]) }   // a subnet being deleted waits for its endpoints
         }
         droplets.onChange { [self] old, new in enqueue(dropletQueue, [(new ?? old)!.name]) }

@@ -210,6 +210,12 @@ extension Operator {
         let fresh = try placed.filter { !(s.status?.bouncers ?? []).contains($0) }.compactMap { try peer(named: $0) }
         if !fresh.isEmpty {
             for e in endpoints.filter({ $0.spec.subnet == name && $0.status?.common.phase == .provisioned }) {
+                if e.spec.isScaled {
+                    if let service = try serviceMessage(e, backends: e.status?.backends ?? [], subnet: s, vni: vni) {
+                        try await Provisioning.putService(service, on: fresh, clients: { _ in nil }, via: pool)
+                    }
+                    continue
+                }
                 guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
                       let home = try peer(named: homeName) else { continue }
                 try await Provisioning.putEndpointEntry(vni: vni, ip: try IPv4Address(parsing: ipText), mac: try MACAddress(parsing: macText),
@@ -225,6 +231,12 @@ extension Operator {
         if !retired.isEmpty {
             for e in endpoints.filter({ $0.spec.subnet == name }) {
                 guard let ipText = e.status?.ip else { continue }
+                if e.spec.isScaled {
+                    // The other bouncers still serve it: no client forgets anything.
+                    try await Provisioning.deleteService(vni: vni, vip: try IPv4Address(parsing: ipText), from: retired,
+                                                         clients: { _ in nil }, via: pool)
+                    continue
+                }
                 try await Provisioning.removeEndpointEntry(vni: vni, ip: try IPv4Address(parsing: ipText), from: retired, via: pool)
             }
         }
@@ -246,7 +258,9 @@ extension Operator {
         guard var e = endpoints.get(name) else { return .done }
         let subnet = subnets.get(e.spec.subnet)
         if e.metadata.deletionTimestamp != nil {
-            if let ipText = e.status?.ip, let vni = subnet?.status?.vni {
+            if let ipText = e.status?.ip, let vni = subnet?.status?.vni, e.spec.isScaled {
+                try await removeScaled(e, subnet: subnet, vni: vni, ip: try IPv4Address(parsing: ipText))
+            } else if let ipText = e.status?.ip, let vni = subnet?.status?.vni {
                 let ip = try IPv4Address(parsing: ipText)
                 let bs = try (subnet?.status?.bouncers ?? []).compactMap { try peer(named: $0) }
                 if let homeName = e.status?.droplet, isReady(named: homeName), let home = try peer(named: homeName) {
@@ -258,17 +272,20 @@ extension Operator {
             try await release(e)
             return .done
         }
-        if Self.settled(e) { return .done }
+        if Self.settled(e) && !e.spec.isScaled { return .done }
         guard let subnet, subnet.metadata.deletionTimestamp == nil, subnet.status?.common.phase == .provisioned,
               let vni = subnet.status?.vni, let bouncerNames = subnet.status?.bouncers, !bouncerNames.isEmpty else {
             return try await setPhase(e, .initial, reason: "waiting for Subnet \(e.spec.subnet)", in: endpoints)
         }
-        if e.status?.ip == nil || e.status?.droplet == nil || !(e.metadata.finalizers ?? []).contains(Self.finalizer) {
+        if e.status?.ip == nil || (e.status?.droplet == nil && !e.spec.isScaled) || !(e.metadata.finalizers ?? []).contains(Self.finalizer) {
             switch try await claimAddress(e, subnet: subnet, vni: vni) {
             case .saved(let saved): e = saved
             case .wait(let reason): return try await setPhase(e, .initial, reason: reason, in: endpoints)
             case .conflict: return .retry("conflict")
             }
+        }
+        if e.spec.isScaled {
+            return try await reconcileScaled(e, subnet: subnet, vni: vni, bouncers: try bouncerNames.compactMap { try peer(named: $0) })
         }
         guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
               let home = try peer(named: homeName) else { return .retry("claim not recorded") }
@@ -299,7 +316,7 @@ extension Operator {
         status.common.phase = .programming
         status.common.reason = nil
         // The droplet: as asked, or one of the ready ones by the name's hash.
-        if status.droplet == nil {
+        if status.droplet == nil && !e.spec.isScaled {
             if let wanted = e.spec.droplet {
                 guard isReady(named: wanted) else { return .wait("waiting for Droplet \(wanted) to be ready") }
                 status.droplet = wanted

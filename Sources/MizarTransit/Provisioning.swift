@@ -144,3 +144,69 @@ public enum Provisioning {
         MACAddress(0x0a, 0x58, UInt8(vni & 0xff), UInt8(vni >> 8 & 0xff), ip.bytes[2], ip.bytes[3])
     }
 }
+
+// MARK: - Scaled endpoints
+
+extension Provisioning {
+    /// The service on each bouncer of its subnet, concurrently. When
+    /// backends went away, the client hosts the bouncers taught (and only
+    /// those) forget their flows to them; `clients` finds a client host's
+    /// transitd by its address (nil: not reachable now).
+    @discardableResult
+    public static func putService(_ service: Mizar_Transit_V1_Service, on bouncers: [TransitPeer],
+                                  clients: @Sendable (IPv4Address) -> TransitPeer?,
+                                  via connector: some TransitConnector = DirectConnector()) async throws -> ServiceChange {
+        let replies = try await withThrowingTaskGroup(of: Mizar_Transit_V1_PutServiceReply.self) { group in
+            for b in bouncers {
+                group.addTask { try await connector.withClient(b.target) { try await $0.putService(service, options: callOptions) } }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        return try await invalidate(vni: service.vni, vip: service.ip, replies: replies, clients: clients, via: connector)
+    }
+
+    /// The service off each of `bouncers`; every client host they taught
+    /// forgets its flows to it.
+    @discardableResult
+    public static func deleteService(vni: UInt32, vip: IPv4Address, from bouncers: [TransitPeer],
+                                     clients: @Sendable (IPv4Address) -> TransitPeer?,
+                                     via connector: some TransitConnector = DirectConnector()) async throws -> ServiceChange {
+        var key = Mizar_Transit_V1_EndpointKey()
+        key.vni = vni
+        key.ip = "\(vip)"
+        let request = key
+        let replies = try await withThrowingTaskGroup(of: Mizar_Transit_V1_PutServiceReply.self) { group in
+            for b in bouncers {
+                group.addTask { try await connector.withClient(b.target) { try await $0.deleteService(request, options: callOptions) } }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        return try await invalidate(vni: vni, vip: "\(vip)", replies: replies, clients: clients, via: connector, all: true)
+    }
+
+    static func invalidate(vni: UInt32, vip: String, replies: [Mizar_Transit_V1_PutServiceReply],
+                           clients: @Sendable (IPv4Address) -> TransitPeer?, via connector: some TransitConnector,
+                           all: Bool = false) async throws -> ServiceChange {
+        let removed = Set(replies.flatMap(\.removedBackends)).compactMap { try? IPv4Address(parsing: $0) }.sorted { $0.value < $1.value }
+        let hosts = Set(replies.flatMap(\.clientHosts)).compactMap { try? IPv4Address(parsing: $0) }.sorted { $0.value < $1.value }
+        let change = ServiceChange(changed: replies.contains(where: \.changed), removedBackends: removed, clientHosts: hosts)
+        guard all || !removed.isEmpty else { return change }
+        let request = {
+            var r = Mizar_Transit_V1_InvalidateServiceFlowsRequest()
+            r.vni = vni
+            r.vip = vip
+            r.backends = all ? [] : removed.map { "\($0)" }
+            return r
+        }()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for h in hosts {
+                guard let peer = clients(h) else { continue }
+                group.addTask {
+                    _ = try await connector.withClient(peer.target) { try await $0.invalidateServiceFlows(request, options: callOptions) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return change
+    }
+}

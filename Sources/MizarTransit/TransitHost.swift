@@ -133,6 +133,7 @@ public actor TransitHost {
                                "VPC \(vni) still has \(subnets.count) subnet(s) on this host (\(subnets.map { "\($0.cidr)" }.joined(separator: ", "))); delete them first")
         }
         try forgetCachedHosts { $0.vni == vni.value }
+        try forgetServices(vni) { _ in true }
         return try dataplane.deleteVPC(vni)
     }
 
@@ -180,6 +181,7 @@ public actor TransitHost {
                                "subnet \(cidr) of VPC \(vni) still has \(users.count) endpoint interface(s) on this host")
         }
         try forgetCachedHosts { $0.vni == vni.value && cidr.contains(IPv4Address(networkOrder: $0.ip)) }
+        try forgetServices(vni) { cidr.contains($0) }
         return try dataplane.deleteSubnet(vni, cidr)
     }
 

@@ -253,3 +253,156 @@ extension Mizar_Transit_V1_DeleteReply {
         return r
     }
 }
+
+// MARK: - Scaled endpoints
+
+extension TransitService {
+    public func putService(request: Mizar_Transit_V1_Service, context: ServerContext) async throws -> Mizar_Transit_V1_PutServiceReply {
+        try await call {
+            let (entry, mac, subnet) = try ServiceMessages.entry(request)
+            return ServiceMessages.reply(try await host.putService(entry, mac: mac, subnet: subnet))
+        }
+    }
+
+    public func deleteService(request: Mizar_Transit_V1_EndpointKey, context: ServerContext) async throws -> Mizar_Transit_V1_PutServiceReply {
+        try await call {
+            ServiceMessages.reply(try await host.deleteService(try VNI(request.vni), try IPv4Address(parsing: request.ip, field: "ip")))
+        }
+    }
+
+    public func getService(request: Mizar_Transit_V1_EndpointKey, context: ServerContext) async throws -> Mizar_Transit_V1_ServiceInfo {
+        try await call {
+            let vni = try VNI(request.vni), vip = try IPv4Address(parsing: request.ip, field: "ip")
+            guard let state = try await host.serviceState(vni, vip) else {
+                throw TransitError(.notFound, field: "ip", "no service \(vip) in VPC \(vni) on this host")
+            }
+            return ServiceMessages.info(state)
+        }
+    }
+
+    public func listServices(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_ServiceList {
+        try await call {
+            var list = Mizar_Transit_V1_ServiceList()
+            list.services = try await host.listServices(vni: try filter(request)).map(ServiceMessages.info)
+            return list
+        }
+    }
+
+    public func listServiceFlows(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_ServiceFlowList {
+        try await call {
+            var list = Mizar_Transit_V1_ServiceFlowList()
+            list.flows = try await host.serviceFlows(vni: try filter(request)).map { f in
+                var m = Mizar_Transit_V1_ServiceFlow()
+                m.vni = f.vni.value
+                m.src = "\(f.src)"
+                m.sport = UInt32(f.sport)
+                m.dst = "\(f.dst)"
+                m.dport = UInt32(f.dport)
+                m.protocol = ServiceMessages.protocolName(f.proto)
+                m.toIp = "\(f.toIP)"
+                m.toPort = UInt32(f.toPort)
+                m.reverse = f.reverse
+                m.vip = "\(f.vip)"
+                m.backend = "\(f.backend)"
+                return m
+            }
+            return list
+        }
+    }
+
+    public func invalidateServiceFlows(request: Mizar_Transit_V1_InvalidateServiceFlowsRequest,
+                                       context: ServerContext) async throws -> Mizar_Transit_V1_InvalidateServiceFlowsReply {
+        try await call {
+            let vni = try VNI(request.vni), vip = try unicast(request.vip, "vip")
+            let backends = try request.backends.enumerated().map { try unicast($1, "backends[\($0)]") }
+            var reply = Mizar_Transit_V1_InvalidateServiceFlowsReply()
+            reply.removed = UInt32(try await host.invalidateServiceFlows(vni, vip: vip, backends: backends.isEmpty ? nil : Set(backends)))
+            return reply
+        }
+    }
+}
+
+/// Service messages to Mizar's types and back, every error naming its field.
+public enum ServiceMessages {
+    public static func protocolName(_ proto: UInt8) -> String {
+        switch proto {
+        case 6: "TCP"
+        case 17: "UDP"
+        case 1: "ICMP"
+        default: "\(proto)"
+        }
+    }
+
+    public static func entry(_ m: Mizar_Transit_V1_Service) throws -> (ServiceEntry, MACAddress, CIDR) {
+        let vni = try VNI(m.vni)
+        let vip = try unicast(m.ip, "ip")
+        let mac = try endpointMAC(m.mac)
+        let subnet = try CIDR(parsing: m.subnet, field: "subnet")
+        let ports = try m.ports.enumerated().map { i, p -> ServicePort in
+            let proto: ServicePort.Proto
+            switch p.protocol.uppercased() {
+            case "TCP": proto = .tcp
+            case "UDP": proto = .udp
+            default: throw ValidationError(field: "ports[\(i)].protocol", reason: "\"\(p.protocol)\" is not TCP or UDP")
+            }
+            guard (1...65535).contains(p.port) else {
+                throw ValidationError(field: "ports[\(i)].port", reason: "\(p.port) is out of range 1...65535")
+            }
+            guard (1...65535).contains(p.targetPort) else {
+                throw ValidationError(field: "ports[\(i)].target_port", reason: "\(p.targetPort) is out of range 1...65535")
+            }
+            return ServicePort(proto: proto, port: UInt16(p.port), targetPort: UInt16(p.targetPort))
+        }
+        let backends = try m.backends.enumerated().map { i, b -> ServiceBackend in
+            guard b.hasHost else { throw ValidationError(field: "backends[\(i)].host", reason: "is missing; expected the backend's host") }
+            return ServiceBackend(ip: try unicast(b.ip, "backends[\(i)].ip"), host: try hostAddress(b.host, "backends[\(i)].host"))
+        }
+        return (ServiceEntry(vni: vni, vip: vip, ports: ports, backends: backends), mac, subnet)
+    }
+
+    public static func message(_ e: ServiceEntry, mac: MACAddress, subnet: CIDR?) -> Mizar_Transit_V1_Service {
+        var m = Mizar_Transit_V1_Service()
+        m.vni = e.vni.value
+        m.ip = "\(e.vip)"
+        m.mac = "\(mac)"
+        m.subnet = subnet.map { "\($0)" } ?? ""
+        m.ports = e.ports.map { p in
+            var pm = Mizar_Transit_V1_ServicePort()
+            pm.protocol = p.proto == .tcp ? "TCP" : "UDP"
+            pm.port = UInt32(p.port)
+            pm.targetPort = UInt32(p.targetPort)
+            return pm
+        }
+        m.backends = e.backends.map { b in
+            var bm = Mizar_Transit_V1_ServiceBackend()
+            bm.ip = "\(b.ip)"
+            bm.host = .init(b.host)
+            return bm
+        }
+        return m
+    }
+
+    static func reply(_ c: ServiceChange) -> Mizar_Transit_V1_PutServiceReply {
+        var r = Mizar_Transit_V1_PutServiceReply()
+        r.changed = c.changed
+        r.removedBackends = c.removedBackends.map { "\($0)" }
+        r.clientHosts = c.clientHosts.map { "\($0)" }
+        return r
+    }
+
+    static func info(_ s: ServiceState) -> Mizar_Transit_V1_ServiceInfo {
+        var m = Mizar_Transit_V1_ServiceInfo()
+        m.service = message(s.entry, mac: s.mac, subnet: nil)
+        m.tableSize = UInt32(s.summary.size)
+        m.backends = s.entry.backends.map { b in
+            var bm = Mizar_Transit_V1_BackendInfo()
+            bm.ip = "\(b.ip)"
+            bm.host = .init(b.host)
+            bm.tableEntries = UInt32(s.summary.entries[b.ip] ?? 0)
+            bm.flows = s.flows[b.ip] ?? 0
+            return bm
+        }
+        m.clientHosts = s.clientHosts.map { "\($0)" }
+        return m
+    }
+}

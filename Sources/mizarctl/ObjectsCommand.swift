@@ -4,6 +4,7 @@ import Foundation
 import MizarAPI
 import MizarCore
 import MizarEtcd
+import MizarRPC
 import MizarStore
 import MizarTestbed
 import MizarTransit
@@ -211,10 +212,61 @@ struct Describe: AsyncParsableCommand {
         }
         guard let o = objects.first else { throw CommandFailure(description: "\(kind.rawValue) \(name) not found") }
         print(try YAMLEncoder().encode(o), terminator: "")
+        if case .endpoint(let e) = o, e.spec.isScaled { try await describeService(e) }
         print("events:")
         if events.isEmpty { print("  (none)") }
         printTable(["  TIME", "TYPE", "REASON", "BY", "MESSAGE"],
                    events.map { ["  " + $0.time, $0.type.rawValue, $0.reason, $0.controller ?? "-", $0.message] })
+    }
+}
+
+extension Describe {
+    /// A scaled endpoint as its bouncers hold it: ports, backends, how the
+    /// Maglev table divides among them and the flows each was given.
+    func describeService(_ e: Endpoint) async throws {
+        guard let ip = e.status?.ip else { return }
+        let bouncers: [(String, TransitTarget)] = try await etcd.withStore { store in
+            guard let names = try await store.get(SubnetSpec.self, e.spec.subnet)?.status?.bouncers else { return [] }
+            var result: [(String, TransitTarget)] = []
+            for n in names {
+                if let d = try await store.get(DropletSpec.self, n) { result.append((n, try TransitTarget(parsing: d.spec.transitd))) }
+            }
+            return result
+        }
+        var infos: [(String, Mizar_Transit_V1_ServiceInfo)] = []
+        var failures: [String] = []
+        for (name, target) in bouncers {
+            do {
+                let vni = try await withTransitClient(target) { c in
+                    try await c.listEndpoints(.init()).endpoints.first { $0.ip == ip && $0.kind == .scaled }?.vni
+                }
+                guard let vni else { failures.append("\(name): no entry for \(ip)"); continue }
+                var key = Mizar_Transit_V1_EndpointKey()
+                key.vni = vni
+                key.ip = ip
+                let k = key
+                infos.append((name, try await withTransitClient(target) { try await $0.getService(k) }))
+            } catch {
+                failures.append("\(name): \(error)")
+            }
+        }
+        print("service:")
+        print("  bouncers: \(bouncers.map(\.0).joined(separator: ", "))")
+        for f in failures { print("  unreachable: \(f)") }
+        guard let first = infos.first?.1 else { return }
+        print("  ports: " + first.service.ports.map { "\($0.port)/\($0.protocol) -> \($0.targetPort)" }.joined(separator: ", "))
+        print("  maglev table: \(first.tableSize) entries")
+        let names = Dictionary((e.status?.backends ?? []).map { ($0.ip, $0.name) }, uniquingKeysWith: { a, _ in a })
+        var flows: [String: UInt64] = [:]
+        for (_, info) in infos { for b in info.backends { flows[b.ip, default: 0] += b.flows } }
+        printTable(["  BACKEND", "IP", "HOST", "TABLE ENTRIES", "SHARE", "NEW FLOWS"], first.backends.map { b in
+            ["  " + (names[b.ip] ?? "-"), b.ip, b.host.ip, "\(b.tableEntries)",
+             String(format: "%.2f%%", first.tableSize == 0 ? 0 : Double(b.tableEntries) * 100 / Double(first.tableSize)),
+             "\(flows[b.ip] ?? 0)"]
+        })
+        if first.backends.isEmpty { print("  (no live backend)") }
+        let clients = Set(infos.flatMap(\.1.clientHosts)).sorted()
+        print("  client hosts taught: \(clients.isEmpty ? "(none)" : clients.joined(separator: ", "))")
     }
 }
 

@@ -39,7 +39,9 @@ struct CRDTests {
         var subnet = Subnet(name: "s", spec: SubnetSpec(vpc: "v", cidr: "10.0.1.0/24", bouncers: 1))
         var ss = SubnetStatus(); ss.common = common; ss.vni = 5; ss.gateway = "10.0.1.1"; ss.bouncers = ["d"]; subnet.status = ss
         var ep = Endpoint(name: "e", spec: EndpointSpec(vpc: "v", subnet: "s", ip: "10.0.1.5", mac: "02:00:00:00:00:01", droplet: "d", netns: "/run/netns/x"))
-        var es = EndpointStatus(); es.common = common; es.ip = "10.0.1.5"; es.mac = "02:00:00:00:00:01"; es.droplet = "d"; es.hostInterface = "mz0"; ep.status = es
+        ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(port: 80, protocol: "TCP", targetPort: 8080)]; ep.spec.backends = ["e2"]
+        var es = EndpointStatus(); es.common = common; es.ip = "10.0.1.5"; es.mac = "02:00:00:00:00:01"; es.droplet = "d"; es.hostInterface = "mz0"
+        es.backends = [EndpointBackend(name: "e2", ip: "10.0.1.6", droplet: "d")]; ep.status = es
         var droplet = Droplet(name: "d", spec: DropletSpec(ip: "172.30.0.1", mac: "02:00:00:00:00:02", transitd: "172.30.0.1:7070"))
         var ds = DropletStatus(); ds.common = common; ds.lease = 7; droplet.status = ds
         var bouncer = Bouncer(name: "b", spec: BouncerSpec(vpc: "v", subnet: "s", droplet: "d"))

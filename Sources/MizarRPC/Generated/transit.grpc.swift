@@ -238,6 +238,84 @@ public enum Mizar_Transit_V1_Transit: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PutService" metadata.
+        public enum PutService: Sendable {
+            /// Request type for "PutService".
+            public typealias Input = Mizar_Transit_V1_Service
+            /// Response type for "PutService".
+            public typealias Output = Mizar_Transit_V1_PutServiceReply
+            /// Descriptor for "PutService".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "PutService",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteService" metadata.
+        public enum DeleteService: Sendable {
+            /// Request type for "DeleteService".
+            public typealias Input = Mizar_Transit_V1_EndpointKey
+            /// Response type for "DeleteService".
+            public typealias Output = Mizar_Transit_V1_PutServiceReply
+            /// Descriptor for "DeleteService".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "DeleteService",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetService" metadata.
+        public enum GetService: Sendable {
+            /// Request type for "GetService".
+            public typealias Input = Mizar_Transit_V1_EndpointKey
+            /// Response type for "GetService".
+            public typealias Output = Mizar_Transit_V1_ServiceInfo
+            /// Descriptor for "GetService".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "GetService",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListServices" metadata.
+        public enum ListServices: Sendable {
+            /// Request type for "ListServices".
+            public typealias Input = Mizar_Transit_V1_ListRequest
+            /// Response type for "ListServices".
+            public typealias Output = Mizar_Transit_V1_ServiceList
+            /// Descriptor for "ListServices".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "ListServices",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListServiceFlows" metadata.
+        public enum ListServiceFlows: Sendable {
+            /// Request type for "ListServiceFlows".
+            public typealias Input = Mizar_Transit_V1_ListRequest
+            /// Response type for "ListServiceFlows".
+            public typealias Output = Mizar_Transit_V1_ServiceFlowList
+            /// Descriptor for "ListServiceFlows".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "ListServiceFlows",
+                type: .unary
+            )
+        }
+        /// Namespace for "InvalidateServiceFlows" metadata.
+        public enum InvalidateServiceFlows: Sendable {
+            /// Request type for "InvalidateServiceFlows".
+            public typealias Input = Mizar_Transit_V1_InvalidateServiceFlowsRequest
+            /// Response type for "InvalidateServiceFlows".
+            public typealias Output = Mizar_Transit_V1_InvalidateServiceFlowsReply
+            /// Descriptor for "InvalidateServiceFlows".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "InvalidateServiceFlows",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "mizar.transit.v1.Transit" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetDroplet.descriptor,
@@ -255,7 +333,13 @@ public enum Mizar_Transit_V1_Transit: Sendable {
             ListEndpointInterfaces.descriptor,
             ListHostCache.descriptor,
             InvalidateHostCache.descriptor,
-            GetCounters.descriptor
+            GetCounters.descriptor,
+            PutService.descriptor,
+            DeleteService.descriptor,
+            GetService.descriptor,
+            ListServices.descriptor,
+            ListServiceFlows.descriptor,
+            InvalidateServiceFlows.descriptor
         ]
     }
 }
@@ -535,6 +619,102 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_GetCountersRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_Counters>
+
+        /// Handle the "PutService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Scaled endpoints (service VIPs), on the bouncers of the VIP's subnet:
+        /// > the ports, the backends and the Maglev table computed from them. The
+        /// > reply names the client hosts this bouncer taught flows of the service
+        /// > to when backends went away (or the service did): their flows to those
+        /// > backends must be invalidated there.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_Service` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_PutServiceReply` messages.
+        func putService(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_Service>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutServiceReply>
+
+        /// Handle the "DeleteService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_PutServiceReply` messages.
+        func deleteService(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_EndpointKey>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutServiceReply>
+
+        /// Handle the "GetService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_ServiceInfo` messages.
+        func getService(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_EndpointKey>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ServiceInfo>
+
+        /// Handle the "ListServices" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_ServiceList` messages.
+        func listServices(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ServiceList>
+
+        /// Handle the "ListServiceFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a client's host: the service flows it was taught, and forgetting them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_ServiceFlowList` messages.
+        func listServiceFlows(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ServiceFlowList>
+
+        /// Handle the "InvalidateServiceFlows" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_InvalidateServiceFlowsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_InvalidateServiceFlowsReply` messages.
+        func invalidateServiceFlows(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>
     }
 
     /// Service protocol for the "mizar.transit.v1.Transit" service.
@@ -798,6 +978,102 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.ServerRequest<Mizar_Transit_V1_GetCountersRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_Counters>
+
+        /// Handle the "PutService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Scaled endpoints (service VIPs), on the bouncers of the VIP's subnet:
+        /// > the ports, the backends and the Maglev table computed from them. The
+        /// > reply names the client hosts this bouncer taught flows of the service
+        /// > to when backends went away (or the service did): their flows to those
+        /// > backends must be invalidated there.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Service` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_PutServiceReply` message.
+        func putService(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_Service>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutServiceReply>
+
+        /// Handle the "DeleteService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_PutServiceReply` message.
+        func deleteService(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_EndpointKey>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutServiceReply>
+
+        /// Handle the "GetService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_ServiceInfo` message.
+        func getService(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_EndpointKey>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceInfo>
+
+        /// Handle the "ListServices" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_ServiceList` message.
+        func listServices(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceList>
+
+        /// Handle the "ListServiceFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a client's host: the service flows it was taught, and forgetting them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_ServiceFlowList` message.
+        func listServiceFlows(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceFlowList>
+
+        /// Handle the "InvalidateServiceFlows" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_InvalidateServiceFlowsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_InvalidateServiceFlowsReply` message.
+        func invalidateServiceFlows(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>
     }
 
     /// Simple service protocol for the "mizar.transit.v1.Transit" service.
@@ -1059,6 +1335,102 @@ extension Mizar_Transit_V1_Transit {
             request: Mizar_Transit_V1_GetCountersRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Mizar_Transit_V1_Counters
+
+        /// Handle the "PutService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Scaled endpoints (service VIPs), on the bouncers of the VIP's subnet:
+        /// > the ports, the backends and the Maglev table computed from them. The
+        /// > reply names the client hosts this bouncer taught flows of the service
+        /// > to when backends went away (or the service did): their flows to those
+        /// > backends must be invalidated there.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_Service` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_PutServiceReply` to respond with.
+        func putService(
+            request: Mizar_Transit_V1_Service,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_PutServiceReply
+
+        /// Handle the "DeleteService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_EndpointKey` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_PutServiceReply` to respond with.
+        func deleteService(
+            request: Mizar_Transit_V1_EndpointKey,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_PutServiceReply
+
+        /// Handle the "GetService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_EndpointKey` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_ServiceInfo` to respond with.
+        func getService(
+            request: Mizar_Transit_V1_EndpointKey,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_ServiceInfo
+
+        /// Handle the "ListServices" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_ServiceList` to respond with.
+        func listServices(
+            request: Mizar_Transit_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_ServiceList
+
+        /// Handle the "ListServiceFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a client's host: the service flows it was taught, and forgetting them.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_ServiceFlowList` to respond with.
+        func listServiceFlows(
+            request: Mizar_Transit_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_ServiceFlowList
+
+        /// Handle the "InvalidateServiceFlows" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_InvalidateServiceFlowsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_InvalidateServiceFlowsReply` to respond with.
+        func invalidateServiceFlows(
+            request: Mizar_Transit_V1_InvalidateServiceFlowsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_InvalidateServiceFlowsReply
     }
 }
 
@@ -1242,6 +1614,72 @@ extension Mizar_Transit_V1_Transit.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.PutService.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_Service>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PutServiceReply>(),
+            handler: { request, context in
+                try await self.putService(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.DeleteService.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_EndpointKey>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PutServiceReply>(),
+            handler: { request, context in
+                try await self.deleteService(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.GetService.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_EndpointKey>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ServiceInfo>(),
+            handler: { request, context in
+                try await self.getService(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.ListServices.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ServiceList>(),
+            handler: { request, context in
+                try await self.listServices(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.ListServiceFlows.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ServiceFlowList>(),
+            handler: { request, context in
+                try await self.listServiceFlows(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.InvalidateServiceFlows.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_InvalidateServiceFlowsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_InvalidateServiceFlowsReply>(),
+            handler: { request, context in
+                try await self.invalidateServiceFlows(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1418,6 +1856,72 @@ extension Mizar_Transit_V1_Transit.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_Counters> {
         let response = try await self.getCounters(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func putService(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_Service>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutServiceReply> {
+        let response = try await self.putService(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteService(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_EndpointKey>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutServiceReply> {
+        let response = try await self.deleteService(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getService(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_EndpointKey>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ServiceInfo> {
+        let response = try await self.getService(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listServices(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ServiceList> {
+        let response = try await self.listServices(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listServiceFlows(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ServiceFlowList> {
+        let response = try await self.listServiceFlows(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func invalidateServiceFlows(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply> {
+        let response = try await self.invalidateServiceFlows(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1629,6 +2133,84 @@ extension Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_Counters> {
         return GRPCCore.ServerResponse<Mizar_Transit_V1_Counters>(
             message: try await self.getCounters(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putService(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_Service>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutServiceReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_PutServiceReply>(
+            message: try await self.putService(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteService(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_EndpointKey>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutServiceReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_PutServiceReply>(
+            message: try await self.deleteService(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getService(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_EndpointKey>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceInfo> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceInfo>(
+            message: try await self.getService(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listServices(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceList> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceList>(
+            message: try await self.listServices(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listServiceFlows(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceFlowList> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_ServiceFlowList>(
+            message: try await self.listServiceFlows(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func invalidateServiceFlows(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>(
+            message: try await self.invalidateServiceFlows(
                 request: request.message,
                 context: context
             ),
@@ -1978,6 +2560,132 @@ extension Mizar_Transit_V1_Transit {
             deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_Counters>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_Counters>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Scaled endpoints (service VIPs), on the bouncers of the VIP's subnet:
+        /// > the ports, the backends and the Maglev table computed from them. The
+        /// > reply names the client hosts this bouncer taught flows of the service
+        /// > to when backends went away (or the service did): their flows to those
+        /// > backends must be invalidated there.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Service` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_Service` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutServiceReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putService<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_Service>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_Service>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutServiceReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutServiceReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteService<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_EndpointKey>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutServiceReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ServiceInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getService<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_EndpointKey>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ServiceInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListServices" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ServiceList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listServices<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ServiceList>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceList>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListServiceFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a client's host: the service flows it was taught, and forgetting them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ServiceFlowList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listServiceFlows<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ServiceFlowList>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceFlowList>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "InvalidateServiceFlows" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_InvalidateServiceFlowsRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_InvalidateServiceFlowsRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_InvalidateServiceFlowsReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func invalidateServiceFlows<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_InvalidateServiceFlowsReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2506,6 +3214,198 @@ extension Mizar_Transit_V1_Transit {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PutService" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Scaled endpoints (service VIPs), on the bouncers of the VIP's subnet:
+        /// > the ports, the backends and the Maglev table computed from them. The
+        /// > reply names the client hosts this bouncer taught flows of the service
+        /// > to when backends went away (or the service did): their flows to those
+        /// > backends must be invalidated there.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Service` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_Service` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutServiceReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putService<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_Service>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_Service>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutServiceReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.PutService.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutServiceReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteService<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_EndpointKey>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutServiceReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.DeleteService.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetService" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ServiceInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getService<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_EndpointKey>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ServiceInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.GetService.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListServices" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ServiceList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listServices<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ServiceList>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceList>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.ListServices.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListServiceFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a client's host: the service flows it was taught, and forgetting them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ServiceFlowList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listServiceFlows<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ServiceFlowList>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceFlowList>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.ListServiceFlows.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "InvalidateServiceFlows" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_InvalidateServiceFlowsRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_InvalidateServiceFlowsRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_InvalidateServiceFlowsReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func invalidateServiceFlows<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_InvalidateServiceFlowsReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.InvalidateServiceFlows.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2937,6 +3837,168 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_GetCountersRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_Counters>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Scaled endpoints (service VIPs), on the bouncers of the VIP's subnet:
+    /// > the ports, the backends and the Maglev table computed from them. The
+    /// > reply names the client hosts this bouncer taught flows of the service
+    /// > to when backends went away (or the service did): their flows to those
+    /// > backends must be invalidated there.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_Service` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putService<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_Service>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putService(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_Service>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PutServiceReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteService" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteService<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteService(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_EndpointKey>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PutServiceReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetService" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getService<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getService(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_EndpointKey>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ServiceInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServices" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServices<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listServices(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ServiceList>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServiceFlows" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On a client's host: the service flows it was taught, and forgetting them.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServiceFlows<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceFlowList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listServiceFlows(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ServiceFlowList>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "InvalidateServiceFlows" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_InvalidateServiceFlowsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func invalidateServiceFlows<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.invalidateServiceFlows(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_InvalidateServiceFlowsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_InvalidateServiceFlowsReply>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3434,6 +4496,192 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             metadata: metadata
         )
         return try await self.getCounters(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutService" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Scaled endpoints (service VIPs), on the bouncers of the VIP's subnet:
+    /// > the ports, the backends and the Maglev table computed from them. The
+    /// > reply names the client hosts this bouncer taught flows of the service
+    /// > to when backends went away (or the service did): their flows to those
+    /// > backends must be invalidated there.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putService<Result>(
+        _ message: Mizar_Transit_V1_Service,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_Service>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putService(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteService" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteService<Result>(
+        _ message: Mizar_Transit_V1_EndpointKey,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutServiceReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteService(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetService" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getService<Result>(
+        _ message: Mizar_Transit_V1_EndpointKey,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getService(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServices" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServices<Result>(
+        _ message: Mizar_Transit_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listServices(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServiceFlows" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On a client's host: the service flows it was taught, and forgetting them.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServiceFlows<Result>(
+        _ message: Mizar_Transit_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ServiceFlowList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listServiceFlows(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "InvalidateServiceFlows" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func invalidateServiceFlows<Result>(
+        _ message: Mizar_Transit_V1_InvalidateServiceFlowsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.invalidateServiceFlows(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -503,6 +503,228 @@ public nonisolated struct Mizar_Transit_V1_Counters: Sendable {
   public init() {}
 }
 
+public nonisolated struct Mizar_Transit_V1_ServicePort: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "TCP" or "UDP"
+  public var `protocol`: String = String()
+
+  public var port: UInt32 = 0
+
+  public var targetPort: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_ServiceBackend: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var ip: String = String()
+
+  public var host: Mizar_Transit_V1_Host {
+    get {_host ?? Mizar_Transit_V1_Host()}
+    set {_host = newValue}
+  }
+  /// Returns true if `host` has been explicitly set.
+  public var hasHost: Bool {self._host != nil}
+  /// Clears the value of `host`. Subsequent reads from it will return its default value.
+  public mutating func clearHost() {self._host = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _host: Mizar_Transit_V1_Host? = nil
+}
+
+public nonisolated struct Mizar_Transit_V1_Service: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  /// the VIP
+  public var ip: String = String()
+
+  /// answered for the VIP's ARP
+  public var mac: String = String()
+
+  /// the VIP's subnet (this host must be one of its bouncers)
+  public var subnet: String = String()
+
+  public var ports: [Mizar_Transit_V1_ServicePort] = []
+
+  public var backends: [Mizar_Transit_V1_ServiceBackend] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PutServiceReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var changed: Bool = false
+
+  public var removedBackends: [String] = []
+
+  public var clientHosts: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_BackendInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var ip: String = String()
+
+  public var host: Mizar_Transit_V1_Host {
+    get {_host ?? Mizar_Transit_V1_Host()}
+    set {_host = newValue}
+  }
+  /// Returns true if `host` has been explicitly set.
+  public var hasHost: Bool {self._host != nil}
+  /// Clears the value of `host`. Subsequent reads from it will return its default value.
+  public mutating func clearHost() {self._host = nil}
+
+  /// of table_size
+  public var tableEntries: UInt32 = 0
+
+  /// new flows this bouncer gave it
+  public var flows: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _host: Mizar_Transit_V1_Host? = nil
+}
+
+public nonisolated struct Mizar_Transit_V1_ServiceInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: Mizar_Transit_V1_Service {
+    get {_service ?? Mizar_Transit_V1_Service()}
+    set {_service = newValue}
+  }
+  /// Returns true if `service` has been explicitly set.
+  public var hasService: Bool {self._service != nil}
+  /// Clears the value of `service`. Subsequent reads from it will return its default value.
+  public mutating func clearService() {self._service = nil}
+
+  public var tableSize: UInt32 = 0
+
+  public var backends: [Mizar_Transit_V1_BackendInfo] = []
+
+  public var clientHosts: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _service: Mizar_Transit_V1_Service? = nil
+}
+
+public nonisolated struct Mizar_Transit_V1_ServiceList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var services: [Mizar_Transit_V1_ServiceInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_ServiceFlow: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  public var src: String = String()
+
+  public var sport: UInt32 = 0
+
+  public var dst: String = String()
+
+  public var dport: UInt32 = 0
+
+  public var `protocol`: String = String()
+
+  public var toIp: String = String()
+
+  public var toPort: UInt32 = 0
+
+  public var reverse: Bool = false
+
+  public var vip: String = String()
+
+  public var backend: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_ServiceFlowList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var flows: [Mizar_Transit_V1_ServiceFlow] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_InvalidateServiceFlowsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  public var vip: String = String()
+
+  /// none: every flow of the VIP
+  public var backends: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_InvalidateServiceFlowsReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var removed: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "mizar.transit.v1"
@@ -1409,6 +1631,488 @@ nonisolated extension Mizar_Transit_V1_Counters: SwiftProtobuf.Message, SwiftPro
   public static func ==(lhs: Mizar_Transit_V1_Counters, rhs: Mizar_Transit_V1_Counters) -> Bool {
     if lhs.counters != rhs.counters {return false}
     if lhs.drops != rhs.drops {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ServicePort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServicePort"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{1}port\0\u{3}target_port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.targetPort) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 1)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 2)
+    }
+    if self.targetPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.targetPort, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ServicePort, rhs: Mizar_Transit_V1_ServicePort) -> Bool {
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.targetPort != rhs.targetPort {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ServiceBackend: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceBackend"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ip\0\u{1}host\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._host) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 1)
+    }
+    try { if let v = self._host {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ServiceBackend, rhs: Mizar_Transit_V1_ServiceBackend) -> Bool {
+    if lhs.ip != rhs.ip {return false}
+    if lhs._host != rhs._host {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_Service: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Service"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}ip\0\u{1}mac\0\u{1}subnet\0\u{1}ports\0\u{1}backends\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.mac) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.ports) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.backends) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 2)
+    }
+    if !self.mac.isEmpty {
+      try visitor.visitSingularStringField(value: self.mac, fieldNumber: 3)
+    }
+    if !self.subnet.isEmpty {
+      try visitor.visitSingularStringField(value: self.subnet, fieldNumber: 4)
+    }
+    if !self.ports.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.ports, fieldNumber: 5)
+    }
+    if !self.backends.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.backends, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_Service, rhs: Mizar_Transit_V1_Service) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.ip != rhs.ip {return false}
+    if lhs.mac != rhs.mac {return false}
+    if lhs.subnet != rhs.subnet {return false}
+    if lhs.ports != rhs.ports {return false}
+    if lhs.backends != rhs.backends {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PutServiceReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutServiceReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}changed\0\u{3}removed_backends\0\u{3}client_hosts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.changed) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.removedBackends) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.clientHosts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.changed != false {
+      try visitor.visitSingularBoolField(value: self.changed, fieldNumber: 1)
+    }
+    if !self.removedBackends.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.removedBackends, fieldNumber: 2)
+    }
+    if !self.clientHosts.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.clientHosts, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PutServiceReply, rhs: Mizar_Transit_V1_PutServiceReply) -> Bool {
+    if lhs.changed != rhs.changed {return false}
+    if lhs.removedBackends != rhs.removedBackends {return false}
+    if lhs.clientHosts != rhs.clientHosts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_BackendInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BackendInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ip\0\u{1}host\0\u{3}table_entries\0\u{1}flows\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._host) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.tableEntries) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.flows) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 1)
+    }
+    try { if let v = self._host {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.tableEntries != 0 {
+      try visitor.visitSingularUInt32Field(value: self.tableEntries, fieldNumber: 3)
+    }
+    if self.flows != 0 {
+      try visitor.visitSingularUInt64Field(value: self.flows, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_BackendInfo, rhs: Mizar_Transit_V1_BackendInfo) -> Bool {
+    if lhs.ip != rhs.ip {return false}
+    if lhs._host != rhs._host {return false}
+    if lhs.tableEntries != rhs.tableEntries {return false}
+    if lhs.flows != rhs.flows {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ServiceInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{3}table_size\0\u{1}backends\0\u{3}client_hosts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._service) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.tableSize) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.backends) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.clientHosts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._service {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.tableSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.tableSize, fieldNumber: 2)
+    }
+    if !self.backends.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.backends, fieldNumber: 3)
+    }
+    if !self.clientHosts.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.clientHosts, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ServiceInfo, rhs: Mizar_Transit_V1_ServiceInfo) -> Bool {
+    if lhs._service != rhs._service {return false}
+    if lhs.tableSize != rhs.tableSize {return false}
+    if lhs.backends != rhs.backends {return false}
+    if lhs.clientHosts != rhs.clientHosts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ServiceList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}services\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ServiceList, rhs: Mizar_Transit_V1_ServiceList) -> Bool {
+    if lhs.services != rhs.services {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ServiceFlow: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceFlow"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}src\0\u{1}sport\0\u{1}dst\0\u{1}dport\0\u{1}protocol\0\u{3}to_ip\0\u{3}to_port\0\u{1}reverse\0\u{1}vip\0\u{1}backend\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.src) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.sport) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.dst) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.dport) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.toIp) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.toPort) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.reverse) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.vip) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.backend) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if !self.src.isEmpty {
+      try visitor.visitSingularStringField(value: self.src, fieldNumber: 2)
+    }
+    if self.sport != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sport, fieldNumber: 3)
+    }
+    if !self.dst.isEmpty {
+      try visitor.visitSingularStringField(value: self.dst, fieldNumber: 4)
+    }
+    if self.dport != 0 {
+      try visitor.visitSingularUInt32Field(value: self.dport, fieldNumber: 5)
+    }
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 6)
+    }
+    if !self.toIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.toIp, fieldNumber: 7)
+    }
+    if self.toPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.toPort, fieldNumber: 8)
+    }
+    if self.reverse != false {
+      try visitor.visitSingularBoolField(value: self.reverse, fieldNumber: 9)
+    }
+    if !self.vip.isEmpty {
+      try visitor.visitSingularStringField(value: self.vip, fieldNumber: 10)
+    }
+    if !self.backend.isEmpty {
+      try visitor.visitSingularStringField(value: self.backend, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ServiceFlow, rhs: Mizar_Transit_V1_ServiceFlow) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.src != rhs.src {return false}
+    if lhs.sport != rhs.sport {return false}
+    if lhs.dst != rhs.dst {return false}
+    if lhs.dport != rhs.dport {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.toIp != rhs.toIp {return false}
+    if lhs.toPort != rhs.toPort {return false}
+    if lhs.reverse != rhs.reverse {return false}
+    if lhs.vip != rhs.vip {return false}
+    if lhs.backend != rhs.backend {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ServiceFlowList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceFlowList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}flows\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.flows) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.flows.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.flows, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ServiceFlowList, rhs: Mizar_Transit_V1_ServiceFlowList) -> Bool {
+    if lhs.flows != rhs.flows {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_InvalidateServiceFlowsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".InvalidateServiceFlowsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}vip\0\u{1}backends\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.vip) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.backends) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if !self.vip.isEmpty {
+      try visitor.visitSingularStringField(value: self.vip, fieldNumber: 2)
+    }
+    if !self.backends.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.backends, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_InvalidateServiceFlowsRequest, rhs: Mizar_Transit_V1_InvalidateServiceFlowsRequest) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.vip != rhs.vip {return false}
+    if lhs.backends != rhs.backends {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_InvalidateServiceFlowsReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".InvalidateServiceFlowsReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}removed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.removed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.removed != 0 {
+      try visitor.visitSingularUInt32Field(value: self.removed, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_InvalidateServiceFlowsReply, rhs: Mizar_Transit_V1_InvalidateServiceFlowsReply) -> Bool {
+    if lhs.removed != rhs.removed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
