@@ -75,11 +75,15 @@ struct Droplet: AsyncParsableCommand {
 struct Dump: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Dump one of the host's tables.",
-        discussion: "Tables: vpcs, subnets, endpoints (the bouncer table), interfaces (endpoints on this host), hostcache (the learned direct path).")
+        discussion: """
+            Tables: vpcs, subnets, endpoints (the bouncer table), interfaces (endpoints on this host), hostcache (the learned \
+            direct path), services (the scaled endpoints this host bounces for: backends, Maglev shares, new flows each got), \
+            flows (the service flows this host's endpoints were taught, both directions).
+            """)
 
-    enum Table: String, ExpressibleByArgument, CaseIterable { case vpcs, subnets, endpoints, interfaces, hostcache }
+    enum Table: String, ExpressibleByArgument, CaseIterable { case vpcs, subnets, endpoints, interfaces, hostcache, services, flows }
 
-    @Argument(help: "vpcs, subnets, endpoints, interfaces or hostcache.")
+    @Argument(help: "vpcs, subnets, endpoints, interfaces, hostcache, services or flows.")
     var table: Table
     @Option(help: "Only this VNI.")
     var vni: UInt32 = 0
@@ -113,9 +117,34 @@ struct Dump: AsyncParsableCommand {
                 let l = try await client.listHostCache(filter)
                 if json { return try printJSON(l) }
                 printTable(["vni", "ip", "host", "age"], l.entries.map { ["\($0.vni)", $0.ip, hostText($0.host), "\(Int($0.ageSeconds))s"] })
+            case .services:
+                let l = try await client.listServices(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "vip", "ports", "backend", "host", "table", "share", "new-flows"], l.services.flatMap { s in
+                    let ports = s.service.ports.map { "\($0.port)/\($0.protocol)->\($0.targetPort)" }.joined(separator: ",")
+                    if s.backends.isEmpty { return [["\(s.service.vni)", s.service.ip, ports, "-", "-", "0", "-", "0"]] }
+                    return s.backends.map { b in
+                        ["\(s.service.vni)", s.service.ip, ports, b.ip, b.host.ip, "\(b.tableEntries)",
+                         percent(Double(b.tableEntries), Double(s.tableSize)), "\(b.flows)"]
+                    }
+                })
+            case .flows:
+                let l = try await client.listServiceFlows(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "direction", "flow", "rewritten to", "vip", "backend"], l.flows.map { f in
+                    ["\(f.vni)", f.reverse ? "reply" : "to-vip", "\(f.src):\(f.sport) > \(f.dst):\(f.dport) \(f.protocol)",
+                     "\(f.toIp):\(f.toPort)", f.vip, f.backend]
+                })
             }
         }
     }
+}
+
+/// "12.34%": a share with two decimals, without Foundation.
+func percent(_ part: Double, _ whole: Double) -> String {
+    let hundredths = Int((part * 10000 / max(whole, 1)).rounded())
+    let fraction = hundredths % 100
+    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)%"
 }
 
 struct Counters: AsyncParsableCommand {

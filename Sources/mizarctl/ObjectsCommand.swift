@@ -261,7 +261,7 @@ extension Describe {
         for (_, info) in infos { for b in info.backends { flows[b.ip, default: 0] += b.flows } }
         printTable(["  BACKEND", "IP", "HOST", "TABLE ENTRIES", "SHARE", "NEW FLOWS"], first.backends.map { b in
             ["  " + (names[b.ip] ?? "-"), b.ip, b.host.ip, "\(b.tableEntries)",
-             String(format: "%.2f%%", first.tableSize == 0 ? 0 : Double(b.tableEntries) * 100 / Double(first.tableSize)),
+             percent(Double(b.tableEntries), Double(first.tableSize)),
              "\(flows[b.ip] ?? 0)"]
         })
         if first.backends.isEmpty { print("  (no live backend)") }

@@ -292,6 +292,23 @@ extension OperatorTests {
             // connection still open.
             let removed = conns[0].backend
             let removedIP = try #require(web.status?.backends?.first { $0.name == removed }?.ip)
+            // Traffic keeps flowing on a live backend's connection while
+            // the backend set changes: every message answered, by its backend.
+            let live = try #require(conns.first { $0.backend != removed })
+            let during = Mutex<(answered: Int, wrong: [String])>((0, []))
+            let running = Mutex(true)
+            let talker = Thread {
+                var i = 0
+                while running.withLock({ $0 }) {
+                    let answer = Sock.ask(live.fd, "live-\(i)")
+                    during.withLock { d in
+                        if answer == "\(live.backend)|live-\(i)" { d.answered += 1 } else { d.wrong.append(answer ?? "none") }
+                    }
+                    i += 1
+                    usleep(5_000)
+                }
+            }
+            talker.start()
             var edited = try #require(try await store.get(EndpointSpec.self, "sweb"))
             edited.spec.backends = backends.map(\.0).filter { $0 != removed }
             try await store.update(edited)
@@ -303,6 +320,12 @@ extension OperatorTests {
                 return !flows.contains { $0.backend == removedIP } && flows.contains { $0.vip == "\(vip)" }
             }
             #expect(forgotten, "the client host still has flows to the removed backend \(removed)")
+            try await Task.sleep(for: .milliseconds(200))
+            running.withLock { $0 = false }
+            while !talker.isFinished { try await Task.sleep(for: .milliseconds(10)) }
+            let talk = during.withLock { $0 }
+            #expect(talk.answered > 10 && talk.wrong.isEmpty, "during the change: \(talk.answered) answered, wrong \(talk.wrong.prefix(3))")
+            print("service test: \(talk.answered) messages on a live connection while \(removed) was removed, none lost")
             // Connections to live backends keep their backend; those to the
             // removed one reach it no more.
             for (i, c) in conns.enumerated() {

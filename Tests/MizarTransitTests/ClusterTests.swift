@@ -291,6 +291,35 @@ struct ClusterTests {
         try await expectRefused(.invalidArgument, "vni", "VNI beyond 24 bits") { _ = try await $0.putSubnet(subnet(1 << 24, "10.0.9.0/24")) }
         try await expectRefused(.notFound, "netns", "missing namespace") { _ = try await $0.createEndpointInterface(iface("10.0.1.99", netns: "/run/netns/mizar-no-such-ns")) }
         try await expectRefused(.failedPrecondition, "vni", "deleting a VPC that has subnets") { var k = Mizar_Transit_V1_VPCKey(); k.vni = Cluster.vniA; _ = try await $0.deleteVPC(k) }
+        @Sendable func service(_ vni: UInt32 = Cluster.vniA, ip: String = "10.0.1.250", proto: String = "TCP", port: UInt32 = 80,
+                               backendHost: Bool = true) -> Mizar_Transit_V1_Service {
+            var m = Mizar_Transit_V1_Service()
+            m.vni = vni
+            m.ip = ip
+            m.mac = "0a:58:00:00:00:97"
+            m.subnet = Cluster.s1
+            var p = Mizar_Transit_V1_ServicePort()
+            p.protocol = proto
+            p.port = port
+            p.targetPort = 8080
+            m.ports = [p]
+            var b = Mizar_Transit_V1_ServiceBackend()
+            b.ip = "10.0.1.20"
+            if backendHost { b.host = c.hostMessage(2) }
+            m.backends = [b]
+            return m
+        }
+        try await expectRefused(.invalidArgument, "ports[0].protocol", "service port of another protocol") { _ = try await $0.putService(service(proto: "SCTP")) }
+        try await expectRefused(.invalidArgument, "ports[0].port", "service port 0") { _ = try await $0.putService(service(port: 0)) }
+        try await expectRefused(.invalidArgument, "backends[0].host", "backend without its host") { _ = try await $0.putService(service(backendHost: false)) }
+        try await expectRefused(.invalidArgument, "ip", "VIP outside its subnet") { _ = try await $0.putService(service(ip: "10.0.2.99")) }
+        try await expectRefused(.invalidArgument, "ip", "multicast VIP") { _ = try await $0.putService(service(ip: "224.0.0.5")) }
+        try await expectRefused(.notFound, "vni", "service of an unknown VPC") { _ = try await $0.putService(service(999)) }
+        try await expectRefused(.invalidArgument, "vip", "invalidating flows of a malformed VIP") {
+            var r = Mizar_Transit_V1_InvalidateServiceFlowsRequest(); r.vni = Cluster.vniA; r.vip = "10.0.1"; _ = try await $0.invalidateServiceFlows(r)
+        }
+        let services = try await c.client(1) { try await $0.listServices(.init()).services.count }
+        #expect(services == 0, "a refused service was written")
         #expect(try await c.tables(1) == before, "a refused call changed the tables")
         // Idempotent: the same put twice changes nothing the second time.
         var vpc = Mizar_Transit_V1_VPC()
