@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "MizarDataplane", targets: ["MizarDataplane"]),
         .executable(name: "transitd", targets: ["transitd"]),
         .executable(name: "mizarctl", targets: ["mizarctl"]),
+        .executable(name: "mizar-cni", targets: ["mizar-cni"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
@@ -83,12 +84,24 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]),
+        // transitd's side of CNI: endpoints for containers, on its own socket.
+        .target(
+            name: "MizarCNI",
+            dependencies: ["MizarTransit", "MizarStore", "MizarAPI", "MizarCore", "MizarSystem", "MizarRPC",
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        // The CNI plugin: libc only and the Swift runtime linked in, so an
+        // exec per container costs about a millisecond.
+        .executableTarget(
+            name: "mizar-cni",
+            swiftSettings: strict,
+            linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
         .target(name: "MizarTestbed", dependencies: ["MizarSystem", "MizarCore", "MizarTransit"], swiftSettings: strict),
         .executableTarget(
             name: "transitd",
             dependencies: [
-                "MizarTransit", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI",
+                "MizarTransit", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI", "MizarCNI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -136,7 +149,7 @@ let package = Package(
             name: "MizarOperatorTests",
             dependencies: [
                 "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarRPC",
-                "MizarCore", "MizarSystem",
+                "MizarCore", "MizarSystem", "MizarCNI",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),

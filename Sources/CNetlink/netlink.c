@@ -288,6 +288,8 @@ static int nl_talk(int nl, struct req *r, reply_fn fn, void *arg)
 			off += NLMSG_ALIGN(h->nlmsg_len);
 			if (h->nlmsg_seq != seq)
 				continue;
+			if (h->nlmsg_type == NLMSG_DONE) /* the end of a dump */
+				return result;
 			if (h->nlmsg_type == NLMSG_ERROR) {
 				const struct nlmsgerr *e = NLMSG_DATA(h);
 				if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e))
@@ -514,6 +516,17 @@ int mz_nl_link_set_netns(int nl, int ifindex, int netns_fd)
 	return nl_talk(nl, &r, NULL, NULL);
 }
 
+int mz_nl_link_move(int nl, int ifindex, int netns_fd, const char *name)
+{
+	if (bad_name(name))
+		return -EINVAL;
+	struct req r;
+	link_req(&r, 0, ifindex);
+	attr_u32(&r, IFLA_NET_NS_FD, netns_fd);
+	attr_str(&r, IFLA_IFNAME, name);
+	return nl_talk(nl, &r, NULL, NULL);
+}
+
 int mz_nl_link_set_ipv6_off(int nl, int ifindex)
 {
 	struct req r;
@@ -553,6 +566,80 @@ int mz_nl_addr_add(int nl, int ifindex, unsigned ip_be, int prefixlen)
 	attr_u32(&r, IFA_LOCAL, ip_be);
 	attr_u32(&r, IFA_ADDRESS, ip_be);
 	return nl_talk(nl, &r, NULL, NULL);
+}
+
+struct addr_find {
+	int ifindex;
+	unsigned ip_be;
+	int prefixlen;
+	int found;
+};
+
+static int addr_find_reply(const struct nlmsghdr *h, void *arg)
+{
+	struct addr_find *f = arg;
+	if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
+		return 0;
+	const struct ifaddrmsg *ifa = NLMSG_DATA(h);
+	if ((int)ifa->ifa_index != f->ifindex || ifa->ifa_family != AF_INET)
+		return 0;
+	struct rtattr *tb[IFA_MAX + 1];
+	parse_attrs(tb, IFA_MAX, IFA_RTA(ifa), IFA_PAYLOAD(h));
+	struct rtattr *a = tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS];
+	unsigned ip = 0;
+	if (a && RTA_PAYLOAD(a) >= 4)
+		memcpy(&ip, RTA_DATA(a), 4);
+	if (ip == f->ip_be && ifa->ifa_prefixlen == f->prefixlen)
+		f->found = 1;
+	return 0;
+}
+
+int mz_nl_addr_has(int nl, int ifindex, unsigned ip_be, int prefixlen)
+{
+	struct ifaddrmsg ifa = { .ifa_family = AF_INET };
+	struct req r;
+	req_init(&r, RTM_GETADDR, NLM_F_DUMP, &ifa, sizeof ifa);
+	struct addr_find f = { .ifindex = ifindex, .ip_be = ip_be, .prefixlen = prefixlen };
+	int err = nl_talk(nl, &r, addr_find_reply, &f);
+	return err < 0 ? err : f.found;
+}
+
+struct route_find {
+	unsigned gw_be;
+	int oif;
+	int found;
+};
+
+static int default_route_reply(const struct nlmsghdr *h, void *arg)
+{
+	struct route_find *f = arg;
+	if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg)))
+		return 0;
+	const struct rtmsg *rtm = NLMSG_DATA(h);
+	if (rtm->rtm_family != AF_INET || rtm->rtm_dst_len != 0 || rtm->rtm_table != RT_TABLE_MAIN || f->found)
+		return 0;
+	struct rtattr *tb[RTA_MAX + 1];
+	parse_attrs(tb, RTA_MAX, RTM_RTA(rtm), RTM_PAYLOAD(h));
+	if (tb[RTA_GATEWAY] && RTA_PAYLOAD(tb[RTA_GATEWAY]) >= 4)
+		memcpy(&f->gw_be, RTA_DATA(tb[RTA_GATEWAY]), 4);
+	if (tb[RTA_OIF] && RTA_PAYLOAD(tb[RTA_OIF]) >= 4)
+		memcpy(&f->oif, RTA_DATA(tb[RTA_OIF]), 4);
+	f->found = 1;
+	return 0;
+}
+
+int mz_nl_default_route(int nl, unsigned *gw_be, int *oif)
+{
+	struct rtmsg rtm = { .rtm_family = AF_INET };
+	struct req r;
+	req_init(&r, RTM_GETROUTE, NLM_F_DUMP, &rtm, sizeof rtm);
+	struct route_find f = { 0 };
+	int err = nl_talk(nl, &r, default_route_reply, &f);
+	if (err < 0)
+		return err;
+	*gw_be = f.gw_be;
+	*oif = f.oif;
+	return f.found;
 }
 
 int mz_nl_route_add(int nl, unsigned dst_be, int dst_len, unsigned gw_be, int ifindex)

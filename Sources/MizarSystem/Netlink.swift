@@ -165,6 +165,24 @@ public final class Netlink {
         try sys(r, "RTM_NEWADDR", "\(ip)/\(prefixLength)")
     }
 
+    /// Moves a link into `namespace` under `name`, in one request.
+    public func move(_ ifindex: UInt32, to namespace: NetworkNamespace, name: String) throws(SystemError) {
+        try sys(mz_nl_link_move(fd, Int32(ifindex), namespace.fd, name), "RTM_NEWLINK netns", name)
+    }
+
+    /// Whether the link holds ip/prefixLength.
+    public func hasAddress(_ ifindex: UInt32, _ ip: IPv4Address, prefixLength: UInt8) throws(SystemError) -> Bool {
+        try sys(mz_nl_addr_has(fd, Int32(ifindex), ip.networkOrder, Int32(prefixLength)), "RTM_GETADDR", "\(ip)") == 1
+    }
+
+    /// The main table's IPv4 default route: its gateway and output link.
+    public func defaultRoute() throws(SystemError) -> (gateway: IPv4Address, ifindex: UInt32)? {
+        var gw: UInt32 = 0
+        var oif: Int32 = 0
+        let found = try sys(mz_nl_default_route(fd, &gw, &oif), "RTM_GETROUTE", "default")
+        return found == 1 ? (IPv4Address(networkOrder: gw), UInt32(oif)) : nil
+    }
+
     /// Adds a route (`gateway` nil: on-link); an identical one is fine.
     public func addRoute(to destination: CIDR, via gateway: IPv4Address?, ifindex: UInt32) throws(SystemError) {
         let r = mz_nl_route_add(fd, destination.address.networkOrder, Int32(destination.prefixLength),

@@ -19,6 +19,8 @@ public struct Testbed: Sendable {
         public let pinDirectory: String
         public let stateDirectory: String
         public let log: String
+        /// Where its transitd serves the CNI plugin.
+        public var cniSocket: String { "\(stateDirectory)/cni.sock" }
     }
 
     public struct Options: Sendable {

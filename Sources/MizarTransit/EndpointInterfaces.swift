@@ -107,6 +107,96 @@ extension TransitHost {
         }
     }
 
+    /// Moves a parked endpoint interface into a workload's namespace under
+    /// `ifname` and configures it there: address, default route via the
+    /// gateway (its MAC, MTU and agent stay as they were made). The same
+    /// request again changes nothing.
+    public func attachEndpointInterface(_ vni: VNI, _ ip: IPv4Address, netns: String, ifname: String) throws -> Mizar_Transit_V1_EndpointInterfaceInfo {
+        let started = monotonicSeconds()
+        let key = EndpointKey(vni: vni, ip: ip)
+        guard var info = interfaces[key] else {
+            throw TransitError(.notFound, field: "ip", "\(ip) in VNI \(vni) has no interface on this host")
+        }
+        if info.spec.netns == netns && info.spec.ifname == ifname { return info }
+        guard info.spec.netns.isEmpty else {
+            throw TransitError(.failedPrecondition, field: "netns",
+                               "\(ip) in VNI \(vni) is already in \(info.spec.netns) as \(info.spec.ifname), not parked")
+        }
+        guard !ifname.isEmpty, ifname.utf8.count < 16, !ifname.contains("/") else {
+            throw TransitError(.invalidArgument, field: "ifname", "\(String(reflecting: ifname)) is not an interface name")
+        }
+        let namespace: NetworkNamespace
+        do { namespace = try NetworkNamespace(path: netns) } catch {
+            throw TransitError(.notFound, field: "netns", "cannot open network namespace \(netns): \(String(cString: strerror(error.errno)))")
+        }
+        let inside = try Netlink(in: namespace)
+        if try inside.index(of: ifname) != nil {
+            throw TransitError(.alreadyExists, field: "ifname", "\(netns) already has an interface \(ifname)")
+        }
+        let parkedName = Self.parkedInterfaceName(key)
+        guard let parkedIndex = try netlink.index(of: parkedName) else {
+            throw TransitError(.notFound, field: "ip", "the parked interface \(parkedName) of \(ip) is gone")
+        }
+        let subnet = try CIDR(parsing: info.spec.subnet)
+        let gateway = try IPv4Address(parsing: info.spec.gateway)
+        try netlink.move(parkedIndex, to: namespace, name: ifname)
+        do {
+            guard let index = try inside.index(of: ifname) else {
+                throw TransitError(.internalError, field: "ifname", "\(ifname) vanished after its move into \(netns)")
+            }
+            if let lo = try inside.index(of: "lo") { try inside.setLink(lo, up: true) }
+            try inside.disableIPv6(index)
+            try inside.setLink(index, up: true)
+            try inside.addAddress(index, ip, prefixLength: subnet.prefixLength)
+            try inside.addRoute(to: try CIDR(parsing: "0.0.0.0/0"), via: gateway, ifindex: index)
+        } catch {
+            // Back to parked, so a retry starts from where it was.
+            if let index = try? inside.index(of: ifname), let here = try? NetworkNamespace(path: "/proc/thread-self/ns/net") {
+                try? inside.move(index, to: here, name: parkedName)
+            }
+            throw error
+        }
+        info.spec.netns = netns
+        info.spec.ifname = ifname
+        interfaces[key] = info
+        try saveRecord(key)
+        logger.info("endpoint interface attached", metadata: [
+            "vpc.vni": "\(vni)", "endpoint.ip": "\(ip)", "endpoint.netns": "\(netns)", "endpoint.ifname": "\(ifname)",
+            "duration_us": "\(Int((monotonicSeconds() - started) * 1_000_000))",
+        ])
+        return info
+    }
+
+    /// What differs between an endpoint's interface inside its namespace
+    /// and what it should be (empty: nothing).
+    public func checkEndpointInterface(_ vni: VNI, _ ip: IPv4Address, netns: String, ifname: String) throws -> [String] {
+        let key = EndpointKey(vni: vni, ip: ip)
+        guard let info = interfaces[key] else { return ["\(ip) has no interface on this host"] }
+        guard info.spec.netns == netns, info.spec.ifname == ifname else {
+            return ["\(ip) is attached to \(info.spec.netns.isEmpty ? "nothing (parked)" : info.spec.netns) as \(info.spec.ifname), not \(netns) as \(ifname)"]
+        }
+        let namespace: NetworkNamespace
+        do { namespace = try NetworkNamespace(path: netns) } catch { return ["cannot open \(netns): \(String(cString: strerror(error.errno)))"] }
+        let inside = try Netlink(in: namespace)
+        guard let index = try inside.index(of: ifname), let link = try inside.link(index) else { return ["\(ifname) is missing in \(netns)"] }
+        var drift: [String] = []
+        let subnet = try CIDR(parsing: info.spec.subnet), gateway = try IPv4Address(parsing: info.spec.gateway)
+        if "\(link.mac)" != info.spec.mac { drift.append("\(ifname) has MAC \(link.mac), want \(info.spec.mac)") }
+        if !link.isUp { drift.append("\(ifname) is down") }
+        if link.mtu != info.spec.mtu { drift.append("\(ifname) has MTU \(link.mtu), want \(info.spec.mtu)") }
+        if try !inside.hasAddress(index, ip, prefixLength: subnet.prefixLength) {
+            drift.append("\(ifname) lacks its address \(ip)/\(subnet.prefixLength)")
+        }
+        if let route = try inside.defaultRoute() {
+            if route.gateway != gateway || route.ifindex != index {
+                drift.append("the default route goes via \(route.gateway) (ifindex \(route.ifindex)), want \(gateway) on \(ifname)")
+            }
+        } else {
+            drift.append("there is no default route, want one via \(gateway)")
+        }
+        return drift
+    }
+
     /// Removes the interface, its delivery entries and any cached path to
     /// the address, so a new endpoint with it elsewhere is reached there.
     public func deleteEndpointInterface(_ vni: VNI, _ ip: IPv4Address) throws -> Bool {

@@ -5,6 +5,7 @@ import Dispatch
 import Glibc
 import Logging
 import MizarAPI
+import MizarCNI
 import MizarDataplane
 import MizarEtcd
 import MizarStore
@@ -68,6 +69,9 @@ struct Transitd: AsyncParsableCommand {
 
     @Option(help: "Where the operator reaches this transitd: HOST:PORT or unix:/PATH (default: the TCP listener, else the unix socket).")
     var advertise: String?
+
+    @Option(help: "Unix socket for the CNI plugin (default STATE-DIR/cni.sock; 'none' to serve no CNI).")
+    var cniSocket: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -139,7 +143,36 @@ struct Transitd: AsyncParsableCommand {
                 }
             }
         }
+        // CNI: containers get endpoints on this droplet (needs etcd to make them).
+        var cni: Task<Void, Never>?
+        var cniServer: CNIServer?
+        let cniPath = cniSocket ?? "\(stateDir)/cni.sock"
+        if cniPath != "none" {
+            let dropletName = droplet ?? name
+            if let etcd, case .tcp(let etcdHost, let etcdPort) = try TransitTarget(parsing: etcd) {
+                let root = etcdRoot, log = logger
+                cni = Task {
+                    do {
+                        try await withEtcd(host: etcdHost, port: etcdPort) { client in
+                            let s = try CNIServer(path: cniPath, handler: CNIHandler(host: host, store: Store(etcd: client, root: root),
+                                                                                     droplet: dropletName, logger: log))
+                            s.start()
+                            defer { s.stop() }
+                            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                        }
+                    } catch {
+                        log.error("CNI socket not served", metadata: ["cni.socket": "\(cniPath)", "error": "\(error)"])
+                    }
+                }
+            } else {
+                cniServer = try CNIServer(path: cniPath, handler: CNIHandler(host: host, store: nil, droplet: dropletName, logger: logger))
+                cniServer?.start()
+            }
+            logger.info("serving CNI", metadata: ["cni.socket": "\(cniPath)"])
+        }
         try await server.serve()
+        cni?.cancel()
+        cniServer?.stop()
         registration?.cancel()
         signals.forEach { $0.cancel() }
         logger.info("stopped; the data plane stays attached")

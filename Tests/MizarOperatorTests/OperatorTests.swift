@@ -74,12 +74,26 @@ final class Plane: Sendable {
 
     func droplet(_ host: String) -> String { "\(bed.name)-\(host)" }
 
+    /// Declares objects as a user does: YAML through mizarctl apply.
+    func apply(_ yaml: String) throws {
+        let path = "/tmp/mizar-e2e-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yaml"
+        try writeText(path, yaml)
+        defer { unlink(path) }
+        let r = runCapturing([siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", etcd.endpoint, "--root", root])
+        #expect(r.status == 0, "mizarctl apply: \(r.output)")
+    }
+
     /// Whether every host's droplet is registered and Ready.
     func dropletsReady(_ store: Store) async throws -> Bool {
         try await eventually(10 + Double(bed.hosts.count)) {
             try await store.list(DropletSpec.self).objects.filter { $0.status?.common.phase == .ready }.count == bed.hosts.count
         }
     }
+}
+
+/// One object as YAML, its spec in flow style.
+func objectYAML(_ kind: String, _ name: String, _ spec: String) -> String {
+    "apiVersion: mizar.com/v1\nkind: \(kind)\nmetadata: {name: \(name)}\nspec: {\(spec)}\n"
 }
 
 /// Waits (up to `seconds`) for `condition`; whether it came true.
@@ -139,14 +153,7 @@ struct OperatorTests {
             let dropletPhases = try await store.list(DropletSpec.self).objects.map { "\($0.name) \($0.status?.common.phase.rawValue ?? "-")" }
             #expect(ready, "droplets not Ready: \(dropletPhases)")
 
-            // Declared as a user does: YAML through mizarctl apply.
-            func apply(_ yaml: String) throws {
-                let path = "/tmp/mizar-e2e-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yaml"
-                try writeText(path, yaml)
-                defer { unlink(path) }
-                let r = runCapturing([siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", plane.etcd.endpoint, "--root", plane.root])
-                #expect(r.status == 0, "mizarctl apply: \(r.output)")
-            }
+            func apply(_ yaml: String) throws { try plane.apply(yaml) }
             var networks: [String] = []
             for vpc in ["a", "b"] {
                 networks.append("apiVersion: mizar.com/v1\nkind: Vpc\nmetadata: {name: \(vpc)}\nspec: {cidr: 10.0.0.0/16}\n")

@@ -170,16 +170,8 @@ extension OperatorTests {
         let plane = try Plane.shared.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
-            func apply(_ yaml: String) throws {
-                let path = "/tmp/mizar-svc-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yaml"
-                try writeText(path, yaml)
-                defer { unlink(path) }
-                let r = runCapturing([siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", plane.etcd.endpoint, "--root", plane.root])
-                #expect(r.status == 0, "mizarctl apply: \(r.output)")
-            }
-            func object(_ kind: String, _ name: String, _ spec: String) -> String {
-                "apiVersion: mizar.com/v1\nkind: \(kind)\nmetadata: {name: \(name)}\nspec: {\(spec)}\n"
-            }
+            func apply(_ yaml: String) throws { try plane.apply(yaml) }
+            let object = objectYAML
             try apply([
                 object("Vpc", "svc", "cidr: 10.0.0.0/16"), object("Subnet", "svc-1", "vpc: svc, cidr: 10.0.1.0/24"),
                 object("Subnet", "svc-2", "vpc: svc, cidr: 10.0.2.0/24"),

@@ -66,6 +66,8 @@ int mz_nl_bridge_add(int nl, const char *name);
 int mz_nl_link_set(int nl, int ifindex, int up, unsigned mtu, const unsigned char *mac);
 int mz_nl_link_set_master(int nl, int ifindex, int master_ifindex);
 int mz_nl_link_set_netns(int nl, int ifindex, int netns_fd);
+/* Moves a link into another namespace under a new name, in one request. */
+int mz_nl_link_move(int nl, int ifindex, int netns_fd, const char *name);
 
 /* IPv6 address generation mode "none": the link gets no link-local address,
  * so the kernel sends no RS, MLD or DAD from it. Call it before the link is
@@ -92,6 +94,11 @@ int mz_nl_addr_add(int nl, int ifindex, unsigned ip_be, int prefixlen);
  * otherwise via gw_be (ifindex may be 0 to let the kernel pick). dst_len 0 is
  * the default route. -EEXIST if the route exists. */
 int mz_nl_route_add(int nl, unsigned dst_be, int dst_len, unsigned gw_be, int ifindex);
+/* 1 when the link holds ip/prefixlen, 0 when not, or -errno. */
+int mz_nl_addr_has(int nl, int ifindex, unsigned ip_be, int prefixlen);
+/* The main table's IPv4 default route: 1 (gateway and output link set), 0
+ * when there is none, or -errno. */
+int mz_nl_default_route(int nl, unsigned *gw_be, int *oif);
 
 /* A learning VXLAN device (the benchmarks' baseline overlay). local_be 0 and
  * dev_ifindex 0 are omitted; dstport is host order, 0 keeps the kernel's

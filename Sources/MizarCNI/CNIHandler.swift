@@ -1,0 +1,376 @@
+import Foundation
+import Logging
+import MizarAPI
+import MizarCore
+import MizarRPC
+import MizarStore
+import MizarSystem
+import MizarTransit
+
+/// A CNI error: the spec's code, a message a person can act on, details.
+public struct CNIError: Error, Sendable {
+    public var code: Int
+    public var msg: String
+    public var details: String
+
+    public init(_ code: Int, _ msg: String, details: String = "") {
+        self.code = code
+        self.msg = msg
+        self.details = details
+    }
+
+    // The spec's codes (1-99) and Mizar's own (100 and up).
+    public static let incompatibleVersion = 1
+    public static let unknownContainer = 3
+    public static let invalidEnvironment = 4
+    public static let ioFailure = 5
+    public static let decodeFailure = 6
+    public static let invalidConfig = 7
+    public static let tryAgainLater = 11
+    public static let notAvailable = 50
+    /// The subnet has no free address.
+    public static let subnetExhausted = 100
+    /// CHECK: the interface, its address or its routes drifted.
+    public static let drifted = 101
+    /// The endpoint exists, for another host or network.
+    public static let conflict = 102
+}
+
+/// One CNI invocation as the plugin forwards it: the runtime's CNI_*
+/// variables and the network configuration it gave on stdin.
+public struct CNIRequest: Sendable {
+    public var command: String
+    public var containerID: String
+    public var netns: String
+    public var ifname: String
+    public var args: String
+    public var stdin: String
+
+    public init(command: String, containerID: String, netns: String, ifname: String, args: String, stdin: String) {
+        self.command = command
+        self.containerID = containerID
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args
+        self.stdin = stdin
+    }
+
+    /// The plugin's message: {"env": {"CNI_COMMAND": ...}, "stdin": "..."}.
+    public init(json: [UInt8]) throws(CNIError) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any],
+              let env = object["env"] as? [String: String] else {
+            throw CNIError(CNIError.decodeFailure, "the plugin's request is not the JSON transitd expects")
+        }
+        command = env["CNI_COMMAND"] ?? ""
+        containerID = env["CNI_CONTAINERID"] ?? ""
+        netns = env["CNI_NETNS"] ?? ""
+        ifname = env["CNI_IFNAME"] ?? ""
+        args = env["CNI_ARGS"] ?? ""
+        stdin = object["stdin"] as? String ?? ""
+    }
+}
+
+/// The network configuration's fields Mizar reads, with per-container
+/// overrides from CNI_ARGS (MIZAR_VPC, MIZAR_SUBNET, MIZAR_ENDPOINT) or
+/// the runtime's `args.mizar` object (e.g. from a pod's annotations).
+public struct CNIConfig: Sendable {
+    public static let supportedVersions = ["1.0.0", "1.1.0"]
+    public var cniVersion: String
+    public var name: String
+    public var vpc: String
+    public var subnet: String
+    public var endpoint: String?
+    public var timeoutSeconds: Double
+    public var validAttachments: [(containerID: String, ifname: String)]
+
+    public init(stdin: String, args: String) throws(CNIError) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(stdin.utf8)) as? [String: Any] else {
+            throw CNIError(CNIError.decodeFailure, "the network configuration on stdin is not a JSON object")
+        }
+        guard let version = object["cniVersion"] as? String else {
+            throw CNIError(CNIError.invalidConfig, "the network configuration has no cniVersion")
+        }
+        guard Self.supportedVersions.contains(version) else {
+            throw CNIError(CNIError.incompatibleVersion, "cniVersion \(version) is not supported; mizar-cni speaks \(Self.supportedVersions.joined(separator: " and "))")
+        }
+        cniVersion = version
+        name = object["name"] as? String ?? ""
+        var vpc = object["vpc"] as? String, subnet = object["subnet"] as? String, endpoint: String?
+        if let mizar = (object["args"] as? [String: Any])?["mizar"] as? [String: Any] {
+            vpc = mizar["vpc"] as? String ?? vpc
+            subnet = mizar["subnet"] as? String ?? subnet
+            endpoint = mizar["endpoint"] as? String
+        }
+        for pair in args.split(separator: ";") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { continue }
+            switch kv[0] {
+            case "MIZAR_VPC": vpc = kv[1]
+            case "MIZAR_SUBNET": subnet = kv[1]
+            case "MIZAR_ENDPOINT": endpoint = kv[1]
+            default: break
+            }
+        }
+        self.vpc = vpc ?? ""
+        self.subnet = subnet ?? ""
+        self.endpoint = endpoint
+        timeoutSeconds = (object["timeoutSeconds"] as? Double) ?? 30
+        validAttachments = ((object["cni.dev/valid-attachments"] as? [[String: Any]]) ?? []).compactMap { a in
+            guard let id = a["containerID"] as? String, let ifname = a["ifname"] as? String else { return nil }
+            return (id, ifname)
+        }
+    }
+
+    /// vpc and subnet must be named (ADD and CHECK need them).
+    func requireNetwork() throws(CNIError) {
+        if vpc.isEmpty { throw CNIError(CNIError.invalidConfig, "network configuration \(name): vpc is missing (set \"vpc\", or MIZAR_VPC in CNI_ARGS)") }
+        if subnet.isEmpty { throw CNIError(CNIError.invalidConfig, "network configuration \(name): subnet is missing (set \"subnet\", or MIZAR_SUBNET in CNI_ARGS)") }
+    }
+}
+
+/// Serves CNI for one host: ADD creates (or adopts) the container's
+/// Endpoint on this droplet, waits until it is provisioned, and moves its
+/// parked interface into the container; DEL deletes the Endpoint (which
+/// releases the interface and the address); CHECK compares what is in the
+/// container with what should be.
+public struct CNIHandler: Sendable {
+    public let host: TransitHost
+    public let store: Store?
+    public let droplet: String
+    public let logger: Logger
+
+    public static let containerLabel = "cni.mizar.com/container"
+    public static let ifnameLabel = "cni.mizar.com/ifname"
+    public static let dropletLabel = "cni.mizar.com/droplet"
+
+    public init(host: TransitHost, store: Store?, droplet: String, logger: Logger) {
+        self.host = host
+        self.store = store
+        self.droplet = droplet
+        self.logger = logger
+    }
+
+    /// The plugin's exit status and what it prints.
+    public func handle(_ request: CNIRequest) async -> (code: Int, output: String) {
+        let started = monotonicSeconds()
+        var version = "1.0.0"
+        do {
+            if let object = try? JSONSerialization.jsonObject(with: Data(request.stdin.utf8)) as? [String: Any],
+               let v = object["cniVersion"] as? String, CNIConfig.supportedVersions.contains(v) {
+                version = v
+            }
+            let output: String
+            switch request.command {
+            case "ADD": output = try await add(request)
+            case "DEL": output = try await del(request)
+            case "CHECK": output = try await check(request)
+            case "STATUS": output = try await status(request)
+            case "GC": output = try await gc(request)
+            case "": throw CNIError(CNIError.invalidEnvironment, "CNI_COMMAND is missing")
+            default: throw CNIError(CNIError.invalidEnvironment, "CNI_COMMAND \(request.command) is not ADD, DEL, CHECK, STATUS, GC or VERSION")
+            }
+            logger.info("cni", metadata: ["cni.command": "\(request.command)", "cni.container": "\(request.containerID.prefix(12))",
+                                          "duration_us": "\(Int((monotonicSeconds() - started) * 1_000_000))"])
+            return (0, output)
+        } catch {
+            let e = error as? CNIError ?? CNIError(CNIError.ioFailure, "\(error)")
+            logger.warning("cni failed", metadata: ["cni.command": "\(request.command)", "cni.container": "\(request.containerID.prefix(12))",
+                                                    "cni.code": "\(e.code)", "cni.msg": "\(e.msg)"])
+            return (e.code, Self.errorJSON(e, version: version))
+        }
+    }
+
+    public static func errorJSON(_ e: CNIError, version: String) -> String {
+        var object: [String: Any] = ["cniVersion": version, "code": e.code, "msg": e.msg]
+        if !e.details.isEmpty { object["details"] = e.details }
+        return json(object)
+    }
+
+    static func json(_ object: Any) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The Endpoint of a container's interface: named by the runtime (an
+    /// endpoint the management plane made for it) or after the container.
+    public static func endpointName(containerID: String, ifname: String, override: String?) -> String {
+        if let override, !override.isEmpty { return override }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in "\(containerID)/\(ifname)".utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        let hex = String(h, radix: 16)
+        return "cni" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    func requireStore() throws(CNIError) -> Store {
+        guard let store else {
+            throw CNIError(CNIError.tryAgainLater, "transitd on this host runs without --etcd, so it cannot create endpoints",
+                           details: "start transitd with --etcd HOST:PORT")
+        }
+        return store
+    }
+
+    func requireEnv(_ request: CNIRequest, netns: Bool) throws(CNIError) {
+        if request.containerID.isEmpty { throw CNIError(CNIError.invalidEnvironment, "CNI_CONTAINERID is missing") }
+        if request.ifname.isEmpty { throw CNIError(CNIError.invalidEnvironment, "CNI_IFNAME is missing") }
+        if netns && request.netns.isEmpty { throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS is missing") }
+    }
+
+    // MARK: ADD
+
+    func add(_ request: CNIRequest) async throws -> String {
+        try requireEnv(request, netns: true)
+        let config = try CNIConfig(stdin: request.stdin, args: request.args)
+        try config.requireNetwork()
+        let store = try requireStore()
+        guard let vpc = try await store.get(VpcSpec.self, config.vpc), vpc.metadata.deletionTimestamp == nil else {
+            throw CNIError(CNIError.invalidConfig, "VPC \(config.vpc) does not exist (network configuration \(config.name) names it)",
+                           details: "create it first: mizarctl apply -f a Vpc named \(config.vpc)")
+        }
+        guard let subnet = try await store.get(SubnetSpec.self, config.subnet), subnet.spec.vpc == vpc.name,
+              subnet.metadata.deletionTimestamp == nil else {
+            throw CNIError(CNIError.invalidConfig, "subnet \(config.subnet) does not exist in VPC \(config.vpc) (network configuration \(config.name) names it)")
+        }
+        let name = Self.endpointName(containerID: request.containerID, ifname: request.ifname, override: config.endpoint)
+        let deadline = monotonicSeconds() + config.timeoutSeconds
+        var created = false
+        if let existing = try await store.get(EndpointSpec.self, name) {
+            // Adopted: made by the management plane for this container.
+            guard existing.metadata.deletionTimestamp == nil else {
+                throw CNIError(CNIError.tryAgainLater, "endpoint \(name) is still being deleted")
+            }
+            guard existing.spec.vpc == config.vpc, existing.spec.subnet == config.subnet, !existing.spec.isScaled,
+                  existing.spec.droplet == nil || existing.spec.droplet == droplet, existing.spec.netns == nil else {
+                throw CNIError(CNIError.conflict, "endpoint \(name) exists for VPC \(existing.spec.vpc), subnet \(existing.spec.subnet) on droplet \(existing.spec.droplet ?? "-"); this host is \(droplet)")
+            }
+        } else {
+            let labels = [Self.containerLabel: String(request.containerID.prefix(63)), Self.ifnameLabel: request.ifname,
+                          Self.dropletLabel: droplet]
+            do {
+                _ = try await store.create(Endpoint(name: name, spec: EndpointSpec(vpc: config.vpc, subnet: config.subnet, droplet: droplet),
+                                                    labels: labels))
+                created = true
+            } catch StoreError.alreadyExists {
+                // A concurrent ADD of the same container made it first.
+            } catch StoreError.invalid(let e) {
+                throw CNIError(CNIError.invalidConfig, "endpoint \(name) refused: \(e)")
+            }
+        }
+        // Provisioned: its interface is parked on this host, its bouncers know it.
+        var endpoint: Endpoint
+        while true {
+            guard let e = try await store.get(EndpointSpec.self, name) else {
+                throw CNIError(CNIError.tryAgainLater, "endpoint \(name) was deleted while being added")
+            }
+            endpoint = e
+            if e.status?.common.phase == .provisioned { break }
+            let reason = e.status?.common.reason ?? ""
+            if reason.contains("no free address") {
+                if created { _ = try? await store.delete(EndpointSpec.self, name) }
+                throw CNIError(CNIError.subnetExhausted, "subnet \(config.subnet) has no free address for endpoint \(name)",
+                               details: "delete unused endpoints or add a subnet")
+            }
+            if monotonicSeconds() > deadline {
+                if created { _ = try? await store.delete(EndpointSpec.self, name) }
+                throw CNIError(CNIError.tryAgainLater,
+                               "timed out after \(config.timeoutSeconds) s waiting for endpoint \(name) to be provisioned (phase \(e.status?.common.phase.rawValue ?? "none")\(reason.isEmpty ? "" : ": \(reason)"))",
+                               details: "is mizar-operator running?")
+            }
+            try await Task.sleep(for: .milliseconds(4))
+        }
+        guard let vni = try await store.get(SubnetSpec.self, config.subnet)?.status?.vni,
+              let ipText = endpoint.status?.ip, let ip = try? IPv4Address(parsing: ipText),
+              let vniValue = try? VNI(vni) else {
+            throw CNIError(CNIError.ioFailure, "endpoint \(name) is provisioned but has no address or VNI")
+        }
+        let info: Mizar_Transit_V1_EndpointInterfaceInfo
+        do {
+            info = try await host.attachEndpointInterface(vniValue, ip, netns: request.netns, ifname: request.ifname)
+        } catch let e as TransitError {
+            throw CNIError(e.code == .notFound && e.message.hasPrefix("netns:") ? CNIError.invalidEnvironment : CNIError.ioFailure, "\(e)")
+        }
+        let cidr = try CIDR(parsing: subnet.spec.cidr)
+        var iface: [String: Any] = ["name": request.ifname, "mac": info.spec.mac, "sandbox": request.netns]
+        if config.cniVersion == "1.1.0" { iface["mtu"] = Int(info.spec.mtu) }
+        return Self.json([
+            "cniVersion": config.cniVersion,
+            "interfaces": [iface],
+            "ips": [["address": "\(ip)/\(cidr.prefixLength)", "gateway": info.spec.gateway, "interface": 0]],
+            "routes": [["dst": "0.0.0.0/0", "gw": info.spec.gateway]],
+            "dns": [String: Any](),
+        ])
+    }
+
+    // MARK: DEL
+
+    /// Succeeds for a container never seen, and for one half torn down
+    /// (its namespace gone): the Endpoint goes, and with it the interface
+    /// and the address.
+    func del(_ request: CNIRequest) async throws -> String {
+        if request.containerID.isEmpty || request.ifname.isEmpty { return "" }
+        let config = (try? CNIConfig(stdin: request.stdin, args: request.args))
+        let store = try requireStore()
+        let name = Self.endpointName(containerID: request.containerID, ifname: request.ifname, override: config?.endpoint)
+        guard let e = try await store.get(EndpointSpec.self, name) else { return "" }
+        guard e.spec.droplet == droplet else {
+            throw CNIError(CNIError.conflict, "endpoint \(name) lives on droplet \(e.spec.droplet ?? "-"), not on this host (\(droplet))")
+        }
+        _ = try await store.delete(EndpointSpec.self, name)
+        let deadline = monotonicSeconds() + (config?.timeoutSeconds ?? 30)
+        while monotonicSeconds() < deadline {
+            if try await store.get(EndpointSpec.self, name) == nil { return "" }
+            try await Task.sleep(for: .milliseconds(4))
+        }
+        // Marked deleted: the operator finishes it; a later DEL finds nothing.
+        logger.warning("cni del: endpoint not gone yet; the operator will finish it", metadata: ["endpoint": "\(name)"])
+        return ""
+    }
+
+    // MARK: CHECK
+
+    func check(_ request: CNIRequest) async throws -> String {
+        try requireEnv(request, netns: true)
+        let config = try CNIConfig(stdin: request.stdin, args: request.args)
+        let store = try requireStore()
+        let name = Self.endpointName(containerID: request.containerID, ifname: request.ifname, override: config.endpoint)
+        guard let e = try await store.get(EndpointSpec.self, name), e.metadata.deletionTimestamp == nil else {
+            throw CNIError(CNIError.unknownContainer, "no endpoint \(name) for container \(request.containerID.prefix(12)) (ifname \(request.ifname))")
+        }
+        guard e.status?.common.phase == .provisioned, let ipText = e.status?.ip, let ip = try? IPv4Address(parsing: ipText),
+              let vni = try await store.get(SubnetSpec.self, e.spec.subnet)?.status?.vni, let vniValue = try? VNI(vni) else {
+            throw CNIError(CNIError.drifted, "endpoint \(name) is \(e.status?.common.phase.rawValue ?? "not provisioned")\(e.status?.common.reason.map { ": \($0)" } ?? "")")
+        }
+        let drift = try await host.checkEndpointInterface(vniValue, ip, netns: request.netns, ifname: request.ifname)
+        guard drift.isEmpty else {
+            throw CNIError(CNIError.drifted, drift.joined(separator: "; "), details: "endpoint \(name) in \(request.netns)")
+        }
+        return ""
+    }
+
+    // MARK: STATUS and GC (CNI 1.1)
+
+    func status(_ request: CNIRequest) async throws -> String {
+        let store = try requireStore()
+        do { _ = try await store.get(DropletSpec.self, droplet) } catch {
+            throw CNIError(CNIError.notAvailable, "transitd cannot reach etcd: \(error)")
+        }
+        return ""
+    }
+
+    /// Deletes this host's CNI endpoints whose container is not among the
+    /// runtime's valid attachments.
+    func gc(_ request: CNIRequest) async throws -> String {
+        let config = try CNIConfig(stdin: request.stdin, args: request.args)
+        let store = try requireStore()
+        let valid = Set(config.validAttachments.map { "\($0.containerID.prefix(63))/\($0.ifname)" })
+        for e in try await store.list(EndpointSpec.self).objects {
+            guard let labels = e.metadata.labels, labels[Self.dropletLabel] == droplet,
+                  let id = labels[Self.containerLabel], let ifname = labels[Self.ifnameLabel],
+                  !valid.contains("\(id)/\(ifname)") else { continue }
+            _ = try await store.delete(EndpointSpec.self, e.name)
+        }
+        return ""
+    }
+}
