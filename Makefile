@@ -34,6 +34,7 @@ bench: deps bpf
 	swift build
 	scripts/run-bench.sh
 	bench/cluster.sh
+	bench/service.sh
 	scripts/run-bench-provisioning.sh
 
 # etcd, the operator and a 3-host simulated cluster; two tenants; who reaches whom.

@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# A scaled endpoint (service VIP) against its own backend, in one run:
+#   direct - the client connects to the backend endpoint's own IP
+#   vip    - the client connects to the VIP, whose only backend is that
+#            same endpoint (same server, same host pair: comparable)
+# Topology: a 3-host testbed with a management port, its own etcd and
+# mizar-operator; one VPC 10.0.0.0/16, one subnet 10.0.1.0/24 (one bouncer);
+# a client endpoint and a backend endpoint on the two hosts that do not
+# carry the subnet's bouncer; a scaled endpoint with ports 5201/TCP->5201
+# and 7000/TCP->7000 and that one backend.
+# Measured: TCP connection set-up latency (bench/connect_latency.c:
+# CONNECTIONS new connections to each, one after another, the two paths
+# taking turns; p50/p90/p99) and single-stream TCP throughput (iperf3,
+# SECONDS_PER_TEST each). Printed as BENCH lines with the VIP/direct
+# ratio, and a table; nothing is asserted. Takes about a minute.
+# Every process it starts is stopped by its pid; the testbed and the
+# namespaces (per-run prefix) are removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench/service.sh needs root" >&2; exit 1; }
+for p in iperf3 gcc etcd; do command -v $p >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p >/dev/null; done
+BIN=${BIN:-$(swift build --show-bin-path)}
+MIZARCTL=$BIN/mizarctl
+SECONDS_PER_TEST=${SECONDS_PER_TEST:-5}
+CONNECTIONS=${CONNECTIONS:-2000}
+PORT=${ETCD_PORT:-23890}        # etcd (the demo uses 23790)
+NET=${UNDERLAY_NET:-9}          # underlay 172.30.NET.0/24 (the demo and the tests use 0 and 1)
+MGMT=172.30.$NET.254
+P=sv$(( $$ % 10000 ))           # testbed name: the prefix of everything made here
+RUN=/tmp/$P.run
+CL=/tmp/$P.connect_latency
+export MIZAR_ETCD=127.0.0.1:$PORT
+
+# Refuse rather than collide with something already there.
+if ss -Hltn "sport = :$PORT or sport = :$((PORT + 1))" | grep -q .; then
+	echo "bench/service.sh: port $PORT or $((PORT + 1)) is in use (ETCD_PORT=... to pick another)" >&2; exit 1
+fi
+if ip -o -4 addr show | grep -q " 172\.30\.$NET\."; then
+	echo "bench/service.sh: 172.30.$NET.0/24 is in use here (UNDERLAY_NET=... to pick another)" >&2; exit 1
+fi
+
+PIDS=()   # "pid program" of everything started here
+NS=()
+started=0
+stop() { # pid program: only if that pid still runs that program
+	local pid=$1 prog=$2 exe
+	exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 0
+	exe=${exe% (deleted)}   # the binary may have been rebuilt under it
+	[ "$(basename "$exe")" = "$prog" ] || return 0
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+	local rc=$? i
+	set +e
+	if [ "$rc" != 0 ] && [ -d "$RUN" ]; then   # failed: show what the control plane said
+		echo "== failed ($rc); the last lines of the operator's and etcd's logs, then the objects" >&2
+		tail -n 15 "$RUN/operator.log" "$RUN/etcd.log" >&2
+		for k in droplets vpcs subnets endpoints; do ctl get "$k" -o wide >&2; done
+	fi
+	for (( i = ${#PIDS[@]} - 1; i >= 0; i-- )); do stop ${PIDS[$i]}; done
+	for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null; done
+	[ "$started" = 1 ] && "$MIZARCTL" testbed down --name "$P" >/dev/null 2>&1
+	rm -rf "$RUN" "$CL"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+in_ns() { local n=$1; shift; nsenter --net="/run/netns/$n" "$@"; }
+started_pid() { PIDS+=("$1 $2"); }
+ctl() { "$MIZARCTL" "$@"; }
+# jget KIND NAME PYEXPR: a field of one object (o is its JSON)
+jget() {
+	ctl get "$1" "$2" -o json | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+if isinstance(o, list): o = o[0]
+v = eval(sys.argv[1], {"o": o})
+print(" ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v))' "$3"
+}
+# wait_for KIND PHASE COUNT: polls until COUNT objects of KIND exist, all in
+# PHASE (60 s at most). Polled rather than `mizarctl wait`, whose watch can
+# miss a change made between its list and its watch and then sit until the
+# timeout.
+wait_for() {
+	local kind=$1 phase=$2 count=$3 i
+	for i in $(seq 300); do
+		ctl get "$kind" -o json 2>/dev/null | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+items = o if isinstance(o, list) else [o]   # one object prints bare, several as a list
+ok = len(items) >= int(sys.argv[2]) and all(((d.get("status") or {}).get("common") or {}).get("phase") == sys.argv[1] for d in items)
+sys.exit(0 if ok else 1)' "$phase" "$count" && return 0
+		sleep 0.2
+	done
+	echo "bench/service.sh: timed out waiting for $count $kind to be $phase:" >&2
+	ctl get "$kind" -o wide >&2 || true
+	return 1
+}
+mkdir -p "$RUN"
+gcc -O2 -Wall -o "$CL" bench/connect_latency.c
+
+# --- the cluster: testbed, etcd, operator ------------------------------------
+echo "== testbed $P: 3 hosts, management port $MGMT, etcd $MGMT:$PORT"
+started=1
+ctl testbed up --name "$P" --hosts 3 --management --underlay-net "$NET" --etcd "$MGMT:$PORT" >/dev/null
+etcd --name "$P" --data-dir "$RUN/etcd" \
+	--listen-client-urls "http://127.0.0.1:$PORT,http://$MGMT:$PORT" --advertise-client-urls "http://127.0.0.1:$PORT" \
+	--listen-peer-urls "http://127.0.0.1:$((PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((PORT + 1))" \
+	--initial-cluster "$P=http://127.0.0.1:$((PORT + 1))" --log-level warn >"$RUN/etcd.log" 2>&1 </dev/null &
+started_pid $! etcd
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/mizar-operator" --etcd "127.0.0.1:$PORT" --log-level warning >"$RUN/operator.log" 2>&1 </dev/null &
+started_pid $! mizar-operator
+# All three droplets Ready before anything is declared: a droplet that
+# turns Ready while a subnet places its bouncers can be left with that
+# subnet's table but no bouncer in it.
+wait_for droplets Ready 3
+
+# --- VPC, then subnet: steer the bouncer -------------------------------------
+# Placement only follows load (bouncers + dividers per droplet, then name):
+# two dividers take h1 and h2 first, so the subnet's one bouncer lands on
+# h3, away from the client (h1) and the backend (h2). Dividers play no part
+# in traffic within one subnet. Should it land elsewhere anyway, the client
+# and the backend go on the two hosts that do not carry it.
+cat >"$RUN/vpc.yaml" <<EOF
+apiVersion: mizar.com/v1
+kind: Vpc
+metadata:
+  name: svc
+spec:
+  cidr: 10.0.0.0/16
+  dividers: 2
+EOF
+cat >"$RUN/subnet.yaml" <<EOF
+apiVersion: mizar.com/v1
+kind: Subnet
+metadata:
+  name: svc-a
+spec:
+  vpc: svc
+  cidr: 10.0.1.0/24
+  bouncers: 1
+EOF
+ctl apply -f "$RUN/vpc.yaml" >/dev/null
+wait_for vpcs Provisioned 1
+ctl apply -f "$RUN/subnet.yaml" >/dev/null
+wait_for subnets Provisioned 1
+BOUNCER=$(jget subnets svc-a 'o["status"]["bouncers"]')
+FREE=()
+for h in 1 2 3; do case " $BOUNCER " in *" $P-h$h "*) ;; *) FREE+=("$P-h$h") ;; esac; done
+CLIENT_HOST=${FREE[0]}; SERVER_HOST=${FREE[1]}
+
+CNS=$P-e-client; SNS=$P-e-server
+for n in "$CNS" "$SNS"; do ip netns add "$n"; NS+=("$n"); ip -n "$n" link set lo up; done
+cat >"$RUN/endpoints.yaml" <<EOF
+apiVersion: mizar.com/v1
+kind: Endpoint
+metadata:
+  name: client
+spec:
+  vpc: svc
+  subnet: svc-a
+  droplet: $CLIENT_HOST
+  netns: /run/netns/$CNS
+---
+apiVersion: mizar.com/v1
+kind: Endpoint
+metadata:
+  name: server
+spec:
+  vpc: svc
+  subnet: svc-a
+  droplet: $SERVER_HOST
+  netns: /run/netns/$SNS
+EOF
+cat >"$RUN/vip.yaml" <<EOF
+apiVersion: mizar.com/v1
+kind: Endpoint
+metadata:
+  name: vip
+spec:
+  vpc: svc
+  subnet: svc-a
+  type: scaled
+  ports:
+  - {port: 5201, protocol: TCP, targetPort: 5201}
+  - {port: 7000, protocol: TCP, targetPort: 7000}
+  backends: [server]
+EOF
+ctl apply -f "$RUN/endpoints.yaml" >/dev/null
+wait_for endpoints Provisioned 2
+ctl apply -f "$RUN/vip.yaml" >/dev/null
+wait_for endpoints Provisioned 3
+for _ in $(seq 50); do [ -n "$(jget endpoints vip 'o.get("status", {}).get("backends")')" ] && break; sleep 0.2; done
+SERVER_IP=$(jget endpoints server 'o["status"]["ip"]')
+VIP=$(jget endpoints vip 'o["status"]["ip"]')
+
+echo "== topology"
+ctl get droplets
+ctl get bouncers -o wide
+ctl get endpoints -o wide
+echo "client on $CLIENT_HOST, backend on $SERVER_HOST ($SERVER_IP), bouncer on $BOUNCER, VIP $VIP -> [$(jget endpoints vip '[b["name"] + "@" + b["ip"] for b in o["status"].get("backends", [])]')]"
+
+# --- servers in the backend's namespace ---------------------------------------
+# (nsenter itself, not in_ns: a function would run in a subshell and $!
+# would be that subshell's pid; nsenter execs the program in its place)
+nsenter --net="/run/netns/$SNS" "$CL" -s 7000 >/dev/null 2>"$RUN/accept.log" &
+started_pid $! "$(basename "$CL")"
+nsenter --net="/run/netns/$SNS" iperf3 -s -p 5201 >/dev/null 2>&1 &
+started_pid $! iperf3
+sleep 0.5
+in_ns "$CNS" ping -c 2 -i 0.2 -W 2 -q "$SERVER_IP" >/dev/null || echo "warning: the client cannot ping the backend $SERVER_IP" >&2
+
+# --- 1. connection set-up latency ---------------------------------------------
+# Every new connection through the VIP sends its first packet (the SYN)
+# through the bouncer: client host -> bouncer host -> back to the client
+# host with the rewrite -> backend host; the SYN-ACK and all later packets
+# go host to host directly (DNAT on the client's host, reverse NAT on the
+# replies). Direct: the SYN goes client host -> backend host at once.
+# 20 untimed connections to each first warm the ARP and direct-path caches.
+# The two targets take turns, one connection each, so both see the same
+# machine at the same moment (this box also runs other work).
+# Failures counted for "direct" when taking turns: the client's host keeps
+# a VIP flow's reply rewrite (backend:7000 > client:sport, shown by
+# `mizarctl dump flows`) after the flow closed, so a later direct
+# connection that gets the same source port has its SYN-ACK rewritten to
+# come from the VIP and never connects (seen on 2026-11-21).
+answered() { # new flows the VIP's bouncer(s) answered so far
+	local b n=0 c
+	for b in $BOUNCER; do
+		c=$(ctl counters --testbed "$P/${b##*-}" --json | python3 -c '
+import json, sys
+def find(o):
+    if isinstance(o, dict):
+        if o.get("name") == "service_answer": return o.get("packets", 0)
+        if "service_answer" in o:
+            v = o["service_answer"]
+            return v.get("packets", 0) if isinstance(v, dict) else v
+        return next((r for r in map(find, o.values()) if r is not None), None)
+    if isinstance(o, list):
+        return next((r for r in map(find, o) if r is not None), None)
+print(find(json.load(sys.stdin)) or 0)') || c=0
+		n=$((n + c))
+	done
+	echo "$n"
+}
+declare -A CONN TCP
+before=$(answered)
+out=$(in_ns "$CNS" "$CL" -n "$CONNECTIONS" "$SERVER_IP" 7000 "$VIP" 7000)
+after=$(answered)
+CONN[direct]=$(grep "^addr=$SERVER_IP " <<<"$out")
+CONN[vip]=$(grep "^addr=$VIP " <<<"$out")
+echo "connect direct: ${CONN[direct]}"
+echo "connect vip:    ${CONN[vip]}"
+# Fewer than CONNECTIONS + 20 when the kernel gave a VIP connection a
+# source port an earlier one had used: the client's host still held that
+# flow and rewrote it without asking the bouncer.
+echo "new flows the bouncer answered during it: $((after - before)) of the VIP's $((CONNECTIONS + 20)) connections"
+kv() { sed -n "s/.*\b$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
+
+# --- 2. single-stream throughput ------------------------------------------------
+for t in direct vip; do
+	ip=$SERVER_IP; [ "$t" = vip ] && ip=$VIP
+	TCP[$t]=$(in_ns "$CNS" iperf3 -c "$ip" -p 5201 --connect-timeout 3000 -t "$SECONDS_PER_TEST" -J |
+		python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' || echo 0)
+done
+
+for t in direct vip; do
+	f=$(kv "${CONN[$t]}" failed)
+	[ "${f:-0}" = 0 ] || echo "note: $f $t connection(s) failed (timed out after 5 s; left out of the percentiles)"
+done
+if [ "$(kv "${CONN[vip]}" n)" = 0 ] || [ "$(kv "${CONN[direct]}" n)" = 0 ] || [ "${TCP[vip]}" = 0 ] || [ "${TCP[direct]}" = 0 ]; then
+	echo "== a path did not work at all: each host's counters and subnet table, the endpoints' status"
+	for h in 1 2 3; do
+		echo "-- $P/h$h"; ctl counters --testbed "$P/h$h" || true; ctl dump subnets --testbed "$P/h$h" || true
+	done
+	ctl get endpoints -o yaml || true
+fi
+
+# --- results -------------------------------------------------------------------
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
+echo
+printf '%-8s %10s %10s %10s %8s %10s\n' path p50_us p90_us p99_us failed tcp_gbps
+for t in direct vip; do
+	printf '%-8s %10s %10s %10s %8s %10s\n' "$t" "$(kv "${CONN[$t]}" p50_us)" "$(kv "${CONN[$t]}" p90_us)" \
+		"$(kv "${CONN[$t]}" p99_us)" "$(kv "${CONN[$t]}" failed)" "${TCP[$t]}"
+done
+printf '%-8s %10s %10s %10s %8s %10s\n' vip/dir "$(ratio "$(kv "${CONN[vip]}" p50_us)" "$(kv "${CONN[direct]}" p50_us)")" \
+	"$(ratio "$(kv "${CONN[vip]}" p90_us)" "$(kv "${CONN[direct]}" p90_us)")" \
+	"$(ratio "$(kv "${CONN[vip]}" p99_us)" "$(kv "${CONN[direct]}" p99_us)")" "" "$(ratio "${TCP[vip]}" "${TCP[direct]}")"
+echo
+for t in direct vip; do
+	for q in p50 p90 p99; do
+		echo "BENCH service.$t.connect_${q}_us $(kv "${CONN[$t]}" ${q}_us) us n=$(kv "${CONN[$t]}" n) failed=$(kv "${CONN[$t]}" failed) baseline=direct ratio=$(ratio "$(kv "${CONN[$t]}" ${q}_us)" "$(kv "${CONN[direct]}" ${q}_us)")"
+	done
+	echo "BENCH service.$t.tcp_gbps ${TCP[$t]} Gb/s baseline=direct ratio=$(ratio "${TCP[$t]}" "${TCP[direct]}")"
+done
