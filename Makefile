@@ -8,7 +8,7 @@ BPF_HEADERS := $(wildcard bpf/lib/*.h) Sources/CMizarABI/include/mizar_abi.h
 BPF_PROGS := transit agent pass
 BPF_OBJS := $(foreach p,$(BPF_PROGS),$(BPF_OUT)/$(p).xdp.o $(BPF_OUT)/$(p).tc.o)
 
-.PHONY: all deps bpf build test bench demo demo-down clean
+.PHONY: all deps bpf build test bench demo demo-down install uninstall clean
 all: build
 
 deps:
@@ -36,6 +36,27 @@ bench: deps bpf
 	bench/cluster.sh
 	bench/service.sh
 	scripts/run-bench-provisioning.sh
+	scripts/run-bench-cni.sh
+
+# The CNI plugin where runtimes look for it, and an example network
+# configuration (kept if one is there already: it is the admin's to edit).
+# DESTDIR stages the files elsewhere.
+CNI_BIN_DIR ?= /opt/cni/bin
+CNI_CONF_DIR ?= /etc/cni/net.d
+install:
+	swift build -c release --product mizar-cni
+	install -D -m 0755 "$$(swift build -c release --show-bin-path)/mizar-cni" "$(DESTDIR)$(CNI_BIN_DIR)/mizar-cni"
+	strip "$(DESTDIR)$(CNI_BIN_DIR)/mizar-cni"
+	@if [ -e "$(DESTDIR)$(CNI_CONF_DIR)/10-mizar.conflist" ]; then \
+		echo "kept $(DESTDIR)$(CNI_CONF_DIR)/10-mizar.conflist (example: deploy/cni/10-mizar.conflist)"; \
+	else \
+		install -D -m 0644 deploy/cni/10-mizar.conflist "$(DESTDIR)$(CNI_CONF_DIR)/10-mizar.conflist"; \
+	fi
+	@echo "installed $(DESTDIR)$(CNI_BIN_DIR)/mizar-cni; edit vpc and subnet in $(DESTDIR)$(CNI_CONF_DIR)/10-mizar.conflist"
+
+uninstall:
+	rm -f "$(DESTDIR)$(CNI_BIN_DIR)/mizar-cni"
+	@echo "left $(DESTDIR)$(CNI_CONF_DIR)/10-mizar.conflist in place (remove it by hand if no longer wanted)"
 
 # etcd, the operator and a 3-host simulated cluster; two tenants; who reaches whom.
 demo: deps bpf

@@ -97,7 +97,7 @@ let package = Package(
             swiftSettings: strict,
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
-        .target(name: "MizarTestbed", dependencies: ["MizarSystem", "MizarCore", "MizarTransit"], swiftSettings: strict),
+        .target(name: "MizarTestbed", dependencies: ["CNetlink", "MizarSystem", "MizarCore", "MizarTransit"], swiftSettings: strict),
         .executableTarget(
             name: "transitd",
             dependencies: [
@@ -127,13 +127,28 @@ let package = Package(
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             path: "bench/DataplaneBench",
             swiftSettings: strict),
-        .executableTarget(
-            name: "mizar-bench-provisioning",
+        .target(
+            name: "MizarBenchSupport",
             dependencies: [
                 "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            path: "bench/Support",
+            swiftSettings: strict),
+        .executableTarget(
+            name: "mizar-bench-provisioning",
+            dependencies: [
+                "MizarBenchSupport", "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "bench/ProvisioningBench",
+            swiftSettings: strict),
+        .executableTarget(
+            name: "mizar-bench-cni",
+            dependencies: [
+                "MizarBenchSupport", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem", "MizarCNI", "CNetlink",
+            ],
+            path: "bench/CNIBench",
             swiftSettings: strict),
         .testTarget(name: "MizarCoreTests", dependencies: ["MizarCore"], swiftSettings: strict),
         .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket"], swiftSettings: strict),

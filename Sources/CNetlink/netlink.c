@@ -49,6 +49,11 @@ int mz_setns_net(int fd)
 	return setns(fd, CLONE_NEWNET) < 0 ? -errno : 0;
 }
 
+int mz_pipe_cloexec(int fds[2])
+{
+	return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
+}
+
 static int mkdir_parents(const char *path)
 {
 	char dir[PATH_MAX];

@@ -144,6 +144,8 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     /// the interface is made but stays parked on its droplet, unconfigured,
     /// for a container runtime to move into its workload.
     public var netns: String?
+    /// The interface's name inside `netns` ("eth0" when absent).
+    public var ifname: String?
     /// "simple" (the default: a workload's interface) or "scaled" (a
     /// service VIP: ports and backends, no interface, no droplet).
     public var type: String?
@@ -154,13 +156,14 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     public var backends: [String]?
 
     public init(vpc: String, subnet: String, ip: String? = nil, mac: String? = nil, droplet: String? = nil, netns: String? = nil,
-                type: String? = nil, ports: [EndpointPort]? = nil, backends: [String]? = nil) {
+                ifname: String? = nil, type: String? = nil, ports: [EndpointPort]? = nil, backends: [String]? = nil) {
         self.vpc = vpc
         self.subnet = subnet
         self.ip = ip
         self.mac = mac
         self.droplet = droplet
         self.netns = netns
+        self.ifname = ifname
         self.type = type
         self.ports = ports
         self.backends = backends
@@ -363,6 +366,13 @@ extension EndpointSpec: ObjectSpec {
         if let droplet { try validateName(droplet, field: "spec.droplet") }
         if let netns, !netns.hasPrefix("/") {
             throw ValidationError(field: "spec.netns", reason: "\(String(reflecting: netns)) is not an absolute path to a network namespace")
+        }
+        if let ifname {
+            guard netns != nil else { throw ValidationError(field: "spec.ifname", reason: "names the interface inside spec.netns, which is absent") }
+            guard !ifname.isEmpty, ifname.utf8.count < 16, ifname != ".", ifname != "..",
+                  !ifname.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else {
+                throw ValidationError(field: "spec.ifname", reason: "\(String(reflecting: ifname)) is not an interface name (1 to 15 characters, no '/', ':' or spaces)")
+            }
         }
         switch type ?? "simple" {
         case "simple":

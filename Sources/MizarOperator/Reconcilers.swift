@@ -293,7 +293,7 @@ extension Operator {
         let bs = try bouncerNames.compactMap { try peer(named: $0) }
         // Without a namespace the interface is made parked on the droplet.
         let hostInterface = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: subnet.spec.cidr, netns: e.spec.netns ?? "",
-                                                               on: home, bouncers: bs, via: pool).hostIfname
+                                                               ifname: e.spec.ifname ?? "", on: home, bouncers: bs, via: pool).hostIfname
         var next = e
         var status = next.status ?? EndpointStatus()
         status.hostInterface = hostInterface

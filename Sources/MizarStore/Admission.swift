@@ -168,6 +168,7 @@ struct Admission {
             try same(a.ip, b.ip, "spec.ip")
             try same(a.mac, b.mac, "spec.mac")
             try same(a.netns, b.netns, "spec.netns")
+            try same(a.ifname, b.ifname, "spec.ifname")
         case let (a as BouncerSpec, b as BouncerSpec):
             try same(a.subnet, b.subnet, "spec.subnet")
             try same(a.droplet, b.droplet, "spec.droplet")

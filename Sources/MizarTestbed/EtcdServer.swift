@@ -135,3 +135,25 @@ extension EtcdServer {
     /// stopped (its data removed) when the process exits.
     public static func shared() throws(TestbedError) -> EtcdServer { try processShared.get() }
 }
+
+extension Testbed {
+    /// A testbed whose transitds register with an etcd of its own, which
+    /// serves loopback and the testbed's management network (where the
+    /// transitds reach it). `options.management` and `options.etcd` are
+    /// set here (and returned, for restarting hosts alike); a testbed of the
+    /// same name left over is removed first.
+    public static func upWithEtcd(name: String, options: Options, etcdDirectory: String) throws -> (Testbed, EtcdServer, Options) {
+        var options = options
+        options.management = true
+        let port = try EtcdServer.freePort()
+        options.etcd = "\(managementIP(underlayNet: options.underlayNet)):\(port)"
+        down(name: name)
+        let bed = try up(name: name, options: options)
+        do {
+            return (bed, try EtcdServer(directory: etcdDirectory, listen: ["127.0.0.1", "\(bed.managementIP)"], clientPort: port), options)
+        } catch {
+            bed.down()
+            throw error
+        }
+    }
+}

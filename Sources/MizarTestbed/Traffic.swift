@@ -1,3 +1,4 @@
+import CNetlink
 import Glibc
 import MizarCore
 import MizarSystem
@@ -202,7 +203,11 @@ public enum Traffic {
 /// (stdout and stderr together).
 public func runCapturing(_ argv: [String]) -> (status: Int32, output: String) {
     var pipeFDs: [Int32] = [0, 0]
-    guard pipe(&pipeFDs) == 0 else { return (-1, "pipe: \(String(cString: strerror(errno)))") }
+    // Close-on-exec: a child that outlives the command (podman leaves conmon
+    // behind) must not inherit the write end, or the read below never ends.
+    // dup2 onto 1 and 2 clears the flag on the child's copies only.
+    let piped = mz_pipe_cloexec(&pipeFDs)
+    guard piped == 0 else { return (-1, "pipe: \(String(cString: strerror(-piped)))") }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }

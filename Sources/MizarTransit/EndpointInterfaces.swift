@@ -139,7 +139,9 @@ extension TransitHost {
         }
         let subnet = try CIDR(parsing: info.spec.subnet)
         let gateway = try IPv4Address(parsing: info.spec.gateway)
+        let moveStarted = monotonicSeconds()
         try netlink.move(parkedIndex, to: namespace, name: ifname)
+        let moved = monotonicSeconds()
         do {
             guard let index = try inside.index(of: ifname) else {
                 throw TransitError(.internalError, field: "ifname", "\(ifname) vanished after its move into \(netns)")
@@ -163,6 +165,7 @@ extension TransitHost {
         logger.info("endpoint interface attached", metadata: [
             "vpc.vni": "\(vni)", "endpoint.ip": "\(ip)", "endpoint.netns": "\(netns)", "endpoint.ifname": "\(ifname)",
             "duration_us": "\(Int((monotonicSeconds() - started) * 1_000_000))",
+            "move_us": "\(Int((moved - moveStarted) * 1_000_000))",
         ])
         return info
     }

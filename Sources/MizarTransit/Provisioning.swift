@@ -96,7 +96,7 @@ public enum Provisioning {
     /// The endpoint's interface on its host and its entry on each bouncer
     /// of its subnet, concurrently: one call each, nothing else.
     @discardableResult
-    public static func addEndpoint(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, netns: String,
+    public static func addEndpoint(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, netns: String, ifname: String = "",
                                    on home: TransitPeer, bouncers: [TransitPeer],
                                    via connector: some TransitConnector = DirectConnector()) async throws -> Mizar_Transit_V1_EndpointInterfaceInfo {
         var e = Mizar_Transit_V1_EndpointInterface()
@@ -105,6 +105,7 @@ public enum Provisioning {
         e.mac = "\(mac)"
         e.subnet = subnet
         e.netns = netns
+        e.ifname = ifname
         // The host and the bouncers do not depend on each other: all at once.
         async let reply = connector.withClient(home.target) { try await $0.createEndpointInterface(e, options: callOptions) }
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -70,7 +70,7 @@ struct Transitd: AsyncParsableCommand {
     @Option(help: "Where the operator reaches this transitd: HOST:PORT or unix:/PATH (default: the TCP listener, else the unix socket).")
     var advertise: String?
 
-    @Option(help: "Unix socket for the CNI plugin (default STATE-DIR/cni.sock; 'none' to serve no CNI).")
+    @Option(help: "Unix socket for the CNI plugin (default /run/mizar/cni.sock, where mizar-cni looks, or STATE-DIR/cni.sock with --state-dir; 'none' to serve no CNI).")
     var cniSocket: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -146,7 +146,9 @@ struct Transitd: AsyncParsableCommand {
         // CNI: containers get endpoints on this droplet (needs etcd to make them).
         var cni: Task<Void, Never>?
         var cniServer: CNIServer?
-        let cniPath = cniSocket ?? "\(stateDir)/cni.sock"
+        // One transitd per host serves where the plugin looks by default;
+        // several on one machine (the testbed) each serve in their state dir.
+        let cniPath = cniSocket ?? (self.stateDir == nil ? "/run/mizar/cni.sock" : "\(stateDir)/cni.sock")
         if cniPath != "none" {
             let dropletName = droplet ?? name
             if let etcd, case .tcp(let etcdHost, let etcdPort) = try TransitTarget(parsing: etcd) {

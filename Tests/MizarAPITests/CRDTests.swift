@@ -38,7 +38,7 @@ struct CRDTests {
         var vs = VpcStatus(); vs.common = common; vs.vni = 5; vs.dividers = ["d"]; vpc.status = vs
         var subnet = Subnet(name: "s", spec: SubnetSpec(vpc: "v", cidr: "10.0.1.0/24", bouncers: 1))
         var ss = SubnetStatus(); ss.common = common; ss.vni = 5; ss.gateway = "10.0.1.1"; ss.bouncers = ["d"]; subnet.status = ss
-        var ep = Endpoint(name: "e", spec: EndpointSpec(vpc: "v", subnet: "s", ip: "10.0.1.5", mac: "02:00:00:00:00:01", droplet: "d", netns: "/run/netns/x"))
+        var ep = Endpoint(name: "e", spec: EndpointSpec(vpc: "v", subnet: "s", ip: "10.0.1.5", mac: "02:00:00:00:00:01", droplet: "d", netns: "/run/netns/x", ifname: "eth1"))
         ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(port: 80, protocol: "TCP", targetPort: 8080)]; ep.spec.backends = ["e2"]
         var es = EndpointStatus(); es.common = common; es.ip = "10.0.1.5"; es.mac = "02:00:00:00:00:01"; es.droplet = "d"; es.hostInterface = "mz0"
         es.backends = [EndpointBackend(name: "e2", ip: "10.0.1.6", droplet: "d")]; ep.status = es

@@ -35,23 +35,12 @@ final class Plane: Sendable {
         root = "/mizar/v1/"
         // etcd serves the management network the testbed makes, where the
         // transitds register and this process's operator calls them.
-        let port = try EtcdServer.freePort()
         var options = Testbed.Options.besideThisExecutable()
         options.hosts = hosts
         options.underlayNet = underlayNet
-        options.management = true
-        options.etcd = "\(Testbed.managementIP(underlayNet: options.underlayNet)):\(port)"
         options.etcdRoot = root
-        self.options = options
-        Testbed.down(name: name)
-        bed = try Testbed.up(name: name, options: options)
-        do {
-            etcd = try EtcdServer(directory: "/tmp/mizar-etcd-\(name)", listen: ["127.0.0.1", "\(bed.managementIP)"],
-                                  clientPort: port)
-        } catch {
-            bed.down()
-            throw error
-        }
+        let made = try Testbed.upWithEtcd(name: name, options: options, etcdDirectory: "/tmp/mizar-etcd-\(name)")
+        (bed, etcd, self.options) = (made.0, made.1, made.2)
     }
 
     func down() {
@@ -75,11 +64,13 @@ final class Plane: Sendable {
     func droplet(_ host: String) -> String { "\(bed.name)-\(host)" }
 
     /// Declares objects as a user does: YAML through mizarctl apply.
-    func apply(_ yaml: String) throws {
+    /// (On a thread of its own: the operator runs in this process.)
+    func apply(_ yaml: String) async throws {
         let path = "/tmp/mizar-e2e-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yaml"
         try writeText(path, yaml)
         defer { unlink(path) }
-        let r = runCapturing([siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", etcd.endpoint, "--root", root])
+        let argv = [siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", etcd.endpoint, "--root", root]
+        let r = try await onOwnThread { runCapturing(argv) }
         #expect(r.status == 0, "mizarctl apply: \(r.output)")
     }
 
@@ -153,14 +144,14 @@ struct OperatorTests {
             let dropletPhases = try await store.list(DropletSpec.self).objects.map { "\($0.name) \($0.status?.common.phase.rawValue ?? "-")" }
             #expect(ready, "droplets not Ready: \(dropletPhases)")
 
-            func apply(_ yaml: String) throws { try plane.apply(yaml) }
+            func apply(_ yaml: String) async throws { try await plane.apply(yaml) }
             var networks: [String] = []
             for vpc in ["a", "b"] {
                 networks.append("apiVersion: mizar.com/v1\nkind: Vpc\nmetadata: {name: \(vpc)}\nspec: {cidr: 10.0.0.0/16}\n")
                 networks.append("apiVersion: mizar.com/v1\nkind: Subnet\nmetadata: {name: \(vpc)-1}\nspec: {vpc: \(vpc), cidr: 10.0.1.0/24}\n")
             }
             networks.append("apiVersion: mizar.com/v1\nkind: Subnet\nmetadata: {name: a-2}\nspec: {vpc: a, cidr: 10.0.2.0/24}\n")
-            try apply(networks.joined(separator: "---\n"))
+            try await apply(networks.joined(separator: "---\n"))
             let subnetsReady = try await eventually {
                 let all = try await store.list(SubnetSpec.self).objects
                 return all.count == 3 && all.allSatisfy { $0.status?.common.phase == .provisioned }
@@ -182,7 +173,7 @@ struct OperatorTests {
                 let netns = try plane.bed.addEndpointNetns(name)
                 endpointsYAML.append("apiVersion: mizar.com/v1\nkind: Endpoint\nmetadata: {name: \(name)}\nspec: {vpc: \(vpc), subnet: \(subnet), droplet: \(plane.droplet(host)), netns: \(netns)\(ip.map { ", ip: \($0)" } ?? "")}\n")
             }
-            try apply(endpointsYAML.joined(separator: "---\n"))
+            try await apply(endpointsYAML.joined(separator: "---\n"))
             let provisioned = try await eventually {
                 let all = try await store.list(EndpointSpec.self).objects
                 return all.count == placements.count && all.allSatisfy { $0.status?.common.phase == .provisioned }

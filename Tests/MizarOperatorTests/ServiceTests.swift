@@ -170,9 +170,9 @@ extension OperatorTests {
         let plane = try Plane.shared.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
-            func apply(_ yaml: String) throws { try plane.apply(yaml) }
+            func apply(_ yaml: String) async throws { try await plane.apply(yaml) }
             let object = objectYAML
-            try apply([
+            try await apply([
                 object("Vpc", "svc", "cidr: 10.0.0.0/16"), object("Subnet", "svc-1", "vpc: svc, cidr: 10.0.1.0/24"),
                 object("Subnet", "svc-2", "vpc: svc, cidr: 10.0.2.0/24"),
                 object("Vpc", "other", "cidr: 10.0.0.0/16"), object("Subnet", "other-1", "vpc: other, cidr: 10.0.1.0/24"),
@@ -214,7 +214,7 @@ extension OperatorTests {
                   backends: [sbe1, sbe2, sbe3, sbe4, sbe5]
 
                 """)
-            try apply(docs.joined(separator: "---\n"))
+            try await apply(docs.joined(separator: "---\n"))
             let names = backends.map(\.0) + clients.map(\.0)
             let ready = try await eventually(20) {
                 let all = try await store.list(EndpointSpec.self).objects

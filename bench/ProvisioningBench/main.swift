@@ -14,6 +14,7 @@ import Foundation
 import Glibc
 import Logging
 import MizarAPI
+import MizarBenchSupport
 import MizarCore
 import MizarEtcd
 import MizarOperator
@@ -25,17 +26,6 @@ let args = CommandLine.arguments
 let hostCounts = (args.count > 1 ? args[1] : "3,10,30").split(separator: ",").compactMap { Int($0) }
 let levels = (args.count > 2 ? args[2] : "0,1000,5000,10000").split(separator: ",").compactMap { Int($0) }
 let samples = args.count > 3 ? Int(args[3]) ?? 40 : 40
-
-func percentile(_ values: [Double], _ p: Double) -> Double {
-    let s = values.sorted()
-    guard !s.isEmpty else { return .nan }
-    return s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))]
-}
-
-func say(_ line: String) {
-    print(line)
-    fflush(nil)
-}
 
 /// Waits until `count` endpoints named with `prefix` are Provisioned.
 func waitProvisioned(_ store: Store, prefix: String, count: Int, timeout: Double) async throws {
@@ -104,8 +94,6 @@ func timedEndpoint(_ store: Store, bed: Testbed, arrivals: Arrivals, name: Strin
     return ((provisioned.time - t0) * 1000, (firstPacket - t0) * 1000, provisioned.delay)
 }
 
-var logger = Logger(label: "bench")
-logger.logLevel = .error
 var summary: [String] = []
 /// Least-squares slope of p50 (ms) over endpoints already there, per 1,000.
 func slope(_ points: [(Double, Double)]) -> Double {
@@ -117,31 +105,7 @@ func slope(_ points: [(Double, Double)]) -> Double {
 
 for (round, hosts) in hostCounts.enumerated() {
     let name = "mpb\(round)"
-    Testbed.down(name: name)
-    var options = Testbed.Options.besideThisExecutable()
-    options.hosts = hosts
-    options.management = true
-    options.underlayNet = UInt8(10 + round)
-    let port = try EtcdServer.freePort()
-    options.etcd = "\(Testbed.managementIP(underlayNet: options.underlayNet)):\(port)"
-    let bed = try Testbed.up(name: name, options: options)
-    // etcd's data on tmpfs: the figures are Mizar's, not this VM's disk's.
-    let etcd = try EtcdServer(directory: "/dev/shm/mizar-bench-etcd-\(getpid())", listen: ["127.0.0.1", "\(bed.managementIP)"], clientPort: port)
-    defer { bed.down(); etcd.stop() }
-    try await withEtcd(host: "127.0.0.1", port: port) { client in
-        let store = Store(etcd: client)
-        var config = Operator.Config()
-        config.workers = 8
-        let op = Operator(store: store, config: config, logger: logger)
-        let running = Task { await op.run() }
-        defer { running.cancel() }
-        let deadline = monotonicSeconds() + 30 + Double(hosts)
-        while try await store.list(DropletSpec.self).objects.filter({ $0.status?.common.phase == .ready }).count < hosts {
-            guard monotonicSeconds() < deadline else { throw TestbedError("droplets not ready") }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        try await store.create(Vpc(name: "bench", spec: VpcSpec(cidr: "10.0.0.0/8")))
-        try await store.create(Subnet(name: "bench-1", spec: SubnetSpec(vpc: "bench", cidr: "10.0.0.0/16", bouncers: 2)))
+    try await withBenchCluster(name: name, hosts: hosts, underlayNet: UInt8(10 + round)) { bed, store in
         let prober = try bed.addEndpointNetns("probe")
         try await store.create(Endpoint(name: "probe", spec: EndpointSpec(vpc: "bench", subnet: "bench-1", ip: "10.0.255.250",
                                                                           droplet: "\(name)-h1", netns: prober)))

@@ -40,6 +40,10 @@ int mz_netns_delete(const char *path);
 /* setns(fd, CLONE_NEWNET) for the calling thread only. */
 int mz_setns_net(int fd);
 
+/* pipe2(fds, O_CLOEXEC): neither end leaks into a child another thread
+ * spawns meanwhile, nor past exec into what the command leaves behind. */
+int mz_pipe_cloexec(int fds[2]);
+
 /* ---- rtnetlink ---------------------------------------------------------- */
 
 /* A NETLINK_ROUTE socket bound to the namespace netns_fd (-1: the current
