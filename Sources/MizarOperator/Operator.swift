@@ -35,6 +35,11 @@ public final class Operator: Sendable {
     let dividers = Informer<DividerSpec>()
     /// Droplets whose transitd holds its lease now.
     let live = LeaseSet()
+    /// For each VPC's and subnet's table ("vpc/NAME", "subnet/NAME"): the
+    /// dividers or bouncers it was last given with, and the droplets given
+    /// it. A droplet that turned Ready while a placement was in flight may
+    /// hold an older table; it is found here and given the current one.
+    let tablesGiven = Mutex<[String: (holders: [String], droplets: Set<String>)]>([:])
     /// Addresses held in each VPC, as the endpoint cache shows them: lets
     /// allocation skip them without a scan of all endpoints.
     let addresses = Mutex<[String: Set<UInt32>]>([:])

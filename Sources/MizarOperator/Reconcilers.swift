@@ -17,6 +17,11 @@ extension Operator {
         let phase = d.status?.common.phase
         if alive && phase != .ready {
             let host = try peer(d)
+            // What it is given here comes from the caches; the placements
+            // kicked below give it again what changed meanwhile.
+            tablesGiven.withLock { given in
+                for key in given.keys { given[key]?.droplets.remove(name) }
+            }
             for v in vpcs.list() where v.metadata.deletionTimestamp == nil {
                 guard let vni = v.status?.vni else { continue }
                 let divs = try (v.status?.dividers ?? []).compactMap { try peer(named: $0) }
@@ -49,6 +54,30 @@ extension Operator {
         }
     }
 
+    /// Gives a VPC's or subnet's table (held by `holders`) to droplets:
+    /// every ready one, or (`toNewlyReady`, when nothing else changed) only
+    /// those that turned Ready since it was last given, which may have been
+    /// handed an older table while its placement was in flight. Without a
+    /// record (this operator just started) the table is taken as in place.
+    func giveTable(_ key: String, holders: [String], toNewlyReady: Bool,
+                   _ put: ([TransitPeer]) async throws -> Void) async throws {
+        let ready = readyDroplets()
+        let targets: [Object<DropletSpec>] = tablesGiven.withLock { given in
+            guard toNewlyReady else { return ready }
+            guard let last = given[key], last.holders == holders else {
+                given[key] = (holders, Set(ready.map(\.name)))
+                return []
+            }
+            return ready.filter { !last.droplets.contains($0.name) }
+        }
+        if toNewlyReady && targets.isEmpty { return }
+        try await put(try targets.map(peer))
+        tablesGiven.withLock { given in
+            let before = given[key].flatMap { $0.holders == holders ? $0.droplets : nil } ?? []
+            given[key] = (holders, toNewlyReady ? before.union(targets.map(\.name)) : Set(targets.map(\.name)))
+        }
+    }
+
     // MARK: VPCs
 
     func reconcileVpc(_ name: String) async throws -> Outcome {
@@ -61,13 +90,22 @@ extension Operator {
                 return .done   // their removal wakes this VPC again
             }
             for d in dividers.filter({ $0.spec.vpc == name }) { try await store.delete(DividerSpec.self, d.name) }
+            tablesGiven.withLock { $0["vpc/\(name)"] = nil }
             if let vni = v.status?.vni {
                 try await Provisioning.deleteVPC(vni: vni, on: try readyDroplets().map(peer), via: pool)
             }
             try await release(v)
             return .done
         }
-        if Self.settled(v), placementSettled(v.status?.dividers, live: liveDividers(of: name), want: v.spec.dividers ?? 1) { return .done }
+        if Self.settled(v), placementSettled(v.status?.dividers, live: liveDividers(of: name), want: v.spec.dividers ?? 1) {
+            if let vni = v.status?.vni {
+                let divs = v.status?.dividers ?? []
+                try await giveTable("vpc/\(name)", holders: divs, toNewlyReady: true) { hosts in
+                    try await Provisioning.putVPC(vni: vni, dividers: try divs.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
+                }
+            }
+            return .done
+        }
 
         // A VNI (claimed atomically) and our finalizer, in one write.
         if v.status?.vni == nil || !(v.metadata.finalizers ?? []).contains(Self.finalizer) {
@@ -81,8 +119,9 @@ extension Operator {
         let (placed, short) = try await placeRole(dividers, of: { $0.spec.vpc == name }, want: want) { droplet in
             Divider(name: "\(name)-\(droplet)", spec: DividerSpec(vpc: name, droplet: droplet))
         }
-        try await Provisioning.putVPC(vni: vni, dividers: try placed.compactMap { try peer(named: $0) },
-                                      on: try readyDroplets().map(peer), via: pool)
+        try await giveTable("vpc/\(name)", holders: placed, toNewlyReady: false) { hosts in
+            try await Provisioning.putVPC(vni: vni, dividers: try placed.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
+        }
         var next = v
         var status = next.status ?? VpcStatus()
         status.dividers = placed
@@ -171,6 +210,7 @@ extension Operator {
                 return .done
             }
             for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
+            tablesGiven.withLock { $0["subnet/\(name)"] = nil }
             if let vni = s.status?.vni {
                 try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try readyDroplets().map(peer), via: pool)
             }
@@ -183,7 +223,15 @@ extension Operator {
         }
         let ready = Set(readyDroplets().map(\.name))
         let liveBouncers = bouncers.filter { $0.spec.subnet == name && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
-        if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) { return .done }
+        if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) {
+            if let vni = s.status?.vni {
+                let bs = s.status?.bouncers ?? [], cidr = s.spec.cidr
+                try await giveTable("subnet/\(name)", holders: bs, toNewlyReady: true) { hosts in
+                    try await Provisioning.putSubnet(vni: vni, cidr: cidr, bouncers: try bs.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
+                }
+            }
+            return .done
+        }
 
         if !(s.metadata.finalizers ?? []).contains(Self.finalizer) || s.status?.vni != vni {
             var next = s
@@ -222,8 +270,10 @@ extension Operator {
                                                         subnet: s.spec.cidr, home: home, on: fresh, via: pool)
             }
         }
-        try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: try placed.compactMap { try peer(named: $0) },
-                                         on: try readyDroplets().map(peer), via: pool)
+        let cidr = s.spec.cidr
+        try await giveTable("subnet/\(name)", holders: placed, toNewlyReady: false) { hosts in
+            try await Provisioning.putSubnet(vni: vni, cidr: cidr, bouncers: try placed.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
+        }
         // A bouncer no longer used forgets the subnet's endpoints (once no
         // host sends to it any more).
         let readyNames = Set(readyDroplets().map(\.name))

@@ -322,9 +322,12 @@ struct Wait: AsyncParsableCommand {
             // deadline.
             var lastSeen: [AnyMizarObject] = []
             while Date() < deadline {
+                // The revision is taken before the objects are read, so the
+                // watch below starts no later than what was read: a change
+                // between the two is seen again, never missed.
                 let (objects, revision): ([AnyMizarObject], Int64) = try await withSpec(kind) { spec in
-                    let listed = try await listObjects(spec, store, name: name)
-                    return (listed, try await store.etcd.list(prefix: store.prefix(kind)).revision)
+                    let before = try await store.etcd.list(prefix: store.prefix(kind)).revision
+                    return (try await listObjects(spec, store, name: name), before)
                 }
                 lastSeen = objects
                 if satisfied(objects, goal) { print("\(kind.plural)\(name.map { "/\($0)" } ?? ""): \(goal)"); return }

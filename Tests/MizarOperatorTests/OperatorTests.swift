@@ -427,6 +427,13 @@ struct OperatorTests {
             // transitd comes back (its maps were pinned): Ready again.
             try plane.bed.restart(victim, options: plane.options)
             #expect(try await eventually(10) { try await store.get(DropletSpec.self, victimName)?.status?.common.phase == .ready })
+            // Its pinned tables still named itself as f-1's bouncer: it is given the current ones.
+            let newIP = try #require(try await store.get(DropletSpec.self, newBouncer)?.spec.ip)
+            var r = Mizar_Transit_V1_ListRequest()
+            r.vni = vni
+            #expect(try await eventually(10) {
+                try await withTransitClient(.unix(victim.socket)) { try await $0.listSubnets(r).subnets }.first?.bouncers.map(\.ip) == [newIP]
+            }, "the returning droplet still routes f-1 through its old bouncer")
             try await store.delete(VpcSpec.self, "f")
             #expect(try await eventually(15) { try await store.get(VpcSpec.self, "f") == nil })
         }
