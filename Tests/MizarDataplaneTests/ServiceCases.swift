@@ -242,6 +242,24 @@ enum ServiceCases {
                        expect: .redirect(.a),
                        output: ping(T.a3mac, T.a1mac, vip, T.a1, request: false),
                        counters: ["deliver", "service_rnat", "cache_learn"], learns: [Learned(vni: T.vniA, ip: T.a3, host: T.h2)]),
+            PacketCase(name: "a direct SYN reusing a service flow's client port and backend ends that flow", program: .agent, port: .a,
+                       prepare: { dp in
+                           try natEntry(dp, T.a1, 40000, vip, 53, proto: 6, to: T.a2, 5353, reverse: false, backend: T.a2)
+                           try natEntry(dp, T.a2, 5353, T.a1, 40000, proto: 6, to: vip, 53, reverse: true, backend: T.a2)
+                       },
+                       input: tcp(T.a1mac, T.a2mac, T.a1, 40000, T.a2, 5353), expect: .redirect(.b),
+                       output: tcp(T.a1mac, T.a2mac, T.a1, 40000, T.a2, 5353),
+                       counters: ["service_flow_ended", "local_deliver"],
+                       after: { (dp: Dataplane) throws in #expect(try nat(dp).isEmpty) }),
+            PacketCase(name: "a direct packet that is no SYN leaves the service flow alone", program: .agent, port: .a,
+                       prepare: { dp in
+                           try natEntry(dp, T.a1, 40000, vip, 53, proto: 6, to: T.a2, 5353, reverse: false, backend: T.a2)
+                           try natEntry(dp, T.a2, 5353, T.a1, 40000, proto: 6, to: vip, 53, reverse: true, backend: T.a2)
+                       },
+                       input: tcp(T.a1mac, T.a2mac, T.a1, 40000, T.a2, 5353, flags: 0x10), expect: .redirect(.b),
+                       output: tcp(T.a1mac, T.a2mac, T.a1, 40000, T.a2, 5353, flags: 0x10),
+                       counters: ["local_deliver"],
+                       after: { (dp: Dataplane) throws in #expect(try nat(dp).count == 2) }),
             PacketCase(name: "a same-host backend's reply gets the VIP back", program: .agent, port: .b,
                        prepare: { dp in try natEntry(dp, T.a2, 5353, T.a1, 40000, proto: 17, to: vip, 53, reverse: true, backend: T.a2) },
                        input: udp(T.a2mac, T.a1mac, T.a2, 5353, T.a1, 40000), expect: .redirect(.a),

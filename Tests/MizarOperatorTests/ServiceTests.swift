@@ -123,9 +123,15 @@ enum Sock {
     }
 
     /// A TCP connection from `netns`, or nil when it cannot be made.
-    static func dial(from netns: String, _ ip: IPv4Address, _ port: UInt16) throws -> Int32? {
+    static func dial(from netns: String, _ ip: IPv4Address, _ port: UInt16, localPort: UInt16? = nil) throws -> Int32? {
         let fd = try NetworkNamespace(path: netns).socket(domain: AF_INET, type: Int32(SOCK_STREAM.rawValue))
         timeout(fd, 1.0)
+        if let localPort {
+            // The port may still be in TIME_WAIT from an earlier connection to another peer.
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            guard bind(fd, .zero, localPort) else { close(fd); return nil }
+        }
         guard connect(fd, ip, port) else { close(fd); return nil }
         return fd
     }
@@ -268,6 +274,21 @@ extension OperatorTests {
                 #expect(backendOf(Sock.ask(fd, "\(client)-hello")) != nil, "\(client) got no answer through the VIP")
                 #expect(try Sock.udpAsk(from: ns(client), vip, 53, "\(client)-q")?.1 == "\(vip):53")
                 #expect(Traffic.ping(from: ns(client), vip, count: 2, interval: 0.1).received == 2, "\(client) ping to the VIP")
+            }
+            // A direct connection that reuses a finished VIP connection's client
+            // port, to the very backend and port that connection had, is itself:
+            // the backend's replies keep their source.
+            let reused: UInt16 = 41_234
+            let viaVIP = try #require(try Sock.dial(from: ns("sc1"), vip, 80, localPort: reused), "VIP connection from port \(reused)")
+            let chosen = try #require(backendOf(Sock.ask(viaVIP, "reuse-1")), "no answer through the VIP")
+            close(viaVIP)
+            let chosenIP = try IPv4Address(parsing: try #require(try await store.get(EndpointSpec.self, chosen)?.status?.ip))
+            let direct = try Sock.dial(from: ns("sc1"), chosenIP, 8080, localPort: reused)
+            #expect(direct != nil, "a direct connection from port \(reused) to \(chosen) \(chosenIP):8080 failed after a VIP flow used that port")
+            if let direct {
+                #expect(Sock.peer(direct) == "\(chosenIP):8080")
+                #expect(Sock.ask(direct, "reuse-2") == "\(chosen)|reuse-2")
+                close(direct)
             }
             // The other VPC has the very same addresses: its endpoint never reaches the service.
             #expect(Traffic.ping(from: ns("sx1"), vip, count: 2, interval: 0.1, wait: 0.3).received == 0, "VPC other reached VPC svc's VIP")

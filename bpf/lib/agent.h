@@ -132,6 +132,17 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 	    (hdst | (0xffffffffU >> cfg->subnet_prefixlen)) == hdst)
 		return -MZ_DROP_BROADCAST; /* the subnet's broadcast address */
 
+	/* A direct connection that reuses a service flow's ports ends it. Only
+	 * a TCP SYN (unfragmented) can: everything else skips the call. */
+	if (ip->protocol == IPPROTO_TCP && !(ip->frag_off & bpf_htons(0x3fff))) {
+		__u8 *tcp = (void *)ip + ip->ihl * 4;
+		if ((void *)(tcp + 14) <= end && (tcp[13] & 0x12) == 0x02) {
+			int ended = svc_direct_syn(ctx, p, MZ_ETH_LEN);
+			if (ended < 0)
+				return ended;
+		}
+	}
+
 	/* A destination that is neither here nor learned may be a service VIP
 	 * whose flow this host was taught: then it goes to the backend. */
 	struct mz_ep_key k = { .vni = p->vni, .ip = dst };

@@ -233,6 +233,46 @@ MZ_SUBPROG int svc_rnat(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3)
 	return 1;
 }
 
+/* Client host, sending a TCP SYN straight to an address and port: when a
+ * service flow had taken this client port to that very backend and port,
+ * the backend could not tell the new connection from that flow, so the
+ * flow is over. Its entries go, and the new connection's replies keep
+ * their source. Returns 1 when entries went, 0 otherwise. */
+MZ_SUBPROG int svc_direct_syn(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3)
+{
+	/* A global function's pointer arguments may be null as far as the
+	 * verifier knows. */
+	if (!p)
+		return -MZ_DROP_NO_DROPLET;
+	struct mz_l4 f;
+	__be32 src, dst;
+	if (inner_addrs(ctx, l3, &src, &dst) < 0 || flow_l4(ctx, l3, &f) < 0 || f.proto != IPPROTO_TCP)
+		return 0;
+	__u32 off = f.off;
+	if (off > 700)
+		return 0;
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	__u8 *tcp = data + off;
+	if ((void *)(tcp + 14) > end)
+		return 0;
+	if ((tcp[13] & 0x12) != 0x02) /* SYN, not SYN-ACK */
+		return 0;
+	/* The reply direction, where a service flow keeps its reverse entry. */
+	struct mz_flow_key k = {
+		.vni = p->vni, .src = dst, .dst = src, .sport = f.dport, .dport = f.sport, .proto = IPPROTO_TCP,
+	};
+	const struct mz_nat *n = bpf_map_lookup_elem(&mz_nat, &k);
+	if (!n || !(n->flags & MZ_NAT_F_REVERSE))
+		return 0;
+	struct mz_flow_key fwd = {
+		.vni = p->vni, .src = src, .dst = n->to_ip, .sport = f.sport, .dport = n->to_port, .proto = IPPROTO_TCP,
+	};
+	bpf_map_delete_elem(&mz_nat, &fwd);
+	bpf_map_delete_elem(&mz_nat, &k);
+	count(MZ_CNT_SVC_ENDED, p->len);
+	return 1;
+}
+
 /* Sets the outer lengths and the Geneve option length after the rewrite
  * option was added (delta > 0) or removed (delta < 0). */
 static __always_inline int outer_resize(struct mz_ctx *ctx, int delta)

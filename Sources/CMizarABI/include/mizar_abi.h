@@ -373,6 +373,7 @@ enum mz_counter_id {
 	MZ_CNT_SVC_RELAY,      /* divider: an answer relayed to the client's host */
 	MZ_CNT_SVC_DNAT,       /* client host: a packet to a VIP rewritten to its backend */
 	MZ_CNT_SVC_RNAT,       /* client host: a reply rewritten back to the VIP */
+	MZ_CNT_SVC_ENDED,      /* client host: a direct SYN reused a service flow's ports; that flow's entries went */
 	MZ_CNT__MAX,
 };
 
@@ -577,6 +578,7 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_SVC_RELAY: return "service_relay";
 	case MZ_CNT_SVC_DNAT: return "service_dnat";
 	case MZ_CNT_SVC_RNAT: return "service_rnat";
+	case MZ_CNT_SVC_ENDED: return "service_flow_ended";
 	default: return 0;
 	}
 }
