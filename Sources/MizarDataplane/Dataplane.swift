@@ -32,6 +32,8 @@ public final class Dataplane: @unchecked Sendable {
     public let hostCache: BPFMap<mz_ep_key, mz_cached_host>
     public let services: RawValueMap<mz_ep_key>
     public let nat: BPFMap<mz_flow_key, mz_nat>
+    /// 1 once the programs were taught a service flow here (they alone set it).
+    public let natActive: BPFMap<UInt32, UInt32>
     public let serviceClients: BPFMap<mz_svc_client_key, mz_svc_client>
     public let serviceStats: PerCPUHash<mz_svc_stat_key, mz_counter>
     public let counters: PerCPUArray<mz_counter>
@@ -44,7 +46,7 @@ public final class Dataplane: @unchecked Sendable {
     public static let sharedMaps = [
         "mz_droplet", "mz_knobs", "mz_vpcs", "mz_subnets", "mz_endpoints", "mz_local",
         "mz_ifaces", "mz_hostcache", "mz_counters", "mz_drops", "mz_events",
-        "mz_services", "mz_nat", "mz_svc_clients", "mz_svc_stats",
+        "mz_services", "mz_nat", "mz_nat_active", "mz_svc_clients", "mz_svc_stats",
     ]
 
     public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, config: mz_config = Dataplane.defaultConfig,
@@ -84,6 +86,7 @@ public final class Dataplane: @unchecked Sendable {
         hostCache = BPFMap(name: "mz_hostcache", fd: try fd("mz_hostcache"))
         services = RawValueMap(name: "mz_services", fd: try fd("mz_services"), valueSize: Int(MZ_SVC_VALUE_SIZE))
         nat = BPFMap(name: "mz_nat", fd: try fd("mz_nat"))
+        natActive = BPFMap(name: "mz_nat_active", fd: try fd("mz_nat_active"))
         serviceClients = BPFMap(name: "mz_svc_clients", fd: try fd("mz_svc_clients"))
         serviceStats = try PerCPUHash(name: "mz_svc_stats", fd: try fd("mz_svc_stats"))
         counters = try PerCPUArray(name: "mz_counters", fd: try fd("mz_counters"))

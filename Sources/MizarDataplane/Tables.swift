@@ -266,6 +266,7 @@ extension Dataplane {
         try hostCache.clear()
         for k in try services.keys() { try services.delete(k) }
         try nat.clear()
+        try natActive.update(0, 0)
         try serviceClients.clear()
         for k in try serviceStats.keys() { try serviceStats.delete(k) }
         for i in 0..<UInt32(MZ_CNT__MAX.rawValue) { try counters.zero(at: i) }

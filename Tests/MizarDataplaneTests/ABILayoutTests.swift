@@ -34,6 +34,7 @@ let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size
         "_host": (nil, host),
         "mz_services": (epKey, (Int(MZ_SVC_VALUE_SIZE), ["hdr": 0, "backends": Int(MZ_SVC_BACKENDS_OFFSET),
                                                           "table": Int(MZ_SVC_TABLE_OFFSET)])),
+        "mz_nat_active": (u32, u32),
         "mz_nat": (swiftLayout(mz_flow_key.self, [("vni", \.vni), ("src", \.src), ("dst", \.dst), ("sport", \.sport),
                                                   ("dport", \.dport), ("proto", \.proto), ("reserved", \.reserved)]),
                    swiftLayout(mz_nat.self, [("to_ip", \.to_ip), ("to_port", \.to_port), ("flags", \.flags), ("vip", \.vip),

@@ -72,6 +72,8 @@ enum ServiceCases {
                         dport: dport.bigEndian, proto: proto, reserved: (0, 0, 0)),
             mz_nat(to_ip: to.networkOrder, to_port: toPort.bigEndian, flags: reverse ? UInt16(MZ_NAT_F_REVERSE) : 0,
                    vip: vip.networkOrder, backend: backend.networkOrder, created_ns: 1))
+        // What svc_apply does when it stores a flow.
+        try dp.natActive.update(0, 1)
     }
 
     static var all: [PacketCase] {
@@ -227,6 +229,7 @@ enum ServiceCases {
                        after: { (dp: Dataplane) throws in
                            #expect(try nat(dp).count == 2)
                            #expect(try dp.serviceClients(T.vniA, vip) == [T.h1.ip])
+                           #expect(try dp.natActive.lookup(0) == 1, "delivery would skip the replies' rewrite")
                        }),
             PacketCase(name: "a backend's reply gets the VIP back on delivery", program: .transit, port: .droplet,
                        prepare: { dp in try natEntry(dp, T.a3, 8080, T.a1, 33000, proto: 6, to: vip, 80, reverse: true, backend: T.a3) },
@@ -235,6 +238,16 @@ enum ServiceCases {
                        expect: .redirect(.a),
                        output: tcp(T.a3mac, T.a1mac, vip, 80, T.a1, 33000, flags: 0x12),
                        counters: ["deliver", "service_rnat", "cache_learn"], learns: [Learned(vni: T.vniA, ip: T.a3, host: T.h2)]),
+            PacketCase(name: "a host never taught a service flow delivers without looking for one", program: .transit, port: .droplet,
+                       prepare: { dp in
+                           try natEntry(dp, T.a3, 8080, T.a1, 33000, proto: 6, to: vip, 80, reverse: true, backend: T.a3)
+                           try dp.natActive.update(0, 0)
+                       },
+                       input: P.tunnel(from: T.h2, to: T.h1, vni: T.vniA, rts: T.h2, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
+                                       inner: tcp(T.a3mac, T.a1mac, T.a3, 8080, T.a1, 33000, flags: 0x12)),
+                       expect: .redirect(.a),
+                       output: tcp(T.a3mac, T.a1mac, T.a3, 8080, T.a1, 33000, flags: 0x12),
+                       counters: ["deliver", "cache_learn"], learns: [Learned(vni: T.vniA, ip: T.a3, host: T.h2)]),
             PacketCase(name: "a ping reply gets the VIP back", program: .transit, port: .droplet,
                        prepare: { dp in try natEntry(dp, T.a3, 0, T.a1, 0x4d5a, proto: 1, to: vip, 0, reverse: true, backend: T.a3) },
                        input: P.tunnel(from: T.h2, to: T.h1, vni: T.vniA, rts: T.h2, rtsFlags: UInt8(MZ_RTS_F_DIRECT),

@@ -164,7 +164,7 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 		}
 	}
 	if (local) {
-		if (!natted) {
+		if (!natted && nat_active()) {
 			/* A backend answering a client on this host. */
 			int r = svc_rnat(ctx, p, MZ_ETH_LEN);
 			if (r < 0)

@@ -119,6 +119,16 @@ struct {
 	__uint(max_entries, MZ_EVENTS_BYTES);
 } mz_events SEC(".maps");
 
+/* Index 0 is 1 once this host was taught a service flow (svc_apply sets
+ * it): until then no delivered packet can be a service's reply, and
+ * delivery skips the reverse-NAT lookup. Only the programs write it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} mz_nat_active SEC(".maps");
+
 /* Load-time settings (struct mz_config), written by the loader. */
 const volatile struct mz_config mz_config SEC(".rodata.mzcfg") = {
 	.outer_ttl = 64,

@@ -207,6 +207,14 @@ MZ_SUBPROG int svc_dnat(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3, __be32 s
 	return 1;
 }
 
+/* Whether this host holds service flows at all (an inlined array read). */
+static __always_inline int nat_active(void)
+{
+	__u32 zero = 0;
+	const __u32 *on = bpf_map_lookup_elem(&mz_nat_active, &zero);
+	return on && *on;
+}
+
 /* Client host, delivering: a backend's reply gets the VIP back as its
  * source, so the client only ever sees the VIP. */
 MZ_SUBPROG int svc_rnat(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3)
@@ -346,6 +354,12 @@ MZ_SUBPROG int svc_apply(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_d
 	n.flags = 0;
 	if (bpf_map_update_elem(&mz_nat, &k, &n, BPF_ANY) < 0)
 		return -MZ_DROP_SVC_REWRITE;
+	/* This host now holds service flows: delivery looks for replies. The
+	 * key is k's first word (the stack here is at its limit). */
+	k.vni = 0;
+	__u32 *on = bpf_map_lookup_elem(&mz_nat_active, &k.vni);
+	if (on && !*on)
+		*on = 1;
 	count(MZ_CNT_SVC_LEARN, p->len);
 	struct mz_host to = *bhost;
 	learn(p->vni, backend, &to, dr, p->len);

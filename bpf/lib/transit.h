@@ -128,7 +128,7 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 	const struct mz_local_ep *local = local_ep(p->vni, dst);
 	if (local) {
 		learn(p->vni, src, &o.rts, dr, p->len);
-		ret = svc_rnat(ctx, p, o.len + MZ_ETH_LEN);
+		ret = nat_active() ? svc_rnat(ctx, p, o.len + MZ_ETH_LEN) : 0;
 		if (ret < 0)
 			return ret;
 		return deliver(ctx, p, local, o.len, 1);
