@@ -80,9 +80,7 @@ v = eval(sys.argv[1], {"o": o})
 print(" ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v))' "$3"
 }
 # wait_for KIND PHASE COUNT: polls until COUNT objects of KIND exist, all in
-# PHASE (60 s at most). Polled rather than `mizarctl wait`, whose watch can
-# miss a change made between its list and its watch and then sit until the
-# timeout.
+# PHASE (60 s at most), by polling `mizarctl get`.
 wait_for() {
 	local kind=$1 phase=$2 count=$3 i
 	for i in $(seq 300); do

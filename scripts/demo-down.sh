@@ -7,7 +7,9 @@ run=/run/mizar-demo
 stop() { # pidfile program
 	local pid
 	pid=$(cat "$1" 2>/dev/null) || return 0
-	if [ -n "$pid" ] && [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" = "$2" ]; then
+	# The binary may have been rebuilt since it started: its exe then reads
+	# "NAME (deleted)".
+	if [ -n "$pid" ] && [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)" " (deleted)")" = "$2" ]; then
 		kill "$pid" && for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -9 "$pid" 2>/dev/null
 		echo "stopped $2 ($pid)"

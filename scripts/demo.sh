@@ -28,7 +28,7 @@ echo "== mizar-operator"
 setsid "$bin/mizar-operator" --etcd "127.0.0.1:$port" --log-level warning >"$run/operator.log" 2>&1 </dev/null &
 echo $! >"$run/operator.pid"
 
-"$bin/mizarctl" wait --for ready droplets --timeout 30
+"$bin/mizarctl" wait --for ready droplets --count 3 --timeout 30
 
 echo "== applying deploy/examples/two-tenants.yaml"
 for ns in $(sed -n 's|^  netns: /run/netns/||p' deploy/examples/two-tenants.yaml); do

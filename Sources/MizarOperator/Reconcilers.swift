@@ -34,6 +34,13 @@ extension Operator {
             }
             let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
             kickPlacements()
+            // Endpoints that waited for this droplet go on now.
+            let waiting = endpoints.filter {
+                $0.status?.common.phase != .provisioned && ($0.spec.droplet == name || $0.status?.droplet == name)
+            }.map(\.name)
+            if !waiting.isEmpty {
+                Task { for n in waiting { await endpointQueue.add(n) } }
+            }
             return outcome
         }
         if !alive && phase != .notReady {

@@ -236,6 +236,13 @@ public struct Testbed: Sendable {
             reap(pid)
             removed.append("process \(pid)")
         }
+        // The management veth goes with the underlay namespace, but only once
+        // the kernel has cleaned that namespace up, later: an `up` right after
+        // would find its name taken. Deleted here and now instead.
+        let management = "\(name)-m"
+        if let local = try? Netlink(), let index = try? local.index(of: management), (try? local.deleteLink(index)) == true {
+            removed.append("interface \(management)")
+        }
         for entry in listDirectory(netnsDirectory) where entry.hasPrefix("\(name)-") {
             if (try? NetworkNamespace.delete(path: "\(netnsDirectory)/\(entry)")) == true { removed.append("netns \(entry)") }
         }

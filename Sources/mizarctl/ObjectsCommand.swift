@@ -307,10 +307,13 @@ struct Wait: AsyncParsableCommand {
     @Argument(help: "The kind.") var kind: String
     @Argument(help: "An object's name (default: every object of the kind).") var name: String?
     @Option(help: "Seconds to wait at most.") var timeout: Double = 60
+    @Option(help: "Without a name: how many objects of the kind must exist and be there (provisioned or ready; not for deleted).")
+    var count: Int = 1
 
     func validate() throws {
         _ = try Kind(parsing: kind)
         guard ["provisioned", "ready", "deleted"].contains(self.for) else { throw ValidationError("--for: \"\(self.for)\" is not provisioned, ready or deleted") }
+        guard count >= 1 else { throw ValidationError("--count: \(count) is not a positive number of objects") }
     }
 
     func run() async throws {
@@ -349,7 +352,8 @@ struct Wait: AsyncParsableCommand {
     func satisfied(_ objects: [AnyMizarObject], _ goal: String) -> Bool {
         if goal == "deleted" { return objects.isEmpty }
         let want = goal == "ready" ? "Ready" : "Provisioned"
-        return (name == nil || !objects.isEmpty) && objects.allSatisfy { row($0, wide: false)[1] == want }
+        // A kind with none (or too few) of its objects yet is not "all provisioned".
+        return objects.count >= (name == nil ? count : 1) && objects.allSatisfy { row($0, wide: false)[1] == want }
     }
 }
 

@@ -95,6 +95,22 @@ struct CLITests {
         #expect(missing.status != 0 && missing.output.contains("Vpc nope not found"))
     }
 
+    @Test("wait: a kind with none of its objects is not all provisioned; --count is checked; a missing object is deleted")
+    func waitCounts() throws {
+        let cli = try CLI("wait")
+        let none = cli.run(["wait", "--for", "provisioned", "endpoints", "--timeout", "0.5"])
+        #expect(none.status != 0 && none.output.contains("timed out") && none.output.contains("nothing listed"), "\(none.output)")
+        let zero = cli.run(["wait", "--for", "ready", "droplets", "--count", "0"])
+        #expect(zero.status != 0 && zero.output.contains("--count: 0 is not a positive number of objects"), "\(zero.output)")
+        let path = try cli.file(tenantYAML)
+        defer { unlink(path) }
+        #expect(cli.run(["apply", "-f", path]).status == 0)
+        // One Vpc exists, Init: neither "provisioned" nor two of them.
+        #expect(cli.run(["wait", "--for", "provisioned", "vpcs", "--timeout", "0.5"]).status != 0)
+        let gone = cli.run(["wait", "--for", "deleted", "vpc", "nope", "--timeout", "0.5"])
+        #expect(gone.status == 0 && gone.output == "vpcs/nope: deleted\n", "\(gone.output)")
+    }
+
     @Test("bad files are refused naming the document, the field and the reason, and nothing is written", arguments: [
         ("apiVersion: mizar.com/v1\nkind: Subnet\nmetadata: {name: x}\nspec: {vpc: tenant-a}\n",
          "document 1: spec.cidr: required"),
