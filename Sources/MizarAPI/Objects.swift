@@ -369,10 +369,7 @@ extension EndpointSpec: ObjectSpec {
         }
         if let ifname {
             guard netns != nil else { throw ValidationError(field: "spec.ifname", reason: "names the interface inside spec.netns, which is absent") }
-            guard !ifname.isEmpty, ifname.utf8.count < 16, ifname != ".", ifname != "..",
-                  !ifname.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else {
-                throw ValidationError(field: "spec.ifname", reason: "\(String(reflecting: ifname)) is not an interface name (1 to 15 characters, no '/', ':' or spaces)")
-            }
+            try validateInterfaceName(ifname, field: "spec.ifname")
         }
         switch type ?? "simple" {
         case "simple":

@@ -269,8 +269,8 @@ public struct CNIHandler: Sendable {
         do { namespace = try NetworkNamespace(path: request.netns) } catch {
             throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS \(request.netns) cannot be opened: \(String(cString: strerror(error.errno)))")
         }
-        guard !request.ifname.isEmpty, request.ifname.utf8.count < 16, !request.ifname.contains("/") else {
-            throw CNIError(CNIError.invalidEnvironment, "CNI_IFNAME \(String(reflecting: request.ifname)) is not an interface name")
+        do { try validateInterfaceName(request.ifname, field: "CNI_IFNAME") } catch {
+            throw CNIError(CNIError.invalidEnvironment, "\(error)")
         }
         let name = Self.endpointName(containerID: request.containerID, ifname: request.ifname, override: config.endpoint)
         // The VPC, the subnet and the endpoint at once: one round trip's wait, not three.

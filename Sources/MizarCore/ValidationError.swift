@@ -24,3 +24,12 @@ extension ValidationError {
         return String(reflecting: String(text.prefix(limit))) + "…"
     }
 }
+
+/// A Linux interface name: 1 to 15 bytes, not "." or "..", no '/', ':' or
+/// whitespace. One rule for the API, transitd and the CNI plugin's input.
+public func validateInterfaceName(_ name: String, field: String) throws(ValidationError) {
+    guard !name.isEmpty, name.utf8.count < 16, name != ".", name != "..",
+          !name.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else {
+        throw ValidationError(field: field, reason: "\(ValidationError.quote(name)) is not an interface name (1 to 15 characters, no '/', ':' or spaces)")
+    }
+}

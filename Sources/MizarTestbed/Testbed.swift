@@ -62,7 +62,8 @@ public struct Testbed: Sendable {
     public var runDirectory: String { "\(Self.runRoot)/\(name)" }
     public var underlayNetns: String { "\(Self.netnsDirectory)/\(name)-u" }
     /// The management port's name in the namespace that called `up`.
-    public var managementInterface: String { "\(name)-m" }
+    public var managementInterface: String { Self.managementInterface(of: name) }
+    static func managementInterface(of testbed: String) -> String { "\(testbed)-m" }
     /// The management port's address on the underlay (hosts are .1 up).
     public var managementIP: IPv4Address { Self.managementIP(underlayNet: underlayNet) }
     public static func managementIP(underlayNet: UInt8) -> IPv4Address { IPv4Address(172, 30, underlayNet, 254) }
@@ -239,7 +240,7 @@ public struct Testbed: Sendable {
         // The management veth goes with the underlay namespace, but only once
         // the kernel has cleaned that namespace up, later: an `up` right after
         // would find its name taken. Deleted here and now instead.
-        let management = "\(name)-m"
+        let management = managementInterface(of: name)
         if let local = try? Netlink(), let index = try? local.index(of: management), (try? local.deleteLink(index)) == true {
             removed.append("interface \(management)")
         }

@@ -122,8 +122,8 @@ extension TransitHost {
             throw TransitError(.failedPrecondition, field: "netns",
                                "\(ip) in VNI \(vni) is already in \(info.spec.netns) as \(info.spec.ifname), not parked")
         }
-        guard !ifname.isEmpty, ifname.utf8.count < 16, !ifname.contains("/") else {
-            throw TransitError(.invalidArgument, field: "ifname", "\(String(reflecting: ifname)) is not an interface name")
+        do { try validateInterfaceName(ifname, field: "ifname") } catch {
+            throw TransitError(.invalidArgument, field: "ifname", error.reason)
         }
         let namespace: NetworkNamespace
         do { namespace = try NetworkNamespace(path: netns) } catch {

@@ -133,9 +133,7 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
                 throw ValidationError(field: "netns", reason: "\"\(request.netns)\" is not a path; expected a path such as /run/netns/NAME, or empty to park the interface")
             }
             let ifname = request.ifname.isEmpty ? "eth0" : request.ifname
-            guard ifname.utf8.count <= 15, !ifname.contains("/"), !ifname.contains(" "), ifname != ".", ifname != ".." else {
-                throw ValidationError(field: "ifname", reason: "\"\(ifname)\" is not an interface name (at most 15 characters, no '/' or spaces)")
-            }
+            try validateInterfaceName(ifname, field: "ifname")
             let mtu = request.mtu == 0 ? host.defaultEndpointMTU : request.mtu
             let spec = EndpointInterfaceSpec(vni: try VNI(request.vni), ip: ip, mac: try endpointMAC(request.mac), subnet: subnet,
                                              gateway: gateway, netns: request.netns, ifname: ifname, mtu: mtu)

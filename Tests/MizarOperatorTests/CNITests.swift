@@ -198,6 +198,8 @@ extension OperatorTests {
             refused(try await PluginRun.run("ADD", config: a1, containerID: stranger), CNIError.invalidEnvironment, "CNI_NETNS is missing")
             refused(try await PluginRun.run("ADD", config: a1, containerID: stranger, netns: "/run/netns/mizar-no-such-\(getpid())"),
                     CNIError.invalidEnvironment, "cannot be opened")
+            refused(try await PluginRun.run("ADD", config: a1, containerID: stranger, netns: netns[0], ifname: "eth0:1"),
+                    CNIError.invalidEnvironment, "CNI_IFNAME: \"eth0:1\" is not an interface name")
             refused(try await PluginRun.run("ADD", config: a2, containerID: stranger, netns: netns[1]), CNIError.invalidEnvironment,
                     "already has an interface eth0")
             // Requested addresses that cannot be had: refused by name and reason, nothing made.
