@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "transitd", targets: ["transitd"]),
         .executable(name: "mizarctl", targets: ["mizarctl"]),
         .executable(name: "mizar-cni", targets: ["mizar-cni"]),
+        .executable(name: "mizar-testbed", targets: ["mizar-testbed"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
@@ -22,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
         .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", exact: "1.6.0"),
     ],
     targets: [
         // THE shared header: every struct that crosses the kernel/user boundary.
@@ -46,11 +48,22 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]),
+        // What callers of transitd need: targets, the connection pool, typed
+        // provisioning calls and the API's messages in Mizar's types. No
+        // libbpf, no netlink: the operator, mizarctl and the testbed use it.
+        .target(
+            name: "MizarTransitClient",
+            dependencies: [
+                "MizarCore", "MizarRPC",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            swiftSettings: strict),
         // The per-host daemon's logic: attachments, endpoint interfaces, the gRPC service.
         .target(
             name: "MizarTransit",
             dependencies: [
-                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "CMizarABI",
+                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient", "CMizarABI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
@@ -69,7 +82,9 @@ let package = Package(
         .target(
             name: "MizarOperator",
             dependencies: [
-                "MizarAPI", "MizarStore", "MizarEtcd", "MizarTransit", "MizarRPC", "MizarCore",
+                "MizarAPI", "MizarStore", "MizarEtcd", "MizarTransitClient", "MizarCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -97,7 +112,7 @@ let package = Package(
             swiftSettings: strict,
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
-        .target(name: "MizarTestbed", dependencies: ["CNetlink", "MizarSystem", "MizarCore", "MizarTransit"], swiftSettings: strict),
+        .target(name: "MizarTestbed", dependencies: ["CNetlink", "MizarSystem", "MizarCore", "MizarTransitClient"], swiftSettings: strict),
         .executableTarget(
             name: "transitd",
             dependencies: [
@@ -109,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "mizar-operator",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarEtcd", "MizarTransit",
+                "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -117,8 +132,17 @@ let package = Package(
         .executableTarget(
             name: "mizarctl",
             dependencies: [
-                "MizarTransit", "MizarTestbed", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd",
+                "MizarTransitClient", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strict),
+        // The simulated cluster: hosts in namespaces, each with a transitd.
+        .executableTarget(
+            name: "mizar-testbed",
+            dependencies: [
+                "MizarTestbed", "MizarSystem", "MizarTransitClient", "MizarCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -163,8 +187,8 @@ let package = Package(
         .testTarget(
             name: "MizarOperatorTests",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarRPC",
-                "MizarCore", "MizarSystem", "MizarCNI",
+                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarTransitClient",
+                "MizarRPC", "MizarCore", "MizarSystem", "MizarCNI",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -181,8 +205,9 @@ let package = Package(
         .testTarget(
             name: "MizarTransitTests",
             dependencies: [
-                "MizarTransit", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "CMizarABI",
+                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "CMizarABI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strict),

@@ -14,13 +14,14 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/cluster.sh needs root" >&2; exit 1; }
 for p in iperf3 sockperf; do command -v $p >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p >/dev/null; done
 MIZARCTL=${MIZARCTL:-$(swift build --show-bin-path)/mizarctl}
+TESTBED=${TESTBED:-$(dirname "$MIZARCTL")/mizar-testbed}
 SECONDS_PER_TEST=${SECONDS_PER_TEST:-5}
 P=mb$(( $$ % 10000 ))
 NS=()
 cleanup() {
 	for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-	"$MIZARCTL" testbed down --name "${P}m" >/dev/null 2>&1 || true
-	"$MIZARCTL" testbed down --name "${P}x" >/dev/null 2>&1 || true
+	"$TESTBED" down --name "${P}m" >/dev/null 2>&1 || true
+	"$TESTBED" down --name "${P}x" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT INT TERM
 mkns() { ip netns add "$1"; NS+=("$1"); ip -n "$1" link set lo up; }
@@ -77,12 +78,12 @@ measure vxlan "${P}p1" "${P}p2" 10.88.0.2
 # --- Mizar on the testbed ----------------------------------------------------
 mizar() { # name testbed-name up-flags...
 	local name=$1 bed=$2; shift 2
-	"$MIZARCTL" testbed up --name "$bed" --hosts 2 "$@" >/dev/null
-	"$MIZARCTL" testbed endpoint --name "$bed" e1 --vni 100 --ip 10.0.1.10 --subnet 10.0.1.0/24 --host h1 >/dev/null
-	"$MIZARCTL" testbed endpoint --name "$bed" e2 --vni 100 --ip 10.0.1.20 --subnet 10.0.1.0/24 --host h2 >/dev/null
+	"$TESTBED" up --name "$bed" --hosts 2 "$@" >/dev/null
+	"$TESTBED" endpoint --name "$bed" e1 --vni 100 --ip 10.0.1.10 --subnet 10.0.1.0/24 --host h1 >/dev/null
+	"$TESTBED" endpoint --name "$bed" e2 --vni 100 --ip 10.0.1.20 --subnet 10.0.1.0/24 --host h2 >/dev/null
 	in_ns "$bed-e-e1" ping -c 2 -i 0.1 -q 10.0.1.20 >/dev/null || echo "warning: $name: e1 cannot reach e2" >&2
 	measure "$name" "$bed-e-e1" "$bed-e-e2" 10.0.1.20
-	"$MIZARCTL" testbed down --name "$bed" >/dev/null
+	"$TESTBED" down --name "$bed" >/dev/null
 }
 mizar mizar "${P}m"
 mizar mizar-xdp "${P}x" --transit-hook xdp --agent-hook xdp

@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.."
 for p in iperf3 gcc etcd; do command -v $p >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p >/dev/null; done
 BIN=${BIN:-$(swift build --show-bin-path)}
 MIZARCTL=$BIN/mizarctl
+TESTBED=$BIN/mizar-testbed
 SECONDS_PER_TEST=${SECONDS_PER_TEST:-5}
 CONNECTIONS=${CONNECTIONS:-2000}
 PORT=${ETCD_PORT:-23890}        # etcd (the demo uses 23790)
@@ -62,7 +63,7 @@ cleanup() {
 	fi
 	for (( i = ${#PIDS[@]} - 1; i >= 0; i-- )); do stop ${PIDS[$i]}; done
 	for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null; done
-	[ "$started" = 1 ] && "$MIZARCTL" testbed down --name "$P" >/dev/null 2>&1
+	[ "$started" = 1 ] && "$TESTBED" down --name "$P" >/dev/null 2>&1
 	rm -rf "$RUN" "$CL"
 }
 trap cleanup EXIT
@@ -102,7 +103,7 @@ gcc -O2 -Wall -o "$CL" bench/connect_latency.c
 # --- the cluster: testbed, etcd, operator ------------------------------------
 echo "== testbed $P: 3 hosts, management port $MGMT, etcd $MGMT:$PORT"
 started=1
-ctl testbed up --name "$P" --hosts 3 --management --underlay-net "$NET" --etcd "$MGMT:$PORT" >/dev/null
+"$TESTBED" up --name "$P" --hosts 3 --management --underlay-net "$NET" --etcd "$MGMT:$PORT" >/dev/null
 etcd --name "$P" --data-dir "$RUN/etcd" \
 	--listen-client-urls "http://127.0.0.1:$PORT,http://$MGMT:$PORT" --advertise-client-urls "http://127.0.0.1:$PORT" \
 	--listen-peer-urls "http://127.0.0.1:$((PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((PORT + 1))" \

@@ -21,5 +21,5 @@ stop "$run/etcd.pid" etcd
 for ns in $(ip netns list | awk '{print $1}' | grep '^demo-e-'); do
 	ip netns del "$ns" && echo "removed netns $ns"
 done
-"$(swift build --show-bin-path)/mizarctl" testbed down --name demo
+"$(swift build --show-bin-path)/mizar-testbed" down --name demo
 rm -rf "$run"

@@ -14,7 +14,7 @@ scripts/demo-down.sh >/dev/null 2>&1 || true
 mkdir -p "$run"
 
 echo "== a simulated cluster: 3 hosts, each with a transitd, on an underlay bridge"
-"$bin/mizarctl" testbed up --name demo --hosts 3 --management --etcd "$mgmt:$port"
+"$bin/mizar-testbed" up --name demo --hosts 3 --management --etcd "$mgmt:$port"
 
 echo "== etcd on 127.0.0.1:$port and the management port $mgmt:$port"
 setsid etcd --name mizar-demo --data-dir "$run/etcd" \
@@ -47,7 +47,7 @@ cat <<HELP
 Explore (MIZAR_ETCD=$MIZAR_ETCD):
   $bin/mizarctl get vpcs|subnets|endpoints|droplets|bouncers|dividers [-o wide|yaml]
   $bin/mizarctl describe endpoint red-web1
-  $bin/mizarctl testbed exec --name demo red-web1 -- ping 10.0.2.x     (an endpoint's shell: its netns)
+  $bin/mizar-testbed exec --name demo red-web1 -- ping 10.0.2.x     (an endpoint's shell: its netns)
   $bin/mizarctl counters --testbed demo/h1                          (a host's data-plane counters and drops)
   $bin/mizarctl dump endpoints --testbed demo/h2                    (a bouncer's table)
   logs: $run/operator.log, $run/etcd.log, /run/mizar-testbed/demo/h*.log

@@ -59,6 +59,18 @@ public enum AnyMizarObject: Codable, Sendable, Equatable {
 
     public var name: String { metadata.name }
 
+    /// What every kind's status has; nil before the first status.
+    public var common: CommonStatus? {
+        switch self {
+        case .vpc(let o): o.status?.common
+        case .subnet(let o): o.status?.common
+        case .endpoint(let o): o.status?.common
+        case .droplet(let o): o.status?.common
+        case .bouncer(let o): o.status?.common
+        case .divider(let o): o.status?.common
+        }
+    }
+
     public func validate() throws(ValidationError) {
         switch self {
         case .vpc(let o): try o.validate()

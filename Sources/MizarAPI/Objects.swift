@@ -72,11 +72,27 @@ public protocol ObjectStatus: Codable, Sendable, Equatable {
     var common: CommonStatus { get set }
 }
 
+/// Why an object failed, for programs: mizarctl and the CNI plugin act on
+/// it, never on the message text in `reason`.
+public struct ReasonCode: RawRepresentable, Codable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// The subnet has no free address for the endpoint.
+    public static let subnetExhausted = ReasonCode(rawValue: "SubnetExhausted")
+    /// A transitd refused the spec for good: input it checks that admission
+    /// cannot (a namespace that does not exist, an address it holds).
+    public static let refusedByHost = ReasonCode(rawValue: "RefusedByHost")
+}
+
 /// What every kind's status has.
 public struct CommonStatus: Codable, Sendable, Equatable {
     public var phase: Phase = .initial
     /// Why it failed, or what it waits for.
     public var reason: String?
+    /// Why it failed, for programs (set with phase Failed).
+    public var reasonCode: ReasonCode?
     /// The generation this status describes.
     public var observedGeneration: Int64?
     /// Milliseconds from creation to Provisioned.
@@ -170,6 +186,16 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     }
 
     public var isScaled: Bool { type == "scaled" }
+
+    /// A scaled endpoint's ports in Mizar's terms, each checked.
+    public func servicePorts() throws(ValidationError) -> [ServicePort] {
+        var typed: [ServicePort] = []
+        for (i, p) in (ports ?? []).enumerated() {
+            let proto = try ServicePort.Proto(parsing: p.protocol ?? "TCP", field: "spec.ports[\(i)].protocol")
+            typed.append(try ServicePort(proto: proto, port: p.port, targetPort: p.targetPort, field: "spec.ports[\(i)]"))
+        }
+        return typed
+    }
 }
 
 /// A port of a scaled endpoint: `port` on the VIP, `targetPort` (the same
@@ -378,26 +404,11 @@ extension EndpointSpec: ObjectSpec {
         case "scaled":
             if droplet != nil { throw ValidationError(field: "spec.droplet", reason: "a scaled endpoint lives on its subnet's bouncers, not on a droplet") }
             if netns != nil { throw ValidationError(field: "spec.netns", reason: "a scaled endpoint has no interface") }
-            guard let ports, !ports.isEmpty else { throw ValidationError(field: "spec.ports", reason: "a scaled endpoint needs at least one port") }
-            guard ports.count <= 8 else { throw ValidationError(field: "spec.ports", reason: "\(ports.count) ports; at most 8") }
-            var seen = Set<String>()
-            for (i, p) in ports.enumerated() {
-                guard (1...65535).contains(p.port) else {
-                    throw ValidationError(field: "spec.ports[\(i)].port", reason: "\(p.port) is out of range 1...65535")
-                }
-                if let t = p.targetPort, !(1...65535).contains(t) {
-                    throw ValidationError(field: "spec.ports[\(i)].targetPort", reason: "\(t) is out of range 1...65535")
-                }
-                let proto = (p.protocol ?? "TCP").uppercased()
-                guard proto == "TCP" || proto == "UDP" else {
-                    throw ValidationError(field: "spec.ports[\(i)].protocol", reason: "\(String(reflecting: p.protocol ?? "")) is not TCP or UDP")
-                }
-                guard seen.insert("\(proto)/\(p.port)").inserted else {
-                    throw ValidationError(field: "spec.ports[\(i)]", reason: "\(p.port)/\(proto) appears twice")
-                }
-            }
+            try ServicePort.validate(try servicePorts(), field: "spec.ports")
             let list = backends ?? []
-            guard list.count <= 256 else { throw ValidationError(field: "spec.backends", reason: "\(list.count) backends; at most 256") }
+            guard list.count <= ServiceEntry.maxBackends else {
+                throw ValidationError(field: "spec.backends", reason: "\(list.count) backends; at most \(ServiceEntry.maxBackends)")
+            }
             for (i, b) in list.enumerated() { try validateName(b, field: "spec.backends[\(i)]") }
             guard Set(list).count == list.count else { throw ValidationError(field: "spec.backends", reason: "a backend is named twice") }
         case let other:
@@ -413,8 +424,7 @@ extension DropletSpec: ObjectSpec {
         _ = try IPv4Address(parsing: ip, field: "spec.ip")
         _ = try MACAddress(parsing: mac, field: "spec.mac")
         if transitd.hasPrefix("unix:/") { return }
-        guard let colon = transitd.lastIndex(of: ":"), let port = Int(transitd[transitd.index(after: colon)...]),
-              (1...65535).contains(port), colon != transitd.startIndex else {
+        guard (try? HostPort(parsing: transitd, field: "spec.transitd")) != nil else {
             throw ValidationError(field: "spec.transitd", reason: "\(String(reflecting: transitd)) is not HOST:PORT or unix:/PATH")
         }
     }

@@ -36,6 +36,22 @@ public struct CNIError: Error, Sendable {
     public static let conflict = 102
 }
 
+extension CNIError {
+    /// The CNI error for an Endpoint the operator set Failed, from its
+    /// reason code (never from the message, which is for people).
+    public static func failed(_ code: ReasonCode?, reason: String?, endpoint: String, subnet: String) -> CNIError {
+        switch code {
+        case .subnetExhausted?:
+            CNIError(subnetExhausted, "subnet \(subnet) has no free address for endpoint \(endpoint)",
+                     details: "delete unused endpoints or add a subnet")
+        case .refusedByHost?:
+            CNIError(invalidConfig, "endpoint \(endpoint) was refused by this host: \(reason ?? "no reason given")")
+        default:
+            CNIError(ioFailure, "endpoint \(endpoint) failed (\(code?.rawValue ?? "no reason code")): \(reason ?? "no reason given")")
+        }
+    }
+}
+
 /// One CNI invocation as the plugin forwards it: the runtime's CNI_*
 /// variables and the network configuration it gave on stdin.
 public struct CNIRequest: Sendable {
@@ -328,10 +344,9 @@ public struct CNIHandler: Sendable {
             endpoint = e
             if e.status?.common.phase == .provisioned { break }
             let reason = e.status?.common.reason ?? ""
-            if reason.contains("no free address") {
+            if let common = e.status?.common, common.phase == .failed, common.observedGeneration == e.metadata.generation {
                 if created { _ = try? await store.delete(EndpointSpec.self, name) }
-                throw CNIError(CNIError.subnetExhausted, "subnet \(config.subnet) has no free address for endpoint \(name)",
-                               details: "delete unused endpoints or add a subnet")
+                throw CNIError.failed(common.reasonCode, reason: common.reason, endpoint: name, subnet: config.subnet)
             }
             if monotonicSeconds() > deadline {
                 if created { _ = try? await store.delete(EndpointSpec.self, name) }

@@ -18,7 +18,7 @@ public struct ValidationError: Error, Hashable, Sendable, CustomStringConvertibl
 extension ValidationError {
     /// Quotes user input for a reason string. Escaping keeps control characters
     /// visible; the cap keeps fuzzed or pasted megabyte inputs out of logs.
-    static func quote(_ text: some StringProtocol) -> String {
+    public static func quote(_ text: some StringProtocol) -> String {
         let limit = 64
         if text.count <= limit { return String(reflecting: String(text)) }
         return String(reflecting: String(text.prefix(limit))) + "…"

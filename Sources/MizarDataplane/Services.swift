@@ -1,77 +1,9 @@
 import CMizarABI
 import MizarCore
 
-/// A port of a scaled endpoint: traffic to the VIP on `port` goes to the
-/// backend's `targetPort`.
-public struct ServicePort: Hashable, Sendable, CustomStringConvertible {
-    public enum Proto: UInt8, Sendable { case tcp = 6, udp = 17 }
-    public var proto: Proto
-    public var port: UInt16
-    public var targetPort: UInt16
-
-    public init(proto: Proto, port: UInt16, targetPort: UInt16) {
-        self.proto = proto
-        self.port = port
-        self.targetPort = targetPort
-    }
-
-    public var description: String { "\(port)/\(proto == .tcp ? "tcp" : "udp")->\(targetPort)" }
-}
-
-public struct ServiceBackend: Hashable, Sendable {
-    public var ip: IPv4Address
-    public var host: HostAddress
-
-    public init(ip: IPv4Address, host: HostAddress) {
-        self.ip = ip
-        self.host = host
-    }
-}
-
-/// A scaled endpoint as its bouncers hold it.
-public struct ServiceEntry: Equatable, Sendable {
-    public var vni: VNI
-    public var vip: IPv4Address
-    public var ports: [ServicePort]
-    /// Sorted by address: the order the Maglev table indexes.
-    public var backends: [ServiceBackend]
-    public var generation: UInt32
-
-    public init(vni: VNI, vip: IPv4Address, ports: [ServicePort], backends: [ServiceBackend], generation: UInt32 = 0) {
-        self.vni = vni
-        self.vip = vip
-        self.ports = ports
-        self.backends = backends.sorted { $0.ip.value < $1.ip.value }
-        self.generation = generation
-    }
-
+extension ServiceEntry {
     /// The Maglev key of a backend: unique within the data plane.
     public static func maglevKey(_ vni: VNI, _ ip: IPv4Address) -> UInt64 { UInt64(vni.value) << 32 | UInt64(ip.value) }
-
-    public func validate() throws {
-        guard !ports.isEmpty else { throw ValidationError(field: "ports", reason: "a scaled endpoint needs at least one port") }
-        guard ports.count <= Int(MZ_MAX_SVC_PORTS) else {
-            throw ValidationError(field: "ports", reason: "\(ports.count) ports; at most \(MZ_MAX_SVC_PORTS)")
-        }
-        var seen = Set<String>()
-        for (i, p) in ports.enumerated() {
-            guard p.port != 0, p.targetPort != 0 else {
-                throw ValidationError(field: "ports[\(i)]", reason: "port and target port must be 1...65535")
-            }
-            guard seen.insert("\(p.proto)/\(p.port)").inserted else {
-                throw ValidationError(field: "ports[\(i)]", reason: "\(p.port)/\(p.proto) appears twice")
-            }
-        }
-        guard backends.count <= Int(MZ_MAX_BACKENDS) else {
-            throw ValidationError(field: "backends", reason: "\(backends.count) backends; at most \(MZ_MAX_BACKENDS)")
-        }
-        guard Set(backends.map(\.ip)).count == backends.count else {
-            throw ValidationError(field: "backends", reason: "a backend address appears twice")
-        }
-        for (i, b) in backends.enumerated() where b.host.ip == .zero {
-            throw ValidationError(field: "backends[\(i)].host", reason: "must name the backend's host")
-        }
-    }
 }
 
 /// How a service's Maglev table divides among its backends.
@@ -105,7 +37,6 @@ extension Dataplane {
         var head = mz_service_hdr()
         head.n_ports = UInt32(e.ports.count)
         head.n_backends = UInt32(order.count)
-        head.generation = e.generation
         withElements(of: &head.ports, as: mz_svc_port.self) { slots in
             for (i, p) in e.ports.enumerated() {
                 slots[i] = mz_svc_port(proto: p.proto.rawValue, reserved: 0, port: p.port.bigEndian,
@@ -148,7 +79,7 @@ extension Dataplane {
                 let idx = Int(raw.loadUnaligned(fromByteOffset: Int(MZ_SVC_TABLE_OFFSET) + 2 * i, as: UInt16.self))
                 if idx < n { entries[backends[idx].ip, default: 0] += 1 }
             }
-            return (ServiceEntry(vni: vni, vip: vip, ports: ports, backends: backends, generation: head.generation),
+            return (ServiceEntry(vni: vni, vip: vip, ports: ports, backends: backends),
                     MaglevSummary(size: Int(MZ_MAGLEV_SIZE), entries: entries))
         }
     }

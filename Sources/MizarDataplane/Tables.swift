@@ -3,23 +3,6 @@ import CMizarABI
 import Glibc
 import MizarCore
 
-/// A host on the substrate network: a droplet's IP and MAC.
-public struct HostAddress: Hashable, Sendable, CustomStringConvertible {
-    public var ip: IPv4Address
-    public var mac: MACAddress
-
-    public init(ip: IPv4Address, mac: MACAddress) {
-        self.ip = ip
-        self.mac = mac
-    }
-
-    public var description: String { "\(ip)/\(mac)" }
-}
-
-public enum EndpointKind: UInt8, Sendable {
-    case simple = 1, scaled = 2, host = 3, gateway = 4
-}
-
 typealias MAC6 = (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
 
 extension MACAddress {

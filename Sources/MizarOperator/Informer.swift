@@ -3,6 +3,7 @@ import MizarAPI
 import MizarEtcd
 import MizarStore
 import Synchronization
+import DequeModule
 
 /// The operator's view of one kind: every object, kept current by a list
 /// followed by a watch (relisting when the watch ends), with handlers told
@@ -28,32 +29,26 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
 
     /// Lists and watches until cancelled.
     public func run(store: Store, logger: Logger) async {
-        while !Task.isCancelled {
-            do {
-                let (objects, revision) = try await store.list(Spec.self)
-                let fresh = Dictionary(uniqueKeysWithValues: objects.map { ($0.name, $0) })
-                let old = cache.withLock { c in defer { c = fresh }; return c }
-                for name in Set(old.keys).union(fresh.keys) where old[name] != fresh[name] {
-                    notify(old[name], fresh[name])
-                }
-                synced.withLock { $0 = true }
-                for try await batch in store.watch(Spec.self, after: revision) {
-                    for event in batch {
-                        let new = event.kind == .put ? event.object : nil
-                        let previous = cache.withLock { c in
-                            defer { c[event.name] = new }
-                            return c[event.name]
-                        }
-                        notify(previous, new)
-                    }
-                }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("watch ended; listing again", metadata: ["kind": "\(Spec.kind.rawValue)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
+        await Reflector.run(Spec.kind.rawValue, logger: logger, list: {
+            let listed = try await store.list(Spec.self)
+            return (listed.objects, listed.revision)
+        }, watch: { store.watch(Spec.self, after: $0) }, replace: { objects in
+            let fresh = Dictionary(uniqueKeysWithValues: objects.map { ($0.name, $0) })
+            let old = cache.withLock { c in defer { c = fresh }; return c }
+            for name in Set(old.keys).union(fresh.keys) where old[name] != fresh[name] {
+                notify(old[name], fresh[name])
             }
-        }
+            synced.withLock { $0 = true }
+        }, apply: { batch in
+            for event in batch {
+                let new = event.kind == .put ? event.object : nil
+                let previous = cache.withLock { c in
+                    defer { c[event.name] = new }
+                    return c[event.name]
+                }
+                notify(previous, new)
+            }
+        })
     }
 
     /// Puts a just-written object into the cache at once (its watch event
@@ -73,14 +68,14 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
 
 /// Keys to reconcile: each key is handled by one worker at a time, a key
 /// added again while it is handled is handled once more afterwards, and
-/// failed keys come back after a growing delay.
+/// failed keys come back after a delay. Adding and taking are O(1).
 public actor WorkQueue {
-    private var queue: [String] = []
+    private var queue = Deque<String>()
     private var queued: Set<String> = []
     private var active: Set<String> = []
     private var again: Set<String> = []
     private var failures: [String: Int] = [:]
-    private var waiters: [CheckedContinuation<String?, Never>] = []
+    private var waiters = Deque<CheckedContinuation<String?, Never>>()
     private var closed = false
 
     public init() {}
@@ -89,10 +84,10 @@ public actor WorkQueue {
         guard !closed else { return }
         if active.contains(key) { again.insert(key); return }
         guard queued.insert(key).inserted else { return }
-        if !waiters.isEmpty {
+        if let waiter = waiters.popFirst() {
             queued.remove(key)
             active.insert(key)
-            waiters.removeFirst().resume(returning: key)
+            waiter.resume(returning: key)
         } else {
             queue.append(key)
         }
@@ -101,8 +96,7 @@ public actor WorkQueue {
     /// The next key, or nil once closed.
     public func next() async -> String? {
         if closed { return nil }
-        if !queue.isEmpty {
-            let key = queue.removeFirst()
+        if let key = queue.popFirst() {
             queued.remove(key)
             active.insert(key)
             return key
@@ -110,19 +104,21 @@ public actor WorkQueue {
         return await withCheckedContinuation { waiters.append($0) }
     }
 
-    /// The key was handled; `retry` brings it back after a delay that grows
-    /// with each consecutive failure (10 ms to 5 s).
-    public func done(_ key: String, retry: Bool) {
+    /// The key was handled. `.retry` brings it back after a delay that
+    /// grows with each consecutive failure (10 ms to 5 s), `.retryAfter`
+    /// after the delay it names; `.done` and `.failed` forget its failures.
+    public func done(_ key: String, _ outcome: Outcome) {
         active.remove(key)
-        if retry {
+        switch outcome {
+        case .retry, .retryAfter:
             let n = failures[key, default: 0] + 1
             failures[key] = n
-            let delay = min(5000, 10 << min(n - 1, 9))
+            let delay: Duration = if case .retryAfter(let d, _) = outcome { d } else { .milliseconds(min(5000, 10 << min(n - 1, 9))) }
             Task { [weak self] in
-                try? await Task.sleep(for: .milliseconds(delay))
+                try? await Task.sleep(for: delay)
                 await self?.add(key)
             }
-        } else {
+        case .done, .failed:
             failures[key] = nil
         }
         if again.remove(key) != nil { add(key) }
@@ -130,17 +126,21 @@ public actor WorkQueue {
 
     public func close() {
         closed = true
-        for w in waiters { w.resume(returning: nil) }
-        waiters = []
+        while let w = waiters.popFirst() { w.resume(returning: nil) }
     }
 }
 
 /// What a reconcile asks of its queue.
-public enum Outcome: Sendable {
+public enum Outcome: Sendable, Equatable {
     /// Done until something changes.
     case done
-    /// A temporary failure: try again after a delay.
+    /// A temporary failure: try again after a growing delay.
     case retry(String)
+    /// Try again after this long (a known wait, not a failure).
+    case retryAfter(Duration, String)
+    /// For good, until the object changes: its phase becomes Failed with
+    /// this reason code and message.
+    case failed(ReasonCode, String)
 }
 
 /// Runs `reconcile` for queued keys on `workers` concurrent tasks.
@@ -151,12 +151,12 @@ func runWorkers(_ queue: WorkQueue, workers: Int, logger: Logger, kind: Kind,
             group.addTask {
                 while let key = await queue.next() {
                     let outcome = await reconcile(key)
-                    if case .retry(let why) = outcome {
+                    switch outcome {
+                    case .retry(let why), .retryAfter(_, let why):
                         logger.debug("will retry", metadata: ["kind": "\(kind.rawValue)", "name": "\(key)", "reason": "\(why)"])
-                        await queue.done(key, retry: true)
-                    } else {
-                        await queue.done(key, retry: false)
+                    case .done, .failed: break
                     }
+                    await queue.done(key, outcome)
                 }
             }
         }

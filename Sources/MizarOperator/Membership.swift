@@ -56,19 +56,12 @@ final class Membership: Sendable {
 
     /// Holds this replica's key alive, re-registering after a lapse.
     func register(store: Store, logger: Logger) async {
-        while !Task.isCancelled {
-            do {
-                let granted = try await store.etcd.grantLease(ttl: ttl)
-                lease.withLock { $0 = granted }
-                try await store.etcd.put(store.operatorPrefix + id, Array(id.utf8), lease: granted)
-                try await store.etcd.keepAlive(granted, every: .milliseconds(ttl * 1000 / 3))
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("operator membership lost; registering again", metadata: ["operator.id": "\(id)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(300))
-            }
-        }
+        await LeaseHolder.hold(store.etcd, ttl: ttl, retryDelay: .milliseconds(300), register: { granted in
+            lease.withLock { $0 = granted }
+            try await store.etcd.put(store.operatorPrefix + id, Array(id.utf8), lease: granted)
+        }, lost: { error in
+            logger.warning("operator membership lost; registering again", metadata: ["operator.id": "\(id)", "error": "\(error)"])
+        })
     }
 
     /// Leaves the ring at once (a stopping replica), rather than when its
@@ -82,25 +75,18 @@ final class Membership: Sendable {
     /// Follows every replica's key.
     func watch(store: Store, logger: Logger) async {
         let prefix = store.operatorPrefix
-        while !Task.isCancelled {
-            do {
-                let (kvs, revision) = try await store.etcd.list(prefix: prefix)
-                var members = Set(kvs.map { String($0.key.dropFirst(prefix.count)) })
-                update(members)
-                for try await batch in store.etcd.watch(prefix: prefix, fromRevision: revision + 1) {
-                    for e in batch {
-                        let m = String(e.kv.key.dropFirst(prefix.count))
-                        if e.kind == .put { members.insert(m) } else { members.remove(m) }
-                    }
-                    update(members)
-                }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("operator membership watch ended; listing again", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
+        var members = Set<String>()
+        let (list, watch) = Reflector.keys(store.etcd, under: prefix)
+        await Reflector.run("operators", logger: logger, list: list, watch: watch, replace: { kvs in
+            members = Set(kvs.map { String($0.key.dropFirst(prefix.count)) })
+            update(members)
+        }, apply: { batch in
+            for e in batch {
+                let m = String(e.kv.key.dropFirst(prefix.count))
+                if e.kind == .put { members.insert(m) } else { members.remove(m) }
             }
-        }
+            update(members)
+        })
     }
 
     private func update(_ members: Set<String>) {

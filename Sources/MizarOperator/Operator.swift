@@ -1,10 +1,11 @@
 import Foundation
+import GRPCCore
 import Logging
 import MizarAPI
 import MizarCore
 import MizarEtcd
 import MizarStore
-import MizarTransit
+import MizarTransitClient
 import Synchronization
 
 /// The management plane: one controller per kind in one process, each fed
@@ -23,7 +24,7 @@ public final class Operator: Sendable {
     }
 
     let store: Store
-    let pool: TransitPool
+    let pool: HTTP2TransitPool
     let logger: Logger
     let config: Config
 
@@ -56,7 +57,7 @@ public final class Operator: Sendable {
     /// The last failure reported per object, so a retry loop is one event.
     let lastFailure = Mutex<[String: String]>([:])
 
-    public init(store: Store, pool: TransitPool = TransitPool(), config: Config = Config(), logger: Logger) {
+    public init(store: Store, pool: HTTP2TransitPool = HTTP2TransitPool(), config: Config = Config(), logger: Logger) {
         self.store = store
         self.pool = pool
         self.config = config
@@ -194,14 +195,24 @@ public final class Operator: Sendable {
             && status.common.observedGeneration == o.metadata.generation
     }
 
-    /// Runs one reconcile; an error becomes a retry (it says why).
+    /// Runs one reconcile. A permanent refusal by a transitd, or a
+    /// `.failed` outcome, sets the object Failed with its reason code; any
+    /// other error becomes a retry (it says why).
     func guarded(_ kind: Kind, _ name: String, _ body: (String) async throws -> Outcome) async -> Outcome {
         // Another replica's: it does the work (an object already gone is
         // nobody's and its reconcile does nothing).
         if let key = ringKey(kind, name), !membership.owns(key) { return .done }
         let id = "\(kind.rawValue)/\(name)"
         do {
-            let outcome = try await body(name)
+            var outcome: Outcome
+            do { outcome = try await body(name) } catch where TransitRefusal.isPermanent(error) {
+                outcome = .failed(.refusedByHost, "\((error as? RPCError)?.message ?? "\(error)")")
+            }
+            if case .failed(let code, let message) = outcome {
+                logger.warning("reconcile failed for good", metadata: ["kind": "\(kind.rawValue)", "name": "\(name)",
+                                                                       "reason.code": "\(code)", "reason": "\(message)"])
+                outcome = try await markFailed(kind, name, code, message)
+            }
             lastFailure.withLock { $0[id] = nil }
             return outcome
         } catch {
@@ -211,6 +222,32 @@ public final class Operator: Sendable {
             if isNew { await event(kind, name, .warning, "RetryLater", message) }
             return .retry(message)
         }
+    }
+
+    /// Phase Failed, with the reason code and message, for the object's
+    /// current generation: it is settled until its spec changes.
+    func markFailed(_ kind: Kind, _ name: String, _ code: ReasonCode, _ message: String) async throws -> Outcome {
+        switch kind {
+        case .vpc: try await markFailed(vpcs, name, code, message)
+        case .subnet: try await markFailed(subnets, name, code, message)
+        case .endpoint: try await markFailed(endpoints, name, code, message)
+        case .droplet: try await markFailed(droplets, name, code, message)
+        case .bouncer: try await markFailed(bouncers, name, code, message)
+        case .divider: try await markFailed(dividers, name, code, message)
+        }
+    }
+
+    private func markFailed<S: ObjectSpec>(_ informer: Informer<S>, _ name: String, _ code: ReasonCode, _ message: String) async throws -> Outcome {
+        guard let o = informer.get(name), o.metadata.deletionTimestamp == nil else { return .done }
+        var next = o
+        var status = next.status ?? S.Status()
+        status.common.phase = .failed
+        status.common.reasonCode = code
+        status.common.reason = message
+        status.common.observedGeneration = o.metadata.generation
+        if status == o.status { return .done }
+        next.status = status
+        return try await save(next, in: informer) == nil ? .retry("conflict") : .done
     }
 
     /// Records an event of the object; a failure to record is only logged.
@@ -247,6 +284,8 @@ public final class Operator: Sendable {
         var o = o
         if var status = o.status {
             status.common.controller = config.id
+            // A reason code says why it failed: it goes with the phase.
+            if status.common.phase != .failed { status.common.reasonCode = nil }
             o.status = status
         }
         // A new phase, or a new reason to wait, is an event, written in the
@@ -355,29 +394,21 @@ final class LeaseSet: Sendable {
     func onChange(_ h: @escaping @Sendable (String) -> Void) { handlers.withLock { $0.append(h) } }
 
     func run(etcd: Etcd, prefix: String, logger: Logger) async {
-        while !Task.isCancelled {
-            do {
-                let (kvs, revision) = try await etcd.list(prefix: prefix)
-                let fresh = Set(kvs.map { String($0.key.dropFirst(prefix.count)) })
-                let old = names.withLock { n in defer { n = fresh }; return n }
-                synced.withLock { $0 = true }
-                for name in old.symmetricDifference(fresh) { notify(name) }
-                for try await batch in etcd.watch(prefix: prefix, fromRevision: revision + 1) {
-                    for e in batch {
-                        let name = String(e.kv.key.dropFirst(prefix.count))
-                        let changed = names.withLock { n in
-                            e.kind == .put ? n.insert(name).inserted : n.remove(name) != nil
-                        }
-                        if changed { notify(name) }
-                    }
+        let (list, watch) = Reflector.keys(etcd, under: prefix)
+        await Reflector.run("droplet leases", logger: logger, list: list, watch: watch, replace: { kvs in
+            let fresh = Set(kvs.map { String($0.key.dropFirst(prefix.count)) })
+            let old = names.withLock { n in defer { n = fresh }; return n }
+            synced.withLock { $0 = true }
+            for name in old.symmetricDifference(fresh) { notify(name) }
+        }, apply: { batch in
+            for e in batch {
+                let name = String(e.kv.key.dropFirst(prefix.count))
+                let changed = names.withLock { n in
+                    e.kind == .put ? n.insert(name).inserted : n.remove(name) != nil
                 }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("lease watch ended; listing again", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
+                if changed { notify(name) }
             }
-        }
+        })
     }
 
     private func notify(_ name: String) {

@@ -1,9 +1,8 @@
 import MizarAPI
 import MizarCore
 import MizarEtcd
-import MizarRPC
 import MizarStore
-import MizarTransit
+import MizarTransitClient
 
 extension Operator {
     // MARK: Droplets
@@ -23,14 +22,14 @@ extension Operator {
                 for key in given.keys { given[key]?.droplets.remove(name) }
             }
             for v in vpcs.list() where v.metadata.deletionTimestamp == nil {
-                guard let vni = v.status?.vni else { continue }
+                guard let vni = try v.status?.vni.map({ try VNI($0) }) else { continue }
                 let divs = try (v.status?.dividers ?? []).compactMap { try peer(named: $0) }
                 try await Provisioning.putVPC(vni: vni, dividers: divs, on: [host], via: pool)
             }
             for s in subnets.list() where s.metadata.deletionTimestamp == nil {
-                guard let vni = s.status?.vni else { continue }
+                guard let vni = try s.status?.vni.map({ try VNI($0) }) else { continue }
                 let bs = try (s.status?.bouncers ?? []).compactMap { try peer(named: $0) }
-                try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: bs, on: [host], via: pool)
+                try await Provisioning.putSubnet(vni: vni, cidr: try CIDR(parsing: s.spec.cidr), bouncers: bs, on: [host], via: pool)
             }
             let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
             kickPlacements()
@@ -98,14 +97,14 @@ extension Operator {
             }
             for d in dividers.filter({ $0.spec.vpc == name }) { try await store.delete(DividerSpec.self, d.name) }
             tablesGiven.withLock { $0["vpc/\(name)"] = nil }
-            if let vni = v.status?.vni {
+            if let vni = try v.status?.vni.map({ try VNI($0) }) {
                 try await Provisioning.deleteVPC(vni: vni, on: try readyDroplets().map(peer), via: pool)
             }
             try await release(v)
             return .done
         }
         if Self.settled(v), placementSettled(v.status?.dividers, live: liveDividers(of: name), want: v.spec.dividers ?? 1) {
-            if let vni = v.status?.vni {
+            if let vni = try v.status?.vni.map({ try VNI($0) }) {
                 let divs = v.status?.dividers ?? []
                 try await giveTable("vpc/\(name)", holders: divs, toNewlyReady: true) { hosts in
                     try await Provisioning.putVPC(vni: vni, dividers: try divs.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
@@ -119,7 +118,7 @@ extension Operator {
             guard let saved = try await claimVNI(v) else { return .retry("conflict") }
             v = saved
         }
-        guard let vni = v.status?.vni else { return .retry("no VNI") }
+        guard let vni = try v.status?.vni.map({ try VNI($0) }) else { return .retry("no VNI") }
 
         // Dividers: as many as asked, one per droplet, least-loaded first.
         let want = v.spec.dividers ?? 1
@@ -218,21 +217,22 @@ extension Operator {
             }
             for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
             tablesGiven.withLock { $0["subnet/\(name)"] = nil }
-            if let vni = s.status?.vni {
-                try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try readyDroplets().map(peer), via: pool)
+            if let vni = try s.status?.vni.map({ try VNI($0) }) {
+                try await Provisioning.deleteSubnet(vni: vni, cidr: try CIDR(parsing: s.spec.cidr), on: try readyDroplets().map(peer), via: pool)
             }
             try await release(s)
             return .done
         }
         guard let vpc = vpcs.get(s.spec.vpc), vpc.metadata.deletionTimestamp == nil,
-              let vni = vpc.status?.vni, vpc.status?.common.phase == .provisioned else {
+              let vniValue = vpc.status?.vni, vpc.status?.common.phase == .provisioned else {
             return try await setPhase(s, .initial, reason: "waiting for Vpc \(s.spec.vpc)", in: subnets)
         }
+        let vni = try VNI(vniValue), cidr = try CIDR(parsing: s.spec.cidr)
         let ready = Set(readyDroplets().map(\.name))
         let liveBouncers = bouncers.filter { $0.spec.subnet == name && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
         if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) {
-            if let vni = s.status?.vni {
-                let bs = s.status?.bouncers ?? [], cidr = s.spec.cidr
+            if s.status?.vni != nil {
+                let bs = s.status?.bouncers ?? []
                 try await giveTable("subnet/\(name)", holders: bs, toNewlyReady: true) { hosts in
                     try await Provisioning.putSubnet(vni: vni, cidr: cidr, bouncers: try bs.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
                 }
@@ -240,14 +240,14 @@ extension Operator {
             return .done
         }
 
-        if !(s.metadata.finalizers ?? []).contains(Self.finalizer) || s.status?.vni != vni {
+        if !(s.metadata.finalizers ?? []).contains(Self.finalizer) || s.status?.vni != vni.value {
             var next = s
             if !(next.metadata.finalizers ?? []).contains(Self.finalizer) {
                 next.metadata.finalizers = (next.metadata.finalizers ?? []) + [Self.finalizer]
             }
             var status = next.status ?? SubnetStatus()
-            status.vni = vni
-            status.gateway = "\(IPv4Address(value: try CIDR(parsing: s.spec.cidr).firstAddress.value + 1))"
+            status.vni = vni.value
+            status.gateway = "\(cidr.gateway)"
             status.common.phase = .placing
             status.common.reason = nil
             next.status = status
@@ -266,18 +266,17 @@ extension Operator {
         if !fresh.isEmpty {
             for e in endpoints.filter({ $0.spec.subnet == name && $0.status?.common.phase == .provisioned }) {
                 if e.spec.isScaled {
-                    if let service = try serviceMessage(e, backends: e.status?.backends ?? [], subnet: s, vni: vni) {
-                        try await Provisioning.putService(service, on: fresh, clients: { _ in nil }, via: pool)
+                    if let (service, mac) = try serviceEntry(e, backends: e.status?.backends ?? [], vni: vni) {
+                        try await Provisioning.putService(service, mac: mac, subnet: cidr, on: fresh, clients: { _ in nil }, via: pool)
                     }
                     continue
                 }
                 guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
                       let home = try peer(named: homeName) else { continue }
                 try await Provisioning.putEndpointEntry(vni: vni, ip: try IPv4Address(parsing: ipText), mac: try MACAddress(parsing: macText),
-                                                        subnet: s.spec.cidr, home: home, on: fresh, via: pool)
+                                                        subnet: cidr, home: home, on: fresh, via: pool)
             }
         }
-        let cidr = s.spec.cidr
         try await giveTable("subnet/\(name)", holders: placed, toNewlyReady: false) { hosts in
             try await Provisioning.putSubnet(vni: vni, cidr: cidr, bouncers: try placed.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
         }
@@ -315,9 +314,10 @@ extension Operator {
         guard var e = endpoints.get(name) else { return .done }
         let subnet = subnets.get(e.spec.subnet)
         if e.metadata.deletionTimestamp != nil {
-            if let ipText = e.status?.ip, let vni = subnet?.status?.vni, e.spec.isScaled {
+            let vni = try subnet?.status?.vni.map { try VNI($0) }
+            if let ipText = e.status?.ip, let vni, e.spec.isScaled {
                 try await removeScaled(e, subnet: subnet, vni: vni, ip: try IPv4Address(parsing: ipText))
-            } else if let ipText = e.status?.ip, let vni = subnet?.status?.vni {
+            } else if let ipText = e.status?.ip, let vni {
                 let ip = try IPv4Address(parsing: ipText)
                 let bs = try (subnet?.status?.bouncers ?? []).compactMap { try peer(named: $0) }
                 if let homeName = e.status?.droplet, isReady(named: homeName), let home = try peer(named: homeName) {
@@ -331,26 +331,36 @@ extension Operator {
         }
         if Self.settled(e) && !e.spec.isScaled { return .done }
         guard let subnet, subnet.metadata.deletionTimestamp == nil, subnet.status?.common.phase == .provisioned,
-              let vni = subnet.status?.vni, let bouncerNames = subnet.status?.bouncers, !bouncerNames.isEmpty else {
+              let vniValue = subnet.status?.vni, let bouncerNames = subnet.status?.bouncers, !bouncerNames.isEmpty else {
             return try await setPhase(e, .initial, reason: "waiting for Subnet \(e.spec.subnet)", in: endpoints)
         }
+        let vni = try VNI(vniValue), cidr = try CIDR(parsing: subnet.spec.cidr)
         if e.status?.ip == nil || (e.status?.droplet == nil && !e.spec.isScaled) || !(e.metadata.finalizers ?? []).contains(Self.finalizer) {
-            switch try await claimAddress(e, subnet: subnet, vni: vni) {
+            switch try await claimAddress(e, subnet: subnet, cidr: cidr, vni: vni) {
             case .saved(let saved): e = saved
             case .wait(let reason): return try await setPhase(e, .initial, reason: reason, in: endpoints)
+            case .failed(let code, let reason): return .failed(code, reason)
             case .conflict: return .retry("conflict")
             }
         }
         if e.spec.isScaled {
-            return try await reconcileScaled(e, subnet: subnet, vni: vni, bouncers: try bouncerNames.compactMap { try peer(named: $0) })
+            return try await reconcileScaled(e, subnet: cidr, vni: vni, bouncers: try bouncerNames.compactMap { try peer(named: $0) })
         }
         guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
               let home = try peer(named: homeName) else { return .retry("claim not recorded") }
         let ip = try IPv4Address(parsing: ipText), mac = try MACAddress(parsing: macText)
         let bs = try bouncerNames.compactMap { try peer(named: $0) }
         // Without a namespace the interface is made parked on the droplet.
-        let hostInterface = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: subnet.spec.cidr, netns: e.spec.netns ?? "",
+        let hostInterface: String
+        do {
+            hostInterface = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: cidr, netns: e.spec.netns ?? "",
                                                                ifname: e.spec.ifname ?? "", on: home, bouncers: bs, via: pool).hostIfname
+        } catch where TransitRefusal.isPermanent(error) {
+            // Its host will not have it: the bouncers (called at the same
+            // time) must not send anything there either.
+            try await Provisioning.removeEndpointEntry(vni: vni, ip: ip, from: bs, via: pool)
+            throw error
+        }
         var next = e
         var status = next.status ?? EndpointStatus()
         status.hostInterface = hostInterface
@@ -362,9 +372,9 @@ extension Operator {
         return try await save(next, in: endpoints) == nil ? .retry("conflict") : .done
     }
 
-    enum Claim { case saved(Endpoint), wait(String), conflict }
+    enum Claim { case saved(Endpoint), wait(String), failed(ReasonCode, String), conflict }
 
-    func claimAddress(_ e: Endpoint, subnet: Subnet, vni: UInt32) async throws -> Claim {
+    func claimAddress(_ e: Endpoint, subnet: Subnet, cidr: CIDR, vni: VNI) async throws -> Claim {
         var next = e
         if !(next.metadata.finalizers ?? []).contains(Self.finalizer) {
             next.metadata.finalizers = (next.metadata.finalizers ?? []) + [Self.finalizer]
@@ -383,26 +393,25 @@ extension Operator {
                 status.droplet = ready[Int(stableHash(e.name) % UInt64(ready.count))].name
             }
         }
-        let cidr = try CIDR(parsing: subnet.spec.cidr)
         if let ip = status.ip ?? e.spec.ip {
             // Already claimed (at admission, or by an earlier run of this).
             status.ip = ip
-            let derived = Provisioning.derivedMAC(vni: vni, ip: try IPv4Address(parsing: ip))
+            let derived = MACAddress.derived(vni: vni, ip: try IPv4Address(parsing: ip))
             status.mac = status.mac ?? e.spec.mac ?? "\(derived)"
             next.status = status
             return try await save(next, in: endpoints).map(Claim.saved) ?? .conflict
         }
         // A free address: from a start that depends on the name, skipping
         // the subnet's own three; the claim key settles any race.
-        let first = cidr.firstAddress.value + 2, count = UInt32(cidr.size) - 3
+        let (first, count) = cidr.endpointAddresses
         guard count > 0 else { return .wait("Subnet \(subnet.name) has no host addresses") }
         var offset = UInt32(truncatingIfNeeded: stableHash(e.name) % UInt64(count))
         for _ in 0..<min(count, 4096) {
-            let ip = IPv4Address(value: first + offset)
+            let ip = IPv4Address(value: first.value + offset)
             offset = (offset + 1) % count
             if addressTaken(e.spec.vpc, ip) { continue }
             status.ip = "\(ip)"
-            status.mac = e.spec.mac ?? "\(Provisioning.derivedMAC(vni: vni, ip: ip))"
+            status.mac = e.spec.mac ?? "\(MACAddress.derived(vni: vni, ip: ip))"
             next.status = status
             let key = store.ipKey(vpc: e.spec.vpc, ip: ip)
             if let saved = try await save(next, in: endpoints, alsoIf: [.absent(key)], alsoDo: [.put(key, Array(e.name.utf8))]) {
@@ -410,7 +419,7 @@ extension Operator {
             }
             if try await store.etcd.get(key) == nil { return .conflict }   // the endpoint itself changed
         }
-        return .wait("Subnet \(subnet.name) has no free address")
+        return .failed(.subnetExhausted, "Subnet \(subnet.name) has no free address")
     }
 
     // MARK: Bouncers and dividers

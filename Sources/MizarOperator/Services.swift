@@ -1,7 +1,6 @@
 import MizarAPI
 import MizarCore
-import MizarRPC
-import MizarTransit
+import MizarTransitClient
 
 /// Scaled endpoints (service VIPs). A VIP takes an address of its subnet
 /// but no droplet and no interface: it lives on the subnet's bouncers,
@@ -26,13 +25,14 @@ extension Operator {
         return droplets.filter { $0.spec.ip == text && isReady($0) }.first.flatMap { try? peer($0) }
     }
 
-    func reconcileScaled(_ e: Endpoint, subnet: Subnet, vni: UInt32, bouncers: [TransitPeer]) async throws -> Outcome {
+    func reconcileScaled(_ e: Endpoint, subnet: CIDR, vni: VNI, bouncers: [TransitPeer]) async throws -> Outcome {
         let backends = liveBackends(of: e)
         if Self.settled(e), e.status?.backends == backends { return .done }
-        guard let service = try serviceMessage(e, backends: backends, subnet: subnet, vni: vni) else {
+        guard let (service, mac) = try serviceEntry(e, backends: backends, vni: vni) else {
             return .retry("claim not recorded")
         }
-        let change = try await Provisioning.putService(service, on: bouncers, clients: { [self] in clientPeer($0) }, via: pool)
+        let change = try await Provisioning.putService(service, mac: mac, subnet: subnet, on: bouncers,
+                                                       clients: { [self] in clientPeer($0) }, via: pool)
         var next = e
         var status = next.status ?? EndpointStatus()
         status.backends = backends
@@ -51,33 +51,19 @@ extension Operator {
         return .done
     }
 
-    /// What the bouncers hold for a scaled endpoint.
-    func serviceMessage(_ e: Endpoint, backends: [EndpointBackend], subnet: Subnet, vni: UInt32) throws -> Mizar_Transit_V1_Service? {
+    /// What the bouncers hold for a scaled endpoint, and its MAC.
+    func serviceEntry(_ e: Endpoint, backends: [EndpointBackend], vni: VNI) throws -> (ServiceEntry, MACAddress)? {
         guard let ipText = e.status?.ip, let macText = e.status?.mac else { return nil }
-        var service = Mizar_Transit_V1_Service()
-        service.vni = vni
-        service.ip = ipText
-        service.mac = macText
-        service.subnet = subnet.spec.cidr
-        service.ports = (e.spec.ports ?? []).map { p in
-            var m = Mizar_Transit_V1_ServicePort()
-            m.protocol = (p.protocol ?? "TCP").uppercased()
-            m.port = UInt32(p.port)
-            m.targetPort = UInt32(p.targetPort ?? p.port)
-            return m
-        }
-        service.backends = try backends.compactMap { b in
+        let programmed = try backends.compactMap { b -> ServiceBackend? in
             guard let home = try peer(named: b.droplet) else { return nil }
-            var m = Mizar_Transit_V1_ServiceBackend()
-            m.ip = b.ip
-            m.host = home.host
-            return m
+            return ServiceBackend(ip: try IPv4Address(parsing: b.ip), host: home.address)
         }
-        return service
+        let entry = ServiceEntry(vni: vni, vip: try IPv4Address(parsing: ipText), ports: try e.spec.servicePorts(), backends: programmed)
+        return (entry, try MACAddress(parsing: macText))
     }
 
     /// Off the bouncers; the client hosts forget every flow to the VIP.
-    func removeScaled(_ e: Endpoint, subnet: Subnet?, vni: UInt32, ip: IPv4Address) async throws {
+    func removeScaled(_ e: Endpoint, subnet: Subnet?, vni: VNI, ip: IPv4Address) async throws {
         let bs = try (subnet?.status?.bouncers ?? []).filter { isReady(named: $0) }.compactMap { try peer(named: $0) }
         try await Provisioning.deleteService(vni: vni, vip: ip, from: bs, clients: { [self] in clientPeer($0) }, via: pool)
     }

@@ -97,7 +97,7 @@ struct Admission {
         guard cidr.contains(ip) else {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is outside Subnet \(subnet.name)'s \(cidr)"))
         }
-        if let reserved = Self.reservedRole(ip, in: cidr) {
+        if let reserved = cidr.reservedRole(of: ip) {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is Subnet \(subnet.name)'s \(reserved) address"))
         }
         let key = ipKey(spec.vpc, "\(ip)")
@@ -136,15 +136,6 @@ struct Admission {
             throw StoreError.invalid(ValidationError(field: field, reason: "\(S.kind.rawValue) \(name) is being deleted"))
         }
         return (kv, o)
-    }
-
-    /// The network, gateway (first host) and broadcast addresses are the
-    /// subnet's own.
-    static func reservedRole(_ ip: IPv4Address, in cidr: CIDR) -> String? {
-        if ip == cidr.firstAddress { return "network" }
-        if ip == cidr.lastAddress { return "broadcast" }
-        if ip.value == cidr.firstAddress.value + 1 { return "gateway" }
-        return nil
     }
 
     /// Fields that cannot change once the object exists: what it was

@@ -11,22 +11,15 @@ public enum DropletRegistration {
     /// or a lost connection it registers again.
     public static func run(store: Store, name: String, spec: DropletSpec, ttl: Int64 = 3, logger: Logger) async {
         var logged = false
-        while !Task.isCancelled {
-            do {
-                let lease = try await store.etcd.grantLease(ttl: ttl)
-                try await upsert(store: store, name: name, spec: spec)
-                try await store.etcd.put(store.dropletLeasePrefix + name, Array(spec.transitd.utf8), lease: lease)
-                logger.info("droplet registered", metadata: ["droplet.name": "\(name)", "etcd.lease": "\(lease)"])
-                logged = false
-                try await store.etcd.keepAlive(lease, every: .milliseconds(ttl * 1000 / 3))
-            } catch is CancellationError {
-                return
-            } catch {
-                if !logged { logger.warning("droplet registration lost; retrying", metadata: ["error": "\(error)"]) }
-                logged = true
-                try? await Task.sleep(for: .milliseconds(500))
-            }
-        }
+        await LeaseHolder.hold(store.etcd, ttl: ttl, retryDelay: .milliseconds(500), register: { lease in
+            try await upsert(store: store, name: name, spec: spec)
+            try await store.etcd.put(store.dropletLeasePrefix + name, Array(spec.transitd.utf8), lease: lease)
+            logger.info("droplet registered", metadata: ["droplet.name": "\(name)", "etcd.lease": "\(lease)"])
+            logged = false
+        }, lost: { error in
+            if !logged { logger.warning("droplet registration lost; retrying", metadata: ["error": "\(error)"]) }
+            logged = true
+        })
     }
 
     static func upsert(store: Store, name: String, spec: DropletSpec) async throws {

@@ -1,7 +1,7 @@
 import Glibc
 import MizarCore
 import MizarSystem
-import MizarTransit
+import MizarTransitClient
 
 /// A simulated cluster on one machine, the way kind does it for Kubernetes:
 /// an underlay namespace with a bridge, N host namespaces each with a
@@ -68,6 +68,12 @@ public struct Testbed: Sendable {
     public var managementIP: IPv4Address { Self.managementIP(underlayNet: underlayNet) }
     public static func managementIP(underlayNet: UInt8) -> IPv4Address { IPv4Address(172, 30, underlayNet, 254) }
 
+    /// Where a host's transitd listens, as mizarctl's `--testbed` finds it.
+    static func socket(testbed: String, host: String) -> String {
+        guard case .unix(let path) = TransitTarget.testbed(testbed, host: host) else { preconditionFailure("a testbed's transitd is on a unix socket") }
+        return path
+    }
+
     /// The testbed `name` with `count` hosts, as `up` lays it out.
     public init(name: String, hosts count: Int, underlayNet: UInt8 = 0) {
         self.name = name
@@ -77,7 +83,7 @@ public struct Testbed: Sendable {
             let run = "\(Self.runRoot)/\(name)/\(host)"
             return Host(index: i, name: host, netns: "\(Self.netnsDirectory)/\(name)-\(host)",
                         ip: IPv4Address(172, 30, underlayNet, UInt8(i)), mac: MACAddress(0x02, 0x4d, 0, 0, underlayNet, UInt8(i)),
-                        socket: "\(run)/transitd.sock", pinDirectory: "\(Self.pinRoot)/\(name)/\(host)",
+                        socket: Self.socket(testbed: name, host: host), pinDirectory: "\(Self.pinRoot)/\(name)/\(host)",
                         stateDirectory: run, log: "\(Self.runRoot)/\(name)/\(host).log")
         }
     }
@@ -113,7 +119,7 @@ public struct Testbed: Sendable {
         }
         let bed = Testbed(name: name, hosts: options.hosts, underlayNet: options.underlayNet)
         if access(bed.underlayNetns, F_OK) == 0 || access(bed.runDirectory, F_OK) == 0 {
-            throw TestbedError("testbed \(name) exists already; run `mizarctl testbed down --name \(name)` first")
+            throw TestbedError("testbed \(name) exists already; run `mizar-testbed down --name \(name)` first")
         }
         do {
             try bed.build(options)

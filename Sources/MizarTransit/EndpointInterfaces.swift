@@ -46,10 +46,11 @@ extension TransitHost {
         let parked = spec.netns.isEmpty
         let namespace: NetworkNamespace?
         do { namespace = parked ? nil : try NetworkNamespace(path: spec.netns) } catch {
-            throw TransitError(.notFound, field: "netns", "cannot open network namespace \(spec.netns): \(String(cString: strerror(error.errno)))")
+            throw TransitError(.notFound, field: "netns", "cannot open network namespace \(spec.netns): \(String(cString: strerror(error.errno)))",
+                               permanent: true)
         }
-        let hostName = Self.hostInterfaceName(key)
-        let peerName = parked ? Self.parkedInterfaceName(key) : spec.ifname
+        let hostName = HostInterface.name(vni: key.vni, ip: key.ip)
+        let peerName = parked ? HostInterface.parkedName(vni: key.vni, ip: key.ip) : spec.ifname
         let inside = parked ? netlink : try Netlink(in: namespace)
         if !parked, try inside.index(of: peerName) != nil {
             throw TransitError(.alreadyExists, field: "ifname", "\(spec.netns) already has an interface \(peerName)")
@@ -133,7 +134,7 @@ extension TransitHost {
         if try inside.index(of: ifname) != nil {
             throw TransitError(.alreadyExists, field: "ifname", "\(netns) already has an interface \(ifname)")
         }
-        let parkedName = Self.parkedInterfaceName(key)
+        let parkedName = HostInterface.parkedName(vni: key.vni, ip: key.ip)
         guard let parkedIndex = try netlink.index(of: parkedName) else {
             throw TransitError(.notFound, field: "ip", "the parked interface \(parkedName) of \(ip) is gone")
         }
@@ -283,20 +284,6 @@ extension TransitHost {
             logger.info("endpoint interfaces adopted", metadata: ["count": "\(interfaces.count)"])
         }
     }
-
-    /// mz + 13 hex digits of a hash of (VNI, IP): unique per endpoint, at
-    /// most 15 characters (the kernel's limit), and the same after a restart.
-    static func hostInterfaceName(_ key: EndpointKey) -> String {
-        var h = UInt64(key.vni.value) << 32 | UInt64(key.ip.value)
-        h = (h ^ (h >> 30)) &* 0xbf58476d1ce4e5b9
-        h = (h ^ (h >> 27)) &* 0x94d049bb133111eb
-        h ^= h >> 31
-        let hex = String(h & 0xF_FFFF_FFFF_FFFF, radix: 16)
-        return "mz" + String(repeating: "0", count: 13 - hex.count) + hex
-    }
-
-    /// The endpoint's end of a parked interface: "mp" and the same digits.
-    static func parkedInterfaceName(_ key: EndpointKey) -> String { "mp" + hostInterfaceName(key).dropFirst(2) }
 
     static func message(_ s: EndpointInterfaceSpec) -> Mizar_Transit_V1_EndpointInterface {
         var m = Mizar_Transit_V1_EndpointInterface()

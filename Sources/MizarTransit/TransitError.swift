@@ -1,7 +1,6 @@
 import GRPCCore
 import MizarCore
-import MizarDataplane
-import MizarSystem
+import MizarTransitClient
 
 /// A refused or failed request, with the gRPC status it maps to. Messages
 /// start with the field they are about.
@@ -12,15 +11,21 @@ public struct TransitError: Error, CustomStringConvertible, Sendable {
 
     public let code: Code
     public let message: String
+    /// Whether the same request can never succeed: bad input, an address
+    /// already held, a namespace that is not there. Callers give up on it
+    /// (the operator sets the object Failed) instead of retrying.
+    public let permanent: Bool
 
-    public init(_ code: Code, field: String, _ reason: String) {
+    public init(_ code: Code, field: String, _ reason: String, permanent: Bool? = nil) {
         self.code = code
         message = "\(field): \(reason)"
+        self.permanent = permanent ?? (code == .invalidArgument || code == .alreadyExists)
     }
 
     public init(internal error: any Error) {
         code = .internalError
         message = "\(error)"
+        permanent = false
     }
 
     public var description: String { message }
@@ -43,6 +48,6 @@ public struct TransitError: Error, CustomStringConvertible, Sendable {
         case .failedPrecondition: .failedPrecondition
         case .internalError: .internalError
         }
-        return RPCError(code: rpcCode, message: message)
+        return RPCError(code: rpcCode, message: message, metadata: permanent ? TransitRefusal.permanentMetadata : [:])
     }
 }

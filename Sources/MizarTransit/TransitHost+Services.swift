@@ -1,15 +1,6 @@
 import MizarCore
 import MizarDataplane
 
-/// What a change to a service on a bouncer means for the clients: the
-/// backends that went away and the client hosts this bouncer taught flows
-/// of the service to, where flows to those backends must be forgotten.
-public struct ServiceChange: Sendable, Equatable {
-    public var changed: Bool
-    public var removedBackends: [IPv4Address]
-    public var clientHosts: [IPv4Address]
-}
-
 /// A service as one bouncer holds it, with its table and counters.
 public struct ServiceState: Sendable {
     public var entry: ServiceEntry
@@ -39,16 +30,14 @@ extension TransitHost {
         if let before, before.ports == e.ports, before.backends == e.backends, existing == vipEntry {
             return ServiceChange(changed: false, removedBackends: [], clientHosts: [])
         }
-        var next = e
-        next.generation = (before?.generation ?? 0) &+ 1
-        try dataplane.putService(next)
+        try dataplane.putService(e)
         try dataplane.upsertEndpoint(vipEntry)
         let removed = Set(before?.backends.map(\.ip) ?? []).subtracting(e.backends.map(\.ip))
         let clients = removed.isEmpty ? [] : try dataplane.serviceClients(e.vni, e.vip)
         if !removed.isEmpty { try dataplane.forgetService(e.vni, e.vip, backends: removed) }
         logger.info("service put", metadata: [
             "vpc.vni": "\(e.vni)", "service.vip": "\(e.vip)", "service.backends": "\(e.backends.count)",
-            "service.generation": "\(next.generation)", "service.removed": "\(removed.count)", "service.clients": "\(clients.count)",
+"service.removed": "\(removed.count)", "service.clients": "\(clients.count)",
         ])
         return ServiceChange(changed: true, removedBackends: removed.sorted { $0.value < $1.value },
                              clientHosts: clients.sorted { $0.value < $1.value })

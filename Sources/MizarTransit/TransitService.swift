@@ -4,14 +4,15 @@ import MizarCore
 import MizarDataplane
 import MizarRPC
 import MizarSystem
+import MizarTransitClient
 
 /// The gRPC face of a TransitHost: parses and validates every message into
 /// Mizar's types (errors name the field), calls the host, and answers with
 /// the status the error calls for.
 public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
-    let host: TransitHost
+    let host: any TransitHosting
 
-    public init(host: TransitHost) { self.host = host }
+    public init(host: some TransitHosting) { self.host = host }
 
     /// Runs one call; every failure becomes an RPCError with a precise code.
     private func call<R>(_ body: () async throws -> R) async throws -> R {
@@ -26,7 +27,7 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
 
     public func putVPC(request: Mizar_Transit_V1_VPC, context: ServerContext) async throws -> Mizar_Transit_V1_PutReply {
         try await call {
-            let e = VPCEntry(vni: try VNI(request.vni), dividers: try hosts(request.dividers, "dividers"), isDivider: request.isDivider)
+            let e = VPCEntry(vni: try VNI(request.vni), dividers: try Messages.hosts(request.dividers, "dividers"), isDivider: request.isDivider)
             return .changed(try await host.putVPC(e))
         }
     }
@@ -54,7 +55,7 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     public func putSubnet(request: Mizar_Transit_V1_Subnet, context: ServerContext) async throws -> Mizar_Transit_V1_PutReply {
         try await call {
             let e = SubnetEntry(vni: try VNI(request.vni), cidr: try CIDR(parsing: request.cidr),
-                                bouncers: try hosts(request.bouncers, "bouncers"), isBouncer: request.isBouncer)
+                                bouncers: try Messages.hosts(request.bouncers, "bouncers"), isBouncer: request.isBouncer)
             return .changed(try await host.putSubnet(e))
         }
     }
@@ -90,8 +91,8 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
             case .gateway: .gateway
             case .UNRECOGNIZED(let n): throw ValidationError(field: "kind", reason: "\(n) is not an endpoint kind")
             }
-            let e = EndpointEntry(vni: try VNI(request.vni), ip: try unicast(request.ip, "ip"), mac: try endpointMAC(request.mac),
-                                  host: try hostAddress(request.host, "host"), kind: kind)
+            let e = EndpointEntry(vni: try VNI(request.vni), ip: try Messages.unicast(request.ip, "ip"), mac: try Messages.endpointMAC(request.mac),
+                                  host: try Messages.host(request.host, "host"), kind: kind)
             return .changed(try await host.putEndpoint(e, subnet: try CIDR(parsing: request.subnet, field: "subnet")))
         }
     }
@@ -123,9 +124,8 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
         -> Mizar_Transit_V1_EndpointInterfaceReply {
         try await call {
             let subnet = try CIDR(parsing: request.subnet, field: "subnet")
-            let ip = try unicast(request.ip, "ip")
-            let gateway = request.gateway.isEmpty
-                ? IPv4Address(value: subnet.address.value + 1) : try IPv4Address(parsing: request.gateway, field: "gateway")
+            let ip = try Messages.unicast(request.ip, "ip")
+            let gateway = request.gateway.isEmpty ? subnet.gateway : try IPv4Address(parsing: request.gateway, field: "gateway")
             guard subnet.contains(gateway), gateway != ip else {
                 throw ValidationError(field: "gateway", reason: "\(gateway) must be another address of the subnet \(subnet)")
             }
@@ -135,7 +135,7 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
             let ifname = request.ifname.isEmpty ? "eth0" : request.ifname
             try validateInterfaceName(ifname, field: "ifname")
             let mtu = request.mtu == 0 ? host.defaultEndpointMTU : request.mtu
-            let spec = EndpointInterfaceSpec(vni: try VNI(request.vni), ip: ip, mac: try endpointMAC(request.mac), subnet: subnet,
+            let spec = EndpointInterfaceSpec(vni: try VNI(request.vni), ip: ip, mac: try Messages.endpointMAC(request.mac), subnet: subnet,
                                              gateway: gateway, netns: request.netns, ifname: ifname, mtu: mtu)
             let (info, changed) = try await host.createEndpointInterface(spec)
             var reply = Mizar_Transit_V1_EndpointInterfaceReply()
@@ -204,38 +204,6 @@ func filter(_ request: Mizar_Transit_V1_ListRequest) throws -> VNI? {
     request.vni == 0 ? nil : try VNI(request.vni)
 }
 
-func unicast(_ text: String, _ field: String) throws -> IPv4Address {
-    let ip = try IPv4Address(parsing: text, field: field)
-    guard ip != .zero, !ip.isMulticast, !ip.isLimitedBroadcast else {
-        throw ValidationError(field: field, reason: "\(ip) is not a unicast address")
-    }
-    return ip
-}
-
-func endpointMAC(_ text: String) throws -> MACAddress {
-    let mac = try MACAddress(parsing: text, field: "mac")
-    guard mac != .zero, !mac.isMulticast else {
-        throw ValidationError(field: "mac", reason: "\(mac) is not a unicast MAC address")
-    }
-    return mac
-}
-
-func hostAddress(_ h: Mizar_Transit_V1_Host, _ field: String) throws -> HostAddress {
-    HostAddress(ip: try unicast(h.ip, "\(field).ip"), mac: try MACAddress(parsing: h.mac, field: "\(field).mac"))
-}
-
-func hosts(_ list: [Mizar_Transit_V1_Host], _ field: String) throws -> [HostAddress] {
-    try list.enumerated().map { try hostAddress($1, "\(field)[\($0)]") }
-}
-
-extension Mizar_Transit_V1_Host {
-    public init(_ h: HostAddress) {
-        self.init()
-        ip = "\(h.ip)"
-        mac = "\(h.mac)"
-    }
-}
-
 extension Mizar_Transit_V1_PutReply {
     static func changed(_ c: Bool) -> Self {
         var r = Self()
@@ -257,14 +225,14 @@ extension Mizar_Transit_V1_DeleteReply {
 extension TransitService {
     public func putService(request: Mizar_Transit_V1_Service, context: ServerContext) async throws -> Mizar_Transit_V1_PutServiceReply {
         try await call {
-            let (entry, mac, subnet) = try ServiceMessages.entry(request)
-            return ServiceMessages.reply(try await host.putService(entry, mac: mac, subnet: subnet))
+            let (entry, mac, subnet) = try Messages.service(request)
+            return Messages.reply(try await host.putService(entry, mac: mac, subnet: subnet))
         }
     }
 
     public func deleteService(request: Mizar_Transit_V1_EndpointKey, context: ServerContext) async throws -> Mizar_Transit_V1_PutServiceReply {
         try await call {
-            ServiceMessages.reply(try await host.deleteService(try VNI(request.vni), try IPv4Address(parsing: request.ip, field: "ip")))
+            Messages.reply(try await host.deleteService(try VNI(request.vni), try IPv4Address(parsing: request.ip, field: "ip")))
         }
     }
 
@@ -296,7 +264,7 @@ extension TransitService {
                 m.sport = UInt32(f.sport)
                 m.dst = "\(f.dst)"
                 m.dport = UInt32(f.dport)
-                m.protocol = ServiceMessages.protocolName(f.proto)
+                m.protocol = Messages.protocolName(f.proto)
                 m.toIp = "\(f.toIP)"
                 m.toPort = UInt32(f.toPort)
                 m.reverse = f.reverse
@@ -311,8 +279,8 @@ extension TransitService {
     public func invalidateServiceFlows(request: Mizar_Transit_V1_InvalidateServiceFlowsRequest,
                                        context: ServerContext) async throws -> Mizar_Transit_V1_InvalidateServiceFlowsReply {
         try await call {
-            let vni = try VNI(request.vni), vip = try unicast(request.vip, "vip")
-            let backends = try request.backends.enumerated().map { try unicast($1, "backends[\($0)]") }
+            let vni = try VNI(request.vni), vip = try Messages.unicast(request.vip, "vip")
+            let backends = try request.backends.enumerated().map { try Messages.unicast($1, "backends[\($0)]") }
             var reply = Mizar_Transit_V1_InvalidateServiceFlowsReply()
             reply.removed = UInt32(try await host.invalidateServiceFlows(vni, vip: vip, backends: backends.isEmpty ? nil : Set(backends)))
             return reply
@@ -320,77 +288,11 @@ extension TransitService {
     }
 }
 
-/// Service messages to Mizar's types and back, every error naming its field.
-public enum ServiceMessages {
-    public static func protocolName(_ proto: UInt8) -> String {
-        switch proto {
-        case 6: "TCP"
-        case 17: "UDP"
-        case 1: "ICMP"
-        default: "\(proto)"
-        }
-    }
-
-    public static func entry(_ m: Mizar_Transit_V1_Service) throws -> (ServiceEntry, MACAddress, CIDR) {
-        let vni = try VNI(m.vni)
-        let vip = try unicast(m.ip, "ip")
-        let mac = try endpointMAC(m.mac)
-        let subnet = try CIDR(parsing: m.subnet, field: "subnet")
-        let ports = try m.ports.enumerated().map { i, p -> ServicePort in
-            let proto: ServicePort.Proto
-            switch p.protocol.uppercased() {
-            case "TCP": proto = .tcp
-            case "UDP": proto = .udp
-            default: throw ValidationError(field: "ports[\(i)].protocol", reason: "\"\(p.protocol)\" is not TCP or UDP")
-            }
-            guard (1...65535).contains(p.port) else {
-                throw ValidationError(field: "ports[\(i)].port", reason: "\(p.port) is out of range 1...65535")
-            }
-            guard (1...65535).contains(p.targetPort) else {
-                throw ValidationError(field: "ports[\(i)].target_port", reason: "\(p.targetPort) is out of range 1...65535")
-            }
-            return ServicePort(proto: proto, port: UInt16(p.port), targetPort: UInt16(p.targetPort))
-        }
-        let backends = try m.backends.enumerated().map { i, b -> ServiceBackend in
-            guard b.hasHost else { throw ValidationError(field: "backends[\(i)].host", reason: "is missing; expected the backend's host") }
-            return ServiceBackend(ip: try unicast(b.ip, "backends[\(i)].ip"), host: try hostAddress(b.host, "backends[\(i)].host"))
-        }
-        return (ServiceEntry(vni: vni, vip: vip, ports: ports, backends: backends), mac, subnet)
-    }
-
-    public static func message(_ e: ServiceEntry, mac: MACAddress, subnet: CIDR?) -> Mizar_Transit_V1_Service {
-        var m = Mizar_Transit_V1_Service()
-        m.vni = e.vni.value
-        m.ip = "\(e.vip)"
-        m.mac = "\(mac)"
-        m.subnet = subnet.map { "\($0)" } ?? ""
-        m.ports = e.ports.map { p in
-            var pm = Mizar_Transit_V1_ServicePort()
-            pm.protocol = p.proto == .tcp ? "TCP" : "UDP"
-            pm.port = UInt32(p.port)
-            pm.targetPort = UInt32(p.targetPort)
-            return pm
-        }
-        m.backends = e.backends.map { b in
-            var bm = Mizar_Transit_V1_ServiceBackend()
-            bm.ip = "\(b.ip)"
-            bm.host = .init(b.host)
-            return bm
-        }
-        return m
-    }
-
-    static func reply(_ c: ServiceChange) -> Mizar_Transit_V1_PutServiceReply {
-        var r = Mizar_Transit_V1_PutServiceReply()
-        r.changed = c.changed
-        r.removedBackends = c.removedBackends.map { "\($0)" }
-        r.clientHosts = c.clientHosts.map { "\($0)" }
-        return r
-    }
-
+/// What one bouncer holds of a service, as the API shows it.
+enum ServiceMessages {
     static func info(_ s: ServiceState) -> Mizar_Transit_V1_ServiceInfo {
         var m = Mizar_Transit_V1_ServiceInfo()
-        m.service = message(s.entry, mac: s.mac, subnet: nil)
+        m.service = Messages.service(s.entry, mac: s.mac, subnet: nil)
         m.tableSize = UInt32(s.summary.size)
         m.backends = s.entry.backends.map { b in
             var bm = Mizar_Transit_V1_BackendInfo()

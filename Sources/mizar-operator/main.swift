@@ -7,7 +7,7 @@ import Logging
 import MizarEtcd
 import MizarOperator
 import MizarStore
-import MizarTransit
+import MizarCore
 
 struct MizarOperatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,7 +30,7 @@ struct MizarOperatorCommand: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func validate() throws {
-        guard case .tcp = try TransitTarget(parsing: etcd) else { throw ValidationError("--etcd: \"\(etcd)\" is not HOST:PORT") }
+        _ = try HostPort(parsing: etcd, field: "--etcd")
         guard (1...256).contains(workers) else { throw ValidationError("--workers: \(workers) is out of range; expected 1...256") }
     }
 
@@ -41,12 +41,12 @@ struct MizarOperatorCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "mizar-operator")
-        guard case .tcp(let host, let port) = try TransitTarget(parsing: etcd) else { return }
+        let at = try HostPort(parsing: etcd, field: "--etcd")
         var config = Operator.Config()
         config.workers = workers
         if let id { config.id = id }
         let root = self.root
-        try await withEtcd(host: host, port: port) { client in
+        try await withEtcd(host: at.host, port: at.port) { client in
             let op = Operator(store: Store(etcd: client, root: root), config: config, logger: logger)
             let task = Task { await op.run() }
             // SIGTERM and SIGINT stop the controllers; whatever was under
@@ -58,7 +58,7 @@ struct MizarOperatorCommand: AsyncParsableCommand {
                 source.resume()
                 return source
             }
-            logger.info("running", metadata: ["etcd": "\(host):\(port)", "etcd.root": "\(root)"])
+            logger.info("running", metadata: ["etcd": "\(at)", "etcd.root": "\(root)"])
             await task.value
             signals.forEach { $0.cancel() }
             logger.info("stopped")

@@ -1,20 +1,18 @@
-// mizarctl: declared objects in etcd, troubleshooting a transitd, and the
-// simulated cluster.
+// mizarctl: declared objects in etcd and troubleshooting a transitd. It
+// links neither libbpf nor netlink: the simulated cluster is mizar-testbed's.
 import ArgumentParser
 import Glibc
 import MizarRPC
-import MizarSystem
-import MizarTestbed
-import MizarTransit
+import MizarTransitClient
 import SwiftProtobuf
 
 @main
 struct Mizarctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mizarctl",
-        abstract: "Declare Mizar's objects, inspect a transitd, and run a simulated cluster.",
+        abstract: "Declare Mizar's objects and inspect a transitd.",
         subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self, Matrix.self,
-                      Droplet.self, Dump.self, Counters.self, Invalidate.self, TestbedCommand.self])
+                      Droplet.self, Dump.self, Counters.self, Invalidate.self])
 }
 
 struct TargetOptions: ParsableArguments {
@@ -31,10 +29,11 @@ struct TargetOptions: ParsableArguments {
         if let testbed {
             let parts = testbed.split(separator: "/").map(String.init)
             guard parts.count == 2 else { throw ValidationError("--testbed: expected NAME/HOST, e.g. mzt/h1") }
-            guard let host = try Testbed.existing(name: parts[0]).host(parts[1]) else {
-                throw ValidationError("--testbed: testbed \(parts[0]) has no host \(parts[1])")
+            let target = TransitTarget.testbed(parts[0], host: parts[1])
+            guard case .unix(let socket) = target, access(socket, F_OK) == 0 else {
+                throw ValidationError("--testbed: testbed \(parts[0]) has no host \(parts[1]) (no \(target))")
             }
-            return .unix(host.socket)
+            return target
         }
         return try TransitTarget(parsing: target)
     }

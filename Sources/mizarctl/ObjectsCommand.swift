@@ -6,8 +6,7 @@ import MizarCore
 import MizarEtcd
 import MizarRPC
 import MizarStore
-import MizarTestbed
-import MizarTransit
+import MizarTransitClient
 import Yams
 
 struct EtcdOptions: ParsableArguments {
@@ -18,12 +17,12 @@ struct EtcdOptions: ParsableArguments {
     var root = Store.defaultRoot
 
     func validate() throws {
-        guard case .tcp = try TransitTarget(parsing: etcd) else { throw ValidationError("--etcd: \"\(etcd)\" is not HOST:PORT") }
+        _ = try HostPort(parsing: etcd, field: "--etcd")
     }
 
     func withStore<R: Sendable>(_ body: (Store) async throws -> R) async throws -> R {
-        guard case .tcp(let host, let port) = try TransitTarget(parsing: etcd) else { throw ValidationError("--etcd: not HOST:PORT") }
-        return try await withEtcd(host: host, port: port) { try await body(Store(etcd: $0, root: root)) }
+        let at = try HostPort(parsing: etcd, field: "--etcd")
+        return try await withEtcd(host: at.host, port: at.port) { try await body(Store(etcd: $0, root: root)) }
     }
 }
 
@@ -181,19 +180,19 @@ func columns(_ kind: Kind, wide: Bool) -> [String] {
 
 func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
     func list(_ l: [String]?) -> String { l.map { $0.isEmpty ? "-" : $0.joined(separator: ",") } ?? "-" }
-    let specific: [String]
-    let common: CommonStatus?
-    switch o {
-    case .vpc(let v): specific = [v.spec.cidr, v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers)]; common = v.status?.common
-    case .subnet(let s): specific = [s.spec.vpc, s.spec.cidr, list(s.status?.bouncers)]; common = s.status?.common
-    case .endpoint(let e): specific = [e.spec.vpc, e.spec.subnet, e.status?.ip ?? e.spec.ip ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]; common = e.status?.common
-    case .droplet(let d): specific = [d.spec.ip, d.spec.transitd]; common = d.status?.common
-    case .bouncer(let b): specific = [b.spec.vpc, b.spec.subnet, b.spec.droplet]; common = b.status?.common
-    case .divider(let d): specific = [d.spec.vpc, d.spec.droplet]; common = d.status?.common
+    let specific: [String] = switch o {
+    case .vpc(let v): [v.spec.cidr, v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers)]
+    case .subnet(let s): [s.spec.vpc, s.spec.cidr, list(s.status?.bouncers)]
+    case .endpoint(let e): [e.spec.vpc, e.spec.subnet, e.status?.ip ?? e.spec.ip ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]
+    case .droplet(let d): [d.spec.ip, d.spec.transitd]
+    case .bouncer(let b): [b.spec.vpc, b.spec.subnet, b.spec.droplet]
+    case .divider(let d): [d.spec.vpc, d.spec.droplet]
     }
+    let common = o.common
     let deleting = o.metadata.deletionTimestamp != nil
     let phase = deleting ? "Deleting" : common?.phase.rawValue ?? "-"
-    let extra = wide ? [common?.provisioningDelayMs.map { String(format: "%.1fms", $0) } ?? "-", common?.reason ?? ""] : []
+    let reason = [common?.reasonCode?.rawValue, common?.reason].compactMap { $0 }.joined(separator: ": ")
+    let extra = wide ? [common?.provisioningDelayMs.map { String(format: "%.1fms", $0) } ?? "-", reason] : []
     return [o.name, phase] + specific + extra
 }
 
@@ -334,6 +333,9 @@ struct Wait: AsyncParsableCommand {
                 }
                 lastSeen = objects
                 if satisfied(objects, goal) { print("\(kind.plural)\(name.map { "/\($0)" } ?? ""): \(goal)"); return }
+                if goal != "deleted", case let failed = Self.failures(objects), !failed.isEmpty {
+                    throw CommandFailure(description: "\(failed.joined(separator: ", ")); not waiting for \(goal)")
+                }
                 let changed = store.etcd.watch(prefix: store.prefix(kind), fromRevision: revision + 1)
                 let waited = Task {
                     for try await _ in changed { return }
@@ -351,9 +353,18 @@ struct Wait: AsyncParsableCommand {
 
     func satisfied(_ objects: [AnyMizarObject], _ goal: String) -> Bool {
         if goal == "deleted" { return objects.isEmpty }
-        let want = goal == "ready" ? "Ready" : "Provisioned"
+        let want: Phase = goal == "ready" ? .ready : .provisioned
         // A kind with none (or too few) of its objects yet is not "all provisioned".
-        return objects.count >= (name == nil ? count : 1) && objects.allSatisfy { row($0, wide: false)[1] == want }
+        return objects.count >= (name == nil ? count : 1)
+            && objects.allSatisfy { $0.metadata.deletionTimestamp == nil && $0.common?.phase == want }
+    }
+
+    /// Objects that failed for good: waiting longer cannot help.
+    static func failures(_ objects: [AnyMizarObject]) -> [String] {
+        objects.compactMap { o in
+            guard o.metadata.deletionTimestamp == nil, let c = o.common, c.phase == .failed else { return nil }
+            return "\(o.name) failed (\(c.reasonCode?.rawValue ?? "no reason code")\(c.reason.map { ": \($0)" } ?? ""))"
+        }
     }
 }
 
@@ -371,8 +382,15 @@ struct Matrix: AsyncParsableCommand {
         guard endpoints.count >= 2 else { throw CommandFailure(description: "fewer than two provisioned endpoints with a network namespace") }
         let pairs = endpoints.indices.flatMap { i in endpoints.indices.filter { $0 != i }.map { (i, $0) } }
         let reached = parallelMap(pairs, threads: 16) { (i, j) -> Bool in
-            let ping = Traffic.ping(from: endpoints[i].spec.netns!, try! IPv4Address(parsing: endpoints[j].status!.ip!), count: 1, wait: 1)
-            return ping.received == 1
+            // ping exits 0 once an answer came.
+            let ping = Process()
+            ping.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            ping.arguments = ["--net=\(endpoints[i].spec.netns!)", "ping", "-n", "-q", "-c", "1", "-W", "1", endpoints[j].status!.ip!]
+            ping.standardOutput = FileHandle.nullDevice
+            ping.standardError = FileHandle.nullDevice
+            guard (try? ping.run()) != nil else { return false }
+            ping.waitUntilExit()
+            return ping.terminationStatus == 0
         }
         var result: [Int: [Int: Bool]] = [:]
         for (k, (i, j)) in pairs.enumerated() { result[i, default: [:]][j] = reached[k] }

@@ -6,6 +6,7 @@ import Glibc
 import Logging
 import MizarAPI
 import MizarCNI
+import MizarCore
 import MizarDataplane
 import MizarEtcd
 import MizarStore
@@ -77,11 +78,9 @@ struct Transitd: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func validate() throws {
-        if let etcd, (try? TransitTarget(parsing: etcd)).map({ if case .tcp = $0 { true } else { false } }) != true {
-            throw ValidationError("--etcd: \"\(etcd)\" is not HOST:PORT")
-        }
+        if let etcd { _ = try HostPort(parsing: etcd, field: "--etcd") }
         if let droplet { try validateName(droplet, field: "--droplet") }
-        if listen != "droplet" && listen != "none" && (try? TransitTarget(parsing: listen)).map({ if case .tcp = $0 { true } else { false } }) != true {
+        if listen != "droplet" && listen != "none" && (try? HostPort(parsing: listen, field: "--listen")) == nil {
             throw ValidationError("--listen: \"\(listen)\" is not HOST:PORT, 'droplet' or 'none'")
         }
     }
@@ -108,7 +107,7 @@ struct Transitd: AsyncParsableCommand {
         switch listen {
         case "none": tcp = nil
         case "droplet": tcp = ("\(host.droplet.ip)", 7070)
-        default: if case .tcp(let h, let p) = try TransitTarget(parsing: listen) { tcp = (h, p) }
+        default: let at = try HostPort(parsing: listen, field: "--listen"); tcp = (at.host, at.port)
         }
         let listeners = TransitListeners(unixSocket: socket ?? "\(stateDir)/transitd.sock", tcp: tcp)
         let server = TransitServer(host: host, listeners: listeners)
@@ -125,7 +124,8 @@ struct Transitd: AsyncParsableCommand {
         logger.info("serving", metadata: ["rpc.unix": "\(listeners.unixSocket)",
                                           "rpc.tcp": "\(tcp.map { "\($0.host):\($0.port)" } ?? "none")"])
         var registration: Task<Void, Never>?
-        if let etcd, case .tcp(let etcdHost, let etcdPort) = try TransitTarget(parsing: etcd) {
+        let etcdAt = try etcd.map { try HostPort(parsing: $0, field: "--etcd") }
+        if let etcd, let etcdAt {
             let spec = DropletSpec(ip: "\(host.droplet.ip)", mac: "\(host.droplet.mac)",
                                    transitd: advertise ?? tcp.map { "\($0.host):\($0.port)" } ?? "unix:\(listeners.unixSocket)")
             let dropletName = droplet ?? name
@@ -133,7 +133,7 @@ struct Transitd: AsyncParsableCommand {
             registration = Task {
                 while !Task.isCancelled {
                     do {
-                        try await withEtcd(host: etcdHost, port: etcdPort) { client in
+                        try await withEtcd(host: etcdAt.host, port: etcdAt.port) { client in
                             await DropletRegistration.run(store: Store(etcd: client, root: root), name: dropletName, spec: spec, logger: log)
                         }
                     } catch {
@@ -151,11 +151,11 @@ struct Transitd: AsyncParsableCommand {
         let cniPath = cniSocket ?? (self.stateDir == nil ? "/run/mizar/cni.sock" : "\(stateDir)/cni.sock")
         if cniPath != "none" {
             let dropletName = droplet ?? name
-            if let etcd, case .tcp(let etcdHost, let etcdPort) = try TransitTarget(parsing: etcd) {
+            if let etcdAt {
                 let root = etcdRoot, log = logger
                 cni = Task {
                     do {
-                        try await withEtcd(host: etcdHost, port: etcdPort) { client in
+                        try await withEtcd(host: etcdAt.host, port: etcdAt.port) { client in
                             let s = try CNIServer(path: cniPath, handler: CNIHandler(host: host, store: Store(etcd: client, root: root),
                                                                                      droplet: dropletName, logger: log))
                             s.start()

@@ -31,6 +31,7 @@ struct CRDTests {
         var common = CommonStatus()
         common.phase = .provisioned
         common.reason = "r"
+        common.reasonCode = .refusedByHost
         common.observedGeneration = 1
         common.provisioningDelayMs = 1
         common.controller = "op"

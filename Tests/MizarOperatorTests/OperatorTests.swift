@@ -9,6 +9,7 @@ import MizarStore
 import MizarSystem
 import MizarTestbed
 import MizarTransit
+import MizarTransitClient
 import Testing
 
 /// A 3-host simulated cluster whose transitds register in a real etcd, and

@@ -8,6 +8,7 @@ import MizarStore
 import MizarSystem
 import MizarTestbed
 import MizarTransit
+import MizarTransitClient
 import Synchronization
 import Testing
 

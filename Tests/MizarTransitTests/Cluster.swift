@@ -5,6 +5,7 @@ import MizarCore
 import MizarRPC
 import MizarTestbed
 import MizarTransit
+import MizarTransitClient
 import Testing
 
 /// One simulated cluster for the whole suite: 3 hosts, each with its own
@@ -37,7 +38,7 @@ final class Cluster: Sendable {
 
     func host(_ i: Int) -> Testbed.Host { bed.hosts[i - 1] }
 
-    func hostMessage(_ i: Int) -> Mizar_Transit_V1_Host { host(i).peer.host }
+    func hostMessage(_ i: Int) -> Mizar_Transit_V1_Host { .init(host(i).peer.address) }
 
     func client<R: Sendable>(_ i: Int, _ body: (TransitClient) async throws -> R) async throws -> R {
         try await withTransitClient(.unix(host(i).socket), body)
@@ -47,11 +48,11 @@ final class Cluster: Sendable {
 
     /// The VPC on every host; `dividers` divide for it.
     func putVPC(_ vni: UInt32, dividers: [Int]) async throws {
-        try await Provisioning.putVPC(vni: vni, dividers: dividers.map { host($0).peer }, on: bed.hosts.map(\.peer))
+        try await Provisioning.putVPC(vni: try VNI(vni), dividers: dividers.map { host($0).peer }, on: bed.hosts.map(\.peer))
     }
 
     func putSubnet(_ vni: UInt32, _ cidr: String, bouncers: [Int]) async throws {
-        try await Provisioning.putSubnet(vni: vni, cidr: cidr, bouncers: bouncers.map { host($0).peer }, on: bed.hosts.map(\.peer))
+        try await Provisioning.putSubnet(vni: try VNI(vni), cidr: try CIDR(parsing: cidr), bouncers: bouncers.map { host($0).peer }, on: bed.hosts.map(\.peer))
     }
 
     struct Endpoint: Sendable {
@@ -72,14 +73,14 @@ final class Cluster: Sendable {
         let netns = bed.endpointNetns(name)
         if access(netns, F_OK) != 0 { _ = try bed.addEndpointNetns(name) }
         let addr = try IPv4Address(parsing: ip)
-        let mac = try mac.map { try MACAddress(parsing: $0) } ?? Provisioning.derivedMAC(vni: vni, ip: addr)
-        try await Provisioning.addEndpoint(vni: vni, ip: addr, mac: mac, subnet: subnet, netns: netns,
+        let mac = try mac.map { try MACAddress(parsing: $0) } ?? MACAddress.derived(vni: try VNI(vni), ip: addr)
+        try await Provisioning.addEndpoint(vni: try VNI(vni), ip: addr, mac: mac, subnet: try CIDR(parsing: subnet), netns: netns,
                                            on: host(i).peer, bouncers: bouncers.map { host($0).peer })
         return Endpoint(name: name, vni: vni, ip: addr, mac: "\(mac)", subnet: subnet, host: i, netns: netns)
     }
 
     func removeEndpoint(_ e: Endpoint, bouncers: [Int]) async throws {
-        try await Provisioning.removeEndpoint(vni: e.vni, ip: e.ip, on: host(e.host).peer, bouncers: bouncers.map { host($0).peer })
+        try await Provisioning.removeEndpoint(vni: try VNI(e.vni), ip: e.ip, on: host(e.host).peer, bouncers: bouncers.map { host($0).peer })
     }
 
     // MARK: Observing

@@ -6,6 +6,7 @@ import MizarRPC
 import MizarSystem
 import MizarTestbed
 import MizarTransit
+import MizarTransitClient
 import Testing
 
 /// The endpoints every test uses, provisioned once.

@@ -10,7 +10,7 @@ struct TestbedTests {
     @Test("testbed up refuses with a clear message when not run as root")
     func refusesNonRoot() {
         let r = runCapturing(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                              Self.binary("mizarctl"), "testbed", "up", "--name", "mzn\(getpid() % 1000)", "--hosts", "1"])
+                              Self.binary("mizar-testbed"), "up", "--name", "mzn\(getpid() % 1000)", "--hosts", "1"])
         #expect(r.status != 0)
         #expect(r.output.contains("needs root"), "\(r.output)")
     }

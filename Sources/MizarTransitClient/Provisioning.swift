@@ -15,16 +15,12 @@ public struct TransitPeer: Sendable, Equatable {
     }
 
     /// How tables name this droplet.
-    public var host: Mizar_Transit_V1_Host {
-        var h = Mizar_Transit_V1_Host()
-        h.ip = "\(ip)"
-        h.mac = "\(mac)"
-        return h
-    }
+    public var address: HostAddress { HostAddress(ip: ip, mac: mac) }
+    var host: Mizar_Transit_V1_Host { .init(address) }
 }
 
 /// The calls that turn VPCs, subnets and endpoints into programmed hosts,
-/// written once for every caller (the management plane, `mizarctl testbed`,
+/// written once for every caller (the management plane, `mizar-testbed`,
 /// the tests). An endpoint touches exactly its own host and its subnet's
 /// bouncers; VPCs and subnets go to every host that may carry their traffic.
 public enum Provisioning {
@@ -38,11 +34,11 @@ public enum Provisioning {
     }()
 
     /// The VPC on each of `hosts`; `dividers` divide for it.
-    public static func putVPC(vni: UInt32, dividers: [TransitPeer], on hosts: [TransitPeer],
+    public static func putVPC(vni: VNI, dividers: [TransitPeer], on hosts: [TransitPeer],
                               via connector: some TransitConnector = DirectConnector()) async throws {
         for h in hosts {
             var v = Mizar_Transit_V1_VPC()
-            v.vni = vni
+            v.vni = vni.value
             v.dividers = dividers.map(\.host)
             v.isDivider = dividers.contains(h)
             _ = try await connector.withClient(h.target) { try await $0.putVPC(v, options: callOptions) }
@@ -50,12 +46,12 @@ public enum Provisioning {
     }
 
     /// The subnet on each of `hosts`; `bouncers` bounce for it.
-    public static func putSubnet(vni: UInt32, cidr: String, bouncers: [TransitPeer], on hosts: [TransitPeer],
+    public static func putSubnet(vni: VNI, cidr: CIDR, bouncers: [TransitPeer], on hosts: [TransitPeer],
                                  via connector: some TransitConnector = DirectConnector()) async throws {
         for h in hosts {
             var s = Mizar_Transit_V1_Subnet()
-            s.vni = vni
-            s.cidr = cidr
+            s.vni = vni.value
+            s.cidr = "\(cidr)"
             s.bouncers = bouncers.map(\.host)
             s.isBouncer = bouncers.contains(h)
             _ = try await connector.withClient(h.target) { try await $0.putSubnet(s, options: callOptions) }
@@ -63,30 +59,30 @@ public enum Provisioning {
     }
 
     /// Removes the VPC from each of `hosts` (with its subnets' entries).
-    public static func deleteVPC(vni: UInt32, on hosts: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
+    public static func deleteVPC(vni: VNI, on hosts: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
         var key = Mizar_Transit_V1_VPCKey()
-        key.vni = vni
+        key.vni = vni.value
         for h in hosts { _ = try await connector.withClient(h.target) { try await $0.deleteVPC(key, options: callOptions) } }
     }
 
     /// Removes the subnet from each of `hosts`.
-    public static func deleteSubnet(vni: UInt32, cidr: String, on hosts: [TransitPeer],
+    public static func deleteSubnet(vni: VNI, cidr: CIDR, on hosts: [TransitPeer],
                                     via connector: some TransitConnector = DirectConnector()) async throws {
         var key = Mizar_Transit_V1_SubnetKey()
-        key.vni = vni
-        key.cidr = cidr
+        key.vni = vni.value
+        key.cidr = "\(cidr)"
         for h in hosts { _ = try await connector.withClient(h.target) { try await $0.deleteSubnet(key, options: callOptions) } }
     }
 
     /// The endpoint's entry (where it lives) on each of `bouncers`; for a
     /// bouncer added to a subnet that already has endpoints.
-    public static func putEndpointEntry(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, home: TransitPeer,
+    public static func putEndpointEntry(vni: VNI, ip: IPv4Address, mac: MACAddress, subnet: CIDR, home: TransitPeer,
                                         on bouncers: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
         var entry = Mizar_Transit_V1_Endpoint()
-        entry.vni = vni
+        entry.vni = vni.value
         entry.ip = "\(ip)"
         entry.mac = "\(mac)"
-        entry.subnet = subnet
+        entry.subnet = "\(subnet)"
         entry.host = home.host
         for b in bouncers {
             _ = try await connector.withClient(b.target) { try await $0.putEndpoint(entry, options: callOptions) }
@@ -96,14 +92,14 @@ public enum Provisioning {
     /// The endpoint's interface on its host and its entry on each bouncer
     /// of its subnet, concurrently: one call each, nothing else.
     @discardableResult
-    public static func addEndpoint(vni: UInt32, ip: IPv4Address, mac: MACAddress, subnet: String, netns: String, ifname: String = "",
+    public static func addEndpoint(vni: VNI, ip: IPv4Address, mac: MACAddress, subnet: CIDR, netns: String, ifname: String = "",
                                    on home: TransitPeer, bouncers: [TransitPeer],
                                    via connector: some TransitConnector = DirectConnector()) async throws -> Mizar_Transit_V1_EndpointInterfaceInfo {
         var e = Mizar_Transit_V1_EndpointInterface()
-        e.vni = vni
+        e.vni = vni.value
         e.ip = "\(ip)"
         e.mac = "\(mac)"
-        e.subnet = subnet
+        e.subnet = "\(subnet)"
         e.netns = netns
         e.ifname = ifname
         // The host and the bouncers do not depend on each other: all at once.
@@ -119,30 +115,27 @@ public enum Provisioning {
 
     /// The reverse of addEndpoint: the interface on its host (which also
     /// forgets cached paths to it there), the entry on each bouncer.
-    public static func removeEndpoint(vni: UInt32, ip: IPv4Address, on home: TransitPeer, bouncers: [TransitPeer],
+    public static func removeEndpoint(vni: VNI, ip: IPv4Address, on home: TransitPeer, bouncers: [TransitPeer],
                                       via connector: some TransitConnector = DirectConnector()) async throws {
-        var key = Mizar_Transit_V1_EndpointKey()
-        key.vni = vni
-        key.ip = "\(ip)"
+        let key = endpointKey(vni, ip)
         _ = try await connector.withClient(home.target) { try await $0.deleteEndpointInterface(key, options: callOptions) }
         try await removeEndpointEntry(vni: vni, ip: ip, from: bouncers, via: connector)
     }
 
     /// The endpoint's entry off each of `bouncers` (its host is gone).
-    public static func removeEndpointEntry(vni: UInt32, ip: IPv4Address, from bouncers: [TransitPeer],
+    public static func removeEndpointEntry(vni: VNI, ip: IPv4Address, from bouncers: [TransitPeer],
                                            via connector: some TransitConnector = DirectConnector()) async throws {
-        var key = Mizar_Transit_V1_EndpointKey()
-        key.vni = vni
-        key.ip = "\(ip)"
+        let key = endpointKey(vni, ip)
         for b in bouncers {
             _ = try await connector.withClient(b.target) { try await $0.deleteEndpoint(key, options: callOptions) }
         }
     }
 
-    /// A locally administered MAC made from the VNI and the IP's last two
-    /// bytes, for callers that do not allocate MACs themselves.
-    public static func derivedMAC(vni: UInt32, ip: IPv4Address) -> MACAddress {
-        MACAddress(0x0a, 0x58, UInt8(vni & 0xff), UInt8(vni >> 8 & 0xff), ip.bytes[2], ip.bytes[3])
+    static func endpointKey(_ vni: VNI, _ ip: IPv4Address) -> Mizar_Transit_V1_EndpointKey {
+        var key = Mizar_Transit_V1_EndpointKey()
+        key.vni = vni.value
+        key.ip = "\(ip)"
+        return key
     }
 }
 
@@ -154,48 +147,47 @@ extension Provisioning {
     /// those) forget their flows to them; `clients` finds a client host's
     /// transitd by its address (nil: not reachable now).
     @discardableResult
-    public static func putService(_ service: Mizar_Transit_V1_Service, on bouncers: [TransitPeer],
+    public static func putService(_ service: ServiceEntry, mac: MACAddress, subnet: CIDR, on bouncers: [TransitPeer],
                                   clients: @Sendable (IPv4Address) -> TransitPeer?,
                                   via connector: some TransitConnector = DirectConnector()) async throws -> ServiceChange {
-        let replies = try await withThrowingTaskGroup(of: Mizar_Transit_V1_PutServiceReply.self) { group in
-            for b in bouncers {
-                group.addTask { try await connector.withClient(b.target) { try await $0.putService(service, options: callOptions) } }
-            }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
-        return try await invalidate(vni: service.vni, vip: service.ip, replies: replies, clients: clients, via: connector)
+        let request = Messages.service(service, mac: mac, subnet: subnet)
+        let changes = try await onEach(bouncers, via: connector) { try await $0.putService(request, options: callOptions) }
+        return try await invalidate(vni: service.vni, vip: service.vip, changes: changes, clients: clients, via: connector)
     }
 
     /// The service off each of `bouncers`; every client host they taught
     /// forgets its flows to it.
     @discardableResult
-    public static func deleteService(vni: UInt32, vip: IPv4Address, from bouncers: [TransitPeer],
+    public static func deleteService(vni: VNI, vip: IPv4Address, from bouncers: [TransitPeer],
                                      clients: @Sendable (IPv4Address) -> TransitPeer?,
                                      via connector: some TransitConnector = DirectConnector()) async throws -> ServiceChange {
-        var key = Mizar_Transit_V1_EndpointKey()
-        key.vni = vni
-        key.ip = "\(vip)"
-        let request = key
-        let replies = try await withThrowingTaskGroup(of: Mizar_Transit_V1_PutServiceReply.self) { group in
+        let request = endpointKey(vni, vip)
+        let changes = try await onEach(bouncers, via: connector) { try await $0.deleteService(request, options: callOptions) }
+        return try await invalidate(vni: vni, vip: vip, changes: changes, clients: clients, via: connector, all: true)
+    }
+
+    /// One call to each bouncer, concurrently; the changes they report.
+    static func onEach(_ bouncers: [TransitPeer], via connector: some TransitConnector,
+                       _ call: @escaping @Sendable (AnyTransitClient) async throws -> Mizar_Transit_V1_PutServiceReply) async throws -> [ServiceChange] {
+        try await withThrowingTaskGroup(of: ServiceChange.self) { group in
             for b in bouncers {
-                group.addTask { try await connector.withClient(b.target) { try await $0.deleteService(request, options: callOptions) } }
+                group.addTask { Messages.serviceChange(try await connector.withClient(b.target, call)) }
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }
-        return try await invalidate(vni: vni, vip: "\(vip)", replies: replies, clients: clients, via: connector, all: true)
     }
 
-    static func invalidate(vni: UInt32, vip: String, replies: [Mizar_Transit_V1_PutServiceReply],
+    static func invalidate(vni: VNI, vip: IPv4Address, changes: [ServiceChange],
                            clients: @Sendable (IPv4Address) -> TransitPeer?, via connector: some TransitConnector,
                            all: Bool = false) async throws -> ServiceChange {
-        let removed = Set(replies.flatMap(\.removedBackends)).compactMap { try? IPv4Address(parsing: $0) }.sorted { $0.value < $1.value }
-        let hosts = Set(replies.flatMap(\.clientHosts)).compactMap { try? IPv4Address(parsing: $0) }.sorted { $0.value < $1.value }
-        let change = ServiceChange(changed: replies.contains(where: \.changed), removedBackends: removed, clientHosts: hosts)
+        let removed = Set(changes.flatMap(\.removedBackends)).sorted { $0.value < $1.value }
+        let hosts = Set(changes.flatMap(\.clientHosts)).sorted { $0.value < $1.value }
+        let change = ServiceChange(changed: changes.contains(where: \.changed), removedBackends: removed, clientHosts: hosts)
         guard all || !removed.isEmpty else { return change }
         let request = {
             var r = Mizar_Transit_V1_InvalidateServiceFlowsRequest()
-            r.vni = vni
-            r.vip = vip
+            r.vni = vni.value
+            r.vip = "\(vip)"
             r.backends = all ? [] : removed.map { "\($0)" }
             return r
         }()

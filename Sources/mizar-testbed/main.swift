@@ -1,14 +1,17 @@
+// mizar-testbed: a simulated cluster on this machine, for the demo, the
+// tests and the benchmarks. Apart from mizarctl, which talks only to etcd
+// and transitds and links no netlink or libbpf.
 import ArgumentParser
 import Glibc
-import MizarSystem
 import MizarCore
-import MizarRPC
+import MizarSystem
 import MizarTestbed
-import MizarTransit
+import MizarTransitClient
 
-struct TestbedCommand: ParsableCommand {
+@main
+struct TestbedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "testbed",
+        commandName: "mizar-testbed",
         abstract: "A simulated cluster on this machine: hosts in network namespaces on one underlay bridge, each with its own transitd.",
         subcommands: [Up.self, Down.self, Status.self, Endpoint.self, Exec.self])
 
@@ -22,7 +25,7 @@ struct TestbedCommand: ParsableCommand {
         @OptionGroup var name: NameOption
         @Option(help: "Number of hosts (1-250).")
         var hosts = 3
-        @Option(help: "transitd executable (default: next to mizarctl).")
+        @Option(help: "transitd executable (default: next to mizar-testbed).")
         var transitd: String?
         @Option(help: "Directory with the built BPF objects.")
         var objects = "build/bpf"
@@ -99,8 +102,8 @@ struct TestbedCommand: ParsableCommand {
             }
             let bouncerHosts = try hosts(bouncers), dividerHosts = try hosts(dividers)
             guard let home = bed.host(host) else { throw ValidationError("no host \(host) in testbed \(bed.name)") }
-            let address = try IPv4Address(parsing: ip)
-            let mac = try self.mac.map { try MACAddress(parsing: $0) } ?? Provisioning.derivedMAC(vni: vni, ip: address)
+            let address = try IPv4Address(parsing: ip), vni = try VNI(self.vni), subnet = try CIDR(parsing: self.subnet)
+            let mac = try self.mac.map { try MACAddress(parsing: $0) } ?? MACAddress.derived(vni: vni, ip: address)
             let everyHost = bed.hosts.map(\.peer)
             try await Provisioning.putVPC(vni: vni, dividers: dividerHosts.map(\.peer), on: everyHost)
             try await Provisioning.putSubnet(vni: vni, cidr: subnet, bouncers: bouncerHosts.map(\.peer), on: everyHost)
@@ -115,7 +118,7 @@ struct TestbedCommand: ParsableCommand {
     struct Exec: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run a command inside an endpoint (or a host) of the testbed.",
-            usage: "mizarctl testbed exec [--name NAME] ENDPOINT -- CMD [ARG...]")
+            usage: "mizar-testbed exec [--name NAME] ENDPOINT -- CMD [ARG...]")
         @OptionGroup var name: NameOption
         @Argument(help: "An endpoint's name, or a host such as h1.")
         var endpoint: String
@@ -123,7 +126,7 @@ struct TestbedCommand: ParsableCommand {
         var command: [String] = []
 
         func validate() throws {
-            if command.isEmpty { throw ValidationError("no command given: mizarctl testbed exec ENDPOINT -- CMD") }
+            if command.isEmpty { throw ValidationError("no command given: mizar-testbed exec ENDPOINT -- CMD") }
         }
 
         func run() throws {
@@ -147,4 +150,14 @@ func absolute(_ path: String) -> String {
     guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
     defer { free(cwd) }
     return String(cString: cwd) + "/" + path
+}
+
+/// Prints rows as aligned columns.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
+    for row in [header] + rows {
+        print(row.enumerated().map { i, cell in
+            i == row.count - 1 ? cell : cell + String(repeating: " ", count: max(0, widths[i] - cell.count))
+        }.joined(separator: "  "))
+    }
 }

@@ -1,0 +1,156 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import MizarCore
+import MizarRPC
+import Synchronization
+
+/// Where a transitd is reached: "unix:/path" or a path for its local socket,
+/// "HOST:PORT" for TCP.
+public enum TransitTarget: Sendable, Hashable, CustomStringConvertible {
+    case unix(String)
+    case tcp(host: String, port: Int)
+
+    public init(parsing text: String, field: String = "target") throws(ValidationError) {
+        if text.hasPrefix("unix:") {
+            self = .unix(String(text.dropFirst(5)))
+        } else if text.hasPrefix("/") || text.hasPrefix(".") {
+            self = .unix(text)
+        } else if let hp = try? HostPort(parsing: text, field: field) {
+            self = .tcp(host: hp.host, port: hp.port)
+        } else {
+            throw ValidationError(field: field, reason: "\(ValidationError.quote(text)) is neither a socket path (unix:/path) nor HOST:PORT")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .unix(let path): "unix:\(path)"
+        case .tcp(let host, let port): "\(host):\(port)"
+        }
+    }
+
+    /// The transitd of host `host` of the simulated cluster `testbed`
+    /// (mizar-testbed lays hosts out this way).
+    public static func testbed(_ testbed: String, host: String) -> TransitTarget {
+        .unix("/run/mizar-testbed/\(testbed)/\(host)/transitd.sock")
+    }
+
+    var resolvable: any ResolvableTarget {
+        switch self {
+        case .unix(let path): .unixDomainSocket(path: path)
+        case .tcp(let host, let port): .dns(host: host, port: port)
+        }
+    }
+}
+
+public typealias TransitClient = Mizar_Transit_V1_Transit.Client<HTTP2ClientTransport.Posix>
+/// A client of the Transit service over any transport.
+public typealias AnyTransitClient = any Mizar_Transit_V1_Transit.ClientProtocol
+
+/// Runs `body` with a client of the transitd at `target`.
+public func withTransitClient<R: Sendable>(
+    _ target: TransitTarget,
+    _ body: (TransitClient) async throws -> R
+) async throws -> R {
+    let transport = try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: .plaintext)
+    return try await withGRPCClient(transport: transport) { client in
+        try await body(Mizar_Transit_V1_Transit.Client(wrapping: client))
+    }
+}
+
+/// How callers reach transitds: a connection per call, or kept open. The
+/// body gets a client of the Transit service over whichever transport the
+/// connector uses (HTTP/2 for real hosts, in-process in unit tests).
+public protocol TransitConnector: Sendable {
+    func withClient<R: Sendable>(_ target: TransitTarget,
+                                 _ body: (AnyTransitClient) async throws -> R) async throws -> R
+}
+
+/// A fresh connection for each call: for one-off commands.
+public struct DirectConnector: TransitConnector {
+    public init() {}
+    public func withClient<R: Sendable>(_ target: TransitTarget,
+                                        _ body: (AnyTransitClient) async throws -> R) async throws -> R {
+        try await withTransitClient(target) { try await body($0) }
+    }
+}
+
+/// One long-lived connection per transitd, opened on first use and shared
+/// by concurrent calls: the management plane's way to call hosts without
+/// paying a connection set-up per call. Counts the calls made to each
+/// target, so tests can check who was called.
+public final class TransitPool<Transport: ClientTransport>: TransitConnector {
+    private struct Entry {
+        let client: GRPCClient<Transport>
+        let runner: Task<Void, Never>
+    }
+
+    private let makeTransport: @Sendable (TransitTarget) throws -> Transport
+    private let entries = Mutex<[TransitTarget: Entry]>([:])
+    private let counts = Mutex<[TransitTarget: Int]>([:])
+
+    /// Connections made by `makeTransport` for each target.
+    public init(transport makeTransport: @escaping @Sendable (TransitTarget) throws -> Transport) {
+        self.makeTransport = makeTransport
+    }
+
+    public func withClient<R: Sendable>(_ target: TransitTarget,
+                                        _ body: (AnyTransitClient) async throws -> R) async throws -> R {
+        counts.withLock { $0[target, default: 0] += 1 }
+        let client = try self.client(target)
+        return try await body(Mizar_Transit_V1_Transit.Client(wrapping: client))
+    }
+
+    /// Calls made per target since the pool was made (or last reset).
+    public func callCounts() -> [TransitTarget: Int] { counts.withLock { $0 } }
+    public func resetCounts() { counts.withLock { $0 = [:] } }
+
+    /// Closes the connection to one target (a host that went away); the
+    /// next call opens a new one.
+    public func forget(_ target: TransitTarget) {
+        let entry = entries.withLock { $0.removeValue(forKey: target) }
+        entry?.client.beginGracefulShutdown()
+    }
+
+    /// Closes every connection and waits for them to finish.
+    public func shutdown() async {
+        let all = entries.withLock { e in defer { e = [:] }; return Array(e.values) }
+        for entry in all { entry.client.beginGracefulShutdown() }
+        for entry in all { await entry.runner.value }
+    }
+
+    private func client(_ target: TransitTarget) throws -> GRPCClient<Transport> {
+        try entries.withLock { entries in
+            if let e = entries[target] { return e.client }
+            let client = GRPCClient(transport: try makeTransport(target))
+            let runner = Task { _ = try? await client.runConnections() }
+            entries[target] = Entry(client: client, runner: runner)
+            return client
+        }
+    }
+}
+
+extension TransitPool where Transport == HTTP2ClientTransport.Posix {
+    /// HTTP/2 over TCP or a unix socket.
+    public convenience init() {
+        self.init { target in try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: .plaintext) }
+    }
+}
+
+/// The pool the management plane uses.
+public typealias HTTP2TransitPool = TransitPool<HTTP2ClientTransport.Posix>
+
+/// How transitd tells its callers that a request can never succeed as it
+/// is, apart from the status code (a missing namespace is NotFound, as an
+/// unknown VPC is, but only the first is for good).
+public enum TransitRefusal {
+    static let key = "mizar-refusal"
+    /// What transitd adds to a permanent refusal.
+    public static let permanentMetadata: Metadata = [key: "permanent"]
+
+    /// Whether `error` is a transitd's permanent refusal.
+    public static func isPermanent(_ error: any Error) -> Bool {
+        guard let e = error as? RPCError else { return false }
+        return e.metadata[stringValues: key].contains("permanent")
+    }
+}

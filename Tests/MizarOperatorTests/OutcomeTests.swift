@@ -1,0 +1,89 @@
+import Glibc
+import MizarAPI
+import MizarCNI
+import MizarCore
+@testable import MizarOperator
+import MizarRPC
+import MizarStore
+import MizarSystem
+import MizarTestbed
+import MizarTransitClient
+import Testing
+
+/// A reconcile ends done, retried or failed: a spec a transitd refuses for
+/// good is not retried forever but set Failed, with a reason code that
+/// programs read instead of the message. (On the shared cluster, whose
+/// tests run one at a time.)
+extension OperatorTests {
+    @Test("a spec its transitd refuses ends Failed with reason code RefusedByHost after one call; its bouncers forget it")
+    func refusedSpecFails() async throws {
+        let plane = try Plane.shared.get()
+        try await plane.withOperator { store, op in
+            #expect(try await plane.dropletsReady(store))
+            try await store.create(Vpc(name: "rf", spec: VpcSpec(cidr: "10.13.0.0/16")))
+            try await store.create(Subnet(name: "rf-1", spec: SubnetSpec(vpc: "rf", cidr: "10.13.1.0/24")))
+            #expect(try await eventually { try await store.get(SubnetSpec.self, "rf-1")?.status?.common.phase == .provisioned })
+            let subnet = try #require(try await store.get(SubnetSpec.self, "rf-1"))
+            let bouncers = try #require(subnet.status?.bouncers)
+            let vni = try #require(subnet.status?.vni)
+            let home = try #require(plane.bed.hosts.map { plane.droplet($0.name) }.first { !bouncers.contains($0) })
+            func target(_ droplet: String) async throws -> TransitTarget {
+                try TransitTarget(parsing: try #require(try await store.get(DropletSpec.self, droplet)).spec.transitd)
+            }
+
+            op.pool.resetCounts()
+            // Admission takes any absolute path; only the host can tell it is not there.
+            let missing = "/run/netns/mizar-no-such-\(getpid())"
+            try await store.create(Endpoint(name: "rf-ghost", spec: EndpointSpec(vpc: "rf", subnet: "rf-1", droplet: home, netns: missing)))
+            #expect(try await eventually { try await store.get(EndpointSpec.self, "rf-ghost")?.status?.common.phase == .failed })
+            let failed = try #require(try await store.get(EndpointSpec.self, "rf-ghost"))
+            #expect(failed.status?.common.reasonCode == .refusedByHost)
+            #expect(failed.status?.common.reason?.hasPrefix("netns:") == true, "\(failed.status?.common.reason ?? "no reason")")
+            #expect(failed.status?.common.observedGeneration == failed.metadata.generation)
+
+            // One attempt, not a retry loop: its host was called once, each
+            // bouncer twice (the entry, then its removal), nobody else.
+            try await Task.sleep(for: .milliseconds(600))
+            var expected: [TransitTarget: Int] = [try await target(home): 1]
+            for b in bouncers { expected[try await target(b)] = 2 }
+            #expect(op.pool.callCounts() == expected)
+            let ip = try #require(failed.status?.ip)
+            for b in bouncers {
+                let host = try #require(plane.bed.hosts.first { plane.droplet($0.name) == b })
+                var r = Mizar_Transit_V1_ListRequest()
+                r.vni = vni
+                let entries = try await withTransitClient(.unix(host.socket)) { try await $0.listEndpoints(r).endpoints }
+                #expect(!entries.contains { $0.ip == ip }, "bouncer \(b) still sends \(ip) to \(home)")
+            }
+
+            // mizarctl wait gives up at once, naming the reason code.
+            let argv = [siblingExecutable("mizarctl"), "wait", "endpoint", "rf-ghost", "--timeout", "20",
+                        "--etcd", plane.etcd.endpoint, "--root", plane.root]
+            let started = monotonicSeconds()
+            let waited = try await onOwnThread { runCapturing(argv) }
+            #expect(waited.status != 0 && waited.output.contains("rf-ghost failed (RefusedByHost: netns:"), "\(waited.output)")
+            #expect(monotonicSeconds() - started < 10, "mizarctl wait waited for an endpoint that failed for good")
+
+            // A Failed endpoint is still deleted cleanly, with its address.
+            try await store.delete(VpcSpec.self, "rf")
+            #expect(try await eventually(20) { try await store.get(VpcSpec.self, "rf") == nil })
+            #expect(try await store.etcd.get(store.ipKey(vpc: "rf", ip: try IPv4Address(parsing: ip))) == nil)
+        }
+    }
+
+}
+
+@Suite("reason codes")
+struct ReasonCodeTests {
+    @Test("the CNI error of a Failed endpoint comes from its reason code, not its message")
+    func cniCodeFromReason() {
+        let exhausted = CNIError.failed(.subnetExhausted, reason: "anything at all", endpoint: "e", subnet: "s")
+        #expect(exhausted.code == CNIError.subnetExhausted && exhausted.msg.contains("subnet s has no free address"))
+        let refused = CNIError.failed(.refusedByHost, reason: "mac: 00:00:00:00:00:00 is not a unicast MAC address", endpoint: "e", subnet: "s")
+        #expect(refused.code == CNIError.invalidConfig && refused.msg.hasSuffix("mac: 00:00:00:00:00:00 is not a unicast MAC address"))
+        // The words "no free address" in a message no longer decide anything.
+        let other = CNIError.failed(ReasonCode(rawValue: "Unexpected"), reason: "no free address", endpoint: "e", subnet: "s")
+        #expect(other.code == CNIError.ioFailure && other.msg.contains("Unexpected"))
+        #expect(CNIError.failed(nil, reason: nil, endpoint: "e", subnet: "s").code == CNIError.ioFailure)
+    }
+}
