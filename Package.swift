@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
         .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections.git", exact: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
     ],
     targets: [
         // THE shared header: every struct that crosses the kernel/user boundary.
@@ -63,7 +64,8 @@ let package = Package(
         .target(
             name: "MizarTransit",
             dependencies: [
-                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient", "CMizarABI",
+                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
@@ -76,7 +78,7 @@ let package = Package(
         // admission against the objects they name, watches.
         .target(
             name: "MizarStore",
-            dependencies: ["MizarAPI", "MizarEtcd", "MizarCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["MizarAPI", "MizarEtcd", "MizarCore", .product(name: "Logging", package: "swift-log"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict),
         // The management plane: informers, work queues and one controller per kind.
         .target(
@@ -86,6 +88,7 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         // A client of etcd's v3 gRPC API (keys, transactions, watches, leases);
@@ -103,7 +106,8 @@ let package = Package(
         .target(
             name: "MizarCNI",
             dependencies: ["MizarTransit", "MizarStore", "MizarAPI", "MizarCore", "MizarSystem", "MizarRPC",
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "Logging", package: "swift-log"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
         // The CNI plugin: libc only and the Swift runtime linked in, so an
         // exec per container costs about a millisecond.
@@ -117,6 +121,7 @@ let package = Package(
             name: "transitd",
             dependencies: [
                 "MizarTransit", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI", "MizarCNI",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -125,6 +130,7 @@ let package = Package(
             name: "mizar-operator",
             dependencies: [
                 "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -148,7 +154,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "mizar-bench-dataplane",
-            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
+            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed"],
             path: "bench/DataplaneBench",
             swiftSettings: strict),
         .target(
@@ -175,7 +181,7 @@ let package = Package(
             path: "bench/CNIBench",
             swiftSettings: strict),
         .testTarget(name: "MizarCoreTests", dependencies: ["MizarCore"], swiftSettings: strict),
-        .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket"], swiftSettings: strict),
+        .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket", "MizarCore"], swiftSettings: strict),
         .testTarget(
             name: "MizarDataplaneTests",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
@@ -205,7 +211,7 @@ let package = Package(
         .testTarget(
             name: "MizarTransitTests",
             dependencies: [
-                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "CMizarABI",
+                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,101 +1,97 @@
-import Dispatch
-import Foundation
 import Glibc
 import Logging
-import MizarSystem
-import Synchronization
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
 
 /// transitd's CNI socket: a unix stream socket where mizar-cni sends one
 /// request (JSON, then it closes its sending side) and reads the answer:
 /// the exit status on the first line, then what to print. Kept this plain
 /// so the plugin needs nothing but libc and starts in a couple of
-/// milliseconds.
-public final class CNIServer: Sendable {
+/// milliseconds. Served on SwiftNIO's event loops; one of transitd's
+/// services: on shutdown it stops accepting and lets requests under way
+/// finish.
+public struct CNIServer: Service {
     public let path: String
     let handler: CNIHandler
-    let listener: Int32
+    let logger: Logger
+    /// A request must arrive whole within this (a stuck plugin holds nothing).
+    static let requestTimeout = Duration.seconds(10)
+    static let maxRequest = 1 << 20
 
-    public init(path: String, handler: CNIHandler) throws {
+    public init(path: String, handler: CNIHandler, logger: Logger) {
         self.path = path
         self.handler = handler
-        unlink(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemError(call: "socket", subject: path, errno: errno) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            throw SystemError(call: "bind", subject: path, errno: ENAMETOOLONG)
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
-        }
-        let bound = withUnsafePointer(to: &address) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, listen(fd, 128) == 0 else {
-            let e = errno
-            close(fd)
-            throw SystemError(call: "bind/listen", subject: path, errno: e)
-        }
-        chmod(path, 0o600)
-        listener = fd
+        self.logger = logger
     }
 
-    /// Accepts until `stop`; each request on its own thread.
-    public func start() {
-        Thread.detachNewThread { [self] in
-            while true {
-                let c = accept(listener, nil, nil)
-                if c < 0 {
-                    if errno == EINTR || errno == ECONNABORTED { continue }
-                    return   // closed by stop()
+    public func run() async throws {
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 128)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { child in
+                child.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
                 }
-                Thread.detachNewThread { [self] in serve(c) }
             }
+        chmod(path, 0o600)
+        logger.info("serving CNI", metadata: ["cni.socket": "\(path)"])
+        defer { unlink(path) }
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await listener.executeThenClose { connections in
+                    for try await connection in connections {
+                        group.addTask { await serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            listener.channel.close(promise: nil)
         }
     }
 
-    public func stop() {
-        shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
-        unlink(path)
+    /// One request and its answer; the connection is closed either way.
+    func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                let request = try await Self.readRequest(inbound)
+                let (code, output): (Int, String)
+                do throws(CNIError) {
+                    let parsed = try CNIRequest(json: request)
+                    (code, output) = await handler.handle(parsed)
+                } catch {
+                    (code, output) = (error.code, CNIHandler.errorJSON(error, version: "1.0.0"))
+                }
+                try await outbound.write(ByteBuffer(string: "\(code)\n\(output)"))
+            }
+        } catch {
+            logger.debug("CNI connection ended early", metadata: ["error": "\(error)"])
+        }
     }
 
-    func serve(_ fd: Int32) {
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var request: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while request.count < 1 << 20 {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            request += buffer.prefix(n)
-        }
-        let answer = Mutex<(Int, String)>((CNIError.ioFailure, ""))
-        let done = DispatchSemaphore(value: 0)
-        let handler = self.handler
-        Task {
-            let result: (Int, String)
-            do throws(CNIError) {
-                let parsed = try CNIRequest(json: request)
-                result = await handler.handle(parsed)
-            } catch {
-                result = (error.code, CNIHandler.errorJSON(error, version: "1.0.0"))
+    /// Everything the plugin sends until it closes its side, within the
+    /// time limit and the size limit.
+    static func readRequest(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async throws -> [UInt8] {
+        try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+            group.addTask {
+                var request: [UInt8] = []
+                for try await chunk in inbound {
+                    request += chunk.readableBytesView
+                    if request.count > maxRequest { break }
+                }
+                return request
             }
-            answer.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        let (code, output) = answer.withLock { $0 }
-        let bytes = Array("\(code)\n\(output)".utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            sent += n
+            group.addTask {
+                try await Task.sleep(for: requestTimeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let request = first else {
+                throw CNIServerError.timedOut
+            }
+            return request
         }
     }
 }
+
+enum CNIServerError: Error { case timedOut }

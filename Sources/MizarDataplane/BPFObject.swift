@@ -1,6 +1,7 @@
-import CLibBPF
-import CMizarABI
+internal import CLibBPF
+internal import CMizarABI
 import Glibc
+import MizarCore
 
 /// The hook a program is built for and attached to.
 public enum Hook: String, CaseIterable, Sendable {
@@ -20,9 +21,9 @@ final class BPFObject {
     let path: String
     let pointer: OpaquePointer
 
-    init(path: String) throws(BPFError) {
+    init(path: String) throws(SystemError) {
         self.path = path
-        pointer = try check(bpf_object__open_file(path, nil), "bpf_object__open_file", path)
+        pointer = try SystemError.check(bpf_object__open_file(path, nil), "bpf_object__open_file", path)
     }
 
     deinit { bpf_object__close(pointer) }
@@ -37,13 +38,13 @@ final class BPFObject {
         return result
     }
 
-    func load() throws(BPFError) {
-        try check(bpf_object__load(pointer), "bpf_object__load", path)
+    func load() throws(SystemError) {
+        try SystemError.check(bpf_object__load(pointer), "bpf_object__load", path)
     }
 
-    func program(named name: String, hook: Hook) throws(BPFError) -> BPFProgram {
-        let prog = try check(bpf_object__find_program_by_name(pointer, name), "bpf_object__find_program_by_name", name)
-        let fd = try check(bpf_program__fd(prog), "bpf_program__fd", name)
+    func program(named name: String, hook: Hook) throws(SystemError) -> BPFProgram {
+        let prog = try SystemError.check(bpf_object__find_program_by_name(pointer, name), "bpf_object__find_program_by_name", name)
+        let fd = try SystemError.check(bpf_program__fd(prog), "bpf_program__fd", name)
         return BPFProgram(name: name, hook: hook, fd: fd)
     }
 
@@ -60,7 +61,7 @@ public struct TestRunResult: Sendable {
 
 extension BPFProgram {
     /// Runs the program on one packet, as if it arrived on `ifindex`.
-    public func testRun(_ packet: [UInt8], ifindex: UInt32, repeat count: UInt32 = 1) throws(BPFError) -> TestRunResult {
+    public func testRun(_ packet: [UInt8], ifindex: UInt32, repeat count: UInt32 = 1) throws(SystemError) -> TestRunResult {
         var output = [UInt8](repeating: 0, count: packet.count + 512)
         var outSize = UInt32(output.count)
         var retval: UInt32 = 0
@@ -71,7 +72,7 @@ extension BPFProgram {
                                  out.baseAddress, &outSize, count, &retval, &duration)
             }
         }
-        try check(r, "bpf_prog_test_run_opts", name)
+        try SystemError.check(r, "bpf_prog_test_run_opts", name)
         return TestRunResult(retval: retval, output: Array(output.prefix(Int(outSize))), durationNs: duration)
     }
 }
@@ -83,7 +84,7 @@ public final class StandaloneProgram: @unchecked Sendable {
     public let program: BPFProgram
     private let object: BPFObject
 
-    public init(path: String, name: String, hook: Hook) throws(BPFError) {
+    public init(path: String, name: String, hook: Hook) throws(SystemError) {
         object = try BPFObject(path: path)
         try object.load()
         program = try object.program(named: name, hook: hook)

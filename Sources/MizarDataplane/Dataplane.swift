@@ -1,6 +1,7 @@
-import CLibBPF
-import CMizarABI
+internal import CLibBPF
+internal import CMizarABI
 import Glibc
+import MizarCore
 
 /// The data plane of one host: the transit and agent programs, built for the
 /// requested hooks, over one shared set of maps.
@@ -19,28 +20,39 @@ public final class Dataplane: @unchecked Sendable {
     }
 
     public let programs: [Hook: Programs]
-    public let config: mz_config
+    public let settings: DataplaneSettings
     private let objects: [BPFObject]
 
-    public let droplet: BPFMap<UInt32, mz_droplet>
-    public let knobs: BPFMap<UInt32, mz_knobs>
-    public let vpcs: BPFMap<mz_vpc_key, mz_vpc>
-    public let subnets: BPFMap<mz_subnet_key, mz_subnet>
-    public let endpoints: BPFMap<mz_ep_key, mz_endpoint>
-    public let local: BPFMap<mz_ep_key, mz_local_ep>
-    public let ifaces: BPFMap<mz_iface_key, mz_iface>
-    public let hostCache: BPFMap<mz_ep_key, mz_cached_host>
-    public let services: RawValueMap<mz_ep_key>
-    public let nat: BPFMap<mz_flow_key, mz_nat>
+    let droplet: BPFMap<UInt32, mz_droplet>
+    let knobs: BPFMap<UInt32, mz_knobs>
+    let vpcs: BPFMap<mz_vpc_key, mz_vpc>
+    let subnets: BPFMap<mz_subnet_key, mz_subnet>
+    let endpoints: BPFMap<mz_ep_key, mz_endpoint>
+    let local: BPFMap<mz_ep_key, mz_local_ep>
+    let ifaces: BPFMap<mz_iface_key, mz_iface>
+    let hostCache: BPFMap<mz_ep_key, mz_cached_host>
+    let services: RawValueMap<mz_ep_key>
+    let nat: BPFMap<mz_flow_key, mz_nat>
     /// 1 once the programs were taught a service flow here (they alone set it).
-    public let natActive: BPFMap<UInt32, UInt32>
-    public let serviceClients: BPFMap<mz_svc_client_key, mz_svc_client>
-    public let serviceStats: PerCPUHash<mz_svc_stat_key, mz_counter>
-    public let counters: PerCPUArray<mz_counter>
-    public let drops: PerCPUArray<mz_counter>
-    public let eventsFD: Int32
+    let natActive: BPFMap<UInt32, UInt32>
+    let serviceClients: BPFMap<mz_svc_client_key, mz_svc_client>
+    let serviceStats: PerCPUHash<mz_svc_stat_key, mz_counter>
+    let counters: PerCPUArray<mz_counter>
+    let drops: PerCPUArray<mz_counter>
+    let eventsFD: Int32
 
-    public static let defaultConfig = mz_config(outer_ttl: 64, direct_path: 1, xdp_tx_redirect: 0, reserved: 0, reserved2: 0)
+    /// Bytes the agent prepends to an endpoint's frame (outer Ethernet,
+    /// IPv4, UDP, Geneve and Mizar's options): an endpoint's MTU is the
+    /// droplet's less this.
+    public static let encapOverhead = Int(MZ_ENCAP_OVERHEAD)
+    /// The Geneve option class of Mizar's options.
+    public static let geneveOptionClass = UInt16(MZ_GENEVE_CLASS)
+
+    /// The hash the programs spread flows with (bouncer and divider picks):
+    /// tests predict which of several hosts a flow goes to with it.
+    public static func flowHash(_ src: UInt32, _ dst: UInt32, _ portsProto: UInt32) -> UInt32 {
+        mz_flow_hash(src, dst, portsProto)
+    }
 
     /// The names of the maps every program shares.
     public static let sharedMaps = [
@@ -49,9 +61,10 @@ public final class Dataplane: @unchecked Sendable {
         "mz_services", "mz_nat", "mz_nat_active", "mz_svc_clients", "mz_svc_stats",
     ]
 
-    public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, config: mz_config = Dataplane.defaultConfig,
-                pinDirectory: String? = nil) throws(BPFError) {
-        self.config = config
+    public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, settings: DataplaneSettings = DataplaneSettings(),
+                pinDirectory: String? = nil) throws(SystemError) {
+        self.settings = settings
+        let config = settings.abi
         var fds: [String: Int32] = [:]
         var objects: [BPFObject] = []
         var programs: [Hook: Programs] = [:]
@@ -62,7 +75,7 @@ public final class Dataplane: @unchecked Sendable {
                 try Dataplane.prepare(object, config: config, shared: fds, pinDirectory: pinDirectory)
                 try object.load()
                 for (name, map) in object.maps where Dataplane.sharedMaps.contains(name) {
-                    fds[name] = try check(bpf_map__fd(map), "bpf_map__fd", name)
+                    fds[name] = try SystemError.check(bpf_map__fd(map), "bpf_map__fd", name)
                 }
                 loaded[program] = try object.program(named: "mz_\(program)", hook: hook)
                 objects.append(object)
@@ -72,8 +85,8 @@ public final class Dataplane: @unchecked Sendable {
         self.objects = objects
         self.programs = programs
 
-        func fd(_ name: String) throws(BPFError) -> Int32 {
-            guard let fd = fds[name] else { throw BPFError(call: "find map", subject: name, errno: ENOENT) }
+        func fd(_ name: String) throws(SystemError) -> Int32 {
+            guard let fd = fds[name] else { throw SystemError(call: "find map", subject: name, errno: ENOENT) }
             return fd
         }
         droplet = BPFMap(name: "mz_droplet", fd: try fd("mz_droplet"))
@@ -95,17 +108,17 @@ public final class Dataplane: @unchecked Sendable {
     }
 
     private static func prepare(_ object: BPFObject, config: mz_config, shared: [String: Int32],
-                                pinDirectory: String?) throws(BPFError) {
+                                pinDirectory: String?) throws(SystemError) {
         for (name, map) in object.maps {
             if name == ".rodata.mzcfg" {
                 var value = config
-                try check(bpf_map__set_initial_value(map, &value, MemoryLayout<mz_config>.size),
+                try SystemError.check(bpf_map__set_initial_value(map, &value, MemoryLayout<mz_config>.size),
                           "bpf_map__set_initial_value", name)
             } else if sharedMaps.contains(name) {
                 if let pinDirectory {
-                    try check(bpf_map__set_pin_path(map, "\(pinDirectory)/\(name)"), "bpf_map__set_pin_path", name)
+                    try SystemError.check(bpf_map__set_pin_path(map, "\(pinDirectory)/\(name)"), "bpf_map__set_pin_path", name)
                 } else if let fd = shared[name] {
-                    try check(bpf_map__reuse_fd(map, fd), "bpf_map__reuse_fd", name)
+                    try SystemError.check(bpf_map__reuse_fd(map, fd), "bpf_map__reuse_fd", name)
                 }
             }
         }
@@ -113,7 +126,7 @@ public final class Dataplane: @unchecked Sendable {
 
     /// Key and value sizes and member offsets of every map, as the BTF of the
     /// loaded objects records them: what the layout check compares.
-    public func btfLayouts() -> [MapLayout] {
+    func btfLayouts() -> [MapLayout] {
         var result: [MapLayout] = []
         for object in objects {
             guard let btf = object.btf() else { continue }
@@ -175,4 +188,28 @@ extension Dataplane {
     /// libbpf prints warnings (and verifier logs on failure) to stderr
     /// unless quiet.
     public static func setLibbpfQuiet(_ quiet: Bool) { mz_libbpf_quiet(quiet ? 1 : 0) }
+}
+
+/// What the programs are built with at load time (their read-only
+/// configuration): fixed for the life of a loaded data plane.
+public struct DataplaneSettings: Sendable, Equatable {
+    /// The TTL of the outer IPv4 header of encapsulated packets.
+    public var outerTTL: UInt8 = 64
+    /// Learn endpoint -> host entries from bouncers' and dividers' answers,
+    /// and send later packets host to host.
+    public var directPath = true
+    /// XDP only: send a packet back out of its arrival interface as a
+    /// redirect rather than XDP_TX (a veth droplet needs it: its peer flushes
+    /// XDP_TX frames only if it runs XDP itself).
+    public var xdpTxRedirect = false
+
+    public init(outerTTL: UInt8 = 64, directPath: Bool = true, xdpTxRedirect: Bool = false) {
+        self.outerTTL = outerTTL
+        self.directPath = directPath
+        self.xdpTxRedirect = xdpTxRedirect
+    }
+
+    var abi: mz_config {
+        mz_config(outer_ttl: outerTTL, direct_path: directPath ? 1 : 0, xdp_tx_redirect: xdpTxRedirect ? 1 : 0, reserved: 0, reserved2: 0)
+    }
 }

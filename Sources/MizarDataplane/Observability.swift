@@ -1,6 +1,7 @@
-import CLibBPF
-import CMizarABI
+internal import CLibBPF
+internal import CMizarABI
 import Glibc
+import MizarCore
 
 /// Packets and bytes, summed over CPUs.
 public struct CounterValue: Equatable, Sendable {
@@ -32,14 +33,14 @@ extension Dataplane {
     }
 
     /// Every counter by name.
-    public func counterValues() throws(BPFError) -> [String: CounterValue] {
+    public func counterValues() throws(SystemError) -> [String: CounterValue] {
         var result: [String: CounterValue] = [:]
         for (id, name) in CounterID.all { result[name] = Dataplane.sum(try counters.values(at: id)) }
         return result
     }
 
     /// Drops by reason name.
-    public func dropValues() throws(BPFError) -> [String: CounterValue] {
+    public func dropValues() throws(SystemError) -> [String: CounterValue] {
         var result: [String: CounterValue] = [:]
         for (reason, name) in DropReason.all { result[name] = Dataplane.sum(try drops.values(at: reason)) }
         return result
@@ -50,17 +51,17 @@ extension Dataplane {
 public final class EventReader {
     private let rb: OpaquePointer
 
-    public init(_ dataplane: Dataplane) throws(BPFError) {
-        rb = try check(mz_ringbuf_open(dataplane.eventsFD, MemoryLayout<mz_event>.size), "ring_buffer__new", "mz_events")
+    public init(_ dataplane: Dataplane) throws(SystemError) {
+        rb = try SystemError.check(mz_ringbuf_open(dataplane.eventsFD, MemoryLayout<mz_event>.size), "ring_buffer__new", "mz_events")
     }
 
     deinit { mz_ringbuf_close(rb) }
 
     /// The events queued now, oldest first.
-    public func drain(max: Int = 4096) throws(BPFError) -> [mz_event] {
+    func drain(max: Int = 4096) throws(SystemError) -> [mz_event] {
         var out = [mz_event](repeating: mz_event(), count: max)
         let n = out.withUnsafeMutableBytes { mz_ringbuf_read(rb, $0.baseAddress, Int32(max)) }
-        try check(n, "ring_buffer__consume", "mz_events")
+        try SystemError.check(n, "ring_buffer__consume", "mz_events")
         return Array(out.prefix(Int(n)))
     }
 }

@@ -1,4 +1,4 @@
-import CMizarABI
+internal import CMizarABI
 import MizarCore
 
 extension ServiceEntry {
@@ -84,25 +84,25 @@ extension Dataplane {
         }
     }
 
-    public func serviceKeys() throws(BPFError) -> [(vni: VNI, vip: IPv4Address)] {
+    public func serviceKeys() throws(SystemError) -> [(vni: VNI, vip: IPv4Address)] {
         try services.keys().compactMap { k in (try? VNI(k.vni)).map { ($0, IPv4Address(networkOrder: k.ip)) } }
     }
 
     /// Removes a service; its client list and flow counters stay until
     /// `forgetService` (the caller still needs the clients to invalidate).
     @discardableResult
-    public func deleteService(_ vni: VNI, _ vip: IPv4Address) throws(BPFError) -> Bool {
+    public func deleteService(_ vni: VNI, _ vip: IPv4Address) throws(SystemError) -> Bool {
         try services.delete(mz_ep_key(vni, vip))
     }
 
     /// The client hosts this bouncer taught flows of the service to.
-    public func serviceClients(_ vni: VNI, _ vip: IPv4Address) throws(BPFError) -> [IPv4Address] {
+    public func serviceClients(_ vni: VNI, _ vip: IPv4Address) throws(SystemError) -> [IPv4Address] {
         try serviceClients.keys().filter { $0.vni == vni.value && $0.vip == vip.networkOrder }
             .map { IPv4Address(networkOrder: $0.host_ip) }
     }
 
     /// Flows this bouncer gave each backend of the service (summed over CPUs).
-    public func serviceFlowCounts(_ vni: VNI, _ vip: IPv4Address) throws(BPFError) -> [IPv4Address: UInt64] {
+    public func serviceFlowCounts(_ vni: VNI, _ vip: IPv4Address) throws(SystemError) -> [IPv4Address: UInt64] {
         var result: [IPv4Address: UInt64] = [:]
         for k in try serviceStats.keys() where k.vni == vni.value && k.vip == vip.networkOrder {
             if let values = try serviceStats.values(k) {
@@ -113,7 +113,7 @@ extension Dataplane {
     }
 
     /// Drops the client list and counters of a service, or of some of its backends.
-    public func forgetService(_ vni: VNI, _ vip: IPv4Address, backends: Set<IPv4Address>? = nil) throws(BPFError) {
+    public func forgetService(_ vni: VNI, _ vip: IPv4Address, backends: Set<IPv4Address>? = nil) throws(SystemError) {
         for k in try serviceStats.keys() where k.vni == vni.value && k.vip == vip.networkOrder {
             if backends == nil || backends!.contains(IPv4Address(networkOrder: k.backend)) { try serviceStats.delete(k) }
         }
@@ -124,7 +124,7 @@ extension Dataplane {
         }
     }
 
-    public func natFlows() throws(BPFError) -> [NATFlow] {
+    public func natFlows() throws(SystemError) -> [NATFlow] {
         try nat.entries().compactMap { k, v in
             guard let vni = try? VNI(k.vni) else { return nil }
             return NATFlow(vni: vni, src: IPv4Address(networkOrder: k.src), dst: IPv4Address(networkOrder: k.dst),
@@ -135,11 +135,24 @@ extension Dataplane {
         }
     }
 
+    /// Forgets every service flow of `vni` one of whose addresses (VIP,
+    /// backend, client or server) `gone` matches: what a subnet or VPC going
+    /// away leaves behind. Returns how many entries went.
+    @discardableResult
+    public func forgetServiceFlows(_ vni: VNI, touching gone: (IPv4Address) -> Bool) throws(SystemError) -> Int {
+        var removed = 0
+        for (k, n) in try nat.entries() where k.vni == vni.value {
+            let addresses = [n.vip, n.backend, k.src, k.dst].map { IPv4Address(networkOrder: $0) }
+            if addresses.contains(where: gone), try nat.delete(k) { removed += 1 }
+        }
+        return removed
+    }
+
     /// Forgets this host's flows to a service (all, or only those pinned to
     /// the given backends), both directions: their next packet goes to a
     /// bouncer again. Returns how many entries went.
     @discardableResult
-    public func invalidateServiceFlows(_ vni: VNI, vip: IPv4Address, backends: Set<IPv4Address>? = nil) throws(BPFError) -> Int {
+    public func invalidateServiceFlows(_ vni: VNI, vip: IPv4Address, backends: Set<IPv4Address>? = nil) throws(SystemError) -> Int {
         var removed = 0
         for (k, v) in try nat.entries() where k.vni == vni.value && v.vip == vip.networkOrder {
             if let backends, !backends.contains(IPv4Address(networkOrder: v.backend)) { continue }

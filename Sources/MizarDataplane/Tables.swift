@@ -1,5 +1,5 @@
-import CLibBPF
-import CMizarABI
+internal import CLibBPF
+internal import CMizarABI
 import Glibc
 import MizarCore
 
@@ -24,7 +24,7 @@ extension mz_host {
 }
 
 extension mz_ep_key {
-    public init(_ vni: VNI, _ ip: IPv4Address) { self.init(vni: vni.value, ip: ip.networkOrder) }
+    init(_ vni: VNI, _ ip: IPv4Address) { self.init(vni: vni.value, ip: ip.networkOrder) }
 }
 
 /// Reads and writes a fixed-size C array member (imported as a tuple).
@@ -107,12 +107,19 @@ public struct CachedHost: Equatable, Sendable {
     public var ip: IPv4Address
     public var host: HostAddress
     public var learnedNs: UInt64
+
+    public init(vni: VNI, ip: IPv4Address, host: HostAddress, learnedNs: UInt64 = 0) {
+        self.vni = vni
+        self.ip = ip
+        self.host = host
+        self.learnedNs = learnedNs
+    }
 }
 
 // MARK: - Typed operations
 
 extension Dataplane {
-    public func setDroplet(_ host: HostAddress, ifindex: UInt32) throws(BPFError) {
+    public func setDroplet(_ host: HostAddress, ifindex: UInt32) throws(SystemError) {
         try droplet.update(0, mz_droplet(self: mz_host(host), ifindex: ifindex, reserved: 0))
     }
 
@@ -130,7 +137,7 @@ extension Dataplane {
     }
 
     @discardableResult
-    public func deleteVPC(_ vni: VNI) throws(BPFError) -> Bool { try vpcs.delete(mz_vpc_key(vni: vni.value)) }
+    public func deleteVPC(_ vni: VNI) throws(SystemError) -> Bool { try vpcs.delete(mz_vpc_key(vni: vni.value)) }
 
     public func vpc(_ vni: VNI) throws -> VPCEntry? {
         guard var v = try vpcs.lookup(mz_vpc_key(vni: vni.value)) else { return nil }
@@ -160,7 +167,7 @@ extension Dataplane {
     }
 
     @discardableResult
-    public func deleteSubnet(_ vni: VNI, _ cidr: CIDR) throws(BPFError) -> Bool {
+    public func deleteSubnet(_ vni: VNI, _ cidr: CIDR) throws(SystemError) -> Bool {
         try subnets.delete(Dataplane.subnetKey(vni, cidr))
     }
 
@@ -176,26 +183,26 @@ extension Dataplane {
     }
 
     /// The bouncer's table: endpoint -> its host.
-    public func upsertEndpoint(_ e: EndpointEntry) throws(BPFError) {
+    public func upsertEndpoint(_ e: EndpointEntry) throws(SystemError) {
         try endpoints.update(mz_ep_key(e.vni, e.ip), Dataplane.endpointValue(e))
     }
 
     /// Many bouncer entries in one syscall.
-    public func upsertEndpoints(_ entries: [EndpointEntry]) throws(BPFError) {
+    public func upsertEndpoints(_ entries: [EndpointEntry]) throws(SystemError) {
         try endpoints.updateBatch(keys: entries.map { mz_ep_key($0.vni, $0.ip) }, values: entries.map(Dataplane.endpointValue))
     }
 
     @discardableResult
-    public func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> Bool {
+    public func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> Bool {
         try endpoints.delete(mz_ep_key(vni, ip))
     }
 
-    public func endpoint(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> EndpointEntry? {
+    public func endpoint(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> EndpointEntry? {
         guard let v = try endpoints.lookup(mz_ep_key(vni, ip)) else { return nil }
         return Dataplane.endpointEntry(vni, ip, v)
     }
 
-    public static func endpointEntry(_ vni: VNI, _ ip: IPv4Address, _ v: mz_endpoint) -> EndpointEntry {
+    static func endpointEntry(_ vni: VNI, _ ip: IPv4Address, _ v: mz_endpoint) -> EndpointEntry {
         EndpointEntry(vni: vni, ip: ip, mac: MACAddress(tuple: v.mac), host: v.host.address,
                       kind: EndpointKind(rawValue: v.kind) ?? .simple)
     }
@@ -215,30 +222,89 @@ extension Dataplane {
     }
 
     @discardableResult
-    public func deleteLocal(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> Bool {
+    public func deleteLocal(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> Bool {
         guard let entry = try local.lookup(mz_ep_key(vni, ip)) else { return false }
         try ifaces.delete(mz_iface_key(ifindex: entry.ifindex))
         return try local.delete(mz_ep_key(vni, ip))
     }
 
-    public func cachedHost(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> CachedHost? {
+    public func cachedHost(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> CachedHost? {
         guard let v = try hostCache.lookup(mz_ep_key(vni, ip)) else { return nil }
         return CachedHost(vni: vni, ip: ip, host: v.host.address, learnedNs: v.learned_ns)
+    }
+
+    /// Writes a learned endpoint -> host entry, as the programs do from a
+    /// droplet's answer. Only tests and benchmarks that start from a warm
+    /// cache write it directly.
+    public func setCachedHost(_ c: CachedHost) throws(SystemError) {
+        try hostCache.update(mz_ep_key(c.vni, c.ip), mz_cached_host(host: mz_host(c.host), flags: 0, learned_ns: c.learnedNs))
     }
 
     /// Forgets a learned endpoint -> host entry; the next packet goes through
     /// a bouncer or divider again.
     @discardableResult
-    public func invalidateCachedHost(_ vni: VNI, _ ip: IPv4Address) throws(BPFError) -> Bool {
+    public func invalidateCachedHost(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> Bool {
         try hostCache.delete(mz_ep_key(vni, ip))
     }
 
-    public func setTrace(_ mask: UInt32) throws(BPFError) {
+    /// Whether an endpoint of this host has its delivery entry here.
+    public func hasLocal(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> Bool {
+        try local.lookup(mz_ep_key(vni, ip)) != nil
+    }
+
+    // MARK: Walks over whole tables
+
+    /// Every VPC this host knows, or those of one VNI.
+    public func listVPCs(vni: VNI? = nil) throws -> [VPCEntry] {
+        try vpcs.keys().compactMap { k -> VPCEntry? in
+            guard let v = try? VNI(k.vni), vni == nil || vni == v else { return nil }
+            return try vpc(v)
+        }.sorted { $0.vni < $1.vni }
+    }
+
+    /// Every subnet this host knows, or those of one VPC.
+    public func listSubnets(vni: VNI? = nil) throws -> [SubnetEntry] {
+        try subnets.keys().compactMap { k -> SubnetEntry? in
+            guard let v = try? VNI(k.vni), vni == nil || vni == v,
+                  let cidr = try? CIDR(address: IPv4Address(networkOrder: k.ip), prefixLength: UInt8(k.prefixlen - 32))
+            else { return nil }
+            return try subnet(v, cidr)
+        }.sorted { ($0.vni, $0.cidr.address) < ($1.vni, $1.cidr.address) }
+    }
+
+    /// Every entry of the bouncer table, or those of one VPC.
+    public func listEndpoints(vni: VNI? = nil) throws(SystemError) -> [EndpointEntry] {
+        try endpoints.entries().compactMap { (k, v) -> EndpointEntry? in
+            guard let kv = try? VNI(k.vni), vni == nil || vni == kv else { return nil }
+            return Dataplane.endpointEntry(kv, IPv4Address(networkOrder: k.ip), v)
+        }.sorted { ($0.vni, $0.ip) < ($1.vni, $1.ip) }
+    }
+
+    /// Every learned endpoint -> host entry, or those of one VPC.
+    public func listCachedHosts(vni: VNI? = nil) throws(SystemError) -> [CachedHost] {
+        try hostCache.entries().compactMap { (k, v) -> CachedHost? in
+            guard let kv = try? VNI(k.vni), vni == nil || vni == kv else { return nil }
+            return CachedHost(vni: kv, ip: IPv4Address(networkOrder: k.ip), host: v.host.address, learnedNs: v.learned_ns)
+        }.sorted { ($0.vni, $0.ip) < ($1.vni, $1.ip) }
+    }
+
+    /// Drops learned direct paths to the addresses of `vni` that `matching`
+    /// picks (a subnet's, a whole VPC's). Returns how many went.
+    @discardableResult
+    public func forgetCachedHosts(_ vni: VNI, _ matching: (IPv4Address) -> Bool) throws(SystemError) -> Int {
+        var removed = 0
+        for key in try hostCache.keys() where key.vni == vni.value && matching(IPv4Address(networkOrder: key.ip)) {
+            if try hostCache.delete(key) { removed += 1 }
+        }
+        return removed
+    }
+
+    public func setTrace(_ mask: UInt32) throws(SystemError) {
         try knobs.update(0, mz_knobs(trace: mask, reserved: 0))
     }
 
     /// Empties every table and zeroes every counter.
-    public func reset() throws(BPFError) {
+    public func reset() throws(SystemError) {
         try droplet.update(0, mz_droplet())
         try knobs.update(0, mz_knobs())
         try vpcs.clear()

@@ -13,7 +13,7 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
 
     private let cache = Mutex<[String: Object<Spec>]>([:])
     private let handlers = Mutex<[Handler]>([])
-    private let synced = Mutex<Bool>(false)
+    private let synced = Latch()
 
     public init() {}
 
@@ -22,7 +22,9 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
     public func filter(_ included: (Object<Spec>) -> Bool) -> [Object<Spec>] {
         cache.withLock { $0.values.filter(included) }
     }
-    public var hasSynced: Bool { synced.withLock { $0 } }
+    public var hasSynced: Bool { synced.isOpen }
+    /// Returns once the first list is in the cache (or the task is cancelled).
+    public func waitSynced() async { await synced.wait() }
 
     /// Called on the informer's task for every change, in order.
     public func onChange(_ handler: @escaping Handler) { handlers.withLock { $0.append(handler) } }
@@ -38,7 +40,7 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
             for name in Set(old.keys).union(fresh.keys) where old[name] != fresh[name] {
                 notify(old[name], fresh[name])
             }
-            synced.withLock { $0 = true }
+            synced.open()
         }, apply: { batch in
             for event in batch {
                 let new = event.kind == .put ? event.object : nil
@@ -159,6 +161,48 @@ func runWorkers(_ queue: WorkQueue, workers: Int, logger: Logger, kind: Kind,
                     await queue.done(key, outcome)
                 }
             }
+        }
+    }
+}
+
+/// Opens once, for good; whoever waits on it then goes on. No polling: a
+/// waiter sleeps until `open` (or until its task is cancelled).
+final class Latch: Sendable {
+    private struct State {
+        var open = false
+        var next = 0
+        var waiting: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    var isOpen: Bool { state.withLock { $0.open } }
+
+    func open() {
+        let waiting = state.withLock { s in
+            s.open = true
+            defer { s.waiting = [:] }
+            return Array(s.waiting.values)
+        }
+        for c in waiting { c.resume() }
+    }
+
+    func wait() async {
+        let id = state.withLock { s in
+            defer { s.next += 1 }
+            return s.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { s in
+                    if s.open || Task.isCancelled { return true }
+                    s.waiting[id] = c
+                    return false
+                }
+                if ready { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiting.removeValue(forKey: id) }?.resume()
         }
     }
 }

@@ -42,6 +42,7 @@ final class Membership: Sendable {
     private let ring = Mutex(Ring(members: []))
     private let lease = Mutex<Int64?>(nil)
     private let handlers = Mutex<[@Sendable () -> Void]>([])
+    private let firstJoined = Latch()
 
     init(id: String, ttl: Int64 = 3) {
         self.id = id
@@ -51,6 +52,8 @@ final class Membership: Sendable {
     var current: Ring { ring.withLock { $0 } }
     /// Whether this replica is on the ring yet (it decides nothing before).
     var joined: Bool { current.members.contains(id) }
+    /// Returns once this replica has first seen itself on the ring.
+    func waitJoined() async { await firstJoined.wait() }
     func owns(_ key: String) -> Bool { current.owner(of: key) == id }
     func onChange(_ h: @escaping @Sendable () -> Void) { handlers.withLock { $0.append(h) } }
 
@@ -95,6 +98,7 @@ final class Membership: Sendable {
             defer { r = next }
             return r != next
         }
+        if next.members.contains(id) { firstJoined.open() }
         if changed { for h in handlers.withLock({ $0 }) { h() } }
     }
 }

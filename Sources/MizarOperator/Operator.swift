@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import Logging
+import ServiceLifecycle
 import MizarAPI
 import MizarCore
 import MizarEtcd
@@ -66,45 +67,55 @@ public final class Operator: Sendable {
         wire()
     }
 
-    /// Runs every informer and controller until cancelled.
+    /// The operator's long-running parts, in the order they start: the
+    /// caches, this replica's place on the ring, the controllers. A
+    /// ServiceGroup stops them in the reverse order: controllers finish the
+    /// object in hand, the replica leaves the ring (its VPCs pass on at
+    /// once), the watches end.
+    public var services: [any Service] {
+        [OperatorCaches(op: self), OperatorMembership(op: self), OperatorControllers(op: self)]
+    }
+
+    /// Runs every part until cancelled (what tests and benchmarks do; the
+    /// mizar-operator executable runs `services` under signal handling).
     public func run() async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.vpcs.run(store: self.store, logger: self.logger) }
-            group.addTask { await self.subnets.run(store: self.store, logger: self.logger) }
-            group.addTask { await self.endpoints.run(store: self.store, logger: self.logger) }
-            group.addTask { await self.droplets.run(store: self.store, logger: self.logger) }
-            group.addTask { await self.bouncers.run(store: self.store, logger: self.logger) }
-            group.addTask { await self.dividers.run(store: self.store, logger: self.logger) }
-            group.addTask { await self.live.run(etcd: self.store.etcd, prefix: self.leasePrefix, logger: self.logger) }
-            group.addTask { await self.membership.register(store: self.store, logger: self.logger) }
-            group.addTask { await self.membership.watch(store: self.store, logger: self.logger) }
-            // Controllers start once every cache is filled, so no decision
-            // is made on a partial view.
-            while !(vpcs.hasSynced && subnets.hasSynced && endpoints.hasSynced && droplets.hasSynced
-                    && bouncers.hasSynced && dividers.hasSynced && live.hasSynced && membership.joined) {
-                if Task.isCancelled { break }
-                try? await Task.sleep(for: .milliseconds(10))
-            }
-            await enqueueEverything()
-            let w = config.workers
-            group.addTask { await runWorkers(self.dropletQueue, workers: 2, logger: self.logger, kind: .droplet) { await self.guarded(.droplet, $0, self.reconcileDroplet) } }
-            group.addTask { await runWorkers(self.vpcQueue, workers: 2, logger: self.logger, kind: .vpc) { await self.guarded(.vpc, $0, self.reconcileVpc) } }
-            group.addTask { await runWorkers(self.subnetQueue, workers: 2, logger: self.logger, kind: .subnet) { await self.guarded(.subnet, $0, self.reconcileSubnet) } }
-            group.addTask { await runWorkers(self.endpointQueue, workers: w, logger: self.logger, kind: .endpoint) { await self.guarded(.endpoint, $0, self.reconcileEndpoint) } }
-            group.addTask { await runWorkers(self.bouncerQueue, workers: 2, logger: self.logger, kind: .bouncer) { await self.guarded(.bouncer, $0, self.reconcileBouncer) } }
-            group.addTask { await runWorkers(self.dividerQueue, workers: 2, logger: self.logger, kind: .divider) { await self.guarded(.divider, $0, self.reconcileDivider) } }
-            await withTaskCancellationHandler {
-                await group.waitForAll()
-            } onCancel: {
-                Task {
-                    for q in [self.vpcQueue, self.subnetQueue, self.endpointQueue, self.dropletQueue, self.bouncerQueue, self.dividerQueue] {
-                        await q.close()
-                    }
-                }
-            }
+        do {
+            try await ServiceGroup(services: services, logger: logger).run()
+        } catch {
+            logger.error("operator stopped", metadata: ["error": "\(error)"])
         }
-        await membership.leave(store: store)
-        await pool.shutdown()
+    }
+
+    /// Every controller's worker pool, until the queues close.
+    func runControllers() async {
+        // Controllers start once every cache is filled and this replica is
+        // on the ring, so no decision is made on a partial view.
+        await cancelWhenGracefulShutdown { [self] in
+            await vpcs.waitSynced()
+            await subnets.waitSynced()
+            await endpoints.waitSynced()
+            await droplets.waitSynced()
+            await bouncers.waitSynced()
+            await dividers.waitSynced()
+            await live.waitSynced()
+            await membership.waitJoined()
+        }
+        if Task.isCancelled || Task.isShuttingDownGracefully { return }
+        await enqueueEverything()
+        let w = config.workers
+        await together([
+            { await runWorkers(self.dropletQueue, workers: 2, logger: self.logger, kind: .droplet) { await self.guarded(.droplet, $0, self.reconcileDroplet) } },
+            { await runWorkers(self.vpcQueue, workers: 2, logger: self.logger, kind: .vpc) { await self.guarded(.vpc, $0, self.reconcileVpc) } },
+            { await runWorkers(self.subnetQueue, workers: 2, logger: self.logger, kind: .subnet) { await self.guarded(.subnet, $0, self.reconcileSubnet) } },
+            { await runWorkers(self.endpointQueue, workers: w, logger: self.logger, kind: .endpoint) { await self.guarded(.endpoint, $0, self.reconcileEndpoint) } },
+            { await runWorkers(self.bouncerQueue, workers: 2, logger: self.logger, kind: .bouncer) { await self.guarded(.bouncer, $0, self.reconcileBouncer) } },
+            { await runWorkers(self.dividerQueue, workers: 2, logger: self.logger, kind: .divider) { await self.guarded(.divider, $0, self.reconcileDivider) } },
+        ])
+    }
+
+    /// Stops handing out work: each worker finishes the object in hand.
+    func closeQueues() async {
+        for q in [vpcQueue, subnetQueue, endpointQueue, dropletQueue, bouncerQueue, dividerQueue] { await q.close() }
     }
 
     var leasePrefix: String { store.dropletLeasePrefix }
@@ -387,10 +398,11 @@ public final class Operator: Sendable {
 final class LeaseSet: Sendable {
     private let names = Mutex<Set<String>>([])
     private let handlers = Mutex<[@Sendable (String) -> Void]>([])
-    private let synced = Mutex<Bool>(false)
+    private let synced = Latch()
 
     func contains(_ name: String) -> Bool { names.withLock { $0.contains(name) } }
-    var hasSynced: Bool { synced.withLock { $0 } }
+    var hasSynced: Bool { synced.isOpen }
+    func waitSynced() async { await synced.wait() }
     func onChange(_ h: @escaping @Sendable (String) -> Void) { handlers.withLock { $0.append(h) } }
 
     func run(etcd: Etcd, prefix: String, logger: Logger) async {
@@ -398,7 +410,7 @@ final class LeaseSet: Sendable {
         await Reflector.run("droplet leases", logger: logger, list: list, watch: watch, replace: { kvs in
             let fresh = Set(kvs.map { String($0.key.dropFirst(prefix.count)) })
             let old = names.withLock { n in defer { n = fresh }; return n }
-            synced.withLock { $0 = true }
+            synced.open()
             for name in old.symmetricDifference(fresh) { notify(name) }
         }, apply: { batch in
             for e in batch {
@@ -413,5 +425,68 @@ final class LeaseSet: Sendable {
 
     private func notify(_ name: String) {
         for h in handlers.withLock({ $0 }) { h(name) }
+    }
+}
+
+// MARK: - The operator's parts, as services of a ServiceGroup
+
+/// Runs every part at once and returns when all have.
+func together(_ parts: [@Sendable () async -> Void]) async {
+    await withTaskGroup(of: Void.self) { group in
+        for part in parts { group.addTask { await part() } }
+    }
+}
+
+/// Every informer and the droplet-lease watch: the caches controllers read.
+struct OperatorCaches: Service {
+    let op: Operator
+    func run() async {
+        let op = op
+        await cancelWhenGracefulShutdown {
+            await together([
+                { await op.vpcs.run(store: op.store, logger: op.logger) },
+                { await op.subnets.run(store: op.store, logger: op.logger) },
+                { await op.endpoints.run(store: op.store, logger: op.logger) },
+                { await op.droplets.run(store: op.store, logger: op.logger) },
+                { await op.bouncers.run(store: op.store, logger: op.logger) },
+                { await op.dividers.run(store: op.store, logger: op.logger) },
+                { await op.live.run(etcd: op.store.etcd, prefix: op.leasePrefix, logger: op.logger) },
+            ])
+        }
+    }
+}
+
+/// This replica's key on the ring and its watch of the others'; leaves the
+/// ring when stopped.
+struct OperatorMembership: Service {
+    let op: Operator
+    func run() async {
+        let op = op
+        await cancelWhenGracefulShutdown {
+            await together([
+                { await op.membership.register(store: op.store, logger: op.logger) },
+                { await op.membership.watch(store: op.store, logger: op.logger) },
+            ])
+        }
+        await op.membership.leave(store: op.store)
+    }
+}
+
+/// The controllers' workers; on shutdown each finishes what it holds, then
+/// the connections to transitds close.
+struct OperatorControllers: Service {
+    let op: Operator
+    func run() async {
+        let op = op
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await op.runControllers()
+            } onGracefulShutdown: {
+                Task { await op.closeQueues() }
+            }
+        } onCancel: {
+            Task { await op.closeQueues() }
+        }
+        await op.pool.shutdown()
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import MizarCore
 
 /// Classic libpcap files (not pcapng) so failing test inputs and outputs can be
 /// opened in Wireshark/tcpdump. Little-endian, microsecond timestamps, v2.4,
@@ -38,31 +39,21 @@ public struct PcapWriter: Sendable {
         return out
     }
 
-    public static func write(frames: [[UInt8]], to path: String) throws(PcapWriteError) {
+    public static func write(frames: [[UInt8]], to path: String) throws(SystemError) {
         let bytes = data(frames: frames)
         guard let file = fopen(path, "wb") else {
-            throw PcapWriteError(path: path, operation: "fopen", errno: errno)
+            throw SystemError(call: "fopen", subject: path, errno: errno)
         }
         let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
         let writeErrno = errno
         // fclose flushes buffered data, so its failure is a lost write too.
         let closed = fclose(file) == 0
         guard written == bytes.count else {
-            throw PcapWriteError(path: path, operation: "fwrite", errno: writeErrno)
+            throw SystemError(call: "fwrite", subject: path, errno: writeErrno)
         }
         guard closed else {
-            throw PcapWriteError(path: path, operation: "fclose", errno: errno)
+            throw SystemError(call: "fclose", subject: path, errno: errno)
         }
-    }
-}
-
-public struct PcapWriteError: Error, Hashable, Sendable, CustomStringConvertible {
-    public let path: String
-    public let operation: String
-    public let errno: Int32
-
-    public var description: String {
-        "\(path): \(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"
     }
 }
 

@@ -1,12 +1,33 @@
 import Logging
 import MizarAPI
 import MizarEtcd
+import ServiceLifecycle
 
 /// A transitd's presence in etcd: its Droplet object (created, or its spec
 /// brought up to date) and a key under a lease it keeps alive. When the
 /// transitd dies the lease lapses, the key vanishes, and the operator marks
 /// the droplet NotReady and moves its bouncers and dividers.
-public enum DropletRegistration {
+public struct DropletRegistration: Service {
+    let store: Store
+    let name: String
+    let spec: DropletSpec
+    let logger: Logger
+
+    public init(store: Store, name: String, spec: DropletSpec, logger: Logger) {
+        self.store = store
+        self.name = name
+        self.spec = spec
+        self.logger = logger
+    }
+
+    /// One of transitd's services: registered until shutdown. The lease is
+    /// left to lapse rather than revoked, so a transitd restarted at once
+    /// (an upgrade) takes its place before the operator moves anything.
+    public func run() async {
+        let (store, name, spec, logger) = (store, name, spec, logger)
+        await cancelWhenGracefulShutdown { await Self.run(store: store, name: name, spec: spec, logger: logger) }
+    }
+
     /// Registers and keeps the lease alive until cancelled; after a lapse
     /// or a lost connection it registers again.
     public static func run(store: Store, name: String, spec: DropletSpec, ttl: Int64 = 3, logger: Logger) async {

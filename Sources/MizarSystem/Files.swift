@@ -1,4 +1,5 @@
 import Glibc
+import MizarCore
 
 /// The whole file as text; nil if it does not exist.
 public func readFile(_ path: String) throws(SystemError) -> String? {

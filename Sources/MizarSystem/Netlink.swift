@@ -2,27 +2,6 @@ import CNetlink
 import Glibc
 import MizarCore
 
-/// A failed system call: which call, on what, and errno.
-public struct SystemError: Error, CustomStringConvertible, Sendable {
-    public let call: String
-    public let subject: String
-    public let errno: Int32
-
-    public init(call: String, subject: String, errno: Int32) {
-        self.call = call
-        self.subject = subject
-        self.errno = errno
-    }
-
-    public var description: String { "\(call) \(subject): \(String(cString: strerror(errno))) (errno \(errno))" }
-}
-
-@discardableResult
-func sys(_ result: Int32, _ call: String, _ subject: String) throws(SystemError) -> Int32 {
-    if result < 0 { throw SystemError(call: call, subject: subject, errno: -result) }
-    return result
-}
-
 /// An open network namespace file (/run/netns/NAME, /proc/PID/ns/net).
 public final class NetworkNamespace: Sendable {
     public let path: String
@@ -30,14 +9,14 @@ public final class NetworkNamespace: Sendable {
 
     public init(path: String) throws(SystemError) {
         self.path = path
-        fd = try sys(mz_netns_open(path), "open netns", path)
+        fd = try SystemError.check(mz_netns_open(path), "open netns", path)
     }
 
     deinit { close(fd) }
 
     /// Creates a named namespace, as `ip netns add` does.
     public static func create(path: String) throws(SystemError) {
-        try sys(mz_netns_create(path), "create netns", path)
+        try SystemError.check(mz_netns_create(path), "create netns", path)
     }
 
     /// Removes a named namespace; false if there was none.
@@ -45,20 +24,20 @@ public final class NetworkNamespace: Sendable {
     public static func delete(path: String) throws(SystemError) -> Bool {
         let r = mz_netns_delete(path)
         if r == -ENOENT { return false }
-        try sys(r, "delete netns", path)
+        try SystemError.check(r, "delete netns", path)
         return true
     }
 
     /// A socket that lives in this namespace, whichever thread uses it.
     public func socket(domain: Int32, type: Int32, protocol: Int32 = 0) throws(SystemError) -> Int32 {
-        try sys(mz_socket_in(fd, domain, type, `protocol`), "socket", path)
+        try SystemError.check(mz_socket_in(fd, domain, type, `protocol`), "socket", path)
     }
 
     /// Moves the calling thread into the namespace. Call it first thing in
     /// main, before any other thread exists: threads inherit it from there.
     public static func enter(path: String) throws(SystemError) {
         let ns = try NetworkNamespace(path: path)
-        try sys(mz_setns_net(ns.fd), "setns", path)
+        try SystemError.check(mz_setns_net(ns.fd), "setns", path)
     }
 }
 
@@ -81,7 +60,7 @@ public final class Netlink {
     /// A socket in `namespace`, or in the caller's own.
     public init(in namespace: NetworkNamespace? = nil) throws(SystemError) {
         where_ = namespace?.path ?? "current netns"
-        fd = try sys(mz_nl_open(namespace?.fd ?? -1), "netlink socket", where_)
+        fd = try SystemError.check(mz_nl_open(namespace?.fd ?? -1), "netlink socket", where_)
     }
 
     deinit { mz_nl_close(fd) }
@@ -90,14 +69,14 @@ public final class Netlink {
     public func index(of name: String) throws(SystemError) -> UInt32? {
         let r = mz_nl_link_index(fd, name)
         if r == -ENODEV { return nil }
-        return UInt32(try sys(r, "RTM_GETLINK", name))
+        return UInt32(try SystemError.check(r, "RTM_GETLINK", name))
     }
 
     public func link(_ ifindex: UInt32) throws(SystemError) -> LinkInfo? {
         var info = mz_link_info()
         let r = mz_nl_link_get(fd, Int32(ifindex), &info)
         if r == -ENODEV { return nil }
-        try sys(r, "RTM_GETLINK", "ifindex \(ifindex)")
+        try SystemError.check(r, "RTM_GETLINK", "ifindex \(ifindex)")
         let mac = withUnsafeBytes(of: info.mac) { MACAddress(bytes: $0) }
         return LinkInfo(ifindex: UInt32(info.ifindex), name: cString(info.name), mac: mac, mtu: info.mtu,
                         isUp: info.flags & UInt32(IFF_UP) != 0, kind: cString(info.kind), master: UInt32(info.master))
@@ -114,19 +93,19 @@ public final class Netlink {
         } else {
             r = mz_nl_veth_add(fd, name, peer, peerNamespace?.fd ?? -1, mtu, nil)
         }
-        try sys(r, "RTM_NEWLINK veth", "\(name)/\(peer)")
+        try SystemError.check(r, "RTM_NEWLINK veth", "\(name)/\(peer)")
     }
 
     public func addBridge(_ name: String) throws(SystemError) {
-        try sys(mz_nl_bridge_add(fd, name), "RTM_NEWLINK bridge", name)
+        try SystemError.check(mz_nl_bridge_add(fd, name), "RTM_NEWLINK bridge", name)
     }
 
     public func addVXLAN(_ name: String, vni: UInt32, local: IPv4Address, device: UInt32, port: UInt16) throws(SystemError) {
-        try sys(mz_nl_vxlan_add(fd, name, vni, local.networkOrder, Int32(device), port), "RTM_NEWLINK vxlan", name)
+        try SystemError.check(mz_nl_vxlan_add(fd, name, vni, local.networkOrder, Int32(device), port), "RTM_NEWLINK vxlan", name)
     }
 
     public func appendFlood(vxlan: UInt32, to remote: IPv4Address) throws(SystemError) {
-        try sys(mz_nl_fdb_append(fd, Int32(vxlan), remote.networkOrder), "RTM_NEWNEIGH", "\(remote)")
+        try SystemError.check(mz_nl_fdb_append(fd, Int32(vxlan), remote.networkOrder), "RTM_NEWNEIGH", "\(remote)")
     }
 
     public func setLink(_ ifindex: UInt32, up: Bool? = nil, mtu: UInt32 = 0, mac: MACAddress? = nil) throws(SystemError) {
@@ -137,24 +116,24 @@ public final class Netlink {
         } else {
             r = mz_nl_link_set(fd, Int32(ifindex), state, mtu, nil)
         }
-        try sys(r, "RTM_NEWLINK set", "ifindex \(ifindex)")
+        try SystemError.check(r, "RTM_NEWLINK set", "ifindex \(ifindex)")
     }
 
     public func setMaster(_ ifindex: UInt32, master: UInt32) throws(SystemError) {
-        try sys(mz_nl_link_set_master(fd, Int32(ifindex), Int32(master)), "RTM_NEWLINK master", "ifindex \(ifindex)")
+        try SystemError.check(mz_nl_link_set_master(fd, Int32(ifindex), Int32(master)), "RTM_NEWLINK master", "ifindex \(ifindex)")
     }
 
     /// No IPv6 link-local address, so the kernel sends no solicitations on
     /// the link (nothing an endpoint did not ask for).
     public func disableIPv6(_ ifindex: UInt32) throws(SystemError) {
-        try sys(mz_nl_link_set_ipv6_off(fd, Int32(ifindex)), "RTM_NEWLINK addr_gen_mode", "ifindex \(ifindex)")
+        try SystemError.check(mz_nl_link_set_ipv6_off(fd, Int32(ifindex)), "RTM_NEWLINK addr_gen_mode", "ifindex \(ifindex)")
     }
 
     @discardableResult
     public func deleteLink(_ ifindex: UInt32) throws(SystemError) -> Bool {
         let r = mz_nl_link_del(fd, Int32(ifindex))
         if r == -ENODEV { return false }
-        try sys(r, "RTM_DELLINK", "ifindex \(ifindex)")
+        try SystemError.check(r, "RTM_DELLINK", "ifindex \(ifindex)")
         return true
     }
 
@@ -162,24 +141,24 @@ public final class Netlink {
     public func addAddress(_ ifindex: UInt32, _ ip: IPv4Address, prefixLength: UInt8) throws(SystemError) {
         let r = mz_nl_addr_add(fd, Int32(ifindex), ip.networkOrder, Int32(prefixLength))
         if r == -EEXIST { return }
-        try sys(r, "RTM_NEWADDR", "\(ip)/\(prefixLength)")
+        try SystemError.check(r, "RTM_NEWADDR", "\(ip)/\(prefixLength)")
     }
 
     /// Moves a link into `namespace` under `name`, in one request.
     public func move(_ ifindex: UInt32, to namespace: NetworkNamespace, name: String) throws(SystemError) {
-        try sys(mz_nl_link_move(fd, Int32(ifindex), namespace.fd, name), "RTM_NEWLINK netns", name)
+        try SystemError.check(mz_nl_link_move(fd, Int32(ifindex), namespace.fd, name), "RTM_NEWLINK netns", name)
     }
 
     /// Whether the link holds ip/prefixLength.
     public func hasAddress(_ ifindex: UInt32, _ ip: IPv4Address, prefixLength: UInt8) throws(SystemError) -> Bool {
-        try sys(mz_nl_addr_has(fd, Int32(ifindex), ip.networkOrder, Int32(prefixLength)), "RTM_GETADDR", "\(ip)") == 1
+        try SystemError.check(mz_nl_addr_has(fd, Int32(ifindex), ip.networkOrder, Int32(prefixLength)), "RTM_GETADDR", "\(ip)") == 1
     }
 
     /// The main table's IPv4 default route: its gateway and output link.
     public func defaultRoute() throws(SystemError) -> (gateway: IPv4Address, ifindex: UInt32)? {
         var gw: UInt32 = 0
         var oif: Int32 = 0
-        let found = try sys(mz_nl_default_route(fd, &gw, &oif), "RTM_GETROUTE", "default")
+        let found = try SystemError.check(mz_nl_default_route(fd, &gw, &oif), "RTM_GETROUTE", "default")
         return found == 1 ? (IPv4Address(networkOrder: gw), UInt32(oif)) : nil
     }
 
@@ -188,25 +167,25 @@ public final class Netlink {
         let r = mz_nl_route_add(fd, destination.address.networkOrder, Int32(destination.prefixLength),
                                 gateway?.networkOrder ?? 0, Int32(ifindex))
         if r == -EEXIST { return }
-        try sys(r, "RTM_NEWROUTE", "\(destination)")
+        try SystemError.check(r, "RTM_NEWROUTE", "\(destination)")
     }
 }
 
 /// ethtool settings on a link in a namespace.
 public enum Ethtool {
     public static func setGRO(_ on: Bool, ifname: String, in namespace: NetworkNamespace? = nil) throws(SystemError) {
-        try sys(mz_ethtool_set_gro(namespace?.fd ?? -1, ifname, on ? 1 : 0), "ETHTOOL_SGRO", ifname)
+        try SystemError.check(mz_ethtool_set_gro(namespace?.fd ?? -1, ifname, on ? 1 : 0), "ETHTOOL_SGRO", ifname)
     }
 
     /// Transmit checksum offload; off also turns TSO off.
     public static func setTxChecksum(_ on: Bool, ifname: String, in namespace: NetworkNamespace? = nil) throws(SystemError) {
-        try sys(mz_ethtool_set_tx_csum(namespace?.fd ?? -1, ifname, on ? 1 : 0), "ETHTOOL_STXCSUM", ifname)
+        try SystemError.check(mz_ethtool_set_tx_csum(namespace?.fd ?? -1, ifname, on ? 1 : 0), "ETHTOOL_STXCSUM", ifname)
     }
 
     /// The link's driver, e.g. "veth".
     public static func driver(ifname: String, in namespace: NetworkNamespace? = nil) throws(SystemError) -> String {
         var buffer = [CChar](repeating: 0, count: 64)
-        try sys(mz_ethtool_driver(namespace?.fd ?? -1, ifname, &buffer), "ETHTOOL_GDRVINFO", ifname)
+        try SystemError.check(mz_ethtool_driver(namespace?.fd ?? -1, ifname, &buffer), "ETHTOOL_GDRVINFO", ifname)
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

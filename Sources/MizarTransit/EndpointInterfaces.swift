@@ -1,4 +1,3 @@
-import CMizarABI
 import Glibc
 import MizarCore
 import MizarDataplane
@@ -20,7 +19,7 @@ public struct EndpointInterfaceSpec: Equatable, Sendable {
 
 extension TransitHost {
     /// Endpoint MTU: the droplet's less what the agent prepends.
-    public nonisolated var defaultEndpointMTU: UInt32 { dropletMTU - UInt32(MZ_ENCAP_OVERHEAD) }
+    public nonisolated var defaultEndpointMTU: UInt32 { dropletMTU - UInt32(Dataplane.encapOverhead) }
 
     /// Creates the veth pair, configures the endpoint's end inside its
     /// namespace, attaches the agent and writes the delivery entries. The
@@ -32,14 +31,14 @@ extension TransitHost {
         try requireSubnet(spec.vni, spec.subnet, holding: spec.ip)
         guard spec.mtu >= 576 && spec.mtu <= defaultEndpointMTU else {
             throw TransitError(.invalidArgument, field: "mtu",
-                               "\(spec.mtu) is out of range; expected 576...\(defaultEndpointMTU) (the droplet's MTU \(dropletMTU) less \(MZ_ENCAP_OVERHEAD) bytes of encapsulation)")
+                               "\(spec.mtu) is out of range; expected 576...\(defaultEndpointMTU) (the droplet's MTU \(dropletMTU) less \(Dataplane.encapOverhead) bytes of encapsulation)")
         }
         if let existing = interfaces[key] {
             if existing.spec == Self.message(spec) { return (existing, false) }
             throw TransitError(.alreadyExists, field: "ip",
                                "\(spec.ip) in VNI \(spec.vni) is already an endpoint on this host (\(existing.spec.mac) in \(existing.spec.netns))")
         }
-        if try dataplane.local.lookup(mz_ep_key(spec.vni, spec.ip)) != nil {
+        if try dataplane.hasLocal(spec.vni, spec.ip) {
             throw TransitError(.alreadyExists, field: "ip", "\(spec.ip) in VNI \(spec.vni) is already delivered to an interface on this host")
         }
         // Parked (no namespace): the endpoint's end stays here, unconfigured.

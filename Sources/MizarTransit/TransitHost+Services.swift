@@ -83,10 +83,7 @@ extension TransitHost {
             try dataplane.deleteService(vni, vip)
             try dataplane.forgetService(vni, vip)
         }
-        for (k, n) in try dataplane.nat.entries() where k.vni == vni.value {
-            let addresses = [n.vip, n.backend, k.src, k.dst].map { IPv4Address(networkOrder: $0) }
-            if addresses.contains(where: gone) { try dataplane.nat.delete(k) }
-        }
+        try dataplane.forgetServiceFlows(vni, touching: gone)
     }
 
     /// Forgets this host's flows to a service (or to some of its backends).

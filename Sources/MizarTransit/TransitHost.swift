@@ -1,4 +1,3 @@
-import CMizarABI
 import Glibc
 import Logging
 import MizarCore
@@ -26,7 +25,7 @@ public struct TransitConfig: Sendable {
     public var transitHook: HookChoice = .auto
     /// tc: XDP on an endpoint's veth would cost the endpoint its TSO.
     public var agentHook: Hook = .tc
-    public var dataplane: mz_config = Dataplane.defaultConfig
+    public var dataplane = DataplaneSettings()
 
     public init(interface: String, objectDirectory: String, pinDirectory: String, stateDirectory: String) {
         self.interface = interface
@@ -86,8 +85,8 @@ public actor TransitHost {
         let hooks = Array(Set([transitHook, config.agentHook])).sorted { $0.rawValue < $1.rawValue }
         var settings = config.dataplane
         // XDP_TX on a veth reaches its peer only if the peer runs XDP itself.
-        settings.xdp_tx_redirect = driver == "veth" || driver.isEmpty ? 1 : 0
-        dataplane = try Dataplane(objectDirectory: config.objectDirectory, hooks: hooks, config: settings,
+        settings.xdpTxRedirect = driver == "veth" || driver.isEmpty
+        dataplane = try Dataplane(objectDirectory: config.objectDirectory, hooks: hooks, settings: settings,
                                   pinDirectory: config.pinDirectory)
         try dataplane.setDroplet(droplet, ifindex: ifindex)
         try Attachment.attach(dataplane.programs[transitHook]!.transit, ifindex: ifindex)
@@ -132,24 +131,13 @@ public actor TransitHost {
             throw TransitError(.failedPrecondition, field: "vni",
                                "VPC \(vni) still has \(subnets.count) subnet(s) on this host (\(subnets.map { "\($0.cidr)" }.joined(separator: ", "))); delete them first")
         }
-        try forgetCachedHosts { $0.vni == vni.value }
+        try dataplane.forgetCachedHosts(vni) { _ in true }
         try forgetServices(vni) { _ in true }
         return try dataplane.deleteVPC(vni)
     }
 
-    /// Drops learned direct paths to addresses that are going away (a
-    /// subnet's, a VPC's), so nothing of them stays in this host's maps.
-    func forgetCachedHosts(_ matching: (mz_ep_key) -> Bool) throws {
-        for key in try dataplane.hostCache.keys() where matching(key) {
-            _ = try dataplane.hostCache.delete(key)
-        }
-    }
-
     public func listVPCs(vni: VNI?) throws -> [VPCEntry] {
-        try dataplane.vpcs.keys().compactMap { k -> VPCEntry? in
-            guard let v = try? VNI(k.vni), vni == nil || vni == v else { return nil }
-            return try dataplane.vpc(v)
-        }.sorted { $0.vni < $1.vni }
+        try dataplane.listVPCs(vni: vni)
     }
 
     func requireVPC(_ vni: VNI) throws {
@@ -180,18 +168,13 @@ public actor TransitHost {
             throw TransitError(.failedPrecondition, field: "cidr",
                                "subnet \(cidr) of VPC \(vni) still has \(users.count) endpoint interface(s) on this host")
         }
-        try forgetCachedHosts { $0.vni == vni.value && cidr.contains(IPv4Address(networkOrder: $0.ip)) }
+        try dataplane.forgetCachedHosts(vni) { cidr.contains($0) }
         try forgetServices(vni) { cidr.contains($0) }
         return try dataplane.deleteSubnet(vni, cidr)
     }
 
     public func listSubnets(vni: VNI?) throws -> [SubnetEntry] {
-        try dataplane.subnets.keys().compactMap { k -> SubnetEntry? in
-            guard let v = try? VNI(k.vni), vni == nil || vni == v,
-                  let cidr = try? CIDR(address: IPv4Address(networkOrder: k.ip), prefixLength: UInt8(k.prefixlen - 32))
-            else { return nil }
-            return try dataplane.subnet(v, cidr)
-        }.sorted { ($0.vni, $0.cidr.address) < ($1.vni, $1.cidr.address) }
+        try dataplane.listSubnets(vni: vni)
     }
 
     /// The subnet `cidr` of `vni`, which must be known here and hold `ip`.
@@ -231,22 +214,16 @@ public actor TransitHost {
 
     public func listEndpoints(vni: VNI?) throws -> [(EndpointEntry, CIDR?)] {
         let subnets = try listSubnets(vni: vni)
-        return try dataplane.endpoints.entries().compactMap { (k, v) -> (EndpointEntry, CIDR?)? in
-            guard let kv = try? VNI(k.vni), vni == nil || vni == kv else { return nil }
-            let ip = IPv4Address(networkOrder: k.ip)
-            let e = Dataplane.endpointEntry(kv, ip, v)
-            let subnet = subnets.filter { $0.vni == kv && $0.cidr.contains(ip) }.max { $0.cidr.prefixLength < $1.cidr.prefixLength }
+        return try dataplane.listEndpoints(vni: vni).map { e in
+            let subnet = subnets.filter { $0.vni == e.vni && $0.cidr.contains(e.ip) }.max { $0.cidr.prefixLength < $1.cidr.prefixLength }
             return (e, subnet?.cidr)
-        }.sorted { ($0.0.vni, $0.0.ip) < ($1.0.vni, $1.0.ip) }
+        }
     }
 
     // MARK: - The direct-path cache
 
     public func listHostCache(vni: VNI?) throws -> [CachedHost] {
-        try dataplane.hostCache.keys().compactMap { k -> CachedHost? in
-            guard let v = try? VNI(k.vni), vni == nil || vni == v else { return nil }
-            return try dataplane.cachedHost(v, IPv4Address(networkOrder: k.ip))
-        }.sorted { ($0.vni, $0.ip) < ($1.vni, $1.ip) }
+        try dataplane.listCachedHosts(vni: vni)
     }
 
     public func invalidateHostCache(_ vni: VNI, _ ip: IPv4Address) throws -> Bool {

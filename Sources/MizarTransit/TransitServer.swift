@@ -3,6 +3,7 @@ import GRPCNIOTransportHTTP2Posix
 import Glibc
 import Logging
 import MizarRPC
+import ServiceLifecycle
 
 /// Where transitd listens: a unix socket for local callers (mizar-cni,
 /// mizarctl) and, optionally, TCP for the management plane.
@@ -16,8 +17,10 @@ public struct TransitListeners: Sendable {
     }
 }
 
-/// Serves one TransitHost on every listener until cancelled or shut down.
-public final class TransitServer: Sendable {
+/// Serves one TransitHost on every listener until cancelled or shut down:
+/// one of transitd's services; on shutdown it stops accepting calls and
+/// returns once those under way have ended.
+public final class TransitServer: Service {
     let servers: [GRPCServer<HTTP2ServerTransport.Posix>]
 
     public init(host: TransitHost, listeners: TransitListeners) {
@@ -31,9 +34,13 @@ public final class TransitServer: Sendable {
         }
     }
 
-    public func serve() async throws {
-        try await withThrowingDiscardingTaskGroup { group in
-            for server in servers { group.addTask { try await server.serve() } }
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                for server in servers { group.addTask { try await server.serve() } }
+            }
+        } onGracefulShutdown: {
+            self.beginGracefulShutdown()
         }
     }
 

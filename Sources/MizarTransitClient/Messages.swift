@@ -47,7 +47,9 @@ public enum Messages {
             guard b.hasHost else { throw ValidationError(field: "backends[\(i)].host", reason: "is missing; expected the backend's host") }
             backends.append(ServiceBackend(ip: try unicast(b.ip, "backends[\(i)].ip"), host: try host(b.host, "backends[\(i)].host")))
         }
-        return (ServiceEntry(vni: vni, vip: vip, ports: ports, backends: backends), mac, subnet)
+        let entry = ServiceEntry(vni: vni, vip: vip, ports: ports, backends: backends)
+        try entry.validate()
+        return (entry, mac, subnet)
     }
 
     public static func service(_ e: ServiceEntry, mac: MACAddress, subnet: CIDR?) -> Mizar_Transit_V1_Service {

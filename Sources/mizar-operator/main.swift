@@ -1,13 +1,13 @@
 // mizar-operator: the management plane. Watches etcd and takes every
 // declared object from Init to Provisioned through the transitds concerned.
 import ArgumentParser
-import Dispatch
 import Glibc
 import Logging
 import MizarEtcd
 import MizarOperator
 import MizarStore
 import MizarCore
+import ServiceLifecycle
 
 struct MizarOperatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,19 +48,11 @@ struct MizarOperatorCommand: AsyncParsableCommand {
         let root = self.root
         try await withEtcd(host: at.host, port: at.port) { client in
             let op = Operator(store: Store(etcd: client, root: root), config: config, logger: logger)
-            let task = Task { await op.run() }
-            // SIGTERM and SIGINT stop the controllers; whatever was under
-            // way is finished by the next operator, from the objects' status.
-            let signals = [SIGTERM, SIGINT].map { sig in
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig)
-                source.setEventHandler { task.cancel() }
-                source.resume()
-                return source
-            }
             logger.info("running", metadata: ["etcd": "\(at)", "etcd.root": "\(root)"])
-            await task.value
-            signals.forEach { $0.cancel() }
+            // SIGTERM and SIGINT stop the controllers, then the replica leaves
+            // the ring, then the watches end; whatever was under way is
+            // finished by the next operator, from the objects' status.
+            try await ServiceGroup(services: op.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
             logger.info("stopped")
         }
     }

@@ -1,7 +1,6 @@
 // transitd: the per-host daemon. Loads the data plane (adopting pinned
 // maps), attaches it, and serves the Transit gRPC API.
 import ArgumentParser
-import Dispatch
 import Glibc
 import Logging
 import MizarAPI
@@ -12,6 +11,7 @@ import MizarEtcd
 import MizarStore
 import MizarSystem
 import MizarTransit
+import ServiceLifecycle
 
 // setns is per thread: enter the host's namespace before any other thread
 // exists, so every thread the runtime starts later inherits it.
@@ -99,7 +99,7 @@ struct Transitd: AsyncParsableCommand {
                                    pinDirectory: pinDir ?? "/sys/fs/bpf/mizar/\(name)", stateDirectory: stateDir)
         config.transitHook = transitHook
         config.agentHook = agentHook
-        config.dataplane.direct_path = noDirectPath ? 0 : 1
+        config.dataplane.directPath = !noDirectPath
         Dataplane.setLibbpfQuiet(false)
 
         let host = try await TransitHost(config: config, logger: logger)
@@ -110,73 +110,35 @@ struct Transitd: AsyncParsableCommand {
         default: let at = try HostPort(parsing: listen, field: "--listen"); tcp = (at.host, at.port)
         }
         let listeners = TransitListeners(unixSocket: socket ?? "\(stateDir)/transitd.sock", tcp: tcp)
-        let server = TransitServer(host: host, listeners: listeners)
-
-        // SIGTERM and SIGINT stop serving; programs and pins stay, so the
-        // data plane keeps forwarding until the next transitd adopts it.
-        let signals = [SIGTERM, SIGINT].map { sig in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig)
-            source.setEventHandler { server.beginGracefulShutdown() }
-            source.resume()
-            return source
-        }
         logger.info("serving", metadata: ["rpc.unix": "\(listeners.unixSocket)",
                                           "rpc.tcp": "\(tcp.map { "\($0.host):\($0.port)" } ?? "none")"])
-        var registration: Task<Void, Never>?
-        let etcdAt = try etcd.map { try HostPort(parsing: $0, field: "--etcd") }
-        if let etcd, let etcdAt {
-            let spec = DropletSpec(ip: "\(host.droplet.ip)", mac: "\(host.droplet.mac)",
-                                   transitd: advertise ?? tcp.map { "\($0.host):\($0.port)" } ?? "unix:\(listeners.unixSocket)")
-            let dropletName = droplet ?? name
-            let root = etcdRoot, address = etcd, log = logger
-            registration = Task {
-                while !Task.isCancelled {
-                    do {
-                        try await withEtcd(host: etcdAt.host, port: etcdAt.port) { client in
-                            await DropletRegistration.run(store: Store(etcd: client, root: root), name: dropletName, spec: spec, logger: log)
-                        }
-                    } catch {
-                        log.warning("etcd unreachable; retrying", metadata: ["etcd": "\(address)", "error": "\(error)"])
-                        try? await Task.sleep(for: .seconds(1))
-                    }
-                }
-            }
-        }
-        // CNI: containers get endpoints on this droplet (needs etcd to make them).
-        var cni: Task<Void, Never>?
-        var cniServer: CNIServer?
-        // One transitd per host serves where the plugin looks by default;
+        let spec = DropletSpec(ip: "\(host.droplet.ip)", mac: "\(host.droplet.mac)",
+                               transitd: advertise ?? tcp.map { "\($0.host):\($0.port)" } ?? "unix:\(listeners.unixSocket)")
+        let dropletName = droplet ?? name
+        // One transitd per host serves CNI where the plugin looks by default;
         // several on one machine (the testbed) each serve in their state dir.
         let cniPath = cniSocket ?? (self.stateDir == nil ? "/run/mizar/cni.sock" : "\(stateDir)/cni.sock")
-        if cniPath != "none" {
-            let dropletName = droplet ?? name
-            if let etcdAt {
-                let root = etcdRoot, log = logger
-                cni = Task {
-                    do {
-                        try await withEtcd(host: etcdAt.host, port: etcdAt.port) { client in
-                            let s = try CNIServer(path: cniPath, handler: CNIHandler(host: host, store: Store(etcd: client, root: root),
-                                                                                     droplet: dropletName, logger: log))
-                            s.start()
-                            defer { s.stop() }
-                            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
-                        }
-                    } catch {
-                        log.error("CNI socket not served", metadata: ["cni.socket": "\(cniPath)", "error": "\(error)"])
-                    }
-                }
-            } else {
-                cniServer = try CNIServer(path: cniPath, handler: CNIHandler(host: host, store: nil, droplet: dropletName, logger: logger))
-                cniServer?.start()
+
+        // The daemon's long-running parts, started in this order and, on
+        // SIGTERM or SIGINT, stopped in the reverse one: no new containers,
+        // then no registration, then no API. Programs and pins stay, so the
+        // data plane keeps forwarding until the next transitd adopts it.
+        func serve(_ store: Store?) async throws {
+            var services: [any Service] = [TransitServer(host: host, listeners: listeners)]
+            if let store { services.append(DropletRegistration(store: store, name: dropletName, spec: spec, logger: logger)) }
+            // CNI makes Endpoints in etcd; without etcd it answers with a clear error.
+            if cniPath != "none" {
+                services.append(CNIServer(path: cniPath, handler: CNIHandler(host: host, store: store, droplet: dropletName, logger: logger),
+                                          logger: logger))
             }
-            logger.info("serving CNI", metadata: ["cni.socket": "\(cniPath)"])
+            try await ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
         }
-        try await server.serve()
-        cni?.cancel()
-        cniServer?.stop()
-        registration?.cancel()
-        signals.forEach { $0.cancel() }
+        if let etcd {
+            let at = try HostPort(parsing: etcd, field: "--etcd"), root = etcdRoot
+            try await withEtcd(host: at.host, port: at.port) { client in try await serve(Store(etcd: client, root: root)) }
+        } else {
+            try await serve(nil)
+        }
         logger.info("stopped; the data plane stays attached")
     }
 }

@@ -1,5 +1,5 @@
 import CMizarABI
-import MizarDataplane
+@testable import MizarDataplane
 import Testing
 
 /// The Swift view of a type: size and member offsets, from MemoryLayout.

@@ -1,6 +1,6 @@
 import CMizarABI
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 
 /// Rows for the agent program: packets an endpoint sends (a1 on port a,

@@ -1,7 +1,7 @@
 import CMizarABI
 import Glibc
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 import Testing
 
@@ -62,7 +62,7 @@ extension DataplaneTests {
             #expect {
                 _ = try Dataplane(objectDirectory: "/nonexistent-mizar")
             } throws: { error in
-                guard let e = error as? BPFError else { return false }
+                guard let e = error as? SystemError else { return false }
                 return e.call == "bpf_object__open_file" && e.errno == ENOENT && "\(e)".contains("/nonexistent-mizar/transit.xdp.o")
             }
         }

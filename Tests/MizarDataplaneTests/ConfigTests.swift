@@ -1,6 +1,6 @@
 import CMizarABI
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 import Testing
 
@@ -11,8 +11,7 @@ extension DataplaneTests {
         /// packet goes to the bouncer with TTL 9.
         @Test(arguments: Hook.allCases) func directPathOffAndTTL(_ hook: Hook) throws {
             let env = try TestEnvironment.get()
-            let config = mz_config(outer_ttl: 9, direct_path: 0, xdp_tx_redirect: 0, reserved: 0, reserved2: 0)
-            let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [hook], config: config)
+            let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [hook], settings: DataplaneSettings(outerTTL: 9, directPath: false))
             try dp.setDroplet(T.h1, ifindex: env.ifs.droplet)
             try dp.upsertVPC(VPCEntry(vni: T.vniA, dividers: [T.h3]))
             try dp.upsertSubnet(SubnetEntry(vni: T.vniA, cidr: T.s1, bouncers: [T.h4]))
@@ -31,8 +30,7 @@ extension DataplaneTests {
             let env = try TestEnvironment.get()
             var results: [UInt8: UInt32] = [:]
             for flag: UInt8 in [0, 1] {
-                let config = mz_config(outer_ttl: 64, direct_path: 1, xdp_tx_redirect: flag, reserved: 0, reserved2: 0)
-                let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [.xdp], config: config)
+                let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [.xdp], settings: DataplaneSettings(xdpTxRedirect: flag == 1))
                 try dp.setDroplet(T.h1, ifindex: env.ifs.droplet)
                 try dp.upsertVPC(VPCEntry(vni: T.vniA, dividers: [T.h3]))
                 // h1 bounces a packet for a3 on to a3's host, h2.

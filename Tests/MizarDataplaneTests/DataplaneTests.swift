@@ -1,5 +1,5 @@
 import CMizarABI
-import MizarDataplane
+@testable import MizarDataplane
 import Testing
 
 /// Every test that touches the loaded data plane lives under this suite:

@@ -1,6 +1,6 @@
 import CMizarABI
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 import Testing
 
@@ -111,7 +111,7 @@ func check(_ c: PacketCase, _ hook: Hook) throws {
     let prog = c.program == .transit ? programs.transit : programs.agent
     let arrival = c.port.ifindex(env.ifs)
     if c.tcRefusedByKernel && hook == .tc {
-        #expect(throws: BPFError.self) { try prog.testRun(c.input, ifindex: arrival) }
+        #expect(throws: SystemError.self) { try prog.testRun(c.input, ifindex: arrival) }
         return
     }
     let r = try prog.testRun(c.input, ifindex: arrival)

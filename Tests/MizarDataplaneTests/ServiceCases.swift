@@ -1,6 +1,6 @@
 import CMizarABI
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 import Testing
 

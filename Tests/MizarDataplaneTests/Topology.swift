@@ -1,6 +1,6 @@
 import CMizarABI
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 
 /// The little world the packet tests live in. This host is H1; H2..H4 are

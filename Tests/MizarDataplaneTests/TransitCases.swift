@@ -1,6 +1,6 @@
 import CMizarABI
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 
 /// Rows for the transit program: packets arriving on the droplet interface.

@@ -1,7 +1,7 @@
 import CMizarABI
 import Glibc
 import MizarCore
-import MizarDataplane
+@testable import MizarDataplane
 import MizarPacket
 import MizarTestbed
 import Testing

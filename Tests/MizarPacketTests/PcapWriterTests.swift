@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import MizarCore
 import MizarPacket
 import Testing
 
@@ -47,10 +48,10 @@ import Testing
     }
 
     @Test func unwritablePathThrowsWithErrno() {
-        let error = #expect(throws: PcapWriteError.self) {
+        let error = #expect(throws: SystemError.self) {
             try PcapWriter.write(frames: [], to: "/nonexistent-mizar-dir/x.pcap")
         }
-        #expect(error?.operation == "fopen")
+        #expect(error?.call == "fopen")
         #expect(error?.errno == ENOENT)
         #expect(error?.description.contains("/nonexistent-mizar-dir/x.pcap") == true)
     }

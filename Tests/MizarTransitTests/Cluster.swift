@@ -1,4 +1,3 @@
-import CMizarABI
 import GRPCCore
 import Glibc
 import MizarCore

@@ -1,7 +1,7 @@
-import CMizarABI
 import GRPCCore
 import Glibc
 import MizarCore
+import MizarDataplane
 import MizarRPC
 import MizarSystem
 import MizarTestbed
@@ -145,8 +145,8 @@ struct ClusterTests {
         // Which bouncer (index into [h1, h2]) each ARP picks, and which
         // divider each first inter-subnet packet (ICMP) picks: the data
         // plane's own hash, so the test knows both must be used.
-        let arpPicks = Set(s1.flatMap { x in s1.filter { $0.name != x.name }.map { Int(mz_flow_hash(x.ip.value, $0.ip.value, 0x0806) % 2) } })
-        let dividerPicks = Set(s1.flatMap { x in s2.map { Int(mz_flow_hash(x.ip.value, $0.ip.value, 1) % 2) } })
+        let arpPicks = Set(s1.flatMap { x in s1.filter { $0.name != x.name }.map { Int(Dataplane.flowHash(x.ip.value, $0.ip.value, 0x0806) % 2) } })
+        let dividerPicks = Set(s1.flatMap { x in s2.map { Int(Dataplane.flowHash(x.ip.value, $0.ip.value, 1) % 2) } })
         #expect(arpPicks == [0, 1] && dividerPicks == [0, 1], "the chosen addresses must exercise both")
 
         let before = [try await c.counters(1), try await c.counters(2)]

@@ -5,7 +5,6 @@
 // encapsulation), so the kernel's repeat loop would not run the same path
 // twice. The kernel times each run; a batch's figure is the mean of its
 // runs, and the printed figure the median over batches.
-import CMizarABI
 import Glibc
 import MizarCore
 import MizarDataplane
@@ -53,7 +52,7 @@ try dp.upsertEndpoints((0..<100_000).map { i in
 })
 
 func rts(_ h: HostAddress) -> GeneveOption {
-    GeneveOption(optionClass: UInt16(MZ_GENEVE_CLASS), type: 1, data: h.ip.bytes + h.mac.bytes + [0, 0])
+    GeneveOption(optionClass: Dataplane.geneveOptionClass, type: 1, data: h.ip.bytes + h.mac.bytes + [0, 0])
 }
 
 func tunnel(from: HostAddress, to: HostAddress, inner: [UInt8]) -> [UInt8] {
@@ -89,7 +88,7 @@ let paths = [
     Path(name: "encap_bouncer", program: \.agent, ifindex: aIf, packet: udp(a1mac, gwMAC, a1, ip("10.0.1.77")),
          before: { try dp.invalidateCachedHost(vni, ip("10.0.1.77")) }),
     Path(name: "encap_direct", program: \.agent, ifindex: aIf, packet: udp(a1mac, a3mac, a1, a3),
-         before: { try dp.hostCache.update(mz_ep_key(vni, a3), mz_cached_host(host: mz_host(ip: h2.ip.networkOrder, mac: (2, 0, 0, 0, 0, 2), reserved: 0), flags: 0, learned_ns: 0)) }),
+         before: { try dp.setCachedHost(CachedHost(vni: vni, ip: a3, host: h2)) }),
     Path(name: "same_host", program: \.agent, ifindex: aIf, packet: udp(a1mac, a2mac, a1, a2)),
 ]
 
