@@ -7,12 +7,16 @@
 # mizar-operator; one VPC 10.0.0.0/16, one subnet 10.0.1.0/24 (one bouncer);
 # a client endpoint and a backend endpoint on the two hosts that do not
 # carry the subnet's bouncer; a scaled endpoint with ports 5201/TCP->5201
-# and 7000/TCP->7000 and that one backend.
-# Measured: TCP connection set-up latency (bench/connect_latency.c:
-# CONNECTIONS new connections to each, one after another, the two paths
-# taking turns; p50/p90/p99) and single-stream TCP throughput (iperf3,
-# SECONDS_PER_TEST each). Printed as BENCH lines with the VIP/direct
-# ratio, and a table; nothing is asserted. Takes about a minute.
+# and 7000/TCP->7000 and that one backend. Set up once.
+# Measured REPS times (default 5), each repetition: TCP connection set-up
+# latency (bench/connect_latency.c: CONNECTIONS new connections to each,
+# one after another, the two paths taking turns; p50/p90/p99), then
+# single-stream TCP throughput (iperf3, SECONDS_PER_TEST each, one path
+# after the other); which path goes first alternates between repetitions.
+# Each repetition's figures are shown as it goes; then, through
+# bench/stats.py, per figure the median, spread=min..max and reps, and the
+# VIP/direct ratio (each repetition's own, then their median and
+# min..max). Nothing is asserted. Takes about a minute per repetition.
 # Every process it starts is stopped by its pid; the testbed and the
 # namespaces (per-run prefix) are removed on exit.
 set -euo pipefail
@@ -24,6 +28,7 @@ MIZARCTL=$BIN/mizarctl
 TESTBED=$BIN/mizar-testbed
 SECONDS_PER_TEST=${SECONDS_PER_TEST:-5}
 CONNECTIONS=${CONNECTIONS:-2000}
+REPS=${REPS:-5}
 PORT=${ETCD_PORT:-23890}        # etcd (the demo uses 23790)
 NET=${UNDERLAY_NET:-9}          # underlay 172.30.NET.0/24 (the demo and the tests use 0 and 1)
 MGMT=172.30.$NET.254
@@ -212,15 +217,17 @@ started_pid $! iperf3
 sleep 0.5
 in_ns "$CNS" ping -c 2 -i 0.2 -W 2 -q "$SERVER_IP" >/dev/null || echo "warning: the client cannot ping the backend $SERVER_IP" >&2
 
-# --- 1. connection set-up latency ---------------------------------------------
+# --- REPS repetitions of 1. and 2. ---------------------------------------------
+# 1. Connection set-up latency.
 # Every new connection through the VIP sends its first packet (the SYN)
 # through the bouncer: client host -> bouncer host -> back to the client
 # host with the rewrite -> backend host; the SYN-ACK and all later packets
 # go host to host directly (DNAT on the client's host, reverse NAT on the
 # replies). Direct: the SYN goes client host -> backend host at once.
-# 20 untimed connections to each first warm the ARP and direct-path caches.
-# The two targets take turns, one connection each, so both see the same
-# machine at the same moment (this box also runs other work).
+# In each repetition 20 untimed connections to each first warm the ARP and
+# direct-path caches. The two targets take turns, one connection each, so
+# both see the same machine at the same moment (this box also runs other
+# work).
 # Failures counted for "direct" when taking turns: the client's host keeps
 # a VIP flow's reply rewrite (backend:7000 > client:sport, shown by
 # `mizarctl dump flows`) after the flow closed, so a later direct
@@ -245,54 +252,51 @@ print(find(json.load(sys.stdin)) or 0)') || c=0
 	done
 	echo "$n"
 }
-declare -A CONN TCP
-before=$(answered)
-out=$(in_ns "$CNS" "$CL" -n "$CONNECTIONS" "$SERVER_IP" 7000 "$VIP" 7000)
-after=$(answered)
-CONN[direct]=$(grep "^addr=$SERVER_IP " <<<"$out")
-CONN[vip]=$(grep "^addr=$VIP " <<<"$out")
-echo "connect direct: ${CONN[direct]}"
-echo "connect vip:    ${CONN[vip]}"
-# Fewer than CONNECTIONS + 20 when the kernel gave a VIP connection a
-# source port an earlier one had used: the client's host still held that
-# flow and rewrote it without asking the bouncer.
-echo "new flows the bouncer answered during it: $((after - before)) of the VIP's $((CONNECTIONS + 20)) connections"
 kv() { sed -n "s/.*\b$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
+gbps() { python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null; }
+declare -A TARGET=([direct]=$SERVER_IP [vip]=$VIP)
+SAMPLES=$RUN/samples
+: >"$SAMPLES"
+broken=0
+for (( r = 1; r <= REPS; r++ )); do
+	order=(direct vip); (( r % 2 )) || order=(vip direct)
+	echo "== repetition $r/$REPS: ${order[*]}"
+	echo "REP $r" >>"$SAMPLES"
+	before=$(answered)
+	out=$(in_ns "$CNS" "$CL" -n "$CONNECTIONS" "${TARGET[${order[0]}]}" 7000 "${TARGET[${order[1]}]}" 7000)
+	after=$(answered)
+	for t in "${order[@]}"; do
+		line=$(grep "^addr=${TARGET[$t]} " <<<"$out" || true)
+		n=$(kv "$line" n); f=$(kv "$line" failed)
+		echo "  connect $t: $line"
+		[ "${f:-0}" = 0 ] || echo "  note: $f $t connection(s) failed (timed out after 5 s; left out of the percentiles)"
+		if [ "${n:-0}" = 0 ]; then broken=1; continue; fi
+		for q in p50 p90 p99; do
+			echo "BENCH service.$t.connect_${q}_us $(kv "$line" ${q}_us) us n=$n failed=$f baseline=direct" >>"$SAMPLES"
+		done
+	done
+	# Fewer than CONNECTIONS + 20 when the kernel gave a VIP connection a
+	# source port an earlier one had used: the client's host still held that
+	# flow and rewrote it without asking the bouncer.
+	echo "  new flows the bouncer answered: $((after - before)) of the VIP's $((CONNECTIONS + 20)) connections"
 
-# --- 2. single-stream throughput ------------------------------------------------
-for t in direct vip; do
-	ip=$SERVER_IP; [ "$t" = vip ] && ip=$VIP
-	TCP[$t]=$(in_ns "$CNS" iperf3 -c "$ip" -p 5201 --connect-timeout 3000 -t "$SECONDS_PER_TEST" -J |
-		python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' || echo 0)
+	# 2. Single-stream throughput, the paths in the same order.
+	for t in "${order[@]}"; do
+		tcp=$(in_ns "$CNS" iperf3 -c "${TARGET[$t]}" -p 5201 --connect-timeout 3000 -t "$SECONDS_PER_TEST" -J | gbps || true)
+		echo "  tcp $t: ${tcp:-failed} Gb/s"
+		if [ -z "$tcp" ] || [ "$tcp" = 0.00 ]; then broken=1; continue; fi
+		echo "BENCH service.$t.tcp_gbps $tcp Gb/s baseline=direct" >>"$SAMPLES"
+	done
 done
 
-for t in direct vip; do
-	f=$(kv "${CONN[$t]}" failed)
-	[ "${f:-0}" = 0 ] || echo "note: $f $t connection(s) failed (timed out after 5 s; left out of the percentiles)"
-done
-if [ "$(kv "${CONN[vip]}" n)" = 0 ] || [ "$(kv "${CONN[direct]}" n)" = 0 ] || [ "${TCP[vip]}" = 0 ] || [ "${TCP[direct]}" = 0 ]; then
-	echo "== a path did not work at all: each host's counters and subnet table, the endpoints' status"
+if [ "$broken" = 1 ]; then
+	echo "== a path did not work at all in some repetition: each host's counters and subnet table, the endpoints' status"
 	for h in 1 2 3; do
 		echo "-- $P/h$h"; ctl counters --testbed "$P/h$h" || true; ctl dump subnets --testbed "$P/h$h" || true
 	done
 	ctl get endpoints -o yaml || true
 fi
 
-# --- results -------------------------------------------------------------------
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
-echo
-printf '%-8s %10s %10s %10s %8s %10s\n' path p50_us p90_us p99_us failed tcp_gbps
-for t in direct vip; do
-	printf '%-8s %10s %10s %10s %8s %10s\n' "$t" "$(kv "${CONN[$t]}" p50_us)" "$(kv "${CONN[$t]}" p90_us)" \
-		"$(kv "${CONN[$t]}" p99_us)" "$(kv "${CONN[$t]}" failed)" "${TCP[$t]}"
-done
-printf '%-8s %10s %10s %10s %8s %10s\n' vip/dir "$(ratio "$(kv "${CONN[vip]}" p50_us)" "$(kv "${CONN[direct]}" p50_us)")" \
-	"$(ratio "$(kv "${CONN[vip]}" p90_us)" "$(kv "${CONN[direct]}" p90_us)")" \
-	"$(ratio "$(kv "${CONN[vip]}" p99_us)" "$(kv "${CONN[direct]}" p99_us)")" "" "$(ratio "${TCP[vip]}" "${TCP[direct]}")"
-echo
-for t in direct vip; do
-	for q in p50 p90 p99; do
-		echo "BENCH service.$t.connect_${q}_us $(kv "${CONN[$t]}" ${q}_us) us n=$(kv "${CONN[$t]}" n) failed=$(kv "${CONN[$t]}" failed) baseline=direct ratio=$(ratio "$(kv "${CONN[$t]}" ${q}_us)" "$(kv "${CONN[direct]}" ${q}_us)")"
-	done
-	echo "BENCH service.$t.tcp_gbps ${TCP[$t]} Gb/s baseline=direct ratio=$(ratio "${TCP[$t]}" "${TCP[direct]}")"
-done
+# --- results: median, min..max and the per-repetition VIP/direct ratio ----------
+echo "== $REPS repetitions, $CONNECTIONS connections and ${SECONDS_PER_TEST} s of iperf3 to each path in each"
+python3 bench/stats.py <"$SAMPLES"
