@@ -18,7 +18,7 @@ stop() { # pidfile program
 }
 stop "$run/operator.pid" mizar-operator
 stop "$run/etcd.pid" etcd
-for ns in $(ip netns list | awk '{print $1}' | grep '^demo-e-'); do
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^demo-e-'); do
 	ip netns del "$ns" && echo "removed netns $ns"
 done
 "$(swift build --show-bin-path)/mizar-testbed" down --name demo
