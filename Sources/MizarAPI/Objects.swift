@@ -121,7 +121,7 @@ public struct VpcSpec: Codable, Sendable, Equatable {
 
 public struct VpcStatus: ObjectStatus {
     public var common = CommonStatus()
-    public var vni: UInt32?
+    public var vni: VNI?
     /// Droplets that divide for it.
     public var dividers: [String]?
     public init() {}
@@ -142,8 +142,8 @@ public struct SubnetSpec: Codable, Sendable, Equatable {
 
 public struct SubnetStatus: ObjectStatus {
     public var common = CommonStatus()
-    public var vni: UInt32?
-    public var gateway: String?
+    public var vni: VNI?
+    public var gateway: IPv4Address?
     public var bouncers: [String]?
     public init() {}
 }
@@ -216,10 +216,10 @@ public struct EndpointPort: Codable, Sendable, Equatable {
 /// A backend as the bouncers were last given it.
 public struct EndpointBackend: Codable, Sendable, Equatable {
     public var name: String
-    public var ip: String
+    public var ip: IPv4Address
     public var droplet: String
 
-    public init(name: String, ip: String, droplet: String) {
+    public init(name: String, ip: IPv4Address, droplet: String) {
         self.name = name
         self.ip = ip
         self.droplet = droplet
@@ -228,8 +228,8 @@ public struct EndpointBackend: Codable, Sendable, Equatable {
 
 public struct EndpointStatus: ObjectStatus {
     public var common = CommonStatus()
-    public var ip: String?
-    public var mac: String?
+    public var ip: IPv4Address?
+    public var mac: MACAddress?
     public var droplet: String?
     public var hostInterface: String?
     /// A scaled endpoint's live backends, as its bouncers hold them.

@@ -315,7 +315,7 @@ public struct CNIHandler: Sendable {
                   existing.spec.droplet == nil || existing.spec.droplet == droplet, parkedOrMine else {
                 throw CNIError(CNIError.conflict, "endpoint \(name) exists for VPC \(existing.spec.vpc), subnet \(existing.spec.subnet) on droplet \(existing.spec.droplet ?? "-"); this host is \(droplet)")
             }
-            if let ip = config.ip, let has = existing.spec.ip ?? existing.status?.ip, has != "\(ip)" {
+            if let ip = config.ip, let has = existing.spec.ip ?? existing.status?.ip.map({ "\($0)" }), has != "\(ip)" {
                 throw CNIError(CNIError.conflict, "endpoint \(name) exists with address \(has); this container asks for \(ip)")
             }
         } else {
@@ -357,9 +357,7 @@ public struct CNIHandler: Sendable {
             try await Task.sleep(for: .milliseconds(4))
         }
         let vniRead = if let known = subnet.status?.vni { known } else { try await store.get(SubnetSpec.self, config.subnet)?.status?.vni }
-        guard let vni = vniRead,
-              let ipText = endpoint.status?.ip, let ip = try? IPv4Address(parsing: ipText),
-              let vniValue = try? VNI(vni) else {
+        guard let vniValue = vniRead, let ip = endpoint.status?.ip else {
             throw CNIError(CNIError.ioFailure, "endpoint \(name) is provisioned but has no address or VNI")
         }
         let info: Mizar_Transit_V1_EndpointInterfaceInfo
@@ -415,8 +413,8 @@ public struct CNIHandler: Sendable {
         guard let e = try await store.get(EndpointSpec.self, name), e.metadata.deletionTimestamp == nil else {
             throw CNIError(CNIError.unknownContainer, "no endpoint \(name) for container \(request.containerID.prefix(12)) (ifname \(request.ifname))")
         }
-        guard e.status?.common.phase == .provisioned, let ipText = e.status?.ip, let ip = try? IPv4Address(parsing: ipText),
-              let vni = try await store.get(SubnetSpec.self, e.spec.subnet)?.status?.vni, let vniValue = try? VNI(vni) else {
+        guard e.status?.common.phase == .provisioned, let ip = e.status?.ip,
+              let vniValue = try await store.get(SubnetSpec.self, e.spec.subnet)?.status?.vni else {
             throw CNIError(CNIError.drifted, "endpoint \(name) is \(e.status?.common.phase.rawValue ?? "not provisioned")\(e.status?.common.reason.map { ": \($0)" } ?? "")")
         }
         let drift = try await host.checkEndpointInterface(vniValue, ip, netns: request.netns, ifname: request.ifname)

@@ -167,7 +167,7 @@ public final class Operator: Sendable {
         endpoints.onChange { [self] old, new in
             let e = (new ?? old)!
             func held(_ o: Endpoint?) -> UInt32? {
-                (o?.status?.ip ?? o?.spec.ip).flatMap { try? IPv4Address(parsing: $0).value }
+                (o?.status?.ip ?? o?.spec.ip.flatMap { try? IPv4Address(parsing: $0) })?.value
             }
             let before = held(old), after = held(new)
             if before != after || old?.spec.vpc != new?.spec.vpc {

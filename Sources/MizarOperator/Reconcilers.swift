@@ -22,12 +22,12 @@ extension Operator {
                 for key in given.keys { given[key]?.droplets.remove(name) }
             }
             for v in vpcs.list() where v.metadata.deletionTimestamp == nil {
-                guard let vni = try v.status?.vni.map({ try VNI($0) }) else { continue }
+                guard let vni = v.status?.vni else { continue }
                 let divs = try (v.status?.dividers ?? []).compactMap { try peer(named: $0) }
                 try await Provisioning.putVPC(vni: vni, dividers: divs, on: [host], via: pool)
             }
             for s in subnets.list() where s.metadata.deletionTimestamp == nil {
-                guard let vni = try s.status?.vni.map({ try VNI($0) }) else { continue }
+                guard let vni = s.status?.vni else { continue }
                 let bs = try (s.status?.bouncers ?? []).compactMap { try peer(named: $0) }
                 try await Provisioning.putSubnet(vni: vni, cidr: try CIDR(parsing: s.spec.cidr), bouncers: bs, on: [host], via: pool)
             }
@@ -97,14 +97,14 @@ extension Operator {
             }
             for d in dividers.filter({ $0.spec.vpc == name }) { try await store.delete(DividerSpec.self, d.name) }
             tablesGiven.withLock { $0["vpc/\(name)"] = nil }
-            if let vni = try v.status?.vni.map({ try VNI($0) }) {
+            if let vni = v.status?.vni {
                 try await Provisioning.deleteVPC(vni: vni, on: try readyDroplets().map(peer), via: pool)
             }
             try await release(v)
             return .done
         }
         if Self.settled(v), placementSettled(v.status?.dividers, live: liveDividers(of: name), want: v.spec.dividers ?? 1) {
-            if let vni = try v.status?.vni.map({ try VNI($0) }) {
+            if let vni = v.status?.vni {
                 let divs = v.status?.dividers ?? []
                 try await giveTable("vpc/\(name)", holders: divs, toNewlyReady: true) { hosts in
                     try await Provisioning.putVPC(vni: vni, dividers: try divs.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
@@ -118,7 +118,7 @@ extension Operator {
             guard let saved = try await claimVNI(v) else { return .retry("conflict") }
             v = saved
         }
-        guard let vni = try v.status?.vni.map({ try VNI($0) }) else { return .retry("no VNI") }
+        guard let vni = v.status?.vni else { return .retry("no VNI") }
 
         // Dividers: as many as asked, one per droplet, least-loaded first.
         let want = v.spec.dividers ?? 1
@@ -183,7 +183,7 @@ extension Operator {
         }
         var status = next.status ?? VpcStatus()
         status.common.phase = .allocating
-        if let vni = status.vni ?? v.spec.vni {
+        if let vni = try status.vni ?? v.spec.vni.map({ try VNI($0, field: "spec.vni") }) {
             status.vni = vni
             next.status = status
             return try await save(next, in: vpcs)
@@ -193,7 +193,7 @@ extension Operator {
         let top: UInt32 = 0xFF_FFFF
         var candidate = 4096 + UInt32(truncatingIfNeeded: stableHash(v.name) % UInt64(top - 4096))
         for _ in 0..<64 {
-            status.vni = candidate
+            status.vni = try VNI(candidate)
             next.status = status
             let key = store.vniKey(candidate)
             if let saved = try await save(next, in: vpcs, alsoIf: [.absent(key)], alsoDo: [.put(key, Array(v.name.utf8))]) {
@@ -217,17 +217,17 @@ extension Operator {
             }
             for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
             tablesGiven.withLock { $0["subnet/\(name)"] = nil }
-            if let vni = try s.status?.vni.map({ try VNI($0) }) {
+            if let vni = s.status?.vni {
                 try await Provisioning.deleteSubnet(vni: vni, cidr: try CIDR(parsing: s.spec.cidr), on: try readyDroplets().map(peer), via: pool)
             }
             try await release(s)
             return .done
         }
         guard let vpc = vpcs.get(s.spec.vpc), vpc.metadata.deletionTimestamp == nil,
-              let vniValue = vpc.status?.vni, vpc.status?.common.phase == .provisioned else {
+              let vni = vpc.status?.vni, vpc.status?.common.phase == .provisioned else {
             return try await setPhase(s, .initial, reason: "waiting for Vpc \(s.spec.vpc)", in: subnets)
         }
-        let vni = try VNI(vniValue), cidr = try CIDR(parsing: s.spec.cidr)
+        let cidr = try CIDR(parsing: s.spec.cidr)
         let ready = Set(readyDroplets().map(\.name))
         let liveBouncers = bouncers.filter { $0.spec.subnet == name && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
         if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) {
@@ -240,14 +240,14 @@ extension Operator {
             return .done
         }
 
-        if !(s.metadata.finalizers ?? []).contains(Self.finalizer) || s.status?.vni != vni.value {
+        if !(s.metadata.finalizers ?? []).contains(Self.finalizer) || s.status?.vni != vni {
             var next = s
             if !(next.metadata.finalizers ?? []).contains(Self.finalizer) {
                 next.metadata.finalizers = (next.metadata.finalizers ?? []) + [Self.finalizer]
             }
             var status = next.status ?? SubnetStatus()
-            status.vni = vni.value
-            status.gateway = "\(cidr.gateway)"
+            status.vni = vni
+            status.gateway = cidr.gateway
             status.common.phase = .placing
             status.common.reason = nil
             next.status = status
@@ -271,9 +271,9 @@ extension Operator {
                     }
                     continue
                 }
-                guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
+                guard let ip = e.status?.ip, let mac = e.status?.mac, let homeName = e.status?.droplet,
                       let home = try peer(named: homeName) else { continue }
-                try await Provisioning.putEndpointEntry(vni: vni, ip: try IPv4Address(parsing: ipText), mac: try MACAddress(parsing: macText),
+                try await Provisioning.putEndpointEntry(vni: vni, ip: ip, mac: mac,
                                                         subnet: cidr, home: home, on: fresh, via: pool)
             }
         }
@@ -286,14 +286,14 @@ extension Operator {
         let retired = try (s.status?.bouncers ?? []).filter { !placed.contains($0) && readyNames.contains($0) }.compactMap { try peer(named: $0) }
         if !retired.isEmpty {
             for e in endpoints.filter({ $0.spec.subnet == name }) {
-                guard let ipText = e.status?.ip else { continue }
+                guard let ip = e.status?.ip else { continue }
                 if e.spec.isScaled {
                     // The other bouncers still serve it: no client forgets anything.
-                    try await Provisioning.deleteService(vni: vni, vip: try IPv4Address(parsing: ipText), from: retired,
+                    try await Provisioning.deleteService(vni: vni, vip: ip, from: retired,
                                                          clients: { _ in nil }, via: pool)
                     continue
                 }
-                try await Provisioning.removeEndpointEntry(vni: vni, ip: try IPv4Address(parsing: ipText), from: retired, via: pool)
+                try await Provisioning.removeEndpointEntry(vni: vni, ip: ip, from: retired, via: pool)
             }
         }
         var next = s
@@ -314,11 +314,10 @@ extension Operator {
         guard var e = endpoints.get(name) else { return .done }
         let subnet = subnets.get(e.spec.subnet)
         if e.metadata.deletionTimestamp != nil {
-            let vni = try subnet?.status?.vni.map { try VNI($0) }
-            if let ipText = e.status?.ip, let vni, e.spec.isScaled {
-                try await removeScaled(e, subnet: subnet, vni: vni, ip: try IPv4Address(parsing: ipText))
-            } else if let ipText = e.status?.ip, let vni {
-                let ip = try IPv4Address(parsing: ipText)
+            let vni = subnet?.status?.vni
+            if let ip = e.status?.ip, let vni, e.spec.isScaled {
+                try await removeScaled(e, subnet: subnet, vni: vni, ip: ip)
+            } else if let ip = e.status?.ip, let vni {
                 let bs = try (subnet?.status?.bouncers ?? []).compactMap { try peer(named: $0) }
                 if let homeName = e.status?.droplet, isReady(named: homeName), let home = try peer(named: homeName) {
                     try await Provisioning.removeEndpoint(vni: vni, ip: ip, on: home, bouncers: bs, via: pool)
@@ -331,10 +330,10 @@ extension Operator {
         }
         if Self.settled(e) && !e.spec.isScaled { return .done }
         guard let subnet, subnet.metadata.deletionTimestamp == nil, subnet.status?.common.phase == .provisioned,
-              let vniValue = subnet.status?.vni, let bouncerNames = subnet.status?.bouncers, !bouncerNames.isEmpty else {
+              let vni = subnet.status?.vni, let bouncerNames = subnet.status?.bouncers, !bouncerNames.isEmpty else {
             return try await setPhase(e, .initial, reason: "waiting for Subnet \(e.spec.subnet)", in: endpoints)
         }
-        let vni = try VNI(vniValue), cidr = try CIDR(parsing: subnet.spec.cidr)
+        let cidr = try CIDR(parsing: subnet.spec.cidr)
         if e.status?.ip == nil || (e.status?.droplet == nil && !e.spec.isScaled) || !(e.metadata.finalizers ?? []).contains(Self.finalizer) {
             switch try await claimAddress(e, subnet: subnet, cidr: cidr, vni: vni) {
             case .saved(let saved): e = saved
@@ -346,9 +345,8 @@ extension Operator {
         if e.spec.isScaled {
             return try await reconcileScaled(e, subnet: cidr, vni: vni, bouncers: try bouncerNames.compactMap { try peer(named: $0) })
         }
-        guard let ipText = e.status?.ip, let macText = e.status?.mac, let homeName = e.status?.droplet,
+        guard let ip = e.status?.ip, let mac = e.status?.mac, let homeName = e.status?.droplet,
               let home = try peer(named: homeName) else { return .retry("claim not recorded") }
-        let ip = try IPv4Address(parsing: ipText), mac = try MACAddress(parsing: macText)
         let bs = try bouncerNames.compactMap { try peer(named: $0) }
         // Without a namespace the interface is made parked on the droplet.
         let hostInterface: String
@@ -393,11 +391,10 @@ extension Operator {
                 status.droplet = ready[Int(stableHash(e.name) % UInt64(ready.count))].name
             }
         }
-        if let ip = status.ip ?? e.spec.ip {
+        if let ip = try status.ip ?? e.spec.ip.map({ try IPv4Address(parsing: $0, field: "spec.ip") }) {
             // Already claimed (at admission, or by an earlier run of this).
             status.ip = ip
-            let derived = MACAddress.derived(vni: vni, ip: try IPv4Address(parsing: ip))
-            status.mac = status.mac ?? e.spec.mac ?? "\(derived)"
+            status.mac = try status.mac ?? e.spec.mac.map { try MACAddress(parsing: $0, field: "spec.mac") } ?? MACAddress.derived(vni: vni, ip: ip)
             next.status = status
             return try await save(next, in: endpoints).map(Claim.saved) ?? .conflict
         }
@@ -410,8 +407,8 @@ extension Operator {
             let ip = IPv4Address(value: first.value + offset)
             offset = (offset + 1) % count
             if addressTaken(e.spec.vpc, ip) { continue }
-            status.ip = "\(ip)"
-            status.mac = e.spec.mac ?? "\(MACAddress.derived(vni: vni, ip: ip))"
+            status.ip = ip
+            status.mac = try e.spec.mac.map { try MACAddress(parsing: $0, field: "spec.mac") } ?? MACAddress.derived(vni: vni, ip: ip)
             next.status = status
             let key = store.ipKey(vpc: e.spec.vpc, ip: ip)
             if let saved = try await save(next, in: endpoints, alsoIf: [.absent(key)], alsoDo: [.put(key, Array(e.name.utf8))]) {

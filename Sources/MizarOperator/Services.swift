@@ -53,13 +53,13 @@ extension Operator {
 
     /// What the bouncers hold for a scaled endpoint, and its MAC.
     func serviceEntry(_ e: Endpoint, backends: [EndpointBackend], vni: VNI) throws -> (ServiceEntry, MACAddress)? {
-        guard let ipText = e.status?.ip, let macText = e.status?.mac else { return nil }
+        guard let vip = e.status?.ip, let mac = e.status?.mac else { return nil }
         let programmed = try backends.compactMap { b -> ServiceBackend? in
             guard let home = try peer(named: b.droplet) else { return nil }
-            return ServiceBackend(ip: try IPv4Address(parsing: b.ip), host: home.address)
+            return ServiceBackend(ip: b.ip, host: home.address)
         }
-        let entry = ServiceEntry(vni: vni, vip: try IPv4Address(parsing: ipText), ports: try e.spec.servicePorts(), backends: programmed)
-        return (entry, try MACAddress(parsing: macText))
+        let entry = ServiceEntry(vni: vni, vip: vip, ports: try e.spec.servicePorts(), backends: programmed)
+        return (entry, mac)
     }
 
     /// Off the bouncers; the client hosts forget every flow to the VIP.

@@ -176,12 +176,12 @@ struct Admission {
     func releases<S: ObjectSpec>(_ o: Object<S>) -> [EtcdOperation] {
         switch (o.spec, o.status) {
         case let (spec as VpcSpec, status as VpcStatus?):
-            return Set([spec.vni, status?.vni].compactMap { $0 }).map { .delete(vniKey($0)) }
+            return Set([spec.vni, status?.vni?.value].compactMap { $0 }).map { .delete(vniKey($0)) }
                 + [.delete(subnetGuardKey(o.name)), .deletePrefix(subnetIndexPrefix(o.name))]
         case let (spec as SubnetSpec, _):
             return [.delete(subnetIndexPrefix(spec.vpc) + o.name)]
         case let (spec as EndpointSpec, status as EndpointStatus?):
-            let ips = Set([spec.ip, status?.ip].compactMap { $0 })
+            let ips = Set([spec.ip, status?.ip.map { "\($0)" }].compactMap { $0 })
             return ips.map { .delete(ipKey(spec.vpc, $0)) }
         default:
             return []

@@ -183,7 +183,7 @@ func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
     let specific: [String] = switch o {
     case .vpc(let v): [v.spec.cidr, v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers)]
     case .subnet(let s): [s.spec.vpc, s.spec.cidr, list(s.status?.bouncers)]
-    case .endpoint(let e): [e.spec.vpc, e.spec.subnet, e.status?.ip ?? e.spec.ip ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]
+    case .endpoint(let e): [e.spec.vpc, e.spec.subnet, e.status?.ip.map { "\($0)" } ?? e.spec.ip ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]
     case .droplet(let d): [d.spec.ip, d.spec.transitd]
     case .bouncer(let b): [b.spec.vpc, b.spec.subnet, b.spec.droplet]
     case .divider(let d): [d.spec.vpc, d.spec.droplet]
@@ -223,7 +223,8 @@ extension Describe {
     /// A scaled endpoint as its bouncers hold it: ports, backends, how the
     /// Maglev table divides among them and the flows each was given.
     func describeService(_ e: Endpoint) async throws {
-        guard let ip = e.status?.ip else { return }
+        guard let vip = e.status?.ip else { return }
+        let ip = "\(vip)"
         let bouncers: [(String, TransitTarget)] = try await etcd.withStore { store in
             guard let names = try await store.get(SubnetSpec.self, e.spec.subnet)?.status?.bouncers else { return [] }
             var result: [(String, TransitTarget)] = []
@@ -255,7 +256,7 @@ extension Describe {
         guard let first = infos.first?.1 else { return }
         print("  ports: " + first.service.ports.map { "\($0.port)/\($0.protocol) -> \($0.targetPort)" }.joined(separator: ", "))
         print("  maglev table: \(first.tableSize) entries")
-        let names = Dictionary((e.status?.backends ?? []).map { ($0.ip, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let names = Dictionary((e.status?.backends ?? []).map { ("\($0.ip)", $0.name) }, uniquingKeysWith: { a, _ in a })
         var flows: [String: UInt64] = [:]
         for (_, info) in infos { for b in info.backends { flows[b.ip, default: 0] += b.flows } }
         printTable(["  BACKEND", "IP", "HOST", "TABLE ENTRIES", "SHARE", "NEW FLOWS"], first.backends.map { b in
@@ -385,7 +386,7 @@ struct Matrix: AsyncParsableCommand {
             // ping exits 0 once an answer came.
             let ping = Process()
             ping.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-            ping.arguments = ["--net=\(endpoints[i].spec.netns!)", "ping", "-n", "-q", "-c", "1", "-W", "1", endpoints[j].status!.ip!]
+            ping.arguments = ["--net=\(endpoints[i].spec.netns!)", "ping", "-n", "-q", "-c", "1", "-W", "1", "\(endpoints[j].status!.ip!)"]
             ping.standardOutput = FileHandle.nullDevice
             ping.standardError = FileHandle.nullDevice
             guard (try? ping.run()) != nil else { return false }

@@ -1,5 +1,6 @@
 import Foundation
 import MizarAPI
+import MizarCore
 import Testing
 import Yams
 
@@ -36,9 +37,9 @@ struct CRDTests {
         common.provisioningDelayMs = 1
         common.controller = "op"
         var vpc = Vpc(name: "v", spec: VpcSpec(cidr: "10.0.0.0/16", dividers: 1, vni: 5))
-        var vs = VpcStatus(); vs.common = common; vs.vni = 5; vs.dividers = ["d"]; vpc.status = vs
+        var vs = VpcStatus(); vs.common = common; vs.vni = try! VNI(5); vs.dividers = ["d"]; vpc.status = vs
         var subnet = Subnet(name: "s", spec: SubnetSpec(vpc: "v", cidr: "10.0.1.0/24", bouncers: 1))
-        var ss = SubnetStatus(); ss.common = common; ss.vni = 5; ss.gateway = "10.0.1.1"; ss.bouncers = ["d"]; subnet.status = ss
+        var ss = SubnetStatus(); ss.common = common; ss.vni = try! VNI(5); ss.gateway = "10.0.1.1"; ss.bouncers = ["d"]; subnet.status = ss
         var ep = Endpoint(name: "e", spec: EndpointSpec(vpc: "v", subnet: "s", ip: "10.0.1.5", mac: "02:00:00:00:00:01", droplet: "d", netns: "/run/netns/x", ifname: "eth1"))
         ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(port: 80, protocol: "TCP", targetPort: 8080)]; ep.spec.backends = ["e2"]
         var es = EndpointStatus(); es.common = common; es.ip = "10.0.1.5"; es.mac = "02:00:00:00:00:01"; es.droplet = "d"; es.hostInterface = "mz0"

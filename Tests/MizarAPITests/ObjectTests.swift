@@ -21,7 +21,7 @@ struct ObjectTests {
     func roundTrip() throws {
         var vpc = Vpc(name: "tenant-a", spec: VpcSpec(cidr: "10.0.0.0/16", dividers: 2))
         vpc.status = VpcStatus()
-        vpc.status?.vni = 4097
+        vpc.status?.vni = try VNI(4097)
         vpc.status?.common.phase = .provisioned
         let all: [AnyMizarObject] = [
             .vpc(vpc),

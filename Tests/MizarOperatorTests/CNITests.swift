@@ -107,7 +107,7 @@ extension OperatorTests {
             // The result is CNI 1.0: interfaces, ips, routes.
             let iface = (r0["interfaces"] as? [[String: Any]])?.first
             #expect(r0["cniVersion"] as? String == "1.0.0")
-            #expect(iface?["name"] as? String == "eth0" && iface?["sandbox"] as? String == netns[0] && iface?["mac"] as? String == e0.status?.mac)
+            #expect(iface?["name"] as? String == "eth0" && iface?["sandbox"] as? String == netns[0] && iface?["mac"] as? String == e0.status?.mac.map { "\($0)" })
             #expect(address(r0) == "\(e0.status?.ip ?? "")/24")
             #expect((r0["ips"] as? [[String: Any]])?.first?["gateway"] as? String == "10.0.1.1")
             #expect((r0["ips"] as? [[String: Any]])?.first?["interface"] as? Int == 0)

@@ -51,9 +51,9 @@ extension OperatorTests {
             for b in bouncers {
                 let host = try #require(plane.bed.hosts.first { plane.droplet($0.name) == b })
                 var r = Mizar_Transit_V1_ListRequest()
-                r.vni = vni
+                r.vni = vni.value
                 let entries = try await withTransitClient(.unix(host.socket)) { try await $0.listEndpoints(r).endpoints }
-                #expect(!entries.contains { $0.ip == ip }, "bouncer \(b) still sends \(ip) to \(home)")
+                #expect(!entries.contains { $0.ip == "\(ip)" }, "bouncer \(b) still sends \(ip) to \(home)")
             }
 
             // mizarctl wait gives up at once, naming the reason code.
@@ -67,7 +67,7 @@ extension OperatorTests {
             // A Failed endpoint is still deleted cleanly, with its address.
             try await store.delete(VpcSpec.self, "rf")
             #expect(try await eventually(20) { try await store.get(VpcSpec.self, "rf") == nil })
-            #expect(try await store.etcd.get(store.ipKey(vpc: "rf", ip: try IPv4Address(parsing: ip))) == nil)
+            #expect(try await store.etcd.get(store.ipKey(vpc: "rf", ip: ip)) == nil)
         }
     }
 
