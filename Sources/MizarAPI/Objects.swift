@@ -106,13 +106,13 @@ public struct CommonStatus: Codable, Sendable, Equatable {
 // MARK: - Specs and statuses
 
 public struct VpcSpec: Codable, Sendable, Equatable {
-    public var cidr: String
+    public var cidr: CIDR
     /// How many dividers serve the VPC.
     public var dividers: Int?
     /// A VNI to use; allocated when absent.
-    public var vni: UInt32?
+    public var vni: VNI?
 
-    public init(cidr: String, dividers: Int? = nil, vni: UInt32? = nil) {
+    public init(cidr: CIDR, dividers: Int? = nil, vni: VNI? = nil) {
         self.cidr = cidr
         self.dividers = dividers
         self.vni = vni
@@ -129,11 +129,11 @@ public struct VpcStatus: ObjectStatus {
 
 public struct SubnetSpec: Codable, Sendable, Equatable {
     public var vpc: String
-    public var cidr: String
+    public var cidr: CIDR
     /// How many bouncers serve the subnet.
     public var bouncers: Int?
 
-    public init(vpc: String, cidr: String, bouncers: Int? = nil) {
+    public init(vpc: String, cidr: CIDR, bouncers: Int? = nil) {
         self.vpc = vpc
         self.cidr = cidr
         self.bouncers = bouncers
@@ -152,8 +152,8 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     public var vpc: String
     public var subnet: String
     /// A requested address; allocated from the subnet when absent.
-    public var ip: String?
-    public var mac: String?
+    public var ip: IPv4Address?
+    public var mac: MACAddress?
     /// The droplet to place it on; chosen when absent.
     public var droplet: String?
     /// The network namespace its interface goes into (a path); when absent
@@ -162,17 +162,17 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     public var netns: String?
     /// The interface's name inside `netns` ("eth0" when absent).
     public var ifname: String?
-    /// "simple" (the default: a workload's interface) or "scaled" (a
-    /// service VIP: ports and backends, no interface, no droplet).
-    public var type: String?
+    /// Simple (the default: a workload's interface) or scaled (a service
+    /// VIP: ports and backends, no interface, no droplet).
+    public var type: EndpointType?
     /// A scaled endpoint's ports.
     public var ports: [EndpointPort]?
     /// A scaled endpoint's backends: names of simple endpoints of the same
     /// VPC, in any subnet, on any droplet.
     public var backends: [String]?
 
-    public init(vpc: String, subnet: String, ip: String? = nil, mac: String? = nil, droplet: String? = nil, netns: String? = nil,
-                ifname: String? = nil, type: String? = nil, ports: [EndpointPort]? = nil, backends: [String]? = nil) {
+    public init(vpc: String, subnet: String, ip: IPv4Address? = nil, mac: MACAddress? = nil, droplet: String? = nil, netns: String? = nil,
+                ifname: String? = nil, type: EndpointType? = nil, ports: [EndpointPort]? = nil, backends: [String]? = nil) {
         self.vpc = vpc
         self.subnet = subnet
         self.ip = ip
@@ -185,28 +185,45 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
         self.backends = backends
     }
 
-    public var isScaled: Bool { type == "scaled" }
+    public var isScaled: Bool { type == .scaled }
 
     /// A scaled endpoint's ports in Mizar's terms, each checked.
     public func servicePorts() throws(ValidationError) -> [ServicePort] {
         var typed: [ServicePort] = []
         for (i, p) in (ports ?? []).enumerated() {
-            let proto = try ServicePort.Proto(parsing: p.protocol ?? "TCP", field: "spec.ports[\(i)].protocol")
-            typed.append(try ServicePort(proto: proto, port: p.port, targetPort: p.targetPort, field: "spec.ports[\(i)]"))
+            typed.append(try ServicePort(proto: p.protocol ?? .tcp, port: p.port, targetPort: p.targetPort, field: "spec.ports[\(i)]"))
         }
         return typed
     }
+}
+
+/// What an endpoint is: "simple" or "scaled" in specs.
+public enum EndpointType: TextValue, Sendable, Hashable {
+    /// A workload's interface on a droplet.
+    case simple
+    /// A service VIP: ports and backends, no interface, no droplet.
+    case scaled
+
+    public init(parsing text: String, field: String) throws(ValidationError) {
+        switch text {
+        case "simple": self = .simple
+        case "scaled": self = .scaled
+        default: throw ValidationError(field: field, reason: "\(ValidationError.quote(text)) is not \"simple\" or \"scaled\"")
+        }
+    }
+
+    public var description: String { self == .simple ? "simple" : "scaled" }
 }
 
 /// A port of a scaled endpoint: `port` on the VIP, `targetPort` (the same
 /// when absent) on the backend.
 public struct EndpointPort: Codable, Sendable, Equatable {
     public var port: Int
-    /// "TCP" (the default) or "UDP".
-    public var `protocol`: String?
+    /// TCP (the default) or UDP.
+    public var `protocol`: ServicePort.Proto?
     public var targetPort: Int?
 
-    public init(port: Int, protocol: String? = nil, targetPort: Int? = nil) {
+    public init(port: Int, protocol: ServicePort.Proto? = nil, targetPort: Int? = nil) {
         self.port = port
         self.protocol = `protocol`
         self.targetPort = targetPort
@@ -231,20 +248,19 @@ public struct EndpointStatus: ObjectStatus {
     public var ip: IPv4Address?
     public var mac: MACAddress?
     public var droplet: String?
-    public var hostInterface: String?
     /// A scaled endpoint's live backends, as its bouncers hold them.
     public var backends: [EndpointBackend]?
     public init() {}
 }
 
 public struct DropletSpec: Codable, Sendable, Equatable {
-    public var ip: String
-    public var mac: String
+    public var ip: IPv4Address
+    public var mac: MACAddress
     /// Where its transitd's API listens: HOST:PORT, or unix:/path where
     /// the operator shares the host's file system (the simulated cluster).
     public var transitd: String
 
-    public init(ip: String, mac: String, transitd: String) {
+    public init(ip: IPv4Address, mac: MACAddress, transitd: String) {
         self.ip = ip
         self.mac = mac
         self.transitd = transitd
@@ -356,12 +372,10 @@ extension VpcSpec: ObjectSpec {
     public typealias Status = VpcStatus
     public static var kind: Kind { .vpc }
     public func validate() throws(ValidationError) {
-        let c = try CIDR(parsing: cidr, field: "spec.cidr")
-        guard c.prefixLength >= 8 && c.prefixLength <= 28 else {
-            throw ValidationError(field: "spec.cidr", reason: "/\(c.prefixLength) is out of range; a VPC is /8 to /28")
+        guard cidr.prefixLength >= 8 && cidr.prefixLength <= 28 else {
+            throw ValidationError(field: "spec.cidr", reason: "/\(cidr.prefixLength) is out of range; a VPC is /8 to /28")
         }
         try validateCount(dividers, field: "spec.dividers", range: 1...16)
-        if let vni { _ = try VNI(vni, field: "spec.vni") }
     }
 }
 
@@ -370,9 +384,8 @@ extension SubnetSpec: ObjectSpec {
     public static var kind: Kind { .subnet }
     public func validate() throws(ValidationError) {
         try validateName(vpc, field: "spec.vpc")
-        let c = try CIDR(parsing: cidr, field: "spec.cidr")
-        guard c.prefixLength >= 8 && c.prefixLength <= 29 else {
-            throw ValidationError(field: "spec.cidr", reason: "/\(c.prefixLength) is out of range; a subnet is /8 to /29")
+        guard cidr.prefixLength >= 8 && cidr.prefixLength <= 29 else {
+            throw ValidationError(field: "spec.cidr", reason: "/\(cidr.prefixLength) is out of range; a subnet is /8 to /29")
         }
         try validateCount(bouncers, field: "spec.bouncers", range: 1...16)
     }
@@ -384,10 +397,8 @@ extension EndpointSpec: ObjectSpec {
     public func validate() throws(ValidationError) {
         try validateName(vpc, field: "spec.vpc")
         try validateName(subnet, field: "spec.subnet")
-        if let ip { _ = try IPv4Address(parsing: ip, field: "spec.ip") }
-        if let mac {
-            let m = try MACAddress(parsing: mac, field: "spec.mac")
-            guard m.bytes[0] & 1 == 0 else { throw ValidationError(field: "spec.mac", reason: "\(mac) is a multicast address") }
+        if let mac, mac.bytes[0] & 1 != 0 {
+            throw ValidationError(field: "spec.mac", reason: "\(mac) is a multicast address")
         }
         if let droplet { try validateName(droplet, field: "spec.droplet") }
         if let netns, !netns.hasPrefix("/") {
@@ -397,11 +408,11 @@ extension EndpointSpec: ObjectSpec {
             guard netns != nil else { throw ValidationError(field: "spec.ifname", reason: "names the interface inside spec.netns, which is absent") }
             try validateInterfaceName(ifname, field: "spec.ifname")
         }
-        switch type ?? "simple" {
-        case "simple":
+        switch type ?? .simple {
+        case .simple:
             if ports != nil { throw ValidationError(field: "spec.ports", reason: "only a scaled endpoint has ports") }
             if backends != nil { throw ValidationError(field: "spec.backends", reason: "only a scaled endpoint has backends") }
-        case "scaled":
+        case .scaled:
             if droplet != nil { throw ValidationError(field: "spec.droplet", reason: "a scaled endpoint lives on its subnet's bouncers, not on a droplet") }
             if netns != nil { throw ValidationError(field: "spec.netns", reason: "a scaled endpoint has no interface") }
             try ServicePort.validate(try servicePorts(), field: "spec.ports")
@@ -411,8 +422,6 @@ extension EndpointSpec: ObjectSpec {
             }
             for (i, b) in list.enumerated() { try validateName(b, field: "spec.backends[\(i)]") }
             guard Set(list).count == list.count else { throw ValidationError(field: "spec.backends", reason: "a backend is named twice") }
-        case let other:
-            throw ValidationError(field: "spec.type", reason: "\(String(reflecting: other)) is not \"simple\" or \"scaled\"")
         }
     }
 }
@@ -421,8 +430,6 @@ extension DropletSpec: ObjectSpec {
     public typealias Status = DropletStatus
     public static var kind: Kind { .droplet }
     public func validate() throws(ValidationError) {
-        _ = try IPv4Address(parsing: ip, field: "spec.ip")
-        _ = try MACAddress(parsing: mac, field: "spec.mac")
         if transitd.hasPrefix("unix:/") { return }
         guard (try? HostPort(parsing: transitd, field: "spec.transitd")) != nil else {
             throw ValidationError(field: "spec.transitd", reason: "\(String(reflecting: transitd)) is not HOST:PORT or unix:/PATH")

@@ -315,7 +315,7 @@ public struct CNIHandler: Sendable {
                   existing.spec.droplet == nil || existing.spec.droplet == droplet, parkedOrMine else {
                 throw CNIError(CNIError.conflict, "endpoint \(name) exists for VPC \(existing.spec.vpc), subnet \(existing.spec.subnet) on droplet \(existing.spec.droplet ?? "-"); this host is \(droplet)")
             }
-            if let ip = config.ip, let has = existing.spec.ip ?? existing.status?.ip.map({ "\($0)" }), has != "\(ip)" {
+            if let ip = config.ip, let has = existing.spec.ip ?? existing.status?.ip, has != ip {
                 throw CNIError(CNIError.conflict, "endpoint \(name) exists with address \(has); this container asks for \(ip)")
             }
         } else {
@@ -325,8 +325,7 @@ public struct CNIHandler: Sendable {
             let labels = [Self.containerLabel: String(request.containerID.prefix(63)), Self.ifnameLabel: request.ifname,
                           Self.dropletLabel: droplet]
             do {
-                let spec = EndpointSpec(vpc: config.vpc, subnet: config.subnet, ip: config.ip.map { "\($0)" },
-                                        mac: config.mac.map { "\($0)" }, droplet: droplet, netns: request.netns, ifname: request.ifname)
+                let spec = EndpointSpec(vpc: config.vpc, subnet: config.subnet, ip: config.ip, mac: config.mac, droplet: droplet, netns: request.netns, ifname: request.ifname)
                 _ = try await store.create(Endpoint(name: name, spec: spec, labels: labels))
                 created = true
             } catch StoreError.alreadyExists {
@@ -336,25 +335,32 @@ public struct CNIHandler: Sendable {
             }
         }
         // Provisioned: its interface is parked on this host, its bouncers know it.
-        var endpoint: Endpoint
-        while true {
-            guard let e = try await store.get(EndpointSpec.self, name) else {
-                throw CNIError(CNIError.tryAgainLater, "endpoint \(name) was deleted while being added")
-            }
-            endpoint = e
-            if e.status?.common.phase == .provisioned { break }
-            let reason = e.status?.common.reason ?? ""
+        let remaining = Duration.milliseconds(Int64(max(0, deadline - monotonicSeconds()) * 1000))
+        enum Settled: Sendable { case provisioned(Endpoint), failed(CommonStatus), deleted }
+        let settled = try await store.follow(EndpointSpec.self, name, timeout: remaining) { e -> Settled? in
+            guard let e else { return .deleted }
+            if e.status?.common.phase == .provisioned { return .provisioned(e) }
             if let common = e.status?.common, common.phase == .failed, common.observedGeneration == e.metadata.generation {
-                if created { _ = try? await store.delete(EndpointSpec.self, name) }
-                throw CNIError.failed(common.reasonCode, reason: common.reason, endpoint: name, subnet: config.subnet)
+                return .failed(common)
             }
-            if monotonicSeconds() > deadline {
-                if created { _ = try? await store.delete(EndpointSpec.self, name) }
-                throw CNIError(CNIError.tryAgainLater,
-                               "timed out after \(config.timeoutSeconds) s waiting for endpoint \(name) to be provisioned (phase \(e.status?.common.phase.rawValue ?? "none")\(reason.isEmpty ? "" : ": \(reason)"))",
-                               details: "is mizar-operator running?")
-            }
-            try await Task.sleep(for: .milliseconds(4))
+            return nil
+        }
+        let endpoint: Endpoint
+        switch settled {
+        case .provisioned(let e):
+            endpoint = e
+        case .deleted:
+            throw CNIError(CNIError.tryAgainLater, "endpoint \(name) was deleted while being added")
+        case .failed(let common):
+            if created { _ = try? await store.delete(EndpointSpec.self, name) }
+            throw CNIError.failed(common.reasonCode, reason: common.reason, endpoint: name, subnet: config.subnet)
+        case nil:
+            let e = try? await store.get(EndpointSpec.self, name)
+            if created { _ = try? await store.delete(EndpointSpec.self, name) }
+            let reason = e?.status?.common.reason ?? ""
+            throw CNIError(CNIError.tryAgainLater,
+                           "timed out after \(config.timeoutSeconds) s waiting for endpoint \(name) to be provisioned (phase \(e?.status?.common.phase.rawValue ?? "none")\(reason.isEmpty ? "" : ": \(reason)"))",
+                           details: "is mizar-operator running?")
         }
         let vniRead = if let known = subnet.status?.vni { known } else { try await store.get(SubnetSpec.self, config.subnet)?.status?.vni }
         guard let vniValue = vniRead, let ip = endpoint.status?.ip else {
@@ -366,7 +372,7 @@ public struct CNIHandler: Sendable {
         } catch let e as TransitError {
             throw CNIError(e.code == .notFound && e.message.hasPrefix("netns:") ? CNIError.invalidEnvironment : CNIError.ioFailure, "\(e)")
         }
-        let cidr = try CIDR(parsing: subnet.spec.cidr)
+        let cidr = subnet.spec.cidr
         var iface: [String: Any] = ["name": request.ifname, "mac": info.spec.mac, "sandbox": request.netns]
         if config.cniVersion == "1.1.0" { iface["mtu"] = Int(info.spec.mtu) }
         return Self.json([
@@ -393,11 +399,8 @@ public struct CNIHandler: Sendable {
             throw CNIError(CNIError.conflict, "endpoint \(name) lives on droplet \(e.spec.droplet ?? "-"), not on this host (\(droplet))")
         }
         _ = try await store.delete(EndpointSpec.self, name)
-        let deadline = monotonicSeconds() + (config?.timeoutSeconds ?? 30)
-        while monotonicSeconds() < deadline {
-            if try await store.get(EndpointSpec.self, name) == nil { return "" }
-            try await Task.sleep(for: .milliseconds(4))
-        }
+        let timeout = Duration.milliseconds(Int64((config?.timeoutSeconds ?? 30) * 1000))
+        if try await store.follow(EndpointSpec.self, name, timeout: timeout, until: { $0 == nil ? true : nil }) != nil { return "" }
         // Marked deleted: the operator finishes it; a later DEL finds nothing.
         logger.warning("cni del: endpoint not gone yet; the operator will finish it", metadata: ["endpoint": "\(name)"])
         return ""

@@ -10,16 +10,26 @@ extension TextValue {
     /// description is the parser's reason ("spec.cidr: ..." once the path
     /// is put in front).
     public init(from decoder: any Decoder) throws {
+        self = try Self.decodeText(from: decoder)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try encodeText(to: encoder)
+    }
+
+    /// The decoding, for a type that must spell out `init(from:)` (an enum
+    /// with raw values has a second default).
+    public static func decodeText(from decoder: any Decoder) throws -> Self {
         let container = try decoder.singleValueContainer()
         let text = try container.decode(String.self)
         do {
-            try self.init(parsing: text, field: "")
+            return try Self(parsing: text, field: "")
         } catch {
             throw DecodingError.dataCorruptedError(in: container, debugDescription: error.reason)
         }
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    public func encodeText(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
     }
@@ -38,6 +48,12 @@ extension TextValue {
 extension IPv4Address: TextValue {}
 extension CIDR: TextValue {}
 extension MACAddress: TextValue {}
+
+/// "TCP" or "UDP"; read in any case.
+extension ServicePort.Proto: TextValue {
+    public init(from decoder: any Decoder) throws { self = try Self.decodeText(from: decoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeText(to: encoder) }
+}
 
 /// A VNI travels as a number.
 extension VNI: Codable {

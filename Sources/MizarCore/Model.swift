@@ -98,6 +98,7 @@ public struct ServicePort: Hashable, Sendable, CustomStringConvertible {
 
         /// "TCP" or "UDP", as specs and the API spell it.
         public var name: String { self == .tcp ? "TCP" : "UDP" }
+        public var description: String { name }
 
         /// In any case: "tcp", "TCP", ...
         public init(parsing text: String, field: String) throws(ValidationError) {

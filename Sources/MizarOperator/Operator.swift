@@ -167,7 +167,7 @@ public final class Operator: Sendable {
         endpoints.onChange { [self] old, new in
             let e = (new ?? old)!
             func held(_ o: Endpoint?) -> UInt32? {
-                (o?.status?.ip ?? o?.spec.ip.flatMap { try? IPv4Address(parsing: $0) })?.value
+                (o?.status?.ip ?? o?.spec.ip)?.value
             }
             let before = held(old), after = held(new)
             if before != after || old?.spec.vpc != new?.spec.vpc {
@@ -359,8 +359,7 @@ public final class Operator: Sendable {
     func isReady(named name: String) -> Bool { droplets.get(name).map(isReady) ?? false }
 
     func peer(_ d: Droplet) throws -> TransitPeer {
-        TransitPeer(target: try TransitTarget(parsing: d.spec.transitd), ip: try IPv4Address(parsing: d.spec.ip),
-                    mac: try MACAddress(parsing: d.spec.mac))
+        TransitPeer(target: try TransitTarget(parsing: d.spec.transitd), ip: d.spec.ip, mac: d.spec.mac)
     }
 
     func peer(named name: String) throws -> TransitPeer? {

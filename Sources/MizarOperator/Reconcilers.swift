@@ -29,7 +29,7 @@ extension Operator {
             for s in subnets.list() where s.metadata.deletionTimestamp == nil {
                 guard let vni = s.status?.vni else { continue }
                 let bs = try (s.status?.bouncers ?? []).compactMap { try peer(named: $0) }
-                try await Provisioning.putSubnet(vni: vni, cidr: try CIDR(parsing: s.spec.cidr), bouncers: bs, on: [host], via: pool)
+                try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: bs, on: [host], via: pool)
             }
             let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
             kickPlacements()
@@ -183,7 +183,7 @@ extension Operator {
         }
         var status = next.status ?? VpcStatus()
         status.common.phase = .allocating
-        if let vni = try status.vni ?? v.spec.vni.map({ try VNI($0, field: "spec.vni") }) {
+        if let vni = status.vni ?? v.spec.vni {
             status.vni = vni
             next.status = status
             return try await save(next, in: vpcs)
@@ -193,9 +193,10 @@ extension Operator {
         let top: UInt32 = 0xFF_FFFF
         var candidate = 4096 + UInt32(truncatingIfNeeded: stableHash(v.name) % UInt64(top - 4096))
         for _ in 0..<64 {
-            status.vni = try VNI(candidate)
+            let vni = try VNI(candidate)
+            status.vni = vni
             next.status = status
-            let key = store.vniKey(candidate)
+            let key = store.vniKey(vni)
             if let saved = try await save(next, in: vpcs, alsoIf: [.absent(key)], alsoDo: [.put(key, Array(v.name.utf8))]) {
                 return saved
             }
@@ -218,7 +219,7 @@ extension Operator {
             for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
             tablesGiven.withLock { $0["subnet/\(name)"] = nil }
             if let vni = s.status?.vni {
-                try await Provisioning.deleteSubnet(vni: vni, cidr: try CIDR(parsing: s.spec.cidr), on: try readyDroplets().map(peer), via: pool)
+                try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try readyDroplets().map(peer), via: pool)
             }
             try await release(s)
             return .done
@@ -227,7 +228,7 @@ extension Operator {
               let vni = vpc.status?.vni, vpc.status?.common.phase == .provisioned else {
             return try await setPhase(s, .initial, reason: "waiting for Vpc \(s.spec.vpc)", in: subnets)
         }
-        let cidr = try CIDR(parsing: s.spec.cidr)
+        let cidr = s.spec.cidr
         let ready = Set(readyDroplets().map(\.name))
         let liveBouncers = bouncers.filter { $0.spec.subnet == name && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
         if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) {
@@ -333,7 +334,7 @@ extension Operator {
               let vni = subnet.status?.vni, let bouncerNames = subnet.status?.bouncers, !bouncerNames.isEmpty else {
             return try await setPhase(e, .initial, reason: "waiting for Subnet \(e.spec.subnet)", in: endpoints)
         }
-        let cidr = try CIDR(parsing: subnet.spec.cidr)
+        let cidr = subnet.spec.cidr
         if e.status?.ip == nil || (e.status?.droplet == nil && !e.spec.isScaled) || !(e.metadata.finalizers ?? []).contains(Self.finalizer) {
             switch try await claimAddress(e, subnet: subnet, cidr: cidr, vni: vni) {
             case .saved(let saved): e = saved
@@ -349,10 +350,9 @@ extension Operator {
               let home = try peer(named: homeName) else { return .retry("claim not recorded") }
         let bs = try bouncerNames.compactMap { try peer(named: $0) }
         // Without a namespace the interface is made parked on the droplet.
-        let hostInterface: String
         do {
-            hostInterface = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: cidr, netns: e.spec.netns ?? "",
-                                                               ifname: e.spec.ifname ?? "", on: home, bouncers: bs, via: pool).hostIfname
+            _ = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: cidr, netns: e.spec.netns ?? "",
+                                                   ifname: e.spec.ifname ?? "", on: home, bouncers: bs, via: pool)
         } catch where TransitRefusal.isPermanent(error) {
             // Its host will not have it: the bouncers (called at the same
             // time) must not send anything there either.
@@ -361,7 +361,6 @@ extension Operator {
         }
         var next = e
         var status = next.status ?? EndpointStatus()
-        status.hostInterface = hostInterface
         status.common.phase = .provisioned
         status.common.reason = nil
         status.common.observedGeneration = e.metadata.generation
@@ -391,10 +390,10 @@ extension Operator {
                 status.droplet = ready[Int(stableHash(e.name) % UInt64(ready.count))].name
             }
         }
-        if let ip = try status.ip ?? e.spec.ip.map({ try IPv4Address(parsing: $0, field: "spec.ip") }) {
+        if let ip = status.ip ?? e.spec.ip {
             // Already claimed (at admission, or by an earlier run of this).
             status.ip = ip
-            status.mac = try status.mac ?? e.spec.mac.map { try MACAddress(parsing: $0, field: "spec.mac") } ?? MACAddress.derived(vni: vni, ip: ip)
+            status.mac = status.mac ?? e.spec.mac ?? MACAddress.derived(vni: vni, ip: ip)
             next.status = status
             return try await save(next, in: endpoints).map(Claim.saved) ?? .conflict
         }
@@ -408,7 +407,7 @@ extension Operator {
             offset = (offset + 1) % count
             if addressTaken(e.spec.vpc, ip) { continue }
             status.ip = ip
-            status.mac = try e.spec.mac.map { try MACAddress(parsing: $0, field: "spec.mac") } ?? MACAddress.derived(vni: vni, ip: ip)
+            status.mac = e.spec.mac ?? MACAddress.derived(vni: vni, ip: ip)
             next.status = status
             let key = store.ipKey(vpc: e.spec.vpc, ip: ip)
             if let saved = try await save(next, in: endpoints, alsoIf: [.absent(key)], alsoDo: [.put(key, Array(e.name.utf8))]) {

@@ -21,8 +21,7 @@ extension Operator {
 
     /// A client host's transitd, by the droplet address a bouncer recorded.
     func clientPeer(_ ip: IPv4Address) -> TransitPeer? {
-        let text = "\(ip)"
-        return droplets.filter { $0.spec.ip == text && isReady($0) }.first.flatMap { try? peer($0) }
+        droplets.filter { $0.spec.ip == ip && isReady($0) }.first.flatMap { try? peer($0) }
     }
 
     func reconcileScaled(_ e: Endpoint, subnet: CIDR, vni: VNI, bouncers: [TransitPeer]) async throws -> Outcome {

@@ -19,11 +19,11 @@ struct Admission {
     var etcd: Etcd { store.etcd }
 
     var index: String { "\(store.root)index/" }
-    func vniKey(_ vni: UInt32) -> String { "\(index)vnis/\(vni)" }
+    func vniKey(_ vni: VNI) -> String { "\(index)vnis/\(vni)" }
     func subnetIndexPrefix(_ vpc: String) -> String { "\(index)subnets/\(vpc)/" }
     func subnetGuardKey(_ vpc: String) -> String { "\(index)subnet-guard/\(vpc)" }
     /// The key that holds an address of a VPC for one endpoint.
-    func ipKey(_ vpc: String, _ ip: String) -> String { "\(store.root)ipam/\(vpc)/\(ip)" }
+    func ipKey(_ vpc: String, _ ip: IPv4Address) -> String { "\(store.root)ipam/\(vpc)/\(ip)" }
 
     struct Result {
         var conditions: [EtcdCondition] = []
@@ -54,8 +54,8 @@ struct Admission {
     /// Inside its VPC, overlapping none of the VPC's other subnets.
     func subnet(_ name: String, _ spec: SubnetSpec) async throws -> Result {
         let (vpcKV, vpc) = try await existing(VpcSpec.self, spec.vpc, field: "spec.vpc")
-        let cidr = try CIDR(parsing: spec.cidr, field: "spec.cidr")
-        let vpcCIDR = try CIDR(parsing: vpc.spec.cidr, field: "spec.cidr")
+        let cidr = spec.cidr
+        let vpcCIDR = vpc.spec.cidr
         guard vpcCIDR.contains(cidr) else {
             throw StoreError.invalid(ValidationError(field: "spec.cidr", reason: "\(cidr) is outside Vpc \(vpc.name)'s \(vpcCIDR)"))
         }
@@ -80,9 +80,8 @@ struct Admission {
     /// in one round trip (the endpoint itself, its VPC, its subnet, its
     /// requested address's claim).
     func endpoint(_ name: String, _ spec: EndpointSpec, selfKey: String) async throws -> Result {
-        let requested = try spec.ip.map { try IPv4Address(parsing: $0, field: "spec.ip") }
         var reads: [EtcdOperation] = [.get(selfKey), .get(store.key(.vpc, spec.vpc)), .get(store.key(.subnet, spec.subnet))]
-        if let requested { reads.append(.get(ipKey(spec.vpc, "\(requested)"))) }
+        if let requested = spec.ip { reads.append(.get(ipKey(spec.vpc, requested))) }
         let got = try await etcd.transaction(if: [], then: reads).reads
         if got[0] != nil { throw StoreError.alreadyExists(.endpoint, name) }
         _ = try existing(VpcSpec.self, got[1], spec.vpc, field: "spec.vpc")
@@ -91,16 +90,15 @@ struct Admission {
             throw StoreError.invalid(ValidationError(field: "spec.subnet", reason: "Subnet \(spec.subnet) belongs to Vpc \(subnet.spec.vpc), not \(spec.vpc)"))
         }
         var result = Result(conditions: [.createRevision(store.key(.subnet, spec.subnet), subnetKV.createRevision)])
-        guard let text = spec.ip else { return result }
-        let ip = try IPv4Address(parsing: text, field: "spec.ip")
-        let cidr = try CIDR(parsing: subnet.spec.cidr, field: "spec.cidr")
+        guard let ip = spec.ip else { return result }
+        let cidr = subnet.spec.cidr
         guard cidr.contains(ip) else {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is outside Subnet \(subnet.name)'s \(cidr)"))
         }
         if let reserved = cidr.reservedRole(of: ip) {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is Subnet \(subnet.name)'s \(reserved) address"))
         }
-        let key = ipKey(spec.vpc, "\(ip)")
+        let key = ipKey(spec.vpc, ip)
         if let holder = got[3] {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is already taken in Vpc \(spec.vpc) by Endpoint \(String(decoding: holder.value, as: UTF8.self))"))
         }
@@ -141,15 +139,15 @@ struct Admission {
     /// Fields that cannot change once the object exists: what it was
     /// checked against and what it claimed.
     static func checkUpdate<S: ObjectSpec>(from old: Object<S>, to new: Object<S>) throws {
-        func same(_ a: String?, _ b: String?, _ field: String) throws {
+        func same<V: Equatable & CustomStringConvertible>(_ a: V?, _ b: V?, _ field: String) throws {
             guard a == b else {
-                throw StoreError.invalid(ValidationError(field: field, reason: "cannot change from \(a ?? "unset") to \(b ?? "unset"); delete and create the \(S.kind.rawValue) instead"))
+                throw StoreError.invalid(ValidationError(field: field, reason: "cannot change from \(a?.description ?? "unset") to \(b?.description ?? "unset"); delete and create the \(S.kind.rawValue) instead"))
             }
         }
         switch (old.spec, new.spec) {
         case let (a as VpcSpec, b as VpcSpec):
             try same(a.cidr, b.cidr, "spec.cidr")
-            try same(a.vni.map { "\($0)" }, b.vni.map { "\($0)" }, "spec.vni")
+            try same(a.vni, b.vni, "spec.vni")
         case let (a as SubnetSpec, b as SubnetSpec):
             try same(a.vpc, b.vpc, "spec.vpc")
             try same(a.cidr, b.cidr, "spec.cidr")
@@ -176,12 +174,12 @@ struct Admission {
     func releases<S: ObjectSpec>(_ o: Object<S>) -> [EtcdOperation] {
         switch (o.spec, o.status) {
         case let (spec as VpcSpec, status as VpcStatus?):
-            return Set([spec.vni, status?.vni?.value].compactMap { $0 }).map { .delete(vniKey($0)) }
+            return Set([spec.vni, status?.vni].compactMap { $0 }).map { .delete(vniKey($0)) }
                 + [.delete(subnetGuardKey(o.name)), .deletePrefix(subnetIndexPrefix(o.name))]
         case let (spec as SubnetSpec, _):
             return [.delete(subnetIndexPrefix(spec.vpc) + o.name)]
         case let (spec as EndpointSpec, status as EndpointStatus?):
-            let ips = Set([spec.ip, status?.ip.map { "\($0)" }].compactMap { $0 })
+            let ips = Set([spec.ip, status?.ip].compactMap { $0 })
             return ips.map { .delete(ipKey(spec.vpc, $0)) }
         default:
             return []

@@ -110,6 +110,35 @@ public struct Store: Sendable {
         return stream
     }
 
+    /// Reads one object, then follows its changes (nil once it is gone),
+    /// until `settled` gives a result or `timeout` passes (nil then). One
+    /// read and one watch, however long it takes: what a waiter uses
+    /// instead of polling.
+    public func follow<S: ObjectSpec, R: Sendable>(_ type: S.Type, _ name: String, timeout: Duration,
+                                                   until settled: @escaping @Sendable (Object<S>?) throws -> R?) async throws -> R? {
+        let key = key(S.kind, name)
+        return try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { [etcd] in
+                // A list, not a get: it gives the revision to watch from.
+                let (kvs, revision) = try await etcd.list(prefix: key)
+                if let r = try settled(try kvs.first { $0.key == key }.map { kv throws -> Object<S> in try Self.decode(kv) }) { return r }
+                for try await batch in etcd.watch(prefix: key, fromRevision: revision + 1) {
+                    // The prefix also matches longer names.
+                    for e in batch where e.kv.key == key {
+                        if let r = try settled(e.kind == .delete ? nil : try Self.decode(e.kv)) { return r }
+                    }
+                }
+                throw CancellationError()
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
+    }
+
     // MARK: Writing
 
     /// Stores a new object: validated alone and against what it refers to,
@@ -229,9 +258,9 @@ public struct Store: Sendable {
     }
 
     /// The key that holds `ip` of a VPC for one endpoint (IPAM).
-    public func ipKey(vpc: String, ip: IPv4Address) -> String { Admission(store: self).ipKey(vpc, "\(ip)") }
+    public func ipKey(vpc: String, ip: IPv4Address) -> String { Admission(store: self).ipKey(vpc, ip) }
     /// The key that holds a VNI for one VPC.
-    public func vniKey(_ vni: UInt32) -> String { Admission(store: self).vniKey(vni) }
+    public func vniKey(_ vni: VNI) -> String { Admission(store: self).vniKey(vni) }
 
     // MARK: Plumbing
 

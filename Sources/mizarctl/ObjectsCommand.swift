@@ -57,7 +57,7 @@ func readObjects(_ path: String) throws -> [AnyMizarObject] {
                 }
                 objects.append(o)
             } catch let e as DecodingError {
-                throw CommandFailure(description: "\(where_): \(ObjectCoding.validationError(e))")
+                throw CommandFailure(description: "\(where_)\(identity(of: node, failing: e)): \(ObjectCoding.validationError(e))")
             }
         }
     } catch let e as YamlError {
@@ -65,6 +65,17 @@ func readObjects(_ path: String) throws -> [AnyMizarObject] {
     }
     guard !objects.isEmpty else { throw CommandFailure(description: "\(path): no objects in the file") }
     return objects
+}
+
+/// " (Kind name)" for a document whose shape is right but one of whose
+/// values is malformed (an address, a CIDR, a VNI out of range), as for a
+/// document that decodes and fails validation; nothing for a document
+/// missing a field or holding one of the wrong type.
+func identity(of node: Node, failing error: DecodingError) -> String {
+    guard case .dataCorrupted(let context) = error, !context.codingPath.isEmpty,
+          let kind = node["kind"]?.string.flatMap({ try? Kind(parsing: $0) }),
+          let name = node["metadata"]?["name"]?.string else { return "" }
+    return " (\(kind.rawValue) \(name))"
 }
 
 /// Runs `body` for the object's spec type.
@@ -181,10 +192,10 @@ func columns(_ kind: Kind, wide: Bool) -> [String] {
 func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
     func list(_ l: [String]?) -> String { l.map { $0.isEmpty ? "-" : $0.joined(separator: ",") } ?? "-" }
     let specific: [String] = switch o {
-    case .vpc(let v): [v.spec.cidr, v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers)]
-    case .subnet(let s): [s.spec.vpc, s.spec.cidr, list(s.status?.bouncers)]
-    case .endpoint(let e): [e.spec.vpc, e.spec.subnet, e.status?.ip.map { "\($0)" } ?? e.spec.ip ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]
-    case .droplet(let d): [d.spec.ip, d.spec.transitd]
+    case .vpc(let v): ["\(v.spec.cidr)", v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers)]
+    case .subnet(let s): [s.spec.vpc, "\(s.spec.cidr)", list(s.status?.bouncers)]
+    case .endpoint(let e): [e.spec.vpc, e.spec.subnet, (e.status?.ip ?? e.spec.ip).map { "\($0)" } ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]
+    case .droplet(let d): ["\(d.spec.ip)", d.spec.transitd]
     case .bouncer(let b): [b.spec.vpc, b.spec.subnet, b.spec.droplet]
     case .divider(let d): [d.spec.vpc, d.spec.droplet]
     }
@@ -211,7 +222,15 @@ struct Describe: AsyncParsableCommand {
         }
         guard let o = objects.first else { throw CommandFailure(description: "\(kind.rawValue) \(name) not found") }
         print(try YAMLEncoder().encode(o), terminator: "")
-        if case .endpoint(let e) = o, e.spec.isScaled { try await describeService(e) }
+        if case .endpoint(let e) = o {
+            if e.spec.isScaled {
+                try await describeService(e)
+            } else if let ip = e.status?.ip, let droplet = e.status?.droplet,
+                      let vni = try await etcd.withStore({ try await $0.get(VpcSpec.self, e.spec.vpc)?.status?.vni }) {
+                // Derived from (VNI, IP), so never stored.
+                print("host interface: \(HostInterface.name(vni: vni, ip: ip)) on droplet \(droplet)")
+            }
+        }
         print("events:")
         if events.isEmpty { print("  (none)") }
         printTable(["  TIME", "TYPE", "REASON", "BY", "MESSAGE"],

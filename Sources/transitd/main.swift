@@ -112,7 +112,7 @@ struct Transitd: AsyncParsableCommand {
         let listeners = TransitListeners(unixSocket: socket ?? "\(stateDir)/transitd.sock", tcp: tcp)
         logger.info("serving", metadata: ["rpc.unix": "\(listeners.unixSocket)",
                                           "rpc.tcp": "\(tcp.map { "\($0.host):\($0.port)" } ?? "none")"])
-        let spec = DropletSpec(ip: "\(host.droplet.ip)", mac: "\(host.droplet.mac)",
+        let spec = DropletSpec(ip: host.droplet.ip, mac: host.droplet.mac,
                                transitd: advertise ?? tcp.map { "\($0.host):\($0.port)" } ?? "unix:\(listeners.unixSocket)")
         let dropletName = droplet ?? name
         // One transitd per host serves CNI where the plugin looks by default;

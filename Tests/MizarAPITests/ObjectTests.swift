@@ -83,6 +83,27 @@ struct ObjectTests {
         #expect(v?.hasPrefix(expected) == true, "got \(v ?? "accepted"), want \(expected)…")
     }
 
+    @Test("typed spec fields are stored as the text and numbers they were written as")
+    func storedFormat() throws {
+        let vpc = #"{"apiVersion":"mizar.com/v1","kind":"Vpc","metadata":{"name":"a"},"spec":{"cidr":"10.0.0.0/16","vni":4242}}"#
+        let service = #"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"backends":["b"],"ip":"10.0.1.9","mac":"02:00:0a:00:01:09","ports":[{"port":53,"protocol":"UDP","targetPort":5353}],"subnet":"s","type":"scaled","vpc":"a"}}"#
+        let droplet = #"{"apiVersion":"mizar.com/v1","kind":"Droplet","metadata":{"name":"h"},"spec":{"ip":"172.30.0.1","mac":"02:4d:00:00:00:01","transitd":"172.30.0.1:7070"}}"#
+        for document in [vpc, service, droplet] {
+            let o = try ObjectCoding.decode(AnyMizarObject.self, from: json(document))
+            try o.validate()
+            #expect(String(decoding: ObjectCoding.encode(o), as: UTF8.self) == document)
+        }
+        guard case .endpoint(let e) = try ObjectCoding.decode(AnyMizarObject.self, from: json(service)) else {
+            Issue.record("not an endpoint"); return
+        }
+        #expect(e.spec.type == .scaled && e.spec.ip == IPv4Address(value: 0x0a00_0109))
+        #expect(try e.spec.servicePorts() == [ServicePort(proto: .udp, port: 53, targetPort: 5353)])
+        // A protocol in lower case is read, and written back as the API spells it.
+        let lower = #"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"ports":[{"port":80,"protocol":"tcp"}],"subnet":"s","type":"scaled","vpc":"a"}}"#
+        let again = String(decoding: ObjectCoding.encode(try ObjectCoding.decode(AnyMizarObject.self, from: json(lower))), as: UTF8.self)
+        #expect(again == lower.replacing("\"tcp\"", with: "\"TCP\""))
+    }
+
     @Test("kinds are named as kubectl names them")
     func kinds() throws {
         #expect(try Kind(parsing: "vpc") == .vpc)

@@ -231,8 +231,12 @@ extension OperatorTests {
             }
             let web = try #require(try await store.get(EndpointSpec.self, "sweb"))
             #expect(ready, "not provisioned: \(web.status?.common.reason ?? "-") backends \(web.status?.backends?.map(\.name) ?? [])")
-            #expect(web.status?.droplet == nil && web.status?.hostInterface == nil, "a VIP has no droplet and no interface")
             let vip = try #require(web.status?.ip)
+            #expect(web.status?.droplet == nil, "a VIP has no droplet")
+            for host in plane.bed.hosts {
+                let interfaces = try await withTransitClient(.unix(host.socket)) { try await $0.listEndpointInterfaces(.init()).interfaces }
+                #expect(!interfaces.contains { $0.spec.ip == "\(vip)" }, "a VIP has no interface, but \(host.name) has one")
+            }
             #expect(try CIDR(parsing: "10.0.1.0/24").contains(vip))
             let servers = try backends.map { try IdentityServer(name: $0.0, netns: plane.bed.endpointNetns($0.0), tcpPort: 8080, udpPort: 5353) }
             defer { for s in servers { s.stop() } }

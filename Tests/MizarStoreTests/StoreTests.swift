@@ -69,7 +69,7 @@ struct StoreTests {
     func refused(_ what: String, _ expected: String) async throws {
         try await withStore("refused-\(what.replacingOccurrences(of: " ", with: "-"))") { store in
             try await store.create(Vpc(name: "b", spec: VpcSpec(cidr: "10.0.0.0/16")))
-            try await store.create(Vpc(name: "v1", spec: VpcSpec(cidr: "10.9.0.0/16", vni: 4242)))
+            try await store.create(Vpc(name: "v1", spec: VpcSpec(cidr: "10.9.0.0/16", vni: try VNI(4242))))
             try await store.create(Endpoint(name: "first", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.7")))
             let before = try await snapshot(store)
             let got = await refusal {
@@ -85,7 +85,7 @@ struct StoreTests {
                 case "endpoint IP taken": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.7")))
                 case "subnet of another VPC": try await store.create(Endpoint(name: "x", spec: EndpointSpec(vpc: "b", subnet: "s1")))
                 case "bad name": try await store.create(Endpoint(name: "Web", spec: EndpointSpec(vpc: "a", subnet: "s1")))
-                case "VNI taken": try await store.create(Vpc(name: "x", spec: VpcSpec(cidr: "10.0.0.0/16", vni: 4242)))
+                case "VNI taken": try await store.create(Vpc(name: "x", spec: VpcSpec(cidr: "10.0.0.0/16", vni: try VNI(4242))))
                 default: Issue.record("no case \(what)")
                 }
             }
@@ -130,7 +130,7 @@ struct StoreTests {
                 for i in 0..<6 {
                     group.addTask {
                         do {
-                            try await store.create(Subnet(name: "o\(i)", spec: SubnetSpec(vpc: "a", cidr: "10.0.\(8 + i % 2).0/\(i % 2 == 0 ? 22 : 24)")))
+                            try await store.create(Subnet(name: "o\(i)", spec: SubnetSpec(vpc: "a", cidr: try CIDR(parsing: "10.0.\(8 + i % 2).0/\(i % 2 == 0 ? 22 : 24)"))))
                             return true
                         } catch StoreError.invalid { return false }
                     }

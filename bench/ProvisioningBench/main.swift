@@ -87,8 +87,8 @@ func timedEndpoint(_ store: Store, bed: Testbed, arrivals: Arrivals, name: Strin
     }
     try await Task.sleep(for: .milliseconds(20))
     let t0 = monotonicSeconds()
-    try await store.create(Endpoint(name: name, spec: EndpointSpec(vpc: "bench", subnet: "bench-1", ip: "\(ip)",
-                                                                  mac: "\(mac)", droplet: droplet, netns: netns)))
+    try await store.create(Endpoint(name: name, spec: EndpointSpec(vpc: "bench", subnet: "bench-1", ip: ip,
+                                                                  mac: mac, droplet: droplet, netns: netns)))
     let provisioned = await arrivals.wait(name)
     let firstPacket = await pingDone.value
     return ((provisioned.time - t0) * 1000, (firstPacket - t0) * 1000, provisioned.delay)
@@ -128,7 +128,7 @@ for (round, hosts) in hostCounts.enumerated() {
                 func add(_ i: Int) {
                     group.addTask {
                         try await store.create(Endpoint(name: "bg\(i)", spec: EndpointSpec(
-                            vpc: "bench", subnet: "bench-1", ip: "\(IPv4Address(value: 0x0a00_0000 + 256 + UInt32(i)))",
+                            vpc: "bench", subnet: "bench-1", ip: IPv4Address(value: 0x0a00_0000 + 256 + UInt32(i)),
                             droplet: "\(name)-h\(i % hosts + 1)")))
                     }
                 }
