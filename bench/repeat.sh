@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs a release-built benchmark REPS times (default 5), each run in a
 # network namespace of its own, and aggregates its BENCH lines through
-# bench/stats.py. Used by scripts/run-bench-provisioning.sh and
-# scripts/run-bench-cni.sh.
+# bench/stats.py. Used by scripts/run-bench.sh,
+# scripts/run-bench-provisioning.sh and scripts/run-bench-cni.sh.
 # Usage: bench/repeat.sh "PRODUCT..." [ARGS...]: builds every product in
 # release; the last is the benchmark, run with ARGS. With
 # BASELINE_TREE=/path/to/another/checkout each repetition also runs that

@@ -2,7 +2,8 @@
 """Aggregates repeated benchmark figures into median, spread and ratios.
 
 The one place that does it, for bench/cluster.sh, bench/service.sh,
-scripts/run-bench-provisioning.sh and scripts/run-bench-cni.sh.
+scripts/run-bench.sh, scripts/run-bench-provisioning.sh and
+scripts/run-bench-cni.sh.
 
 Input (stdin): BENCH lines as the benchmarks print them, after a line
 saying which repetition they belong to:

@@ -238,8 +238,13 @@ public struct Etcd: Sendable {
     /// Every change under `prefix` from `revision` on, in order, in batches
     /// of one revision or more. The stream ends with an error when the
     /// watch is cancelled by the server (compacted away: the caller lists
-    /// again and watches from there) or the connection fails.
-    public func watch(prefix: String, fromRevision revision: Int64, previousValues: Bool = false) -> AsyncThrowingStream<[EtcdEvent], Error> {
+    /// again and watches from there) or the connection fails. Revision 0
+    /// is "from now on". With `announcingStart` an empty batch comes first,
+    /// once etcd has set the watch up: whatever is read after it, the
+    /// watch delivers every later change. (A watch from a revision already
+    /// past can lag: etcd catches such watches up every 100 ms.)
+    public func watch(prefix: String, fromRevision revision: Int64, previousValues: Bool = false,
+                      announcingStart: Bool = false) -> AsyncThrowingStream<[EtcdEvent], Error> {
         var create = Etcdserverpb_WatchCreateRequest()
         create.key = Data(prefix.utf8)
         create.rangeEnd = Self.prefixEnd(prefix)
@@ -262,6 +267,7 @@ public struct Etcd: Sendable {
                             let kind: EtcdError.Kind = message.compactRevision > 0 ? .compacted : .watchCanceled
                             throw EtcdError(kind, "watch of \(prefix) canceled by etcd: \(message.cancelReason.isEmpty ? "revision \(revision) was compacted (now \(message.compactRevision))" : message.cancelReason)")
                         }
+                        if message.created && announcingStart { continuation.yield([]) }
                         guard !message.events.isEmpty else { continue }
                         continuation.yield(message.events.map { e in
                             EtcdEvent(kind: e.type == .delete ? .delete : .put, kv: EtcdKeyValue(e.kv),

@@ -119,10 +119,13 @@ public struct Store: Sendable {
         let key = key(S.kind, name)
         return try await withThrowingTaskGroup(of: R?.self) { group in
             group.addTask { [etcd] in
-                // A list, not a get: it gives the revision to watch from.
-                let (kvs, revision) = try await etcd.list(prefix: key)
-                if let r = try settled(try kvs.first { $0.key == key }.map { kv throws -> Object<S> in try Self.decode(kv) }) { return r }
-                for try await batch in etcd.watch(prefix: key, fromRevision: revision + 1) {
+                // The watch first, from now on, and the read once it is set
+                // up: nothing is missed, and the watch never has to catch up
+                // (which etcd does only every 100 ms).
+                for try await batch in etcd.watch(prefix: key, fromRevision: 0, announcingStart: true) {
+                    if batch.isEmpty {
+                        if let r = try settled(try await etcd.get(key).map { kv throws -> Object<S> in try Self.decode(kv) }) { return r }
+                    }
                     // The prefix also matches longer names.
                     for e in batch where e.kv.key == key {
                         if let r = try settled(e.kind == .delete ? nil : try Self.decode(e.kv)) { return r }

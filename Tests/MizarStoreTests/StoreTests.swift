@@ -199,4 +199,31 @@ struct StoreTests {
             #expect(seen == ["put w Init", "put w Provisioned", "delete w Provisioned"])
         }
     }
+
+    @Test("follow sees a change made after it starts, ignores longer names, gives up at its timeout, and sees a delete")
+    func follow() async throws {
+        try await withStore("follow") { store in
+            try await store.create(Endpoint(name: "f", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.40")))
+            try await store.create(Endpoint(name: "f2", spec: EndpointSpec(vpc: "a", subnet: "s1", ip: "10.0.1.41")))
+            let phase = { @Sendable (o: Endpoint?) -> String? in o?.status?.common.phase == .provisioned ? o?.name : nil }
+            // Already settled: answered from the first read.
+            try await store.updateStatus(EndpointSpec.self, "f2") { $0.common.phase = .provisioned }
+            #expect(try await store.follow(EndpointSpec.self, "f2", timeout: .seconds(5), until: phase) == "f2")
+            // Settled later, while "f2" (same prefix) changes too.
+            async let seen = store.follow(EndpointSpec.self, "f", timeout: .seconds(5), until: phase)
+            try await Task.sleep(for: .milliseconds(100))
+            try await store.updateStatus(EndpointSpec.self, "f2") { $0.common.reason = "noise" }
+            try await store.updateStatus(EndpointSpec.self, "f") { $0.common.phase = .provisioned }
+            #expect(try await seen == "f")
+            // Never settled: nil at the timeout, not before.
+            let start = ContinuousClock.now
+            #expect(try await store.follow(EndpointSpec.self, "f", timeout: .milliseconds(300)) { _ in nil as Bool? } == nil)
+            #expect(ContinuousClock.now - start >= .milliseconds(300))
+            // Deleted: the predicate is given nil.
+            async let gone = store.follow(EndpointSpec.self, "f", timeout: .seconds(5)) { $0 == nil ? true : nil }
+            try await Task.sleep(for: .milliseconds(100))
+            try await store.delete(EndpointSpec.self, "f")
+            #expect(try await gone == true)
+        }
+    }
 }
