@@ -254,9 +254,23 @@ extension OperatorTests {
             for vpc in ["cnia", "cnib"] {
                 _ = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint, "--root", plane.root])
             }
-            #expect(try await eventually(20) {
+            let gone = try await eventually(20) {
                 try await store.list(VpcSpec.self).objects.allSatisfy { !$0.name.hasPrefix("cni") }
-            })
+            }
+            // What is left, and why, when it is not.
+            var left: [String] = []
+            if !gone {
+                func describe<S: ObjectSpec>(_ type: S.Type, _ vpc: (Object<S>) -> String) async throws {
+                    for o in try await store.list(S.self).objects where vpc(o).hasPrefix("cni") {
+                        left.append("\(S.kind.rawValue) \(o.name) \(o.status?.common.phase.rawValue ?? "-") \(o.status?.common.reason ?? "") "
+                                    + "deleting=\(o.metadata.deletionTimestamp != nil) finalizers=\(o.metadata.finalizers ?? [])")
+                    }
+                }
+                try await describe(VpcSpec.self) { $0.name }
+                try await describe(SubnetSpec.self) { $0.spec.vpc }
+                try await describe(EndpointSpec.self) { $0.spec.vpc }
+            }
+            #expect(gone, "left after deleting the VPCs: \(left)")
         }
     }
 }
