@@ -25,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections.git", exact: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", exact: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-asn1.git", exact: "1.7.4"),
     ],
     targets: [
         // THE shared header: every struct that crosses the kernel/user boundary.
@@ -135,10 +138,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // The CA and every party's certificate (mizarctl pki).
+        .target(
+            name: "MizarPKI",
+            dependencies: [
+                "MizarCore", "MizarAPI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict),
         .executableTarget(
             name: "mizarctl",
             dependencies: [
-                "MizarTransitClient", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd",
+                "MizarTransitClient", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd", "MizarPKI",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -181,6 +194,7 @@ let package = Package(
             path: "bench/CNIBench",
             swiftSettings: strict),
         .testTarget(name: "MizarCoreTests", dependencies: ["MizarCore"], swiftSettings: strict),
+        .testTarget(name: "MizarPKITests", dependencies: ["MizarPKI", "MizarCore"], swiftSettings: strict),
         .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket", "MizarCore"], swiftSettings: strict),
         .testTarget(
             name: "MizarDataplaneTests",

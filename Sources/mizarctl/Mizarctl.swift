@@ -11,7 +11,7 @@ struct Mizarctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mizarctl",
         abstract: "Declare Mizar's objects and inspect a transitd.",
-        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self, Matrix.self,
+        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self, Matrix.self, PKICommand.self,
                       Droplet.self, Dump.self, Counters.self, Invalidate.self])
 }
 
