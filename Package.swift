@@ -59,6 +59,7 @@ let package = Package(
             name: "MizarTransitClient",
             dependencies: [
                 "MizarCore", "MizarRPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],
@@ -68,6 +69,7 @@ let package = Package(
             name: "MizarTransit",
             dependencies: [
                 "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient",
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
@@ -123,7 +125,7 @@ let package = Package(
         .executableTarget(
             name: "transitd",
             dependencies: [
-                "MizarTransit", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI", "MizarCNI",
+                "MizarTransit", "MizarTransitClient", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI", "MizarCNI",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -132,7 +134,7 @@ let package = Package(
         .executableTarget(
             name: "mizar-operator",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore",
+                "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore", "MizarTransitClient",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -225,8 +227,9 @@ let package = Package(
         .testTarget(
             name: "MizarTransitTests",
             dependencies: [
-                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem",
+                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "MizarPKI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

@@ -70,6 +70,12 @@ extension IPv4Address {
     }
 }
 
+/// Who is who in Mizar's PKI: the common names its certificates carry.
+public enum Identities {
+    /// The operator, the only party allowed to call a transitd over TCP.
+    public static let operatorName = "mizar-operator"
+}
+
 /// The names of an endpoint's interfaces on its host: a pure function of
 /// (VNI, IP), so nothing needs to store them.
 public enum HostInterface {

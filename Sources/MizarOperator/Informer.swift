@@ -11,16 +11,22 @@ import DequeModule
 public final class Informer<Spec: ObjectSpec>: Sendable {
     public typealias Handler = @Sendable (_ old: Object<Spec>?, _ new: Object<Spec>?) -> Void
 
-    private let cache = Mutex<[String: Object<Spec>]>([:])
+    private let cache = Mutex<Cache>(Cache())
     private let handlers = Mutex<[Handler]>([])
     private let synced = Latch()
 
     public init() {}
 
-    public func get(_ name: String) -> Object<Spec>? { cache.withLock { $0[name] } }
-    public func list() -> [Object<Spec>] { cache.withLock { Array($0.values) } }
+    /// The objects, and the etcd revision the cache reflects.
+    private struct Cache {
+        var objects: [String: Object<Spec>] = [:]
+        var revision: Int64 = 0
+    }
+
+    public func get(_ name: String) -> Object<Spec>? { cache.withLock { $0.objects[name] } }
+    public func list() -> [Object<Spec>] { cache.withLock { Array($0.objects.values) } }
     public func filter(_ included: (Object<Spec>) -> Bool) -> [Object<Spec>] {
-        cache.withLock { $0.values.filter(included) }
+        cache.withLock { $0.objects.values.filter(included) }
     }
     public var hasSynced: Bool { synced.isOpen }
     /// Returns once the first list is in the cache (or the task is cancelled).
@@ -31,12 +37,15 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
 
     /// Lists and watches until cancelled.
     public func run(store: Store, logger: Logger) async {
+        let listedRevision = Mutex<Int64>(0)
         await Reflector.run(Spec.kind.rawValue, logger: logger, list: {
             let listed = try await store.list(Spec.self)
+            listedRevision.withLock { $0 = listed.revision }
             return (listed.objects, listed.revision)
         }, watch: { store.watch(Spec.self, after: $0) }, replace: { objects in
             let fresh = Dictionary(uniqueKeysWithValues: objects.map { ($0.name, $0) })
-            let old = cache.withLock { c in defer { c = fresh }; return c }
+            let revision = listedRevision.withLock { $0 }
+            let old = cache.withLock { c in defer { c = Cache(objects: fresh, revision: revision) }; return c.objects }
             for name in Set(old.keys).union(fresh.keys) where old[name] != fresh[name] {
                 notify(old[name], fresh[name])
             }
@@ -45,8 +54,11 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
             for event in batch {
                 let new = event.kind == .put ? event.object : nil
                 let previous = cache.withLock { c in
-                    defer { c[event.name] = new }
-                    return c[event.name]
+                    defer {
+                        c.objects[event.name] = new
+                        c.revision = max(c.revision, event.revision)
+                    }
+                    return c.objects[event.name]
                 }
                 notify(previous, new)
             }
@@ -55,11 +67,19 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
 
     /// Puts a just-written object into the cache at once (its watch event
     /// follows), so the writer's next read is not older than its write.
+    /// Never older than what the watch brought: not over a later version,
+    /// and not back once the watch has passed the write and the object is
+    /// gone (deleted meanwhile: putting it back would leave a ghost that
+    /// no event ever removes).
     public func record(_ object: Object<Spec>) {
+        guard let written = Int64(object.metadata.resourceVersion ?? "") else { return }
         cache.withLock { c in
-            if let current = c[object.name], let a = Int64(current.metadata.resourceVersion ?? ""),
-               let b = Int64(object.metadata.resourceVersion ?? ""), a >= b { return }
-            c[object.name] = object
+            if let current = c.objects[object.name] {
+                if let seen = Int64(current.metadata.resourceVersion ?? ""), seen >= written { return }
+            } else if c.revision >= written {
+                return
+            }
+            c.objects[object.name] = object
         }
     }
 

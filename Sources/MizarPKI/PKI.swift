@@ -34,7 +34,7 @@ public struct Identity: Sendable, Equatable {
     public var clientAuth: Bool { true }
 
     /// The operator: CN mizar-operator.
-    public static let `operator` = Identity(role: .operator, fileStem: "operator", commonName: "mizar-operator", ipAddresses: [], dnsNames: [])
+    public static let `operator` = Identity(role: .operator, fileStem: "operator", commonName: Identities.operatorName, ipAddresses: [], dnsNames: [])
     /// The administrator: CN root, etcd's root user.
     public static let admin = Identity(role: .admin, fileStem: "admin", commonName: "root", ipAddresses: [], dnsNames: [])
 

@@ -188,7 +188,10 @@ public struct Testbed: Sendable {
         try makeDirectories(host.stateDirectory)
         let argv = [options.transitd, "--netns", host.netns, "--interface", "eth0", "--name", "\(name)-\(host.name)",
                     "--objects", options.objects, "--pin-dir", host.pinDirectory, "--state-dir", host.stateDirectory,
-                    "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook]
+                    "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook,
+                    // The simulated underlay is the test's own; its hosts do
+                    // not have certificates yet.
+                    "--insecure"]
             + options.extraArguments
             + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", "\(name)-\(host.name)"] } ?? [])
         let pid = try spawnDaemon(argv, log: host.log)

@@ -38,7 +38,9 @@ public enum TransitTarget: Sendable, Hashable, CustomStringConvertible {
     var resolvable: any ResolvableTarget {
         switch self {
         case .unix(let path): .unixDomainSocket(path: path)
-        case .tcp(let host, let port): .dns(host: host, port: port)
+        // An address, not a name: TLS then checks the server's certificate
+        // against it (an address cannot be sent as SNI).
+        case .tcp(let host, let port): (try? IPv4Address(parsing: host)) != nil ? .ipv4(address: host, port: port) : .dns(host: host, port: port)
         }
     }
 }
@@ -47,12 +49,14 @@ public typealias TransitClient = Mizar_Transit_V1_Transit.Client<HTTP2ClientTran
 /// A client of the Transit service over any transport.
 public typealias AnyTransitClient = any Mizar_Transit_V1_Transit.ClientProtocol
 
-/// Runs `body` with a client of the transitd at `target`.
+/// Runs `body` with a client of the transitd at `target` (over mutual TLS
+/// with `tls` when the target is TCP).
 public func withTransitClient<R: Sendable>(
     _ target: TransitTarget,
+    tls: TLSFiles? = nil,
     _ body: (TransitClient) async throws -> R
 ) async throws -> R {
-    let transport = try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: .plaintext)
+    let transport = try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: target.security(tls))
     return try await withGRPCClient(transport: transport) { client in
         try await body(Mizar_Transit_V1_Transit.Client(wrapping: client))
     }
@@ -68,10 +72,11 @@ public protocol TransitConnector: Sendable {
 
 /// A fresh connection for each call: for one-off commands.
 public struct DirectConnector: TransitConnector {
-    public init() {}
+    public let tls: TLSFiles?
+    public init(tls: TLSFiles? = nil) { self.tls = tls }
     public func withClient<R: Sendable>(_ target: TransitTarget,
                                         _ body: (AnyTransitClient) async throws -> R) async throws -> R {
-        try await withTransitClient(target) { try await body($0) }
+        try await withTransitClient(target, tls: tls) { try await body($0) }
     }
 }
 
@@ -131,9 +136,9 @@ public final class TransitPool<Transport: ClientTransport>: TransitConnector {
 }
 
 extension TransitPool where Transport == HTTP2ClientTransport.Posix {
-    /// HTTP/2 over TCP or a unix socket.
-    public convenience init() {
-        self.init { target in try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: .plaintext) }
+    /// HTTP/2 over a unix socket, or TCP (mutual TLS with `tls`).
+    public convenience init(tls: TLSFiles? = nil) {
+        self.init { target in try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: target.security(tls)) }
     }
 }
 

@@ -6,6 +6,7 @@ import Logging
 import MizarEtcd
 import MizarOperator
 import MizarStore
+import MizarTransitClient
 import MizarCore
 import ServiceLifecycle
 
@@ -25,6 +26,8 @@ struct MizarOperatorCommand: AsyncParsableCommand {
 
     @Option(help: "This replica's name; replicas split the VPCs between them on a consistent-hash ring (default: random).")
     var id: String?
+
+    @OptionGroup var tls: TLSOptions
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -46,8 +49,9 @@ struct MizarOperatorCommand: AsyncParsableCommand {
         config.workers = workers
         if let id { config.id = id }
         let root = self.root
+        let pool = HTTP2TransitPool(tls: try tls.files())
         try await withEtcd(host: at.host, port: at.port) { client in
-            let op = Operator(store: Store(etcd: client, root: root), config: config, logger: logger)
+            let op = Operator(store: Store(etcd: client, root: root), pool: pool, config: config, logger: logger)
             logger.info("running", metadata: ["etcd": "\(at)", "etcd.root": "\(root)"])
             // SIGTERM and SIGINT stop the controllers, then the replica leaves
             // the ring, then the watches end; whatever was under way is

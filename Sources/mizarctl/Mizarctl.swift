@@ -22,8 +22,13 @@ struct TargetOptions: ParsableArguments {
     @Option(help: "A host of a running testbed instead of --target: NAME/HOST, e.g. mzt/h1.")
     var testbed: String?
 
+    /// A transitd over TCP admits the operator's certificate alone.
+    @OptionGroup var tlsOptions: TLSOptions
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
+
+    func tls() throws -> TLSFiles? { try tlsOptions.files() }
 
     func resolved() throws -> TransitTarget {
         if let testbed {
@@ -64,7 +69,7 @@ struct Droplet: AsyncParsableCommand {
     @OptionGroup var target: TargetOptions
 
     func run() async throws {
-        let d = try await withTransitClient(try target.resolved()) { try await $0.getDroplet(.init()) }
+        let d = try await withTransitClient(try target.resolved(), tls: try target.tls()) { try await $0.getDroplet(.init()) }
         if target.json { return try printJSON(d) }
         printTable(["droplet", "interface", "ifindex", "transit", "agent", "pins", "version"],
                    [[hostText(d.self_p), d.interface, "\(d.ifindex)", d.transitHook, d.agentHook, d.pinDirectory, d.version]])
@@ -92,7 +97,7 @@ struct Dump: AsyncParsableCommand {
         var filter = Mizar_Transit_V1_ListRequest()
         filter.vni = vni
         let json = target.json
-        try await withTransitClient(try target.resolved()) { client in
+        try await withTransitClient(try target.resolved(), tls: try target.tls()) { client in
             switch table {
             case .vpcs:
                 let l = try await client.listVPCs(filter)
@@ -153,7 +158,7 @@ struct Counters: AsyncParsableCommand {
     @OptionGroup var target: TargetOptions
 
     func run() async throws {
-        let c = try await withTransitClient(try target.resolved()) { try await $0.getCounters(.init()) }
+        let c = try await withTransitClient(try target.resolved(), tls: try target.tls()) { try await $0.getCounters(.init()) }
         if target.json { return try printJSON(c) }
         let shown = { (list: [Mizar_Transit_V1_Counter]) in list.filter { all || $0.packets > 0 }.map { [$0.name, "\($0.packets)", "\($0.bytes)"] } }
         printTable(["counter", "packets", "bytes"], shown(c.counters))
@@ -174,7 +179,7 @@ struct Invalidate: AsyncParsableCommand {
         var key = Mizar_Transit_V1_EndpointKey()
         key.vni = vni
         key.ip = ip
-        let r = try await withTransitClient(try target.resolved()) { try await $0.invalidateHostCache(key) }
+        let r = try await withTransitClient(try target.resolved(), tls: try target.tls()) { try await $0.invalidateHostCache(key) }
         print(r.existed ? "invalidated \(ip) in VNI \(vni)" : "no cached path for \(ip) in VNI \(vni)")
     }
 }

@@ -11,6 +11,7 @@ import MizarEtcd
 import MizarStore
 import MizarSystem
 import MizarTransit
+import MizarTransitClient
 import ServiceLifecycle
 
 // setns is per thread: enter the host's namespace before any other thread
@@ -47,8 +48,13 @@ struct Transitd: AsyncParsableCommand {
     @Option(help: "Unix socket to serve on (default STATE-DIR/transitd.sock).")
     var socket: String?
 
-    @Option(help: "TCP address for the management plane: HOST:PORT, 'droplet' for the droplet's IP on port 7070, or 'none'.")
+    @Option(help: "TCP address for the management plane: HOST:PORT, 'droplet' for the droplet's IP on port 7070, or 'none'. Served with mutual TLS (--tls-*), admitting the operator alone; without TLS material, not opened unless --insecure.")
     var listen = "droplet"
+
+    @OptionGroup var tlsOptions: TLSOptions
+
+    @Flag(help: "Serve the TCP API in plaintext, to anyone who reaches it. Only for a network you trust whole.")
+    var insecure = false
 
     @Option(help: "Hook of the transit program on the droplet interface: auto (tc on a veth, XDP elsewhere), tc or xdp.")
     var transitHook: TransitConfig.HookChoice = .auto
@@ -83,6 +89,9 @@ struct Transitd: AsyncParsableCommand {
         if listen != "droplet" && listen != "none" && (try? HostPort(parsing: listen, field: "--listen")) == nil {
             throw ValidationError("--listen: \"\(listen)\" is not HOST:PORT, 'droplet' or 'none'")
         }
+        if try tlsOptions.files() != nil && insecure {
+            throw ValidationError("--insecure: TLS material is given; plaintext would serve beside it")
+        }
     }
 
     func run() async throws {
@@ -109,8 +118,13 @@ struct Transitd: AsyncParsableCommand {
         case "droplet": tcp = ("\(host.droplet.ip)", 7070)
         default: let at = try HostPort(parsing: listen, field: "--listen"); tcp = (at.host, at.port)
         }
-        let listeners = TransitListeners(unixSocket: socket ?? "\(stateDir)/transitd.sock", tcp: tcp)
-        logger.info("serving", metadata: ["rpc.unix": "\(listeners.unixSocket)",
+        let tls = try tlsOptions.files()
+        if tcp != nil && tls == nil && !insecure {
+            logger.warning("no TLS material (--tls-cert, --tls-key, --tls-ca): no TCP listener; serving the unix socket only (--insecure serves plaintext TCP)")
+            tcp = nil
+        }
+        let listeners = TransitListeners(unixSocket: socket ?? "\(stateDir)/transitd.sock", tcp: tcp, tls: tls)
+        logger.info("serving", metadata: ["rpc.unix": "\(listeners.unixSocket)", "rpc.tcp.security": "\(tcp == nil ? "none" : tls == nil ? "plaintext (--insecure)" : "mutual TLS, operator only")",
                                           "rpc.tcp": "\(tcp.map { "\($0.host):\($0.port)" } ?? "none")"])
         let spec = DropletSpec(ip: host.droplet.ip, mac: host.droplet.mac,
                                transitd: advertise ?? tcp.map { "\($0.host):\($0.port)" } ?? "unix:\(listeners.unixSocket)")

@@ -2,6 +2,8 @@ import Glibc
 import MizarAPI
 import MizarCNI
 import MizarCore
+import MizarEtcd
+import Logging
 @testable import MizarOperator
 import MizarRPC
 import MizarStore
@@ -85,5 +87,33 @@ struct ReasonCodeTests {
         let other = CNIError.failed(ReasonCode(rawValue: "Unexpected"), reason: "no free address", endpoint: "e", subnet: "s")
         #expect(other.code == CNIError.ioFailure && other.msg.contains("Unexpected"))
         #expect(CNIError.failed(nil, reason: nil, endpoint: "e", subnet: "s").code == CNIError.ioFailure)
+    }
+}
+
+/// The operator's cache of one kind against a real etcd.
+@Suite("informer cache")
+struct InformerTests {
+    @Test("a write recorded after the watch has passed the object's delete does not bring it back; one ahead of the watch is kept")
+    func noGhost() async throws {
+        try await withEtcd(host: "127.0.0.1", port: try EtcdServer.shared().clientPort) { etcd in
+            let store = Store(etcd: etcd, root: "/test-\(getpid())/informer-\(UInt32.random(in: 0...UInt32.max))/")
+            let informer = Informer<VpcSpec>()
+            let task = Task { await informer.run(store: store, logger: Logger(label: "informer-test")) }
+            defer { task.cancel() }
+            await informer.waitSynced()
+            // Created, seen, deleted, seen gone; then the writer's late record.
+            let created = try await store.create(Vpc(name: "g", spec: VpcSpec(cidr: "10.0.0.0/16")))
+            #expect(try await eventually(5) { informer.get("g") != nil })
+            try await store.delete(VpcSpec.self, "g")
+            #expect(try await eventually(5) { informer.get("g") == nil })
+            informer.record(created)
+            #expect(informer.get("g") == nil, "a deleted object came back from a late record")
+            // A record the watch has not reached yet is kept: the writer reads its own write.
+            let ahead = try await store.create(Vpc(name: "h", spec: VpcSpec(cidr: "10.1.0.0/16")))
+            informer.record(ahead)
+            #expect(informer.get("h")?.metadata.resourceVersion == ahead.metadata.resourceVersion)
+            try await store.delete(VpcSpec.self, "h")
+            #expect(try await eventually(5) { informer.get("h") == nil })
+        }
     }
 }
