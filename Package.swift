@@ -121,7 +121,7 @@ let package = Package(
             swiftSettings: strict,
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
-        .target(name: "MizarTestbed", dependencies: ["CNetlink", "MizarSystem", "MizarCore", "MizarTransitClient"], swiftSettings: strict),
+        .target(name: "MizarTestbed", dependencies: ["CNetlink", "MizarSystem", "MizarCore", "MizarTransitClient", "MizarPKI"], swiftSettings: strict),
         .executableTarget(
             name: "transitd",
             dependencies: [
@@ -175,7 +175,7 @@ let package = Package(
         .target(
             name: "MizarBenchSupport",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem",
+                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem", "MizarTransitClient",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "bench/Support",

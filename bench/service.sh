@@ -115,7 +115,10 @@ etcd --name "$P" --data-dir "$RUN/etcd" \
 	--initial-cluster "$P=http://127.0.0.1:$((PORT + 1))" --log-level warn >"$RUN/etcd.log" 2>&1 </dev/null &
 started_pid $! etcd
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
-"$BIN/mizar-operator" --etcd "127.0.0.1:$PORT" --log-level warning >"$RUN/operator.log" 2>&1 </dev/null &
+# The testbed made a PKI: the operator calls the transitds with mutual TLS.
+PKI=/run/mizar-testbed/$P/pki
+"$BIN/mizar-operator" --etcd "127.0.0.1:$PORT" --log-level warning \
+	--tls-cert "$PKI/operator.crt" --tls-key "$PKI/operator.key" --tls-ca "$PKI/ca.crt" >"$RUN/operator.log" 2>&1 </dev/null &
 started_pid $! mizar-operator
 # All three droplets Ready before anything is declared: a droplet that
 # turns Ready while a subnet places its bouncers can be left with that

@@ -25,7 +25,10 @@ echo $! >"$run/etcd.pid"
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "== mizar-operator"
-setsid "$bin/mizar-operator" --etcd "127.0.0.1:$port" --log-level warning >"$run/operator.log" 2>&1 </dev/null &
+# The testbed made a PKI: the operator calls the transitds with mutual TLS.
+pki=/run/mizar-testbed/demo/pki
+setsid "$bin/mizar-operator" --etcd "127.0.0.1:$port" --log-level warning \
+	--tls-cert "$pki/operator.crt" --tls-key "$pki/operator.key" --tls-ca "$pki/ca.crt" >"$run/operator.log" 2>&1 </dev/null &
 echo $! >"$run/operator.pid"
 
 "$bin/mizarctl" wait --for ready droplets --count 3 --timeout 30

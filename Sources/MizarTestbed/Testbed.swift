@@ -1,5 +1,6 @@
 import Glibc
 import MizarCore
+import MizarPKI
 import MizarSystem
 import MizarTransitClient
 
@@ -60,6 +61,17 @@ public struct Testbed: Sendable {
     public static let pinRoot = "/sys/fs/bpf/mizar-testbed"
 
     public var runDirectory: String { "\(Self.runRoot)/\(name)" }
+    /// The testbed's own PKI (`mizarctl pki`'s layout): a CA, the
+    /// operator's and the administrator's certificates, and one per host.
+    public var pkiDirectory: String { "\(runDirectory)/pki" }
+    /// What the operator (or mizarctl) dials transitds with.
+    public var operatorTLS: TLSFiles { TLSFiles(pkiDirectory: pkiDirectory, stem: "operator") }
+    /// The droplet name a host's transitd registers as.
+    public func dropletName(_ host: Host) -> String { "\(name)-\(host.name)".lowercased() }
+    /// A host's transitd's TLS files.
+    public func tls(_ host: Host) -> TLSFiles { TLSFiles(pkiDirectory: pkiDirectory, stem: "droplet-\(dropletName(host))") }
+    /// --tls-cert, --tls-key and --tls-ca for a command line.
+    public static func flags(_ tls: TLSFiles) -> [String] { ["--tls-cert", tls.certificate, "--tls-key", tls.key, "--tls-ca", tls.ca] }
     public var underlayNetns: String { "\(Self.netnsDirectory)/\(name)-u" }
     /// The management port's name in the namespace that called `up`.
     public var managementInterface: String { Self.managementInterface(of: name) }
@@ -141,6 +153,7 @@ public struct Testbed: Sendable {
     private func build(_ options: Options) throws {
         try makeDirectories(runDirectory)
         try writeFile("\(runDirectory)/underlay", "\(underlayNet)\n")
+        try PKI(directory: pkiDirectory).ensure([.operator, .admin] + hosts.map { try Identity.droplet(dropletName($0), ip: $0.ip) })
         try makeDirectories("\(Self.pinRoot)/\(name)")
         try NetworkNamespace.create(path: underlayNetns)
         let underlay = try NetworkNamespace(path: underlayNetns)
@@ -188,12 +201,10 @@ public struct Testbed: Sendable {
         try makeDirectories(host.stateDirectory)
         let argv = [options.transitd, "--netns", host.netns, "--interface", "eth0", "--name", "\(name)-\(host.name)",
                     "--objects", options.objects, "--pin-dir", host.pinDirectory, "--state-dir", host.stateDirectory,
-                    "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook,
-                    // The simulated underlay is the test's own; its hosts do
-                    // not have certificates yet.
-                    "--insecure"]
+                    "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook]
+            + Self.flags(tls(host))
             + options.extraArguments
-            + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", "\(name)-\(host.name)"] } ?? [])
+            + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", dropletName(host)] } ?? [])
         let pid = try spawnDaemon(argv, log: host.log)
         try writeFile("\(runDirectory)/\(host.name).pid", "\(pid)\n")
     }

@@ -212,6 +212,8 @@ struct Describe: AsyncParsableCommand {
     @OptionGroup var etcd: EtcdOptions
     @Argument(help: "The kind.") var kind: String
     @Argument(help: "The object's name.") var name: String
+    /// A scaled endpoint's bouncers are asked over TCP: the operator's certificate.
+    @OptionGroup var tls: TLSOptions
 
     func validate() throws { _ = try Kind(parsing: kind) }
 
@@ -256,7 +258,7 @@ extension Describe {
         var failures: [String] = []
         for (name, target) in bouncers {
             do {
-                let vni = try await withTransitClient(target) { c in
+                let vni = try await withTransitClient(target, tls: try tls.files()) { c in
                     try await c.listEndpoints(.init()).endpoints.first { $0.ip == ip && $0.kind == .scaled }?.vni
                 }
                 guard let vni else { failures.append("\(name): no entry for \(ip)"); continue }
@@ -264,7 +266,7 @@ extension Describe {
                 key.vni = vni
                 key.ip = ip
                 let k = key
-                infos.append((name, try await withTransitClient(target) { try await $0.getService(k) }))
+                infos.append((name, try await withTransitClient(target, tls: try tls.files()) { try await $0.getService(k) }))
             } catch {
                 failures.append("\(name): \(error)")
             }

@@ -55,7 +55,7 @@ final class Plane: Sendable {
             let store = Store(etcd: client, root: root)
             var logger = Logger(label: "operator")
             logger.logLevel = .warning
-            let op = Operator(store: store, logger: logger)
+            let op = Operator(store: store, pool: HTTP2TransitPool(tls: bed.operatorTLS), logger: logger)
             let task = Task { await op.run() }
             defer { task.cancel() }
             return try await body(store, op)
@@ -270,7 +270,7 @@ struct OperatorTests {
         func start() throws -> pid_t {
             // The same replica each time: the ring does not change.
             try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
-                             "--id", "op-resume", "--log-level", "warning"], log: log)
+                             "--id", "op-resume", "--log-level", "warning"] + Testbed.flags(plane.bed.operatorTLS), log: log)
         }
         func kill9(_ pid: pid_t) {
             kill(pid, SIGKILL)
@@ -488,7 +488,7 @@ struct OperatorTests {
         var pids: [String: pid_t] = [:]
         for (id, log) in zip(["op-a", "op-b"], logs) {
             pids[id] = try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
-                                        "--id", id, "--log-level", "warning"], log: log)
+                                        "--id", id, "--log-level", "warning"] + Testbed.flags(plane.bed.operatorTLS), log: log)
         }
         defer { for pid in pids.values { kill(pid, SIGKILL); reap(pid) } }
         try await withEtcd(host: "127.0.0.1", port: plane.etcd.clientPort) { client in

@@ -301,7 +301,7 @@ extension OperatorTests {
 
             // mizarctl shows the backends, the table and the flows each got.
             let described = runCapturing([siblingExecutable("mizarctl"), "describe", "endpoint", "sweb", "--etcd", plane.etcd.endpoint,
-                                          "--root", plane.root])
+                                          "--root", plane.root] + Testbed.flags(plane.bed.operatorTLS))
             #expect(described.status == 0 && described.output.contains("maglev table: 65521 entries"), "\(described.output)")
             print(described.output.split(separator: "\n").drop { !$0.hasPrefix("service:") }.prefix(12).joined(separator: "\n"))
             for (name, _, _) in backends { #expect(described.output.contains(name), "describe lists \(name)") }

@@ -10,6 +10,7 @@ import MizarOperator
 import MizarStore
 import MizarSystem
 import MizarTestbed
+import MizarTransitClient
 
 public func percentile(_ values: [Double], _ p: Double) -> Double {
     let s = values.sorted()
@@ -39,7 +40,7 @@ public func withBenchCluster(name: String, hosts: Int, underlayNet: UInt8,
         let store = Store(etcd: client)
         var config = Operator.Config()
         config.workers = 8
-        let op = Operator(store: store, config: config, logger: logger)
+        let op = Operator(store: store, pool: HTTP2TransitPool(tls: bed.operatorTLS), config: config, logger: logger)
         let running = Task { await op.run() }
         defer { running.cancel() }
         let deadline = monotonicSeconds() + 30 + Double(hosts)
