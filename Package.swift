@@ -227,7 +227,7 @@ let package = Package(
         .testTarget(
             name: "MizarTransitTests",
             dependencies: [
-                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "MizarPKI",
+                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "MizarPKI", "MizarPacket",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),

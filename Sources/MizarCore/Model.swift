@@ -70,6 +70,28 @@ extension IPv4Address {
     }
 }
 
+/// A droplet table as text (transitd --droplets): one droplet per line,
+/// "IP MAC"; blank lines and lines starting with # are skipped.
+public enum DropletTableText {
+    public static func parse(_ text: String, source: String) throws(ValidationError) -> [HostAddress] {
+        var hosts: [HostAddress] = []
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingPrefix(while: { $0 == " " || $0 == "\t" })
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            let field = "\(source) line \(i + 1)"
+            guard fields.count == 2 else { throw ValidationError(field: field, reason: "\(ValidationError.quote(line)) is not \"IP MAC\"") }
+            hosts.append(HostAddress(ip: try IPv4Address(parsing: String(fields[0]), field: field),
+                                     mac: try MACAddress(parsing: String(fields[1]), field: field)))
+        }
+        return hosts
+    }
+
+    public static func format(_ hosts: [HostAddress]) -> String {
+        hosts.map { "\($0.ip) \($0.mac)\n" }.joined()
+    }
+}
+
 /// Who is who in Mizar's PKI: the common names its certificates carry.
 public enum Identities {
     /// The operator, the only party allowed to call a transitd over TCP.

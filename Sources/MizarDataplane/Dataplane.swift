@@ -31,6 +31,7 @@ public final class Dataplane: @unchecked Sendable {
     let local: BPFMap<mz_ep_key, mz_local_ep>
     let ifaces: BPFMap<mz_iface_key, mz_iface>
     let hostCache: BPFMap<mz_ep_key, mz_cached_host>
+    let droplets: BPFMap<mz_droplet_key, mz_droplet_entry>
     let services: RawValueMap<mz_ep_key>
     let nat: BPFMap<mz_flow_key, mz_nat>
     /// 1 once the programs were taught a service flow here (they alone set it).
@@ -47,6 +48,8 @@ public final class Dataplane: @unchecked Sendable {
     public static let encapOverhead = Int(MZ_ENCAP_OVERHEAD)
     /// The Geneve option class of Mizar's options.
     public static let geneveOptionClass = UInt16(MZ_GENEVE_CLASS)
+    /// The RTS option's type: the host to return to (its IPv4, MAC, flags).
+    public static let rtsOptionType = UInt8(MZ_OPT_RTS.rawValue)
 
     /// The hash the programs spread flows with (bouncer and divider picks):
     /// tests predict which of several hosts a flow goes to with it.
@@ -57,7 +60,7 @@ public final class Dataplane: @unchecked Sendable {
     /// The names of the maps every program shares.
     public static let sharedMaps = [
         "mz_droplet", "mz_knobs", "mz_vpcs", "mz_subnets", "mz_endpoints", "mz_local",
-        "mz_ifaces", "mz_hostcache", "mz_counters", "mz_drops", "mz_events",
+        "mz_ifaces", "mz_hostcache", "mz_droplets", "mz_counters", "mz_drops", "mz_events",
         "mz_services", "mz_nat", "mz_nat_active", "mz_svc_clients", "mz_svc_stats",
     ]
 
@@ -97,6 +100,7 @@ public final class Dataplane: @unchecked Sendable {
         local = BPFMap(name: "mz_local", fd: try fd("mz_local"))
         ifaces = BPFMap(name: "mz_ifaces", fd: try fd("mz_ifaces"))
         hostCache = BPFMap(name: "mz_hostcache", fd: try fd("mz_hostcache"))
+        droplets = BPFMap(name: "mz_droplets", fd: try fd("mz_droplets"))
         services = RawValueMap(name: "mz_services", fd: try fd("mz_services"), valueSize: Int(MZ_SVC_VALUE_SIZE))
         nat = BPFMap(name: "mz_nat", fd: try fd("mz_nat"))
         natActive = BPFMap(name: "mz_nat_active", fd: try fd("mz_nat_active"))

@@ -247,6 +247,45 @@ extension Dataplane {
         try hostCache.delete(mz_ep_key(vni, ip))
     }
 
+    // MARK: The droplet table
+
+    /// Adds or updates droplets whose tunnel packets this host believes;
+    /// how many entries changed.
+    @discardableResult
+    public func putDroplets(_ hosts: [HostAddress]) throws(SystemError) -> Int {
+        var changed = 0
+        for h in hosts {
+            let key = mz_droplet_key(ip: h.ip.networkOrder)
+            if let old = try droplets.lookup(key), MACAddress(tuple: old.mac) == h.mac { continue }
+            try droplets.update(key, mz_droplet_entry(mac: h.mac.tuple, reserved: 0))
+            changed += 1
+        }
+        return changed
+    }
+
+    /// Makes the table exactly `hosts`: adds and updates them, removes the
+    /// rest; how many entries changed.
+    @discardableResult
+    public func replaceDroplets(_ hosts: [HostAddress]) throws(SystemError) -> Int {
+        let keep = Set(hosts.map(\.ip.networkOrder))
+        var changed = 0
+        for key in try droplets.keys() where !keep.contains(key.ip) {
+            if try droplets.delete(key) { changed += 1 }
+        }
+        return changed + (try putDroplets(hosts))
+    }
+
+    /// Removes a droplet: its tunnel packets are dropped from now on.
+    @discardableResult
+    public func deleteDroplet(_ ip: IPv4Address) throws(SystemError) -> Bool {
+        try droplets.delete(mz_droplet_key(ip: ip.networkOrder))
+    }
+
+    /// Every droplet this host believes, by address.
+    public func listDroplets() throws(SystemError) -> [HostAddress] {
+        try droplets.entries().map { HostAddress(ip: IPv4Address(be: $0.0.ip), mac: MACAddress(tuple: $0.1.mac)) }.sorted { $0.ip < $1.ip }
+    }
+
     /// Whether an endpoint of this host has its delivery entry here.
     public func hasLocal(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> Bool {
         try local.lookup(mz_ep_key(vni, ip)) != nil

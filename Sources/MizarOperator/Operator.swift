@@ -42,6 +42,9 @@ public final class Operator: Sendable {
     /// it. A droplet that turned Ready while a placement was in flight may
     /// hold an older table; it is found here and given the current one.
     let tablesGiven = Mutex<[String: (holders: [String], droplets: Set<String>)]>([:])
+    /// Each droplet's address as last seen, to withdraw it from every
+    /// host's droplet table once the Droplet is gone.
+    let dropletAddresses = Mutex<[String: IPv4Address]>([:])
     /// Addresses held in each VPC, as the endpoint cache shows them: lets
     /// allocation skip them without a scan of all endpoints.
     let addresses = Mutex<[String: Set<UInt32>]>([:])

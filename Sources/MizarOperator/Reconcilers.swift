@@ -11,11 +11,26 @@ extension Operator {
     /// table, then is Ready for placements; one whose lease lapsed is
     /// NotReady, and the bouncers and dividers on it move elsewhere.
     func reconcileDroplet(_ name: String) async throws -> Outcome {
-        guard let d = droplets.get(name) else { return .done }
+        guard let d = droplets.get(name) else {
+            // Gone: no host believes its tunnel packets any more.
+            if let ip = dropletAddresses.withLock({ $0[name] }) {
+                try await Provisioning.deleteDroplet(ip, on: try readyDroplets().map(peer), via: pool)
+                dropletAddresses.withLock { _ = $0.removeValue(forKey: name) }
+            }
+            return .done
+        }
+        dropletAddresses.withLock { $0[name] = d.spec.ip }
         let alive = live.contains(name) && d.metadata.deletionTimestamp == nil
         let phase = d.status?.common.phase
         if alive && phase != .ready {
             let host = try peer(d)
+            // The droplet table first: every droplet it may hear from, and
+            // it to every ready droplet (a host that joins costs one call
+            // per host; an endpoint costs none).
+            let known = droplets.filter { $0.metadata.deletionTimestamp == nil }.map { HostAddress(ip: $0.spec.ip, mac: $0.spec.mac) }
+            try await Provisioning.putDroplets(known, replace: true, on: [host], via: pool)
+            try await Provisioning.putDroplets([host.address], replace: false,
+                                               on: try readyDroplets().filter { $0.name != name }.map(peer), via: pool)
             // What it is given here comes from the caches; the placements
             // kicked below give it again what changed meanwhile.
             tablesGiven.withLock { given in

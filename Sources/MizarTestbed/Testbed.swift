@@ -64,6 +64,8 @@ public struct Testbed: Sendable {
     /// The testbed's own PKI (`mizarctl pki`'s layout): a CA, the
     /// operator's and the administrator's certificates, and one per host.
     public var pkiDirectory: String { "\(runDirectory)/pki" }
+    /// Every host of the testbed, as each transitd's first droplet table.
+    public var dropletTable: String { "\(runDirectory)/droplets" }
     /// What the operator (or mizarctl) dials transitds with.
     public var operatorTLS: TLSFiles { TLSFiles(pkiDirectory: pkiDirectory, stem: "operator") }
     /// The droplet name a host's transitd registers as.
@@ -154,6 +156,7 @@ public struct Testbed: Sendable {
         try makeDirectories(runDirectory)
         try writeFile("\(runDirectory)/underlay", "\(underlayNet)\n")
         try PKI(directory: pkiDirectory).ensure([.operator, .admin] + hosts.map { try Identity.droplet(dropletName($0), ip: $0.ip) })
+        try writeFile(dropletTable, DropletTableText.format(hosts.map { HostAddress(ip: $0.ip, mac: $0.mac) }))
         try makeDirectories("\(Self.pinRoot)/\(name)")
         try NetworkNamespace.create(path: underlayNetns)
         let underlay = try NetworkNamespace(path: underlayNetns)
@@ -202,7 +205,7 @@ public struct Testbed: Sendable {
         let argv = [options.transitd, "--netns", host.netns, "--interface", "eth0", "--name", "\(name)-\(host.name)",
                     "--objects", options.objects, "--pin-dir", host.pinDirectory, "--state-dir", host.stateDirectory,
                     "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook]
-            + Self.flags(tls(host))
+            + Self.flags(tls(host)) + ["--droplets", dropletTable]
             + options.extraArguments
             + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", dropletName(host)] } ?? [])
         let pid = try spawnDaemon(argv, log: host.log)
@@ -273,6 +276,29 @@ public struct Testbed: Sendable {
     }
 
     // MARK: - endpoints and exec
+
+    /// A machine on the underlay that is not a droplet (an attacker's, in
+    /// tests): a namespace with a port on the underlay bridge and `ip` (in
+    /// the underlay's /24). It goes with the testbed.
+    public func addStranger(_ stranger: String, ip: IPv4Address, mac: MACAddress) throws -> String {
+        guard Self.isValidName(stranger, max: 8) else { throw TestbedError("stranger \"\(stranger)\": expected 1 to 8 letters or digits") }
+        let path = "\(Self.netnsDirectory)/\(name)-x-\(stranger)"
+        try NetworkNamespace.create(path: path)
+        let ns = try NetworkNamespace(path: path)
+        let u = try Netlink(in: try NetworkNamespace(path: underlayNetns))
+        let port = "x-\(stranger)"
+        try u.addVeth(port, peer: "eth0", peerNamespace: ns, mtu: 1500, peerMAC: mac)
+        let index = try require(u.index(of: port), port)
+        try u.disableIPv6(index)
+        try u.setMaster(index, master: try require(u.index(of: "br0"), "br0"))
+        try u.setLink(index, up: true)
+        let inside = try Netlink(in: ns)
+        let eth0 = try require(inside.index(of: "eth0"), "eth0")
+        try inside.disableIPv6(eth0)
+        try inside.addAddress(eth0, ip, prefixLength: 24)
+        try inside.setLink(eth0, up: true)
+        return path
+    }
 
     /// Creates an endpoint's namespace (transitd then puts its interface in).
     public func addEndpointNetns(_ endpoint: String) throws -> String {

@@ -222,6 +222,20 @@ public actor TransitHost {
 
     // MARK: - The direct-path cache
 
+    // MARK: - The droplet table
+
+    public func putDroplets(_ hosts: [HostAddress], replace: Bool) throws -> Bool {
+        try (replace ? dataplane.replaceDroplets(hosts) : dataplane.putDroplets(hosts)) > 0
+    }
+
+    public func deleteDroplet(_ ip: IPv4Address) throws -> Bool {
+        try dataplane.deleteDroplet(ip)
+    }
+
+    public func listDroplets() throws -> [HostAddress] {
+        try dataplane.listDroplets()
+    }
+
     public func listHostCache(vni: VNI?) throws -> [CachedHost] {
         try dataplane.listCachedHosts(vni: vni)
     }

@@ -11,6 +11,10 @@ public protocol TransitHosting: Sendable {
     var defaultEndpointMTU: UInt32 { get }
     func dropletInfo() async -> Mizar_Transit_V1_Droplet
 
+    func putDroplets(_ hosts: [HostAddress], replace: Bool) async throws -> Bool
+    func deleteDroplet(_ ip: IPv4Address) async throws -> Bool
+    func listDroplets() async throws -> [HostAddress]
+
     func putVPC(_ e: VPCEntry) async throws -> Bool
     func deleteVPC(_ vni: VNI) async throws -> Bool
     func listVPCs(vni: VNI?) async throws -> [VPCEntry]

@@ -23,6 +23,24 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
         await host.dropletInfo()
     }
 
+    // MARK: The droplet table
+
+    public func putDroplets(request: Mizar_Transit_V1_DropletTable, context: ServerContext) async throws -> Mizar_Transit_V1_PutReply {
+        try await call { .changed(try await host.putDroplets(try Messages.hosts(request.droplets, "droplets"), replace: request.replace)) }
+    }
+
+    public func deleteDroplet(request: Mizar_Transit_V1_Host, context: ServerContext) async throws -> Mizar_Transit_V1_DeleteReply {
+        try await call { .existed(try await host.deleteDroplet(try IPv4Address(parsing: request.ip, field: "ip"))) }
+    }
+
+    public func listDroplets(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_DropletTable {
+        try await call {
+            var table = Mizar_Transit_V1_DropletTable()
+            table.droplets = try await host.listDroplets().map(Mizar_Transit_V1_Host.init)
+            return table
+        }
+    }
+
     // MARK: VPCs
 
     public func putVPC(request: Mizar_Transit_V1_VPC, context: ServerContext) async throws -> Mizar_Transit_V1_PutReply {

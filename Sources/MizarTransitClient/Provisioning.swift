@@ -33,6 +33,24 @@ public enum Provisioning {
         return o
     }()
 
+    /// The droplet table on each of `hosts`: `droplets` added (or, with
+    /// `replace`, the table made exactly them).
+    public static func putDroplets(_ droplets: [HostAddress], replace: Bool, on hosts: [TransitPeer],
+                                   via connector: some TransitConnector = DirectConnector()) async throws {
+        var t = Mizar_Transit_V1_DropletTable()
+        t.droplets = droplets.map(Mizar_Transit_V1_Host.init)
+        t.replace = replace
+        for h in hosts { _ = try await connector.withClient(h.target) { try await $0.putDroplets(t, options: callOptions) } }
+    }
+
+    /// A droplet gone: each of `hosts` drops its tunnel packets from now on.
+    public static func deleteDroplet(_ ip: IPv4Address, on hosts: [TransitPeer],
+                                     via connector: some TransitConnector = DirectConnector()) async throws {
+        var h = Mizar_Transit_V1_Host()
+        h.ip = "\(ip)"
+        for peer in hosts { _ = try await connector.withClient(peer.target) { try await $0.deleteDroplet(h, options: callOptions) } }
+    }
+
     /// The VPC on each of `hosts`; `dividers` divide for it.
     public static func putVPC(vni: VNI, dividers: [TransitPeer], on hosts: [TransitPeer],
                               via connector: some TransitConnector = DirectConnector()) async throws {

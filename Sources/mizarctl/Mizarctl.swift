@@ -85,7 +85,7 @@ struct Dump: AsyncParsableCommand {
             flows (the service flows this host's endpoints were taught, both directions).
             """)
 
-    enum Table: String, ExpressibleByArgument, CaseIterable { case vpcs, subnets, endpoints, interfaces, hostcache, services, flows }
+    enum Table: String, ExpressibleByArgument, CaseIterable { case droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows }
 
     @Argument(help: "vpcs, subnets, endpoints, interfaces, hostcache, services or flows.")
     var table: Table
@@ -99,6 +99,10 @@ struct Dump: AsyncParsableCommand {
         let json = target.json
         try await withTransitClient(try target.resolved(), tls: try target.tls()) { client in
             switch table {
+            case .droplets:
+                let l = try await client.listDroplets(filter)
+                if json { return try printJSON(l) }
+                printTable(["ip", "mac"], l.droplets.map { [$0.ip, $0.mac] })
             case .vpcs:
                 let l = try await client.listVPCs(filter)
                 if json { return try printJSON(l) }

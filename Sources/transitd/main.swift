@@ -56,6 +56,9 @@ struct Transitd: AsyncParsableCommand {
     @Flag(help: "Serve the TCP API in plaintext, to anyone who reaches it. Only for a network you trust whole.")
     var insecure = false
 
+    @Option(help: "Droplets to believe from the start, one \"IP MAC\" per line (added to the pinned table; the operator keeps it current).")
+    var droplets: String?
+
     @Option(help: "Hook of the transit program on the droplet interface: auto (tc on a veth, XDP elsewhere), tc or xdp.")
     var transitHook: TransitConfig.HookChoice = .auto
 
@@ -112,6 +115,12 @@ struct Transitd: AsyncParsableCommand {
         Dataplane.setLibbpfQuiet(false)
 
         let host = try await TransitHost(config: config, logger: logger)
+        if let droplets {
+            guard let text = try readFile(droplets) else { throw ValidationError("--droplets: \(droplets) does not exist") }
+            let table = try DropletTableText.parse(text, source: droplets)
+            _ = try await host.putDroplets(table, replace: false)
+            logger.info("droplet table", metadata: ["from": "\(droplets)", "droplets": "\(table.count)"])
+        }
         var tcp: (host: String, port: Int)?
         switch listen {
         case "none": tcp = nil

@@ -28,6 +28,8 @@ let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size
                                                   ("flags", \.flags), ("subnet_ip", \.subnet_ip), ("gateway_ip", \.gateway_ip),
                                                   ("gateway_mac", \.gateway_mac), ("reserved", \.reserved)])),
         "mz_hostcache": (epKey, swiftLayout(mz_cached_host.self, [("host", \.host), ("flags", \.flags), ("learned_ns", \.learned_ns)])),
+        "mz_droplets": (swiftLayout(mz_droplet_key.self, [("ip", \.ip)]),
+                        swiftLayout(mz_droplet_entry.self, [("mac", \.mac), ("reserved", \.reserved)])),
         "mz_counters": (u32, counter),
         "mz_drops": (u32, counter),
         "mz_events": (nil, nil),

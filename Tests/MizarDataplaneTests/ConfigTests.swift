@@ -32,6 +32,7 @@ extension DataplaneTests {
             for flag: UInt8 in [0, 1] {
                 let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [.xdp], settings: DataplaneSettings(xdpTxRedirect: flag == 1))
                 try dp.setDroplet(T.h1, ifindex: env.ifs.droplet)
+                try dp.replaceDroplets([T.h1, T.h2, T.h3, T.h4])
                 try dp.upsertVPC(VPCEntry(vni: T.vniA, dividers: [T.h3]))
                 // h1 bounces a packet for a3 on to a3's host, h2.
                 try dp.upsertSubnet(SubnetEntry(vni: T.vniA, cidr: T.s1, bouncers: [T.h1], isBouncer: true))

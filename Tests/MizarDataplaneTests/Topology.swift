@@ -15,6 +15,10 @@ enum T {
     static let h2 = HostAddress(ip: ip("192.168.50.2"), mac: mac("02:00:00:00:00:02"))
     static let h3 = HostAddress(ip: ip("192.168.50.3"), mac: mac("02:00:00:00:00:03"))
     static let h4 = HostAddress(ip: ip("192.168.50.4"), mac: mac("02:00:00:00:00:04"))
+    /// On the underlay, but not a droplet: an attacker's machine.
+    static let stranger = HostAddress(ip: ip("192.168.50.66"), mac: mac("02:00:00:00:00:66"))
+    /// A droplet's address with a MAC that is not the droplet's.
+    static let h2WrongMAC = HostAddress(ip: h2.ip, mac: mac("02:00:00:00:66:66"))
 
     static let vniA = try! VNI(100)
     static let vniB = try! VNI(200)
@@ -46,6 +50,7 @@ struct Roles: Sendable {
 func seed(_ env: TestEnvironment, _ roles: Roles) throws {
     let dp = env.dataplane
     try dp.setDroplet(T.h1, ifindex: env.ifs.droplet)
+    try dp.replaceDroplets([T.h1, T.h2, T.h3, T.h4])
     try dp.upsertVPC(VPCEntry(vni: T.vniA, dividers: roles.dividersA, isDivider: roles.dividerA))
     try dp.upsertVPC(VPCEntry(vni: T.vniB, dividers: [T.h2]))
     try dp.upsertSubnet(SubnetEntry(vni: T.vniA, cidr: T.s1, bouncers: roles.s1Bouncers, isBouncer: roles.bouncerS1))

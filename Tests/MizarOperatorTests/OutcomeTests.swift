@@ -117,3 +117,42 @@ struct InformerTests {
         }
     }
 }
+
+/// The droplet table each host believes tunnel packets from, as the
+/// operator keeps it.
+extension OperatorTests {
+    @Test("every ready host believes exactly the droplets; a Droplet deleted is withdrawn from every host")
+    func dropletTable() async throws {
+        let plane = try Plane.shared.get()
+        try await plane.withOperator { store, op in
+            #expect(try await plane.dropletsReady(store))
+            let all = Set(plane.bed.hosts.map { "\($0.ip) \($0.mac)" })
+            func table(_ host: Testbed.Host) async throws -> Set<String> {
+                try await withTransitClient(.unix(host.socket)) { try await $0.listDroplets(.init()) }.droplets.map { "\($0.ip) \($0.mac)" }.reduce(into: []) { $0.insert($1) }
+            }
+            for host in plane.bed.hosts {
+                let believed = try await table(host)
+                #expect(believed == all, "\(host.name) believes \(believed)")
+            }
+            // A Droplet that never came up, put on h1 by hand, then deleted:
+            // the operator withdraws it from every ready host.
+            let ghost = "172.30.\(plane.bed.underlayNet).77 02:4d:00:00:00:77"
+            try await store.create(Droplet(name: "ghost-droplet", spec: DropletSpec(ip: try IPv4Address(parsing: "172.30.\(plane.bed.underlayNet).77"),
+                                                                                 mac: "02:4d:00:00:00:77", transitd: "unix:/nonexistent")))
+            let h1 = plane.bed.hosts[0]
+            var ghostHost = Mizar_Transit_V1_Host()
+            ghostHost.ip = "172.30.\(plane.bed.underlayNet).77"
+            ghostHost.mac = "02:4d:00:00:00:77"
+            var put = Mizar_Transit_V1_DropletTable()
+            put.droplets = [ghostHost]
+            _ = try await withTransitClient(.unix(h1.socket)) { try await $0.putDroplets(put) }
+            #expect(try await table(h1).contains(ghost))
+            // Seen by the operator (NotReady: it has no lease), then deleted.
+            #expect(try await eventually { try await store.get(DropletSpec.self, "ghost-droplet")?.status?.common.phase == .notReady })
+            try await store.delete(DropletSpec.self, "ghost-droplet")
+            let withdrawn = try await eventually { try await table(h1) == all }
+            let left = try await table(h1)
+            #expect(withdrawn, "h1 still believes \(left)")
+        }
+    }
+}

@@ -2,6 +2,7 @@ import GRPCCore
 import Glibc
 import MizarCore
 import MizarDataplane
+import MizarPacket
 import MizarRPC
 import MizarSystem
 import MizarTestbed
@@ -110,6 +111,55 @@ struct ClusterTests {
             let drops = after.filter { $0.key.hasPrefix("drop.") && $0.value.packets != before[$0.key]?.packets }
             #expect(drops.isEmpty, "drops on \(x.name)'s host: \(drops.keys.sorted())")
         }
+    }
+
+    @Test("forged Geneve from a machine on the underlay that is not a droplet: dropped under not_from_droplet, nothing learned or injected; real traffic unaffected")
+    func forgedGeneveRefused() async throws {
+        let w = try await World.get()
+        let c = w.c
+        let h1 = c.host(1)
+        // The attacker: a port on the underlay, an address in its /24, no droplet.
+        let attacker = HostAddress(ip: IPv4Address(172, 30, c.bed.underlayNet, 66), mac: "02:4d:00:00:00:66")
+        let ns = try c.bed.addStranger("atk", ip: attacker.ip, mac: attacker.mac)
+        let a1mac = try MACAddress(parsing: w.a1.mac), a2mac = try MACAddress(parsing: w.a2.mac)
+        // Real traffic first, so that h1 has learned where a2 lives.
+        #expect(Traffic.ping(from: w.a2.netns, w.a1.ip, count: 2, interval: 0.1).received == 2)
+        let before = try await c.counters(1)
+        func cache() async throws -> [String] {
+            try await c.client(1) { try await $0.listHostCache(.init()) }.entries.map { "\($0.vni)/\($0.ip)->\($0.host.ip)/\($0.host.mac)" }.sorted()
+        }
+        let cacheBefore = try await cache()
+        // The hijack: a2's address as the inner source, the attacker named as
+        // its host in RTS; and a gratuitous ARP binding a2's address to the
+        // attacker's MAC, both into VPC A's a1 on h1.
+        let rts = GeneveOption(optionClass: Dataplane.geneveOptionClass, type: Dataplane.rtsOptionType,
+                               data: attacker.ip.bytes + attacker.mac.bytes + [0, 0])
+        let forged = Packet.udpPacket(srcMAC: a2mac, dstMAC: a1mac, srcIP: w.a2.ip, dstIP: w.a1.ip,
+                                      srcPort: 4444, dstPort: 7300, payload: payload("forged"))
+        let garp = Packet.ethernet(dst: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), src: attacker.mac, etherType: EtherType.arp,
+                                   payload: Packet.arp(operation: 2, senderMAC: attacker.mac, senderIP: w.a2.ip, targetMAC: a1mac, targetIP: w.a1.ip))
+        let heard = try Traffic.listenUDP(in: w.a1.netns, port: 7300, timeout: 1) {
+            for inner in [forged, garp, forged] {
+                try Traffic.sendUDP(from: ns, to: h1.ip, port: 6081, payload: Packet.geneve(vni: Cluster.vniA, options: [rts], payload: inner))
+            }
+        }
+        #expect(heard == nil, "a forged datagram reached a1")
+        let after = try await c.counters(1)
+        let dropped = after["drop.not_from_droplet", default: 0] - before["drop.not_from_droplet", default: 0]
+        #expect(dropped == 3, "h1 dropped \(dropped) of 3 forged packets as not from a droplet")
+        #expect(after["deliver", default: 0] == before["deliver", default: 0], "h1 delivered something meanwhile")
+        let cacheAfter = try await cache()
+        #expect(cacheAfter == cacheBefore, "h1's direct-path cache changed: \(cacheAfter)")
+        #expect(!cacheAfter.contains { $0.hasSuffix("->\(attacker.ip)/\(attacker.mac)") })
+        // a1 never heard the ARP: a2's address is not bound to the attacker's MAC.
+        let neighbours = runCapturing(["ip", "-n", String(w.a1.netns.split(separator: "/").last!), "neigh", "show", "\(w.a2.ip)"])
+        #expect(!neighbours.output.contains("\(attacker.mac)"), "a1 binds a2's address to the attacker: \(neighbours.output)")
+        // The tenant's real traffic goes on, both ways.
+        #expect(Traffic.ping(from: w.a2.netns, w.a1.ip, count: 3, interval: 0.1).received == 3)
+        let real = try Traffic.listenUDP(in: w.a1.netns, port: 7301, timeout: 2) {
+            try Traffic.sendUDP(from: w.a2.netns, to: w.a1.ip, port: 7301, payload: payload("real"))
+        }
+        #expect(real == payload("real"))
     }
 
     @Test("after the first exchange the bouncer is out of the path")

@@ -39,6 +39,9 @@ final class FakeHost: TransitHosting {
     }
 
     func dropletInfo() async -> Mizar_Transit_V1_Droplet { Mizar_Transit_V1_Droplet() }
+    func putDroplets(_ hosts: [HostAddress], replace: Bool) throws -> Bool { try record("putDroplets"); return true }
+    func deleteDroplet(_ ip: IPv4Address) throws -> Bool { try record("deleteDroplet"); return false }
+    func listDroplets() throws -> [HostAddress] { try record("listDroplets"); return [] }
 
     func putVPC(_ e: VPCEntry) async throws -> Bool { try record("putVPC"); return true }
     func deleteVPC(_ vni: VNI) async throws -> Bool { try record("deleteVPC"); return true }

@@ -7,8 +7,10 @@
 #include "metrics.h"
 #include "csum.h"
 
-/* Remembers that `ip` in `vni` lives behind host `h` (the direct path). The
- * lookup first keeps steady traffic from rewriting the LRU on every packet. */
+/* Remembers that `ip` in `vni` lives behind host `h` (the direct path), if
+ * `h` is a droplet, with the droplet table's MAC. The cache lookup first
+ * keeps steady traffic from rewriting the LRU on every packet (an entry
+ * there was a droplet's when it was learned). */
 static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h,
 				  const struct mz_droplet *dr, __u32 len)
 {
@@ -18,8 +20,14 @@ static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h,
 	struct mz_cached_host *c = bpf_map_lookup_elem(&mz_hostcache, &k);
 	if (c && c->host.ip == h->ip && mac_equal(c->host.mac, h->mac))
 		return;
-	struct mz_cached_host v = { .host = *h, .learned_ns = bpf_ktime_get_ns() };
-	v.host.reserved = 0;
+	struct mz_cached_host v = { .host = { .ip = h->ip }, .learned_ns = bpf_ktime_get_ns() };
+	struct mz_droplet_key dk = { .ip = h->ip };
+	const struct mz_droplet_entry *d = bpf_map_lookup_elem(&mz_droplets, &dk);
+	if (!d) {
+		count(MZ_CNT_LEARN_REFUSED, len);
+		return;
+	}
+	mac_copy(v.host.mac, d->mac);
 	bpf_map_update_elem(&mz_hostcache, &k, &v, BPF_ANY);
 	count(MZ_CNT_CACHE_LEARN, len);
 }

@@ -5,13 +5,16 @@
 
 #include "ctx.h"
 #include "csum.h"
+#include "maps.h"
 
 /* A parsed tunnel packet. Offsets count from the start of the frame. */
 struct mz_outer {
 	__u32 len;     /* outer headers up to the inner Ethernet header */
 	__u32 rts_off; /* the RTS option */
-	struct mz_host rts;
+	struct mz_host rts; /* with the droplet table's MAC when rts_droplet */
 	__u8 rts_flags;
+	__u8 rts_droplet; /* the RTS host is a droplet (or this host) */
+	__u8 rw_droplet;  /* the rewrite's backend host is a droplet (or this host) */
 	__u32 rw_off; /* the rewrite option, or 0 */
 	__be32 rw_backend;
 	__be16 rw_port;
@@ -21,6 +24,22 @@ struct mz_outer {
 enum {
 	MZ_NOT_TUNNEL = 1, /* not Geneve for this host: leave it to the stack */
 };
+
+/* Whether `ip` is a droplet (this host included); if so, `mac` becomes its
+ * MAC from the droplet table: never a packet's word for it. */
+static __always_inline int droplet_mac(__be32 ip, const struct mz_droplet *dr, __u8 *mac)
+{
+	if (ip == dr->self.ip) {
+		mac_copy(mac, dr->self.mac);
+		return 1;
+	}
+	struct mz_droplet_key k = { .ip = ip };
+	const struct mz_droplet_entry *e = bpf_map_lookup_elem(&mz_droplets, &k);
+	if (!e)
+		return 0;
+	mac_copy(mac, e->mac);
+	return 1;
+}
 
 /* Parses outer Ethernet/IPv4/UDP/Geneve and walks the options. Returns 0 for
  * a tunnel packet addressed to this droplet, MZ_NOT_TUNNEL for anything the
@@ -61,6 +80,16 @@ MZ_SUBPROG int geneve_parse(struct mz_ctx *ctx, const struct mz_droplet *dr, str
 		return MZ_NOT_TUNNEL;
 	if (ip->frag_off & bpf_htons(0x2000))
 		return -MZ_DROP_OUTER_FRAGMENT;
+	/* Believed only from a droplet: before anything is read from it, let
+	 * alone learned or delivered. (This host's own hand-off is its own.) */
+	__be32 outer_src = ip->saddr;
+	const struct mz_droplet_entry *sender = 0;
+	if (outer_src != dr->self.ip) {
+		struct mz_droplet_key sk = { .ip = outer_src };
+		sender = bpf_map_lookup_elem(&mz_droplets, &sk);
+		if (!sender)
+			return -MZ_DROP_NOT_DROPLET;
+	}
 
 	struct mz_geneve *g = (void *)(udp + 1);
 	if ((void *)(g + 1) > end)
@@ -123,6 +152,16 @@ for (int i = 0; i < MZ_GENEVE_MAX_OPTS; i++) {
 		return -MZ_DROP_GENEVE_OPTIONS;
 	if (!have_rts)
 		return -MZ_DROP_NO_RTS;
+	/* The hosts the options name, with the table's MACs. The sender itself
+	 * is the usual RTS host: its entry is at hand. */
+	if (sender && o->rts.ip == outer_src) {
+		mac_copy(o->rts.mac, sender->mac);
+		o->rts_droplet = 1;
+	} else {
+		o->rts_droplet = droplet_mac(o->rts.ip, dr, o->rts.mac);
+	}
+	if (o->rw_off)
+		o->rw_droplet = droplet_mac(o->rw_host.ip, dr, o->rw_host.mac);
 	o->len = opts + optlen;
 	return 0;
 }

@@ -20,6 +20,15 @@ struct {
 	__type(value, struct mz_knobs);
 } mz_knobs SEC(".maps");
 
+/* Allocated on demand: sized for 100,000 hosts, holding as many as exist. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_DROPLETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_droplet_key);
+	__type(value, struct mz_droplet_entry);
+} mz_droplets SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MZ_MAX_VPCS);

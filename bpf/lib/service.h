@@ -335,7 +335,7 @@ MZ_SUBPROG int svc_apply(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_d
 	int ret = svc_flow(ctx, o, &client, &vip, &f);
 	if (ret < 0)
 		return ret;
-	if (backend == 0 || bhost->ip == 0)
+	if (backend == 0 || bhost->ip == 0 || !o->rw_droplet)
 		return -MZ_DROP_SVC_REWRITE;
 	__u64 now = bpf_ktime_get_ns();
 	int icmp = f.proto == IPPROTO_ICMP;
@@ -449,7 +449,10 @@ MZ_SUBPROG int svc_answer(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_
 	__be32 backend = svc->backends[idx].ip;
 	struct mz_host bhost = svc->backends[idx].host;
 
-	/* Remember who was taught, then count the flow for the backend. */
+	/* Remember who was taught, then count the flow for the backend. The
+	 * answer goes to the RTS host: only ever a droplet. */
+	if (!o->rts_droplet)
+		return -MZ_DROP_RTS_NOT_DROPLET;
 	struct mz_host requester = o->rts;
 	struct mz_svc_client_key ck = { .vni = p->vni, .vip = vip, .host_ip = requester.ip };
 	struct mz_svc_client cv = { .last_ns = bpf_ktime_get_ns() };
@@ -470,6 +473,7 @@ MZ_SUBPROG int svc_answer(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_
 		o->rw_backend = backend;
 		o->rw_port = bport;
 		o->rw_host = bhost;
+		o->rw_droplet = 1;
 		return MZ_SVC_APPLY_HERE;
 	}
 

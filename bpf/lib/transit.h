@@ -62,6 +62,9 @@ static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
 	}
 
 	struct mz_host requester = o->rts;
+	/* The answer goes to the RTS host: only ever a droplet. */
+	if (!o->rts_droplet)
+		return -MZ_DROP_RTS_NOT_DROPLET;
 	arp_answer(in, a, target_mac);
 	p->inner_src = tpa;
 	p->inner_dst = spa;

@@ -84,6 +84,7 @@ enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_MAX_ENDPOINTS (1 << 20) /* bouncer table: endpoint -> host */
 #define MZ_MAX_LOCAL 65536         /* endpoints on this host */
 #define MZ_MAX_HOSTCACHE (1 << 18) /* learned endpoint -> host (direct path) */
+#define MZ_MAX_DROPLETS (1 << 17)  /* hosts whose tunnel packets are believed */
 #define MZ_EVENTS_BYTES (1 << 20)
 #define MZ_MAX_SERVICES 4096    /* scaled endpoints whose bouncer this host is */
 #define MZ_MAX_SVC_PORTS 8      /* ports per scaled endpoint */
@@ -198,6 +199,18 @@ struct mz_iface {
 	__be32 subnet_ip;
 	__be32 gateway_ip;
 	__u8 gateway_mac[6];
+	__u16 reserved;
+};
+
+/* mz_droplets: every droplet's underlay address -> its MAC, as the
+ * management plane gives them. A tunnel packet is believed only from an
+ * outer source in here; an RTS host is learned, and answered, only if it is
+ * in here, and always with this MAC, never the packet's. */
+struct mz_droplet_key {
+	__be32 ip;
+};
+struct mz_droplet_entry {
+	__u8 mac[6];
 	__u16 reserved;
 };
 
@@ -374,6 +387,7 @@ enum mz_counter_id {
 	MZ_CNT_SVC_DNAT,       /* client host: a packet to a VIP rewritten to its backend */
 	MZ_CNT_SVC_RNAT,       /* client host: a reply rewritten back to the VIP */
 	MZ_CNT_SVC_ENDED,      /* client host: a direct SYN reused a service flow's ports; that flow's entries went */
+	MZ_CNT_LEARN_REFUSED,  /* an RTS naming a host that is not a droplet: delivered, not learned */
 	MZ_CNT__MAX,
 };
 
@@ -416,6 +430,8 @@ enum mz_drop_reason {
 	MZ_DROP_SVC_PROTO,       /* to a VIP: neither TCP, UDP nor ICMP echo, or a fragment */
 	MZ_DROP_SVC_NO_BACKEND,  /* the service has no live backend */
 	MZ_DROP_SVC_REWRITE,     /* a rewrite answer malformed or for no local client */
+	MZ_DROP_NOT_DROPLET,     /* a tunnel packet whose outer source is not a droplet */
+	MZ_DROP_RTS_NOT_DROPLET, /* an answer would go to an RTS host that is not a droplet */
 	MZ_DROP__MAX,
 };
 
@@ -545,6 +561,8 @@ static inline const char *mz_drop_name(__u32 reason)
 	case MZ_DROP_SVC_PROTO: return "service_protocol";
 	case MZ_DROP_SVC_NO_BACKEND: return "service_no_backend";
 	case MZ_DROP_SVC_REWRITE: return "service_rewrite";
+	case MZ_DROP_NOT_DROPLET: return "not_from_droplet";
+	case MZ_DROP_RTS_NOT_DROPLET: return "rts_not_droplet";
 	default: return 0;
 	}
 }
@@ -579,6 +597,7 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_SVC_DNAT: return "service_dnat";
 	case MZ_CNT_SVC_RNAT: return "service_rnat";
 	case MZ_CNT_SVC_ENDED: return "service_flow_ended";
+	case MZ_CNT_LEARN_REFUSED: return "learn_refused";
 	default: return 0;
 	}
 }

@@ -43,6 +43,45 @@ public enum Mizar_Transit_V1_Transit: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PutDroplets" metadata.
+        public enum PutDroplets: Sendable {
+            /// Request type for "PutDroplets".
+            public typealias Input = Mizar_Transit_V1_DropletTable
+            /// Response type for "PutDroplets".
+            public typealias Output = Mizar_Transit_V1_PutReply
+            /// Descriptor for "PutDroplets".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "PutDroplets",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteDroplet" metadata.
+        public enum DeleteDroplet: Sendable {
+            /// Request type for "DeleteDroplet".
+            public typealias Input = Mizar_Transit_V1_Host
+            /// Response type for "DeleteDroplet".
+            public typealias Output = Mizar_Transit_V1_DeleteReply
+            /// Descriptor for "DeleteDroplet".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "DeleteDroplet",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListDroplets" metadata.
+        public enum ListDroplets: Sendable {
+            /// Request type for "ListDroplets".
+            public typealias Input = Mizar_Transit_V1_ListRequest
+            /// Response type for "ListDroplets".
+            public typealias Output = Mizar_Transit_V1_DropletTable
+            /// Descriptor for "ListDroplets".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "ListDroplets",
+                type: .unary
+            )
+        }
         /// Namespace for "PutVPC" metadata.
         public enum PutVPC: Sendable {
             /// Request type for "PutVPC".
@@ -319,6 +358,9 @@ public enum Mizar_Transit_V1_Transit: Sendable {
         /// Descriptors for all methods in the "mizar.transit.v1.Transit" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetDroplet.descriptor,
+            PutDroplets.descriptor,
+            DeleteDroplet.descriptor,
+            ListDroplets.descriptor,
             PutVPC.descriptor,
             DeleteVPC.descriptor,
             ListVPCs.descriptor,
@@ -383,6 +425,54 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_GetDropletRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_Droplet>
+
+        /// Handle the "PutDroplets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The droplet table: the hosts whose tunnel packets this host believes
+        /// > (any other outer source is dropped), with their MACs (an RTS host is
+        /// > learned with the table's MAC, never the packet's).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_DropletTable` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_PutReply` messages.
+        func putDroplets(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_DropletTable>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutReply>
+
+        /// Handle the "DeleteDroplet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_Host` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_DeleteReply` messages.
+        func deleteDroplet(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_Host>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_DeleteReply>
+
+        /// Handle the "ListDroplets" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_DropletTable` messages.
+        func listDroplets(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_DropletTable>
 
         /// Handle the "PutVPC" method.
         ///
@@ -743,6 +833,54 @@ extension Mizar_Transit_V1_Transit {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_Droplet>
 
+        /// Handle the "PutDroplets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The droplet table: the hosts whose tunnel packets this host believes
+        /// > (any other outer source is dropped), with their MACs (an RTS host is
+        /// > learned with the table's MAC, never the packet's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_DropletTable` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_PutReply` message.
+        func putDroplets(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_DropletTable>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutReply>
+
+        /// Handle the "DeleteDroplet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Host` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_DeleteReply` message.
+        func deleteDroplet(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_Host>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_DeleteReply>
+
+        /// Handle the "ListDroplets" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_DropletTable` message.
+        func listDroplets(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_DropletTable>
+
         /// Handle the "PutVPC" method.
         ///
         /// > Source IDL Documentation:
@@ -1100,6 +1238,54 @@ extension Mizar_Transit_V1_Transit {
             context: GRPCCore.ServerContext
         ) async throws -> Mizar_Transit_V1_Droplet
 
+        /// Handle the "PutDroplets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The droplet table: the hosts whose tunnel packets this host believes
+        /// > (any other outer source is dropped), with their MACs (an RTS host is
+        /// > learned with the table's MAC, never the packet's).
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_DropletTable` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_PutReply` to respond with.
+        func putDroplets(
+            request: Mizar_Transit_V1_DropletTable,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_PutReply
+
+        /// Handle the "DeleteDroplet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_Host` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_DeleteReply` to respond with.
+        func deleteDroplet(
+            request: Mizar_Transit_V1_Host,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_DeleteReply
+
+        /// Handle the "ListDroplets" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_DropletTable` to respond with.
+        func listDroplets(
+            request: Mizar_Transit_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_DropletTable
+
         /// Handle the "PutVPC" method.
         ///
         /// > Source IDL Documentation:
@@ -1450,6 +1636,39 @@ extension Mizar_Transit_V1_Transit.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.PutDroplets.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_DropletTable>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PutReply>(),
+            handler: { request, context in
+                try await self.putDroplets(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.DeleteDroplet.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_Host>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_DeleteReply>(),
+            handler: { request, context in
+                try await self.deleteDroplet(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.ListDroplets.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_DropletTable>(),
+            handler: { request, context in
+                try await self.listDroplets(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Mizar_Transit_V1_Transit.Method.PutVPC.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_VPC>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PutReply>(),
@@ -1697,6 +1916,39 @@ extension Mizar_Transit_V1_Transit.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func putDroplets(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_DropletTable>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutReply> {
+        let response = try await self.putDroplets(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteDroplet(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_Host>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_DeleteReply> {
+        let response = try await self.deleteDroplet(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listDroplets(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_DropletTable> {
+        let response = try await self.listDroplets(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func putVPC(
         request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_VPC>,
         context: GRPCCore.ServerContext
@@ -1938,6 +2190,45 @@ extension Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_Droplet> {
         return GRPCCore.ServerResponse<Mizar_Transit_V1_Droplet>(
             message: try await self.getDroplet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putDroplets(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_DropletTable>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_PutReply>(
+            message: try await self.putDroplets(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteDroplet(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_Host>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_DeleteReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_DeleteReply>(
+            message: try await self.deleteDroplet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listDroplets(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_DropletTable> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_DropletTable>(
+            message: try await self.listDroplets(
                 request: request.message,
                 context: context
             ),
@@ -2249,6 +2540,69 @@ extension Mizar_Transit_V1_Transit {
             deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_Droplet>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_Droplet>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutDroplets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The droplet table: the hosts whose tunnel packets this host believes
+        /// > (any other outer source is dropped), with their MACs (an RTS host is
+        /// > learned with the table's MAC, never the packet's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_DropletTable` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_DropletTable` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putDroplets<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_DropletTable>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_DropletTable>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteDroplet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Host` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_Host` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_DeleteReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteDroplet<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_Host>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_Host>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_DeleteReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListDroplets" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_DropletTable` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listDroplets<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_DropletTable>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DropletTable>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "PutVPC" method.
@@ -2732,6 +3086,102 @@ extension Mizar_Transit_V1_Transit {
             try await self.client.unary(
                 request: request,
                 descriptor: Mizar_Transit_V1_Transit.Method.GetDroplet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "PutDroplets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The droplet table: the hosts whose tunnel packets this host believes
+        /// > (any other outer source is dropped), with their MACs (an RTS host is
+        /// > learned with the table's MAC, never the packet's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_DropletTable` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_DropletTable` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putDroplets<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_DropletTable>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_DropletTable>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.PutDroplets.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteDroplet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Host` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_Host` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_DeleteReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteDroplet<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_Host>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_Host>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_DeleteReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.DeleteDroplet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListDroplets" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_DropletTable` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listDroplets<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_DropletTable>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DropletTable>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.ListDroplets.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -3441,6 +3891,87 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
         )
     }
 
+    /// Call the "PutDroplets" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The droplet table: the hosts whose tunnel packets this host believes
+    /// > (any other outer source is dropped), with their MACs (an RTS host is
+    /// > learned with the table's MAC, never the packet's).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_DropletTable` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putDroplets<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_DropletTable>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putDroplets(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_DropletTable>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PutReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteDroplet" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_Host` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteDroplet<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_Host>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteDroplet(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_Host>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_DeleteReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListDroplets" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listDroplets<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DropletTable>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listDroplets(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_DropletTable>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "PutVPC" method.
     ///
     /// > Source IDL Documentation:
@@ -4035,6 +4566,99 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             metadata: metadata
         )
         return try await self.getDroplet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutDroplets" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The droplet table: the hosts whose tunnel packets this host believes
+    /// > (any other outer source is dropped), with their MACs (an RTS host is
+    /// > learned with the table's MAC, never the packet's).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putDroplets<Result>(
+        _ message: Mizar_Transit_V1_DropletTable,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_DropletTable>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putDroplets(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteDroplet" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteDroplet<Result>(
+        _ message: Mizar_Transit_V1_Host,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_Host>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteDroplet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListDroplets" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listDroplets<Result>(
+        _ message: Mizar_Transit_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DropletTable>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listDroplets(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -151,6 +151,21 @@ public nonisolated struct Mizar_Transit_V1_Host: Sendable {
   public init() {}
 }
 
+public nonisolated struct Mizar_Transit_V1_DropletTable: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var droplets: [Mizar_Transit_V1_Host] = []
+
+  /// PutDroplets: make the table exactly these (else add or update them).
+  public var replace: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Mizar_Transit_V1_Droplet: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -891,6 +906,41 @@ nonisolated extension Mizar_Transit_V1_Host: SwiftProtobuf.Message, SwiftProtobu
   public static func ==(lhs: Mizar_Transit_V1_Host, rhs: Mizar_Transit_V1_Host) -> Bool {
     if lhs.ip != rhs.ip {return false}
     if lhs.mac != rhs.mac {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_DropletTable: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DropletTable"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}droplets\0\u{1}replace\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.droplets) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.replace) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.droplets.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.droplets, fieldNumber: 1)
+    }
+    if self.replace != false {
+      try visitor.visitSingularBoolField(value: self.replace, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_DropletTable, rhs: Mizar_Transit_V1_DropletTable) -> Bool {
+    if lhs.droplets != rhs.droplets {return false}
+    if lhs.replace != rhs.replace {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
