@@ -25,12 +25,15 @@ extension Operator {
         if alive && phase != .ready {
             let host = try peer(d)
             // The droplet table first: every droplet it may hear from, and
-            // it to every ready droplet (a host that joins costs one call
-            // per host; an endpoint costs none).
+            // it to every other droplet whose transitd is up, Ready or not
+            // yet (two that come up together each see the other as not yet
+            // Ready). A host that joins costs one call per host; an
+            // endpoint costs none. Entries are only added here: a droplet
+            // leaves the tables when its Droplet is deleted.
             let known = droplets.filter { $0.metadata.deletionTimestamp == nil }.map { HostAddress(ip: $0.spec.ip, mac: $0.spec.mac) }
-            try await Provisioning.putDroplets(known, replace: true, on: [host], via: pool)
-            try await Provisioning.putDroplets([host.address], replace: false,
-                                               on: try readyDroplets().filter { $0.name != name }.map(peer), via: pool)
+            try await Provisioning.putDroplets(known, replace: false, on: [host], via: pool)
+            let others = droplets.filter { $0.name != name && live.contains($0.name) && $0.metadata.deletionTimestamp == nil }
+            try await Provisioning.putDroplets([host.address], replace: false, on: try others.map(peer), via: pool)
             // What it is given here comes from the caches; the placements
             // kicked below give it again what changed meanwhile.
             tablesGiven.withLock { given in

@@ -39,6 +39,8 @@ let a4 = ip("10.0.2.30")
 let gw = ip("10.0.1.1"), gwMAC = mac("0a:00:00:00:00:01")
 
 try dp.setDroplet(h1, ifindex: dropletIf)
+// The droplet table: tunnel packets from h2 and h3 are believed.
+try dp.replaceDroplets([h1, h2, h3])
 try dp.upsertVPC(VPCEntry(vni: vni, dividers: [h3], isDivider: true))
 try dp.upsertSubnet(SubnetEntry(vni: vni, cidr: s1, bouncers: [h2], isBouncer: true))
 try dp.upsertSubnet(SubnetEntry(vni: vni, cidr: s2, bouncers: [h3]))
@@ -100,8 +102,18 @@ func median(_ xs: [Double]) -> Double {
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
+struct MeasuredADrop: Error, CustomStringConvertible {
+    let description: String
+}
+
 func measure(_ program: BPFProgram, _ packet: [UInt8], ifindex: UInt32, before: () throws -> Void = {}) throws -> Double {
-    for _ in 0..<200 { _ = try program.testRun(packet, ifindex: ifindex) } // warm caches and branch predictors
+    // Warm caches and branch predictors; and make sure the path is the one
+    // meant: a packet that is dropped would time the drop path instead.
+    let dropsBefore = try dp.dropValues()
+    for _ in 0..<200 { try before(); _ = try program.testRun(packet, ifindex: ifindex) }
+    if let name = try dp.dropValues().first(where: { $0.value.packets != dropsBefore[$0.key]?.packets })?.key {
+        throw MeasuredADrop(description: "the packet is dropped (\(name)): not the path meant")
+    }
     var batchMeans: [Double] = []
     for _ in 0..<batches {
         var total: UInt64 = 0
