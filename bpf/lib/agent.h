@@ -86,7 +86,7 @@ static __always_inline int agent_arp(struct mz_ctx *ctx, struct mz_pkt *p, const
 			return -MZ_DROP_ARP_UNKNOWN;
 		struct mz_host target_host = ep->host;
 		arp_answer(eth, a, ep->mac);
-		learn(p->vni, tpa, &target_host, dr, p->len);
+		learn(p->vni, tpa, &target_host, MZ_HOST_UNCHECKED, dr, p->len);
 		count(MZ_CNT_BOUNCER_ARP, p->len);
 		return MZ_V_TX;
 	}

@@ -7,11 +7,16 @@
 #include "metrics.h"
 #include "csum.h"
 
+/* What is known of a host to learn: already resolved against the droplet
+ * table (its MAC is the table's), already found not to be in it, or not
+ * looked up yet. */
+enum { MZ_HOST_NOT_DROPLET = 0, MZ_HOST_DROPLET = 1, MZ_HOST_UNCHECKED = 2 };
+
 /* Remembers that `ip` in `vni` lives behind host `h` (the direct path), if
  * `h` is a droplet, with the droplet table's MAC. The cache lookup first
  * keeps steady traffic from rewriting the LRU on every packet (an entry
  * there was a droplet's when it was learned). */
-static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h,
+static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h, int known,
 				  const struct mz_droplet *dr, __u32 len)
 {
 	if (!mz_config.direct_path || h->ip == dr->self.ip || h->ip == 0)
@@ -21,13 +26,20 @@ static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h,
 	if (c && c->host.ip == h->ip && mac_equal(c->host.mac, h->mac))
 		return;
 	struct mz_cached_host v = { .host = { .ip = h->ip }, .learned_ns = bpf_ktime_get_ns() };
-	struct mz_droplet_key dk = { .ip = h->ip };
-	const struct mz_droplet_entry *d = bpf_map_lookup_elem(&mz_droplets, &dk);
-	if (!d) {
-		count(MZ_CNT_LEARN_REFUSED, len);
-		return;
+	if (known == MZ_HOST_DROPLET) {
+		mac_copy(v.host.mac, h->mac);
+	} else {
+		const struct mz_droplet_entry *d = 0;
+		if (known == MZ_HOST_UNCHECKED) {
+			struct mz_droplet_key dk = { .ip = h->ip };
+			d = bpf_map_lookup_elem(&mz_droplets, &dk);
+		}
+		if (!d) {
+			count(MZ_CNT_LEARN_REFUSED, len);
+			return;
+		}
+		mac_copy(v.host.mac, d->mac);
 	}
-	mac_copy(v.host.mac, d->mac);
 	bpf_map_update_elem(&mz_hostcache, &k, &v, BPF_ANY);
 	count(MZ_CNT_CACHE_LEARN, len);
 }

@@ -362,7 +362,7 @@ MZ_SUBPROG int svc_apply(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_d
 		*on = 1;
 	count(MZ_CNT_SVC_LEARN, p->len);
 	struct mz_host to = *bhost;
-	learn(p->vni, backend, &to, dr, p->len);
+	learn(p->vni, backend, &to, o->rw_droplet ? MZ_HOST_DROPLET : MZ_HOST_NOT_DROPLET, dr, p->len);
 
 	ret = nat_rewrite(ctx, l3, &f, 0, backend, icmp ? 0 : bport);
 	if (ret < 0)

@@ -37,7 +37,7 @@ static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
 
 	const struct mz_local_ep *local = local_ep(p->vni, tpa);
 	if (local && a->op != ARPOP_REQUEST_BE) {
-		learn(p->vni, spa, &o->rts, dr, p->len);
+		learn(p->vni, spa, &o->rts, o->rts_droplet, dr, p->len);
 		return deliver(ctx, p, local, o->len, 0);
 	}
 	if (a->op != ARPOP_REQUEST_BE)
@@ -46,7 +46,7 @@ static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
 	struct mz_host target_host;
 	__u8 target_mac[6];
 	if (local) {
-		learn(p->vni, spa, &o->rts, dr, p->len);
+		learn(p->vni, spa, &o->rts, o->rts_droplet, dr, p->len);
 		target_host = dr->self;
 		mac_copy(target_mac, local->mac);
 	} else {
@@ -84,7 +84,7 @@ static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
 		const struct mz_local_ep *req = local_ep(p->vni, spa);
 		if (!req)
 			return -MZ_DROP_LOOP;
-		learn(p->vni, tpa, &target_host, dr, p->len);
+		learn(p->vni, tpa, &target_host, MZ_HOST_UNCHECKED, dr, p->len);
 		return deliver(ctx, p, req, o->len, 0);
 	}
 
@@ -130,7 +130,7 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 
 	const struct mz_local_ep *local = local_ep(p->vni, dst);
 	if (local) {
-		learn(p->vni, src, &o.rts, dr, p->len);
+		learn(p->vni, src, &o.rts, o.rts_droplet, dr, p->len);
 		ret = nat_active() ? svc_rnat(ctx, p, o.len + MZ_ETH_LEN) : 0;
 		if (ret < 0)
 			return ret;
@@ -160,7 +160,7 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 	if (vpc->flags & MZ_VPC_F_DIVIDER) {
 		struct mz_host to;
 		__u32 path;
-		learn(p->vni, src, &o.rts, dr, p->len);
+		learn(p->vni, src, &o.rts, o.rts_droplet, dr, p->len);
 		struct mz_ep_key k = { .vni = p->vni, .ip = dst };
 		const struct mz_cached_host *c =
 			mz_config.direct_path ? bpf_map_lookup_elem(&mz_hostcache, &k) : 0;
