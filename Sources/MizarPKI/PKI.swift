@@ -99,12 +99,32 @@ public struct PKI: Sendable {
         let (caCert, caKey) = try loadOrMakeCA(&written)
         for id in identities where !FileManager.default.fileExists(atPath: certificatePath(id)) {
             let key = P256.Signing.PrivateKey()
-            let cert = try sign(id, publicKey: key.publicKey, caCert: caCert, caKey: caKey)
+            let cert = try sign(id, publicKey: .init(key.publicKey), caCert: caCert, caKey: caKey)
             try writeNew(keyPath(id), key.pemRepresentation, mode: 0o600)
             try writeNew(certificatePath(id), try cert.serializeAsPEM().pemString, mode: 0o644)
             written += [keyPath(id), certificatePath(id)]
         }
         return written
+    }
+
+    /// Signs a certificate request made on a host, so that its key never
+    /// leaves it. The certificate gets the request's key and `id`'s names
+    /// and uses, never what the request asks for. The CA must exist already.
+    /// Returns the certificate as PEM.
+    public func sign(request pem: String, for id: Identity) throws -> String {
+        guard FileManager.default.fileExists(atPath: caCertificatePath) else {
+            throw PKIError(description: "\(directory): no CA here (ca.crt); make it first with mizarctl pki --dir \(directory)")
+        }
+        let csr: CertificateSigningRequest
+        do { csr = try CertificateSigningRequest(pemEncoded: pem) } catch {
+            throw PKIError(description: "the request is not a PEM certificate signing request: \(error)")
+        }
+        guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
+            throw PKIError(description: "the request's signature does not verify with its own key: refused")
+        }
+        var written: [String] = []
+        let (caCert, caKey) = try loadOrMakeCA(&written)
+        return try sign(id, publicKey: csr.publicKey, caCert: caCert, caKey: caKey).serializeAsPEM().pemString
     }
 
     // MARK: Inside
@@ -158,7 +178,7 @@ public struct PKI: Sendable {
         return (cert, key)
     }
 
-    private func sign(_ id: Identity, publicKey: P256.Signing.PublicKey, caCert: Certificate, caKey: P256.Signing.PrivateKey) throws -> Certificate {
+    private func sign(_ id: Identity, publicKey: Certificate.PublicKey, caCert: Certificate, caKey: P256.Signing.PrivateKey) throws -> Certificate {
         let subject = try DistinguishedName {
             OrganizationName("Mizar")
             CommonName(id.commonName)
@@ -171,14 +191,14 @@ public struct PKI: Sendable {
         let caKeyID = try caCert.extensions.subjectKeyIdentifier?.keyIdentifier
         let now = Date()
         return try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(publicKey),
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
             notValidBefore: now - 300, notValidAfter: now + leafLifetime, issuer: caCert.subject, subject: subject,
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)
                 Critical(KeyUsage(digitalSignature: true))
                 try ExtendedKeyUsage(usages)
-                SubjectKeyIdentifier(hash: .init(publicKey))
+                SubjectKeyIdentifier(hash: publicKey)
                 if let caKeyID { AuthorityKeyIdentifier(keyIdentifier: caKeyID) }
                 if !names.isEmpty { SubjectAlternativeNames(names) }
             },

@@ -89,6 +89,41 @@ struct PKITests {
         #expect(try openssl(["verify", "-CAfile", pki.caCertificatePath, pki.certificatePath(h2)]).status == 0)
     }
 
+    @Test("a request made on the host is signed with the host's key and the CA's names and uses, never the request's; a forged request is refused")
+    func signsRequests() throws {
+        let dir = freshPath("s"), host = freshPath("h")
+        defer { for d in [dir, host] { try? FileManager.default.removeItem(atPath: d) } }
+        let pki = PKI(directory: dir)
+        // Without a CA there is nothing to sign with.
+        #expect(throws: PKIError.self) { try pki.sign(request: "", for: try Identity.droplet("h7", ip: "172.30.0.7")) }
+        try pki.ensure([.operator])
+        #expect(mkdir(host, 0o700) == 0)
+        // On the host: its own key, and a request asking for more than it may have.
+        let made = try openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                                "-keyout", "\(host)/key.pem", "-out", "\(host)/req.pem", "-subj", "/CN=mizar-operator",
+                                "-addext", "subjectAltName=IP:10.66.66.66"])
+        #expect(made.status == 0, "\(made.output)")
+        let request = try String(contentsOfFile: "\(host)/req.pem", encoding: .utf8)
+        let pem = try pki.sign(request: request, for: try Identity.droplet("h7", ip: "172.30.0.7"))
+        try pem.write(toFile: "\(host)/cert.pem", atomically: true, encoding: .utf8)
+        #expect(try openssl(["verify", "-CAfile", pki.caCertificatePath, "-purpose", "sslserver", "\(host)/cert.pem"]).status == 0)
+        let text = try openssl(["x509", "-in", "\(host)/cert.pem", "-noout", "-subject", "-ext", "subjectAltName"]).output
+        #expect(text.contains("droplet-h7") && text.contains("IP Address:172.30.0.7"), "\(text)")
+        #expect(!text.contains("mizar-operator") && !text.contains("10.66.66.66"), "the request's own names leaked in: \(text)")
+        // The certificate carries the host's key.
+        let certKey = try openssl(["x509", "-in", "\(host)/cert.pem", "-noout", "-pubkey"]).output
+        let hostKey = try openssl(["pkey", "-in", "\(host)/key.pem", "-pubout"]).output
+        #expect(!certKey.isEmpty && certKey == hostKey)
+        // A request whose signature does not match its key, and one that is not a request.
+        let lines = request.split(separator: "\n")
+        var body = Array(lines[1..<(lines.count - 1)].joined().utf8)
+        let i = body.count - 8
+        body[i] = body[i] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        let tampered = "-----BEGIN CERTIFICATE REQUEST-----\n" + String(decoding: body, as: UTF8.self) + "\n-----END CERTIFICATE REQUEST-----\n"
+        #expect(throws: PKIError.self) { try pki.sign(request: tampered, for: try Identity.droplet("h7", ip: "172.30.0.7")) }
+        #expect(throws: PKIError.self) { try pki.sign(request: "not a request", for: try Identity.droplet("h7", ip: "172.30.0.7")) }
+    }
+
     @Test("a directory others can read, bad names and bad addresses are refused, and nothing is written")
     func refusals() throws {
         let dir = freshPath("d")
