@@ -102,9 +102,34 @@ static void *netns_job_run(void *arg)
 	return NULL;
 }
 
+/* The directory of named namespaces as iproute2 keeps it: a mount point of
+ * its own, shared. It is made so before the first namespace is mounted in
+ * it. Otherwise a later `ip netns add` (podman, a script) bind-mounts the
+ * directory onto itself, and every namespace mounted before that is hidden
+ * underneath: no delete reaches it, and it outlives its testbed. */
+static int netns_dir_shared(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	if (!slash || slash == path || (size_t)(slash - path) >= sizeof dir)
+		return 0;
+	memcpy(dir, path, slash - path);
+	dir[slash - path] = 0;
+	if (mount("", dir, "none", MS_SHARED | MS_REC, NULL) == 0)
+		return 0;
+	if (errno != EINVAL) /* EINVAL: not a mount point yet */
+		return -errno;
+	if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0)
+		return -errno;
+	return mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0 ? -errno : 0;
+}
+
 int mz_netns_create(const char *path)
 {
 	int err = mkdir_parents(path);
+	if (err)
+		return err;
+	err = netns_dir_shared(path);
 	if (err)
 		return err;
 	/* O_EXCL makes an existing namespace -EEXIST instead of shadowing it. */

@@ -30,8 +30,8 @@ public struct Identity: Sendable, Equatable {
     public let ipAddresses: [IPv4Address]
     public let dnsNames: [String]
 
+    /// Every party is a TLS client; droplets and etcd members serve too.
     public var serverAuth: Bool { role == .droplet || role == .etcdMember }
-    public var clientAuth: Bool { true }
 
     /// The operator: CN mizar-operator.
     public static let `operator` = Identity(role: .operator, fileStem: "operator", commonName: Identities.operatorName, ipAddresses: [], dnsNames: [])
@@ -183,9 +183,7 @@ public struct PKI: Sendable {
             OrganizationName("Mizar")
             CommonName(id.commonName)
         }
-        var usages: [ExtendedKeyUsage.Usage] = []
-        if id.serverAuth { usages.append(.serverAuth) }
-        if id.clientAuth { usages.append(.clientAuth) }
+        let usages: [ExtendedKeyUsage.Usage] = id.serverAuth ? [.serverAuth, .clientAuth] : [.clientAuth]
         let names = id.ipAddresses.map { GeneralName.ipAddress(ASN1OctetString(contentBytes: ArraySlice($0.bytes))) }
             + id.dnsNames.map { GeneralName.dnsName($0) }
         let caKeyID = try caCert.extensions.subjectKeyIdentifier?.keyIdentifier

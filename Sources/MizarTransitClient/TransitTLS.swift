@@ -34,7 +34,7 @@ public struct TLSFiles: Sendable, Hashable {
 
     /// A client's transport security: mutual TLS, the server's certificate
     /// checked against the CA and against the address dialled.
-    var client: HTTP2ClientTransport.Posix.TransportSecurity {
+    public var client: HTTP2ClientTransport.Posix.TransportSecurity {
         .mTLS(certificateChain: [.file(path: certificate, format: .pem)], privateKey: .file(path: key, format: .pem)) {
             $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
         }

@@ -153,6 +153,7 @@ struct ClusterTests {
         #expect(!cacheAfter.contains { $0.hasSuffix("->\(attacker.ip)/\(attacker.mac)") })
         // a1 never heard the ARP: a2's address is not bound to the attacker's MAC.
         let neighbours = runCapturing(["ip", "-n", String(w.a1.netns.split(separator: "/").last!), "neigh", "show", "\(w.a2.ip)"])
+        #expect(neighbours.status == 0, "ip neigh in a1's namespace: \(neighbours.output)")
         #expect(!neighbours.output.contains("\(attacker.mac)"), "a1 binds a2's address to the attacker: \(neighbours.output)")
         // The tenant's real traffic goes on, both ways.
         #expect(Traffic.ping(from: w.a2.netns, w.a1.ip, count: 3, interval: 0.1).received == 3)

@@ -42,10 +42,9 @@ struct TransitTLSTests {
         }
     }
 
+    /// `dir`'s `stem` certificate, trusting `ca`'s CA, as the operator dials.
     static func mtls(_ dir: String, _ stem: String, trusting ca: String) -> HTTP2ClientTransport.Posix.TransportSecurity {
-        .mTLS(certificateChain: [.file(path: "\(dir)/\(stem).crt", format: .pem)], privateKey: .file(path: "\(dir)/\(stem).key", format: .pem)) {
-            $0.trustRoots = .certificates([.file(path: "\(ca)/ca.crt", format: .pem)])
-        }
+        TLSFiles(certificate: "\(dir)/\(stem).crt", key: "\(dir)/\(stem).key", ca: "\(ca)/ca.crt").client
     }
 
     @Test("the operator's certificate gets in; none, another CA's, a droplet's, plaintext and an untrusted server do not; the unix socket is 0600")

@@ -54,7 +54,7 @@ try dp.upsertEndpoints((0..<100_000).map { i in
 })
 
 func rts(_ h: HostAddress) -> GeneveOption {
-    GeneveOption(optionClass: Dataplane.geneveOptionClass, type: 1, data: h.ip.bytes + h.mac.bytes + [0, 0])
+    GeneveOption(optionClass: Dataplane.geneveOptionClass, type: Dataplane.rtsOptionType, data: h.ip.bytes + h.mac.bytes + [0, 0])
 }
 
 func tunnel(from: HostAddress, to: HostAddress, inner: [UInt8]) -> [UInt8] {
