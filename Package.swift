@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
         .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections.git", exact: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
@@ -52,13 +53,23 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]),
+        // The PEM files a party presents and trusts, as gRPC transport
+        // security and as command-line flags: for transitd's API and for etcd.
+        .target(
+            name: "MizarTLS",
+            dependencies: [
+                "MizarCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            swiftSettings: strict),
         // What callers of transitd need: targets, the connection pool, typed
         // provisioning calls and the API's messages in Mizar's types. No
         // libbpf, no netlink: the operator, mizarctl and the testbed use it.
         .target(
             name: "MizarTransitClient",
             dependencies: [
-                "MizarCore", "MizarRPC",
+                "MizarCore", "MizarRPC", "MizarTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
@@ -68,7 +79,7 @@ let package = Package(
         .target(
             name: "MizarTransit",
             dependencies: [
-                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient",
+                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient", "MizarTLS",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -89,7 +100,7 @@ let package = Package(
         .target(
             name: "MizarOperator",
             dependencies: [
-                "MizarAPI", "MizarStore", "MizarEtcd", "MizarTransitClient", "MizarCore",
+                "MizarAPI", "MizarStore", "MizarEtcd", "MizarTransitClient", "MizarTLS", "MizarCore",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
@@ -101,11 +112,13 @@ let package = Package(
         .target(
             name: "MizarEtcd",
             dependencies: [
+                "MizarCore", "MizarTLS",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]),
         // transitd's side of CNI: endpoints for containers, on its own socket.
         .target(
@@ -121,11 +134,11 @@ let package = Package(
             swiftSettings: strict,
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
         // Set-up helpers for tests and benchmarks, and the simulated cluster.
-        .target(name: "MizarTestbed", dependencies: ["CNetlink", "MizarSystem", "MizarCore", "MizarTransitClient", "MizarPKI"], swiftSettings: strict),
+        .target(name: "MizarTestbed", dependencies: ["CNetlink", "MizarSystem", "MizarCore", "MizarTransitClient", "MizarTLS", "MizarPKI"], swiftSettings: strict),
         .executableTarget(
             name: "transitd",
             dependencies: [
-                "MizarTransit", "MizarTransitClient", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI", "MizarCNI",
+                "MizarTransit", "MizarTransitClient", "MizarTLS", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI", "MizarCNI",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +147,7 @@ let package = Package(
         .executableTarget(
             name: "mizar-operator",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore", "MizarTransitClient",
+                "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore", "MizarTransitClient", "MizarTLS",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -153,7 +166,7 @@ let package = Package(
         .executableTarget(
             name: "mizarctl",
             dependencies: [
-                "MizarTransitClient", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd", "MizarPKI",
+                "MizarTransitClient", "MizarTLS", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd", "MizarPKI",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -163,7 +176,7 @@ let package = Package(
         .executableTarget(
             name: "mizar-testbed",
             dependencies: [
-                "MizarTestbed", "MizarSystem", "MizarTransitClient", "MizarCore",
+                "MizarTestbed", "MizarSystem", "MizarTransitClient", "MizarTLS", "MizarCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -175,7 +188,7 @@ let package = Package(
         .target(
             name: "MizarBenchSupport",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem", "MizarTransitClient",
+                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem", "MizarTransitClient", "MizarTLS",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "bench/Support",
@@ -209,7 +222,7 @@ let package = Package(
         .testTarget(
             name: "MizarOperatorTests",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarTransitClient",
+                "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarTransitClient", "MizarTLS",
                 "MizarRPC", "MizarCore", "MizarSystem", "MizarCNI",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -222,12 +235,12 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "MizarStoreTests", dependencies: ["MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore"],
+        .testTarget(name: "MizarStoreTests", dependencies: ["MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarPKI", "MizarTLS"],
                     swiftSettings: strict),
         .testTarget(
             name: "MizarTransitTests",
             dependencies: [
-                "MizarTransit", "MizarTransitClient", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "MizarPKI", "MizarPacket",
+                "MizarTransit", "MizarTransitClient", "MizarTLS", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "MizarPKI", "MizarPacket",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),

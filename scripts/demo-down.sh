@@ -17,7 +17,7 @@ stop() { # pidfile program
 	rm -f "$1"
 }
 stop "$run/operator.pid" mizar-operator
-stop "$run/etcd.pid" etcd
+for pidfile in "$run"/etcd*.pid; do stop "$pidfile" etcd; done
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^demo-e-'); do
 	ip netns del "$ns" && echo "removed netns $ns"
 done

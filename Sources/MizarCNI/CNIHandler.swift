@@ -302,7 +302,8 @@ public struct CNIHandler: Sendable {
             throw CNIError(CNIError.invalidConfig, "subnet \(config.subnet) does not exist in VPC \(config.vpc) (network configuration \(config.name) names it)")
         }
         let deadline = monotonicSeconds() + config.timeoutSeconds
-        var created = false
+        let labels = [Self.containerLabel: String(request.containerID.prefix(63)), Self.ifnameLabel: request.ifname,
+                      Self.dropletLabel: droplet]
         if let existing = existingFound {
             // Adopted: made by the management plane for this container.
             guard existing.metadata.deletionTimestamp == nil else {
@@ -318,32 +319,41 @@ public struct CNIHandler: Sendable {
             if let ip = config.ip, let has = existing.spec.ip ?? existing.status?.ip, has != ip {
                 throw CNIError(CNIError.conflict, "endpoint \(name) exists with address \(has); this container asks for \(ip)")
             }
-        } else {
-            if (try? Netlink(in: namespace).index(of: request.ifname)) != nil {
-                throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS \(request.netns) already has an interface \(request.ifname)")
-            }
-            let labels = [Self.containerLabel: String(request.containerID.prefix(63)), Self.ifnameLabel: request.ifname,
-                          Self.dropletLabel: droplet]
-            do {
-                let spec = EndpointSpec(vpc: config.vpc, subnet: config.subnet, ip: config.ip, mac: config.mac, droplet: droplet, netns: request.netns, ifname: request.ifname)
-                _ = try await store.create(Endpoint(name: name, spec: spec, labels: labels))
-                created = true
-            } catch StoreError.alreadyExists {
-                // A concurrent ADD of the same container made it first.
-            } catch StoreError.invalid(let e) {
-                throw CNIError(CNIError.invalidConfig, "endpoint \(name) refused: \(e)")
-            }
+        } else if (try? Netlink(in: namespace).index(of: request.ifname)) != nil {
+            throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS \(request.netns) already has an interface \(request.ifname)")
         }
-        // Provisioned: its interface is parked on this host, its bouncers know it.
+        // This host may not write endpoints: it claims one, under its own
+        // keys, and the operator makes it (or adopts the existing one) and
+        // deletes it when the claim goes.
+        let spec = EndpointSpec(vpc: config.vpc, subnet: config.subnet, ip: config.ip, mac: config.mac, droplet: droplet, netns: request.netns, ifname: request.ifname)
+        let claimed = try await store.putClaim(droplet, name, EndpointClaim(spec: spec, labels: labels))
+        // Provisioned: its interface is parked on this host, its bouncers
+        // know it. Or the operator refused the claim.
         let remaining = Duration.milliseconds(Int64(max(0, deadline - monotonicSeconds()) * 1000))
-        enum Settled: Sendable { case provisioned(Endpoint), failed(CommonStatus), deleted }
-        let settled = try await store.follow(EndpointSpec.self, name, timeout: remaining) { e -> Settled? in
-            guard let e else { return .deleted }
-            if e.status?.common.phase == .provisioned { return .provisioned(e) }
-            if let common = e.status?.common, common.phase == .failed, common.observedGeneration == e.metadata.generation {
-                return .failed(common)
+        enum Settled: Sendable { case provisioned(Endpoint), failed(CommonStatus), deleted, refused(String) }
+        let (droplet, storeCopy) = (droplet, store)
+        let settled: Settled? = try await withThrowingTaskGroup(of: Settled?.self) { group in
+            group.addTask {
+                try await storeCopy.follow(EndpointSpec.self, name, timeout: remaining) { e -> Settled? in
+                    // Before the operator makes it, there is none: wait.
+                    guard let e else { return nil }
+                    if e.metadata.deletionTimestamp != nil { return .deleted }
+                    if e.status?.common.phase == .provisioned { return .provisioned(e) }
+                    if let common = e.status?.common, common.phase == .failed, common.observedGeneration == e.metadata.generation {
+                        return .failed(common)
+                    }
+                    return nil
+                }
             }
-            return nil
+            group.addTask {
+                try await storeCopy.follow(key: storeCopy.claimKey(droplet, name), timeout: remaining) { kv -> Settled? in
+                    guard let kv else { return .deleted }
+                    return try Store.decodeClaim(kv).refused.map(Settled.refused)
+                }
+            }
+            defer { group.cancelAll() }
+            // The first answer; a follower that timed out answers nil.
+            return try await group.next() ?? nil
         }
         let endpoint: Endpoint
         switch settled {
@@ -351,12 +361,15 @@ public struct CNIHandler: Sendable {
             endpoint = e
         case .deleted:
             throw CNIError(CNIError.tryAgainLater, "endpoint \(name) was deleted while being added")
+        case .refused(let reason):
+            if claimed { _ = try? await store.deleteClaim(droplet, name) }
+            throw CNIError(CNIError.invalidConfig, "endpoint \(name) refused: \(reason)")
         case .failed(let common):
-            if created { _ = try? await store.delete(EndpointSpec.self, name) }
+            if claimed { _ = try? await store.deleteClaim(droplet, name) }
             throw CNIError.failed(common.reasonCode, reason: common.reason, endpoint: name, subnet: config.subnet)
         case nil:
             let e = try? await store.get(EndpointSpec.self, name)
-            if created { _ = try? await store.delete(EndpointSpec.self, name) }
+            if claimed { _ = try? await store.deleteClaim(droplet, name) }
             let reason = e?.status?.common.reason ?? ""
             throw CNIError(CNIError.tryAgainLater,
                            "timed out after \(config.timeoutSeconds) s waiting for endpoint \(name) to be provisioned (phase \(e?.status?.common.phase.rawValue ?? "none")\(reason.isEmpty ? "" : ": \(reason)"))",
@@ -394,11 +407,16 @@ public struct CNIHandler: Sendable {
         let config = (try? CNIConfig(stdin: request.stdin, args: request.args))
         let store = try requireStore()
         let name = Self.endpointName(containerID: request.containerID, ifname: request.ifname, override: config?.endpoint)
+        // The claim goes; the operator deletes the endpoint it made or
+        // adopted for it.
+        let hadClaim = try await store.deleteClaim(droplet, name)
         guard let e = try await store.get(EndpointSpec.self, name) else { return "" }
         guard e.spec.droplet == droplet else {
             throw CNIError(CNIError.conflict, "endpoint \(name) lives on droplet \(e.spec.droplet ?? "-"), not on this host (\(droplet))")
         }
-        _ = try await store.delete(EndpointSpec.self, name)
+        guard hadClaim || e.metadata.labels?[EndpointClaim.claimedByLabel] == droplet else {
+            throw CNIError(CNIError.conflict, "endpoint \(name) was not claimed by this host's CNI; delete it with mizarctl")
+        }
         let timeout = Duration.milliseconds(Int64((config?.timeoutSeconds ?? 30) * 1000))
         if try await store.follow(EndpointSpec.self, name, timeout: timeout, until: { $0 == nil ? true : nil }) != nil { return "" }
         // Marked deleted: the operator finishes it; a later DEL finds nothing.
@@ -443,11 +461,11 @@ public struct CNIHandler: Sendable {
         let config = try CNIConfig(stdin: request.stdin, args: request.args)
         let store = try requireStore()
         let valid = Set(config.validAttachments.map { "\($0.containerID.prefix(63))/\($0.ifname)" })
-        for e in try await store.list(EndpointSpec.self).objects {
-            guard let labels = e.metadata.labels, labels[Self.dropletLabel] == droplet,
-                  let id = labels[Self.containerLabel], let ifname = labels[Self.ifnameLabel],
+        // This host's claims only: the cost is its own containers', not the cluster's.
+        for (name, claim) in try await store.claims(of: droplet) {
+            guard let labels = claim.labels, let id = labels[Self.containerLabel], let ifname = labels[Self.ifnameLabel],
                   !valid.contains("\(id)/\(ifname)") else { continue }
-            _ = try await store.delete(EndpointSpec.self, e.name)
+            try await store.deleteClaim(droplet, name)
         }
         return ""
     }

@@ -96,6 +96,11 @@ public enum DropletTableText {
 public enum Identities {
     /// The operator, the only party allowed to call a transitd over TCP.
     public static let operatorName = "mizar-operator"
+    /// The administrator: etcd's root user.
+    public static let adminName = "root"
+    /// A droplet's transitd: its certificate's common name, and its user
+    /// in etcd.
+    public static func droplet(_ name: String) -> String { "droplet-\(name)" }
 }
 
 /// The names of an endpoint's interfaces on its host: a pure function of
@@ -266,4 +271,13 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(host):\(port)" }
+
+    /// "HOST:PORT[,HOST:PORT...]": the members of one cluster (etcd's).
+    public static func list(parsing text: String, field: String) throws(ValidationError) -> [HostPort] {
+        var all: [HostPort] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            all.append(try HostPort(parsing: String(part), field: field))
+        }
+        return all
+    }
 }

@@ -2,11 +2,14 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GRPCProtobuf
+import MizarCore
+import MizarTLS
 import NIOCore
+import NIOSSL
 
 /// An etcd failure, with what was being done.
 public struct EtcdError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case unavailable, compacted, leaseExpired, watchCanceled, other }
+    public enum Kind: Sendable { case unavailable, compacted, leaseExpired, watchCanceled, permissionDenied, other }
     public let kind: Kind
     public let description: String
 
@@ -65,9 +68,10 @@ public enum EtcdOperation: Sendable {
     case get(String)
 }
 
-/// A client of one etcd server over its v3 gRPC API, with one long-lived
-/// HTTP/2 connection. Use `withEtcd`, which runs the connection for the
-/// duration of its body.
+/// A client of an etcd cluster over its v3 gRPC API, with one long-lived
+/// HTTP/2 connection to each member it is given (calls go round the ready
+/// ones; a member that dies is left out until it is back). Use `withEtcd`,
+/// which runs the connections for the duration of its body.
 public struct Etcd: Sendable {
     let client: GRPCClient<HTTP2ClientTransport.Posix>
     public let endpoint: String
@@ -75,6 +79,8 @@ public struct Etcd: Sendable {
     var kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var leases: Etcdserverpb_Lease.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var watches: Etcdserverpb_Watch.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
+    var maintenance: Etcdserverpb_Maintenance.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
+    var auth: Etcdserverpb_Auth.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
 
     // MARK: Keys
 
@@ -286,6 +292,85 @@ public struct Etcd: Sendable {
         return stream
     }
 
+    // MARK: Members
+
+    /// The answering member's ID and the leader it knows (0 while there is
+    /// none).
+    public func status() async throws -> (member: UInt64, leader: UInt64, term: UInt64) {
+        let r = try await call("status") { try await maintenance.status(Etcdserverpb_StatusRequest(), options: Self.unary) }
+        return (r.header.memberID, r.leader, r.raftTerm)
+    }
+
+    // MARK: Access control (etcd's root user only)
+
+    /// What a role may do with a key or a prefix.
+    public enum Access: Sendable { case read, readWrite }
+
+    /// Adds a user that authenticates by its client certificate's common
+    /// name alone (no password). False if it existed.
+    @discardableResult
+    public func addUser(_ name: String) async throws -> Bool {
+        var r = Etcdserverpb_AuthUserAddRequest()
+        r.name = name
+        r.options.noPassword = true
+        return try await idempotent("add user \(name)") { _ = try await auth.userAdd(r, options: Self.unary) }
+    }
+
+    /// Adds a role. False if it existed.
+    @discardableResult
+    public func addRole(_ name: String) async throws -> Bool {
+        var r = Etcdserverpb_AuthRoleAddRequest()
+        r.name = name
+        return try await idempotent("add role \(name)") { _ = try await auth.roleAdd(r, options: Self.unary) }
+    }
+
+    /// Lets `role` read, or read and write, the one key `key` or, with
+    /// `prefix`, every key that starts with it.
+    public func grant(_ role: String, _ access: Access, key: String, prefix: Bool) async throws {
+        var r = Etcdserverpb_AuthRoleGrantPermissionRequest()
+        r.name = role
+        r.perm.permType = access == .read ? .read : .readwrite
+        r.perm.key = Data(key.utf8)
+        if prefix { r.perm.rangeEnd = Self.prefixEnd(key) }
+        _ = try await call("grant \(role) \(access) on \(key)\(prefix ? "*" : "")") { try await auth.roleGrantPermission(r, options: Self.unary) }
+    }
+
+    /// What `role` may do: (access, key, whether a prefix), as granted.
+    public func permissions(of role: String) async throws -> [(access: Access, key: String, prefix: Bool)] {
+        var r = Etcdserverpb_AuthRoleGetRequest()
+        r.role = role
+        return try await call("get role \(role)") { try await auth.roleGet(r, options: Self.unary) }.perm.map { p in
+            (p.permType == .read ? .read : .readWrite, String(decoding: p.key, as: UTF8.self), !p.rangeEnd.isEmpty)
+        }
+    }
+
+    /// Gives `user` the role's permissions.
+    public func grantRole(_ role: String, to user: String) async throws {
+        var r = Etcdserverpb_AuthUserGrantRoleRequest()
+        r.user = user
+        r.role = role
+        _ = try await call("grant role \(role) to \(user)") { try await auth.userGrantRole(r, options: Self.unary) }
+    }
+
+    /// Turns access control on: from then on every call is checked against
+    /// the caller's roles (the root user needs a root role, which etcd
+    /// gives it). Harmless when it is on already.
+    public func enableAuth() async throws {
+        _ = try await call("enable auth") { try await auth.authEnable(Etcdserverpb_AuthEnableRequest(), options: Self.unary) }
+    }
+
+    /// Runs a call that adds something; false when etcd says it exists.
+    func idempotent(_ what: String, _ body: () async throws -> Void) async throws -> Bool {
+        do {
+            try await body()
+            return true
+        } catch let e as RPCError where e.code == .failedPrecondition && e.message.contains("already exists") {
+            return false
+        } catch {
+            throw Self.wrap(error, what)
+        }
+    }
+
     // MARK: Plumbing
 
     /// Unary calls fail at once when etcd cannot be reached (callers retry
@@ -371,22 +456,65 @@ public struct Etcd: Sendable {
         switch error {
         case is EtcdError, is CancellationError: return error
         case let e as RPCError:
-            return EtcdError(e.code == .unavailable ? .unavailable : .other, "etcd \(what): \(e.code): \(e.message)")
+            let kind: EtcdError.Kind = switch e.code {
+            case .unavailable: .unavailable
+            case .permissionDenied: .permissionDenied
+            default: .other
+            }
+            return EtcdError(kind, "etcd \(what): \(e.code): \(e.message)")
         default: return EtcdError(.other, "etcd \(what): \(error)")
         }
     }
 }
 
 /// Connects to the etcd at `host`:`port` and runs `body` with a client;
-/// the connection closes when `body` returns.
-public func withEtcd<R: Sendable>(host: String, port: Int, _ body: (Etcd) async throws -> R) async throws -> R {
+/// the connection closes when `body` returns. With `tls`, the connection
+/// is mutual TLS: the member's certificate checked against the CA and the
+/// address, this party's certificate presented (its common name is the
+/// etcd user it acts as).
+public func withEtcd<R: Sendable>(host: String, port: Int, tls: TLSFiles? = nil, _ body: (Etcd) async throws -> R) async throws -> R {
+    try await withEtcd([HostPort(host: host, port: port)], tls: tls, body)
+}
+
+/// Connects to the members of one etcd cluster, each of them, and runs
+/// `body` with a client that spreads its calls over the members it is
+/// connected to. Several members must be given by IPv4 address.
+public func withEtcd<R: Sendable>(_ endpoints: [HostPort], tls: TLSFiles? = nil, _ body: (Etcd) async throws -> R) async throws -> R {
+    precondition(!endpoints.isEmpty, "withEtcd: no endpoint")
     var config = HTTP2ClientTransport.Posix.Config.defaults
     config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
-        channel.pipeline.addHandler(PingAnswerer(), position: .first)
+        // The answerer reads plaintext frames: behind the TLS handler when
+        // there is one, else first.
+        channel.eventLoop.makeCompletedFuture {
+            let sync = channel.pipeline.syncOperations
+            if let ssl = try? sync.handler(type: NIOSSLClientHandler.self) {
+                try sync.addHandler(PingAnswerer(), position: .after(ssl))
+            } else {
+                try sync.addHandler(PingAnswerer(), position: .first)
+            }
+        }
     }
-    let transport = try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: .plaintext,
-                                                   config: config)
+    let target: any ResolvableTarget
+    var serviceConfig = ServiceConfig()
+    if endpoints.count == 1, let only = endpoints.first {
+        // An IP literal is dialled as such: no SNI, the certificate checked
+        // against the address.
+        target = isIPv4(only.host) ? .ipv4(address: only.host, port: only.port) : .dns(host: only.host, port: only.port)
+    } else {
+        if let bad = endpoints.first(where: { !isIPv4($0.host) }) {
+            throw EtcdError(.other, "etcd endpoints: \(bad) is not an IPv4 address (several members are given by address)")
+        }
+        target = .ipv4(pairs: endpoints.map { ($0.host, $0.port) })
+        serviceConfig.loadBalancingConfig = [.roundRobin]
+    }
+    let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: tls?.client ?? .plaintext,
+                                                   config: config, serviceConfig: serviceConfig)
     return try await withGRPCClient(transport: transport) { client in
-        try await body(Etcd(client: client, endpoint: "\(host):\(port)"))
+        try await body(Etcd(client: client, endpoint: endpoints.map(\.description).joined(separator: ",")))
     }
+}
+
+private func isIPv4(_ host: String) -> Bool {
+    var a = in_addr()
+    return inet_pton(AF_INET, host, &a) == 1
 }

@@ -6,8 +6,8 @@ import NIOCore
 /// counts every control frame it receives and closes the connection after
 /// 200 in 30 s (its defence against control-frame floods), so a busy
 /// client would lose its connection every couple of hundred calls. This
-/// handler sits first in the pipeline, where the bytes are raw HTTP/2
-/// frames (the connection is plaintext), answers each PING with its ACK
+/// handler sits where the bytes are raw HTTP/2 frames (first in the
+/// pipeline, or right behind TLS), answers each PING with its ACK
 /// itself and hands every other frame on unchanged, whole.
 final class PingAnswerer: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer

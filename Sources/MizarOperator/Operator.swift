@@ -37,6 +37,8 @@ public final class Operator: Sendable {
     let dividers = Informer<DividerSpec>()
     /// Droplets whose transitd holds its lease now.
     let live = LeaseSet()
+    /// What each host's CNI claims.
+    let claims = ClaimSet()
     /// For each VPC's and subnet's table ("vpc/NAME", "subnet/NAME"): the
     /// dividers or bouncers it was last given with, and the droplets given
     /// it. A droplet that turned Ready while a placement was in flight may
@@ -53,6 +55,8 @@ public final class Operator: Sendable {
 
     let vpcQueue = WorkQueue(), subnetQueue = WorkQueue(), endpointQueue = WorkQueue()
     let dropletQueue = WorkQueue(), bouncerQueue = WorkQueue(), dividerQueue = WorkQueue()
+    /// "DROPLET/ENDPOINT": a claim, or an endpoint made for one.
+    let claimQueue = WorkQueue()
     /// The replicas splitting the VPCs between them.
     let membership: Membership
     /// The lease events are written under, and when it was granted: events
@@ -101,6 +105,7 @@ public final class Operator: Sendable {
             await bouncers.waitSynced()
             await dividers.waitSynced()
             await live.waitSynced()
+            await claims.waitSynced()
             await membership.waitJoined()
         }
         if Task.isCancelled || Task.isShuttingDownGracefully { return }
@@ -113,12 +118,18 @@ public final class Operator: Sendable {
             { await runWorkers(self.endpointQueue, workers: w, logger: self.logger, kind: .endpoint) { await self.guarded(.endpoint, $0, self.reconcileEndpoint) } },
             { await runWorkers(self.bouncerQueue, workers: 2, logger: self.logger, kind: .bouncer) { await self.guarded(.bouncer, $0, self.reconcileBouncer) } },
             { await runWorkers(self.dividerQueue, workers: 2, logger: self.logger, kind: .divider) { await self.guarded(.divider, $0, self.reconcileDivider) } },
+            { await runWorkers(self.claimQueue, workers: w, logger: self.logger, kind: .endpoint) { id in
+                do { return try await self.reconcileClaim(id) } catch {
+                    self.logger.warning("claim: will retry", metadata: ["claim": "\(id)", "error": "\(error)"])
+                    return .retry("\(error)")
+                }
+            } },
         ])
     }
 
     /// Stops handing out work: each worker finishes the object in hand.
     func closeQueues() async {
-        for q in [vpcQueue, subnetQueue, endpointQueue, dropletQueue, bouncerQueue, dividerQueue] { await q.close() }
+        for q in [vpcQueue, subnetQueue, endpointQueue, dropletQueue, bouncerQueue, dividerQueue, claimQueue] { await q.close() }
     }
 
     var leasePrefix: String { store.dropletLeasePrefix }
@@ -132,6 +143,10 @@ public final class Operator: Sendable {
         for o in endpoints.list() { await endpointQueue.add(o.name) }
         for o in bouncers.list() { await bouncerQueue.add(o.name) }
         for o in dividers.list() { await dividerQueue.add(o.name) }
+        for id in claims.ids { await claimQueue.add(id) }
+        for o in endpoints.list() {
+            if let d = o.metadata.labels?[EndpointClaim.claimedByLabel] { await claimQueue.add(ClaimSet.id(d, o.name)) }
+        }
     }
 
     /// The ring key an object is owned by: its VPC (objects of a VPC stay
@@ -186,7 +201,10 @@ public final class Operator: Sendable {
                 enqueue(endpointQueue, services(using: e.name))
             }
             if new == nil { enqueue(subnetQueue, [e.spec.subnet]) }   // a subnet being deleted waits for its endpoints
+            // Made for a claim: it lives while the claim does.
+            if let d = e.metadata.labels?[EndpointClaim.claimedByLabel] { enqueue(claimQueue, [ClaimSet.id(d, e.name)]) }
         }
+        claims.onChange { [self] id in enqueue(claimQueue, [id]) }
         droplets.onChange { [self] old, new in enqueue(dropletQueue, [(new ?? old)!.name]) }
         membership.onChange { [self] in Task { await enqueueEverything() } }
         live.onChange { [self] name in enqueue(dropletQueue, [name]) }
@@ -453,6 +471,7 @@ struct OperatorCaches: Service {
                 { await op.bouncers.run(store: op.store, logger: op.logger) },
                 { await op.dividers.run(store: op.store, logger: op.logger) },
                 { await op.live.run(etcd: op.store.etcd, prefix: op.leasePrefix, logger: op.logger) },
+                { await op.claims.run(store: op.store, logger: op.logger) },
             ])
         }
     }

@@ -36,13 +36,13 @@ public struct Identity: Sendable, Equatable {
     /// The operator: CN mizar-operator.
     public static let `operator` = Identity(role: .operator, fileStem: "operator", commonName: Identities.operatorName, ipAddresses: [], dnsNames: [])
     /// The administrator: CN root, etcd's root user.
-    public static let admin = Identity(role: .admin, fileStem: "admin", commonName: "root", ipAddresses: [], dnsNames: [])
+    public static let admin = Identity(role: .admin, fileStem: "admin", commonName: Identities.adminName, ipAddresses: [], dnsNames: [])
 
     /// A droplet's transitd: CN droplet-NAME, its underlay IP as the subject
     /// alternative name (a client dials it by that address).
     public static func droplet(_ name: String, ip: IPv4Address) throws(ValidationError) -> Identity {
         try MizarAPI.validateName(name, field: "droplet")
-        return Identity(role: .droplet, fileStem: "droplet-\(name)", commonName: "droplet-\(name)", ipAddresses: [ip], dnsNames: [])
+        return Identity(role: .droplet, fileStem: "droplet-\(name)", commonName: Identities.droplet(name), ipAddresses: [ip], dnsNames: [])
     }
 
     /// An etcd member: CN etcd-NAME; its address, loopback and localhost as

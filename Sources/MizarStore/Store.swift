@@ -116,19 +116,24 @@ public struct Store: Sendable {
     /// instead of polling.
     public func follow<S: ObjectSpec, R: Sendable>(_ type: S.Type, _ name: String, timeout: Duration,
                                                    until settled: @escaping @Sendable (Object<S>?) throws -> R?) async throws -> R? {
-        let key = key(S.kind, name)
-        return try await withThrowingTaskGroup(of: R?.self) { group in
+        try await follow(key: key(S.kind, name), timeout: timeout) { kv in
+            try settled(try kv.map { kv throws -> Object<S> in try Self.decode(kv) })
+        }
+    }
+
+    /// `follow` for one key as etcd holds it.
+    public func follow<R: Sendable>(key: String, timeout: Duration,
+                                    until settled: @escaping @Sendable (EtcdKeyValue?) throws -> R?) async throws -> R? {
+        try await withThrowingTaskGroup(of: R?.self) { group in
             group.addTask { [etcd] in
                 // The watch first, from now on, and the read once it is set
                 // up: nothing is missed, and the watch never has to catch up
                 // (which etcd does only every 100 ms).
                 for try await batch in etcd.watch(prefix: key, fromRevision: 0, announcingStart: true) {
-                    if batch.isEmpty {
-                        if let r = try settled(try await etcd.get(key).map { kv throws -> Object<S> in try Self.decode(kv) }) { return r }
-                    }
+                    if batch.isEmpty, let r = try settled(try await etcd.get(key)) { return r }
                     // The prefix also matches longer names.
                     for e in batch where e.kv.key == key {
-                        if let r = try settled(e.kind == .delete ? nil : try Self.decode(e.kv)) { return r }
+                        if let r = try settled(e.kind == .delete ? nil : e.kv) { return r }
                     }
                 }
                 throw CancellationError()

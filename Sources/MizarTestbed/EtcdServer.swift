@@ -1,66 +1,143 @@
 import Glibc
+import MizarCore
+import MizarPKI
 import MizarSystem
+import MizarTLS
 
-/// A real etcd server (Debian's etcd-server) on loopback, for tests, the
-/// demo and benchmarks: its own data directory, client and peer ports
-/// chosen free, started in a session of its own and stopped by its pid.
+/// A real etcd server (Debian's etcd-server) for tests, the demo and
+/// benchmarks: its own data directory, ports chosen free, started in a
+/// session of its own and stopped by its pid. Alone or one member of a
+/// cluster (`EtcdCluster`). With a PKI it serves clients and peers over
+/// mutual TLS only, a client certificate required (its name is the etcd
+/// user); its health is read on a plaintext metrics port on loopback.
 public final class EtcdServer: Sendable {
+    public let name: String
     public let directory: String
     public let clientPort: Int
     public let peerPort: Int
+    public let metricsPort: Int
+    /// The addresses it serves clients on.
+    public let listen: [String]
+    /// mizarctl pki's directory when it serves TLS.
+    public let pkiDirectory: String?
     public let pid: pid_t
     public var endpoint: String { "127.0.0.1:\(clientPort)" }
     public var log: String { "\(directory)/etcd.log" }
+    /// etcd's root user (admin.crt), when it serves TLS.
+    public var adminTLS: TLSFiles? { pkiDirectory.map { TLSFiles(pkiDirectory: $0, stem: "admin") } }
+    /// The operator (operator.crt), when it serves TLS.
+    public var operatorTLS: TLSFiles? { pkiDirectory.map { TLSFiles(pkiDirectory: $0, stem: "operator") } }
+
+    /// The ports one member takes: client, peer, metrics.
+    public struct Ports: Sendable {
+        public var client: Int, peer: Int, metrics: Int
+        public static func free() throws -> Ports {
+            let c = try EtcdServer.freePort()
+            let p = try EtcdServer.freePort(avoiding: [c])
+            return Ports(client: c, peer: p, metrics: try EtcdServer.freePort(avoiding: [c, p]))
+        }
+    }
 
     /// Starts etcd under `directory` (created; an old data directory there
-    /// is removed first) and waits until it serves. `binary` is searched
-    /// on PATH when it has no slash.
-    /// `listen` are the addresses it serves clients on (loopback by
-    /// default; add a testbed's management IP for its transitds).
-    public init(directory: String, listen: [String] = ["127.0.0.1"], clientPort: Int? = nil, binary: String = "etcd") throws {
+    /// is removed first) and, with `wait`, waits until it serves. `binary`
+    /// is searched on PATH when it has no slash. `listen` are the addresses
+    /// it serves clients on (loopback by default; add a testbed's
+    /// management IP for its transitds). `pkiDirectory`: serve TLS with the
+    /// certificate of etcd member NAME there (made if missing, for the
+    /// first non-loopback address of `listen`). `cluster`: every member's
+    /// name and peer port (all on loopback), this one's included; alone
+    /// when nil.
+    public init(name: String = "mizar-test", directory: String, listen: [String] = ["127.0.0.1"], ports: Ports? = nil,
+                pkiDirectory: String? = nil, cluster: [(name: String, peerPort: Int)]? = nil,
+                wait: Bool = true, binary: String = "etcd") throws {
         guard let exe = Self.find(binary) else {
             throw TestbedError("\(binary) not found: install Debian's etcd-server (make deps does)")
         }
+        self.name = name
         self.directory = directory
+        self.listen = listen
+        self.pkiDirectory = pkiDirectory
         _ = removeTree("\(directory)/data")
         try makeDirectories(directory)
-        let port = try clientPort ?? Self.freePort()
-        self.clientPort = port
-        peerPort = try Self.freePort(avoiding: port)
-        let clients = listen.map { "http://\($0):\(port)" }.joined(separator: ",")
-        let peer = "http://127.0.0.1:\(peerPort)"
-        pid = try spawnDaemon([exe, "--name", "mizar-test", "--data-dir", "\(directory)/data",
-                               "--listen-client-urls", clients, "--advertise-client-urls", clients,
-                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                               "--initial-cluster", "mizar-test=\(peer)", "--initial-cluster-state", "new",
-                               "--log-level", "warn", "--logger", "zap"], log: "\(directory)/etcd.log")
+        let ports = try ports ?? Ports.free()
+        (clientPort, peerPort, metricsPort) = (ports.client, ports.peer, ports.metrics)
+        let scheme = pkiDirectory == nil ? "http" : "https"
+        let clients = listen.map { "\(scheme)://\($0):\(ports.client)" }.joined(separator: ",")
+        let members = cluster ?? [(name, ports.peer)]
+        let initial = members.map { "\($0.name)=\(scheme)://127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
+        let peer = "\(scheme)://127.0.0.1:\(ports.peer)"
+        var argv = [exe, "--name", name, "--data-dir", "\(directory)/data",
+                    "--listen-client-urls", clients, "--advertise-client-urls", clients,
+                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                    "--listen-metrics-urls", "http://127.0.0.1:\(ports.metrics)",
+                    "--initial-cluster", initial, "--initial-cluster-state", "new",
+                    "--log-level", "warn", "--logger", "zap"]
+        if let pkiDirectory {
+            let ip = listen.lazy.compactMap { try? IPv4Address(parsing: $0, field: "listen") }.first { $0.value != 0x7f00_0001 }
+                ?? IPv4Address(value: 0x7f00_0001)
+            let id = try Identity.etcdMember(name, ip: ip)
+            do { _ = try PKI(directory: pkiDirectory).ensure([.operator, .admin, id]) } catch {
+                throw TestbedError("PKI in \(pkiDirectory): \(error)")
+            }
+            let (crt, key, ca) = ("\(pkiDirectory)/\(id.fileStem).crt", "\(pkiDirectory)/\(id.fileStem).key", "\(pkiDirectory)/ca.crt")
+            argv += ["--cert-file", crt, "--key-file", key, "--client-cert-auth", "--trusted-ca-file", ca,
+                     "--peer-cert-file", crt, "--peer-key-file", key, "--peer-client-cert-auth", "--peer-trusted-ca-file", ca]
+        }
+        pid = try spawnDaemon(argv, log: "\(directory)/etcd.log")
         try writeFile("\(directory)/etcd.pid", "\(pid)\n")
         // etcd's own advice: give it the CPU first, or a busy machine lets
         // its leases lapse and its requests time out.
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(pid), -10)
-        try waitReady()
+        if wait { try waitReady() }
     }
 
     /// Stops etcd (SIGTERM, then SIGKILL) and removes its data.
     public func stop() {
-        if isProcess(pid, named: "etcd") {
-            kill(pid, SIGTERM)
-            for _ in 0..<200 where waitpid(pid, nil, WNOHANG) != pid && kill(pid, 0) == 0 { usleep(10_000) }
-            if kill(pid, 0) == 0 { kill(pid, SIGKILL); reap(pid) }
-        }
+        kill(signal: SIGTERM)
         _ = removeTree(directory)
     }
 
-    /// etcd answers its health endpoint once it has elected itself leader.
-    private func waitReady() throws {
-        for _ in 0..<400 {
-            if kill(pid, 0) != 0 || waitpid(pid, nil, WNOHANG) == pid {
+    /// Sends `signal` and, unless the process survives it, reaps it
+    /// (SIGTERM is followed by SIGKILL after 2 s). Its data stays.
+    public func kill(signal: Int32) {
+        guard isProcess(pid, named: "etcd") else { return }
+        Glibc.kill(pid, signal)
+        guard signal == SIGTERM || signal == SIGKILL else { return }
+        for _ in 0..<200 where waitpid(pid, nil, WNOHANG) != pid && Glibc.kill(pid, 0) == 0 { usleep(10_000) }
+        if Glibc.kill(pid, 0) == 0 { Glibc.kill(pid, SIGKILL); reap(pid) }
+    }
+
+    /// Whether it says it is healthy: a member of a cluster with a leader.
+    public var healthy: Bool {
+        Self.httpGet(port: metricsPort, path: "/health")?.contains("\"health\":\"true\"") == true
+    }
+
+    /// Whether it is the cluster's leader now.
+    public var isLeader: Bool {
+        Self.httpGet(port: metricsPort, path: "/metrics")?.split(separator: "\n").contains("etcd_server_is_leader 1") == true
+    }
+
+    /// Waits until it answers its health endpoint (it has a leader).
+    public func waitReady(seconds: Int = 10) throws {
+        for _ in 0..<(seconds * 40) {
+            if Glibc.kill(pid, 0) != 0 || waitpid(pid, nil, WNOHANG) == pid {
                 throw TestbedError("etcd exited; \(log) says:\n\((try? readText(log)) ?? "")")
             }
-            if Self.httpGet(port: clientPort, path: "/health")?.contains("\"health\":\"true\"") == true { return }
+            if healthy { return }
             usleep(25_000)
         }
-        throw TestbedError("etcd did not become healthy on \(endpoint) within 10 s; see \(log)")
+        throw TestbedError("etcd did not become healthy on \(endpoint) within \(seconds) s; see \(log)")
+    }
+
+    /// Gives etcd Mizar's users and roles and turns access control on, with
+    /// the real tool (mizarctl access, as root): the operator reads and
+    /// writes under `operatorPrefix`, each of `droplets` its own keys under
+    /// `root`.
+    public func enableAccessControl(operatorPrefix: String, root: String = "/mizar/v1/", droplets: [String] = []) throws {
+        guard let admin = adminTLS else { throw TestbedError("etcd \(name) serves no TLS: no access control without certificates") }
+        let r = runCapturing([siblingExecutable("mizarctl"), "access", "--etcd", endpoint, "--root", root,
+                              "--operator-prefix", operatorPrefix] + Testbed.flags(admin) + droplets.flatMap { ["--droplet", $0] })
+        guard r.status == 0 else { throw TestbedError("mizarctl access: \(r.output)") }
     }
 
     static func find(_ binary: String) -> String? {
@@ -73,7 +150,7 @@ public final class EtcdServer: Sendable {
     }
 
     /// A loopback TCP port nobody listens on now.
-    public static func freePort(avoiding other: Int = 0) throws -> Int {
+    public static func freePort(avoiding others: [Int] = []) throws -> Int {
         for _ in 0..<20 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -87,7 +164,7 @@ public final class EtcdServer: Sendable {
                 }
             }
             let port = Int(UInt16(bigEndian: addr.sin_port))
-            if ok && port != other { return port }
+            if ok && !others.contains(port) { return port }
         }
         throw TestbedError("no free loopback port")
     }
@@ -125,32 +202,105 @@ extension EtcdServer {
         do {
             // tmpfs where there is one: the tests time etcd, not the disk.
             let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
-            let s = try EtcdServer(directory: "\(base)/mizar-etcd-test-\(getpid())")
+            let dir = "\(base)/mizar-etcd-test-\(getpid())"
+            let s = try EtcdServer(directory: dir, pkiDirectory: "\(dir)/pki")
             atexit { if case .success(let s) = EtcdServer.processShared { s.stop() } }
+            // As in production: TLS, and users. Tests pick roots of their
+            // own, so the operator may write anywhere here.
+            try s.enableAccessControl(operatorPrefix: "/")
             return .success(s)
         } catch let e as TestbedError { return .failure(e) } catch { return .failure(TestbedError("\(error)")) }
     }()
 
     /// One etcd for the whole test process, started on first use and
-    /// stopped (its data removed) when the process exits.
+    /// stopped (its data removed) when the process exits. It serves mutual
+    /// TLS with access control on: connect with `adminTLS` (root) or
+    /// `operatorTLS`.
     public static func shared() throws(TestbedError) -> EtcdServer { try processShared.get() }
 }
 
+/// A cluster of etcd members on this machine, each a real etcd process
+/// with its own data, ports and (with a PKI) certificate; peers talk over
+/// mutual TLS on loopback.
+public final class EtcdCluster: Sendable {
+    public let members: [EtcdServer]
+
+    /// Starts `size` members named NAME-1... under `directory`/NAME-i and
+    /// waits until the cluster has a leader.
+    public init(name: String = "mizar", size: Int, directory: String, listen: [String] = ["127.0.0.1"],
+                pkiDirectory: String? = nil) throws {
+        var taken: [Int] = []
+        var ports: [EtcdServer.Ports] = []
+        for _ in 0..<size {
+            let c = try EtcdServer.freePort(avoiding: taken), p = try EtcdServer.freePort(avoiding: taken + [c])
+            let m = try EtcdServer.freePort(avoiding: taken + [c, p])
+            taken += [c, p, m]
+            ports.append(EtcdServer.Ports(client: c, peer: p, metrics: m))
+        }
+        let names = (1...size).map { "\(name)-\($0)" }
+        let cluster = zip(names, ports).map { ($0, $1.peer) }
+        var started: [EtcdServer] = []
+        do {
+            for (n, p) in zip(names, ports) {
+                started.append(try EtcdServer(name: n, directory: "\(directory)/\(n)", listen: listen, ports: p,
+                                              pkiDirectory: pkiDirectory, cluster: cluster, wait: false))
+            }
+            for m in started { try m.waitReady(seconds: 20) }
+        } catch {
+            for m in started { m.stop() }
+            throw error
+        }
+        members = started
+    }
+
+    /// Every member's client address on `host` (loopback by default), as
+    /// --etcd takes them.
+    public func endpoints(on host: String = "127.0.0.1") -> [HostPort] { members.map { HostPort(host: host, port: $0.clientPort) } }
+    public func flag(on host: String = "127.0.0.1") -> String { endpoints(on: host).map(\.description).joined(separator: ",") }
+    /// Every member on loopback, as --etcd takes them.
+    public var endpoint: String { flag() }
+
+    /// The member that leads now, if one does.
+    public var leader: EtcdServer? { members.first { $0.isLeader } }
+
+    public var adminTLS: TLSFiles? { members.first?.adminTLS }
+    public var operatorTLS: TLSFiles? { members.first?.operatorTLS }
+
+    public func enableAccessControl(operatorPrefix: String, root: String = "/mizar/v1/", droplets: [String] = []) throws {
+        guard let any = members.first(where: { $0.healthy }) else { throw TestbedError("no etcd member is healthy") }
+        try any.enableAccessControl(operatorPrefix: operatorPrefix, root: root, droplets: droplets)
+    }
+
+    public func stop() { for m in members { m.stop() } }
+}
+
 extension Testbed {
-    /// A testbed whose transitds register with an etcd of its own, which
-    /// serves loopback and the testbed's management network (where the
-    /// transitds reach it). `options.management` and `options.etcd` are
-    /// set here (and returned, for restarting hosts alike); a testbed of the
-    /// same name left over is removed first.
-    public static func upWithEtcd(name: String, options: Options, etcdDirectory: String) throws -> (Testbed, EtcdServer, Options) {
+    /// A testbed whose transitds register with an etcd of its own (a
+    /// cluster of `etcdMembers`), which serves loopback and the testbed's
+    /// management network (where the transitds reach it), over mutual TLS
+    /// with the testbed's PKI, access control on: the operator reads and
+    /// writes under the testbed's root, each host's transitd only its own
+    /// keys. `options.management` and `options.etcd` are set here (and
+    /// returned, for restarting hosts alike); a testbed of the same name
+    /// left over is removed first.
+    public static func upWithEtcd(name: String, options: Options, etcdDirectory: String, etcdMembers: Int = 1) throws -> (Testbed, EtcdCluster, Options) {
         var options = options
         options.management = true
-        let port = try EtcdServer.freePort()
-        options.etcd = "\(managementIP(underlayNet: options.underlayNet)):\(port)"
+        let management = managementIP(underlayNet: options.underlayNet)
         down(name: name)
-        let bed = try up(name: name, options: options)
+        let bed = try up(name: name, options: options, startTransitds: false)
         do {
-            return (bed, try EtcdServer(directory: etcdDirectory, listen: ["127.0.0.1", "\(bed.managementIP)"], clientPort: port), options)
+            let etcd = try EtcdCluster(name: "\(name)-etcd", size: etcdMembers, directory: etcdDirectory,
+                                       listen: ["127.0.0.1", "\(management)"], pkiDirectory: bed.pkiDirectory)
+            do {
+                try etcd.enableAccessControl(operatorPrefix: options.etcdRoot, root: options.etcdRoot, droplets: bed.hosts.map(bed.dropletName))
+                options.etcd = etcd.flag(on: "\(management)")
+                try bed.startTransitds(options: options)
+                return (bed, etcd, options)
+            } catch {
+                etcd.stop()
+                throw error
+            }
         } catch {
             bed.down()
             throw error

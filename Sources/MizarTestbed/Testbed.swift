@@ -2,6 +2,7 @@ import Glibc
 import MizarCore
 import MizarPKI
 import MizarSystem
+import MizarTLS
 import MizarTransitClient
 
 /// A simulated cluster on one machine, the way kind does it for Kubernetes:
@@ -118,10 +119,10 @@ public struct Testbed: Sendable {
 
     // MARK: - up
 
-    /// Builds the underlay and the hosts and starts a transitd in each,
-    /// waiting until every one answers on its socket. On failure everything
-    /// made so far is removed again.
-    public static func up(name: String, options: Options) throws -> Testbed {
+    /// Builds the underlay and the hosts and starts a transitd in each
+    /// (unless told not to yet), waiting until every one answers on its
+    /// socket. On failure everything made so far is removed again.
+    public static func up(name: String, options: Options, startTransitds: Bool = true) throws -> Testbed {
         try requireRoot()
         guard isValidName(name) else {
             throw TestbedError("name \"\(name)\": expected 1 to 8 letters or digits (it prefixes every interface and namespace)")
@@ -137,19 +138,24 @@ public struct Testbed: Sendable {
         }
         do {
             try bed.build(options)
-            // Two at a time: each transitd's program loads keep a core busy,
-            // and a machine's worth of them at once starves everything else
-            // (an etcd beside them lets leases lapse).
-            for pair in stride(from: 0, to: bed.hosts.count, by: 2) {
-                let batch = bed.hosts[pair..<min(pair + 2, bed.hosts.count)]
-                for host in batch { try bed.start(host, options) }
-                for host in batch { try bed.waitReady(host) }
-            }
+            if startTransitds { try bed.startTransitds(options: options) }
         } catch {
             _ = bed.down()
             throw error
         }
         return bed
+    }
+
+    /// Starts every host's transitd and waits until each answers.
+    public func startTransitds(options: Options) throws {
+        // Two at a time: each transitd's program loads keep a core busy,
+        // and a machine's worth of them at once starves everything else
+        // (an etcd beside them lets leases lapse).
+        for pair in stride(from: 0, to: hosts.count, by: 2) {
+            let batch = hosts[pair..<min(pair + 2, hosts.count)]
+            for host in batch { try start(host, options) }
+            for host in batch { try waitReady(host) }
+        }
     }
 
     private func build(_ options: Options) throws {

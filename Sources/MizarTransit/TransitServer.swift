@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import MizarCore
 import MizarRPC
+import MizarTLS
 import MizarTransitClient
 import ServiceLifecycle
 import X509

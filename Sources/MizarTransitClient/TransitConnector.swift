@@ -2,6 +2,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import MizarCore
 import MizarRPC
+import MizarTLS
 import Synchronization
 
 /// Where a transitd is reached: "unix:/path" or a path for its local socket,

@@ -6,6 +6,7 @@ import Logging
 import MizarEtcd
 import MizarOperator
 import MizarStore
+import MizarTLS
 import MizarTransitClient
 import MizarCore
 import ServiceLifecycle
@@ -15,7 +16,7 @@ struct MizarOperatorCommand: AsyncParsableCommand {
         commandName: "mizar-operator",
         abstract: "Mizar's management plane: one controller per kind, driven by etcd watches.")
 
-    @Option(help: "etcd's client address, HOST:PORT.")
+    @Option(help: "etcd's members, HOST:PORT[,HOST:PORT...]: calls go to whichever are up.")
     var etcd = "127.0.0.1:2379"
 
     @Option(help: "Root of Mizar's keys in etcd.")
@@ -27,13 +28,15 @@ struct MizarOperatorCommand: AsyncParsableCommand {
     @Option(help: "This replica's name; replicas split the VPCs between them on a consistent-hash ring (default: random).")
     var id: String?
 
+    /// operator.crt: transitds admit it alone, and etcd takes it as the
+    /// mizar-operator user.
     @OptionGroup var tls: TLSOptions
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
-        _ = try HostPort(parsing: etcd, field: "--etcd")
+        _ = try HostPort.list(parsing: etcd, field: "--etcd")
         guard (1...256).contains(workers) else { throw ValidationError("--workers: \(workers) is out of range; expected 1...256") }
     }
 
@@ -44,15 +47,16 @@ struct MizarOperatorCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "mizar-operator")
-        let at = try HostPort(parsing: etcd, field: "--etcd")
+        let members = try HostPort.list(parsing: etcd, field: "--etcd")
         var config = Operator.Config()
         config.workers = workers
         if let id { config.id = id }
         let root = self.root
-        let pool = HTTP2TransitPool(tls: try tls.files())
-        try await withEtcd(host: at.host, port: at.port) { client in
-            let op = Operator(store: Store(etcd: client, root: root), pool: pool, config: config, logger: logger)
-            logger.info("running", metadata: ["etcd": "\(at)", "etcd.root": "\(root)"])
+        let tls = try tls.files()
+        if tls == nil { logger.warning("no TLS material (--tls-cert, --tls-key, --tls-ca): etcd and transitds in plaintext") }
+        try await withEtcd(members, tls: tls) { client in
+            let op = Operator(store: Store(etcd: client, root: root), pool: HTTP2TransitPool(tls: tls), config: config, logger: logger)
+            logger.info("running", metadata: ["etcd": "\(client.endpoint)", "etcd.root": "\(root)", "tls": "\(tls != nil)"])
             // SIGTERM and SIGINT stop the controllers, then the replica leaves
             // the ring, then the watches end; whatever was under way is
             // finished by the next operator, from the objects' status.

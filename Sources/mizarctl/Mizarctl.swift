@@ -3,6 +3,7 @@
 import ArgumentParser
 import Glibc
 import MizarRPC
+import MizarTLS
 import MizarTransitClient
 import SwiftProtobuf
 
@@ -11,7 +12,7 @@ struct Mizarctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mizarctl",
         abstract: "Declare Mizar's objects and inspect a transitd.",
-        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self, Matrix.self, PKICommand.self,
+        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self, Matrix.self, PKICommand.self, Access.self,
                       Droplet.self, Dump.self, Counters.self, Invalidate.self])
 }
 

@@ -6,23 +6,26 @@ import MizarCore
 import MizarEtcd
 import MizarRPC
 import MizarStore
+import MizarTLS
 import MizarTransitClient
 import Yams
 
 struct EtcdOptions: ParsableArguments {
-    @Option(help: "etcd's client address, HOST:PORT (default: $MIZAR_ETCD, else 127.0.0.1:2379).")
+    @Option(help: "etcd's members, HOST:PORT[,HOST:PORT...] (default: $MIZAR_ETCD, else 127.0.0.1:2379).")
     var etcd = ProcessInfo.processInfo.environment["MIZAR_ETCD"] ?? "127.0.0.1:2379"
 
     @Option(help: "Root of Mizar's keys in etcd.")
     var root = Store.defaultRoot
 
-    func validate() throws {
-        _ = try HostPort(parsing: etcd, field: "--etcd")
-    }
+    /// etcd takes the certificate's name as the user: operator.crt reads
+    /// and writes Mizar's keys, admin.crt (root) anything. Also what a
+    /// transitd is dialled with (only the operator's is admitted there).
+    @OptionGroup var tls: TLSOptions
+
+    func validate() throws { _ = try HostPort.list(parsing: etcd, field: "--etcd") }
 
     func withStore<R: Sendable>(_ body: (Store) async throws -> R) async throws -> R {
-        let at = try HostPort(parsing: etcd, field: "--etcd")
-        return try await withEtcd(host: at.host, port: at.port) { try await body(Store(etcd: $0, root: root)) }
+        try await withEtcd(try HostPort.list(parsing: etcd, field: "--etcd"), tls: try tls.files()) { try await body(Store(etcd: $0, root: root)) }
     }
 }
 
@@ -212,8 +215,6 @@ struct Describe: AsyncParsableCommand {
     @OptionGroup var etcd: EtcdOptions
     @Argument(help: "The kind.") var kind: String
     @Argument(help: "The object's name.") var name: String
-    /// A scaled endpoint's bouncers are asked over TCP: the operator's certificate.
-    @OptionGroup var tls: TLSOptions
 
     func validate() throws { _ = try Kind(parsing: kind) }
 
@@ -258,7 +259,7 @@ extension Describe {
         var failures: [String] = []
         for (name, target) in bouncers {
             do {
-                let vni = try await withTransitClient(target, tls: try tls.files()) { c in
+                let vni = try await withTransitClient(target, tls: try etcd.tls.files()) { c in
                     try await c.listEndpoints(.init()).endpoints.first { $0.ip == ip && $0.kind == .scaled }?.vni
                 }
                 guard let vni else { failures.append("\(name): no entry for \(ip)"); continue }
@@ -266,7 +267,7 @@ extension Describe {
                 key.vni = vni
                 key.ip = ip
                 let k = key
-                infos.append((name, try await withTransitClient(target, tls: try tls.files()) { try await $0.getService(k) }))
+                infos.append((name, try await withTransitClient(target, tls: try etcd.tls.files()) { try await $0.getService(k) }))
             } catch {
                 failures.append("\(name): \(error)")
             }

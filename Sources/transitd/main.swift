@@ -11,6 +11,7 @@ import MizarEtcd
 import MizarStore
 import MizarSystem
 import MizarTransit
+import MizarTLS
 import MizarTransitClient
 import ServiceLifecycle
 
@@ -68,7 +69,7 @@ struct Transitd: AsyncParsableCommand {
     @Flag(help: "Always go through bouncers and dividers (no learned direct path).")
     var noDirectPath = false
 
-    @Option(help: "etcd to register this droplet in, HOST:PORT.")
+    @Option(help: "etcd to register this droplet in, HOST:PORT[,HOST:PORT...] (with --tls-*, as user droplet-NAME).")
     var etcd: String?
 
     @Option(help: "Root of Mizar's keys in etcd.")
@@ -87,7 +88,7 @@ struct Transitd: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func validate() throws {
-        if let etcd { _ = try HostPort(parsing: etcd, field: "--etcd") }
+        if let etcd { _ = try HostPort.list(parsing: etcd, field: "--etcd") }
         if let droplet { try validateName(droplet, field: "--droplet") }
         if listen != "droplet" && listen != "none" && (try? HostPort(parsing: listen, field: "--listen")) == nil {
             throw ValidationError("--listen: \"\(listen)\" is not HOST:PORT, 'droplet' or 'none'")
@@ -157,8 +158,8 @@ struct Transitd: AsyncParsableCommand {
             try await ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
         }
         if let etcd {
-            let at = try HostPort(parsing: etcd, field: "--etcd"), root = etcdRoot
-            try await withEtcd(host: at.host, port: at.port) { client in try await serve(Store(etcd: client, root: root)) }
+            let members = try HostPort.list(parsing: etcd, field: "--etcd"), root = etcdRoot
+            try await withEtcd(members, tls: tls) { client in try await serve(Store(etcd: client, root: root)) }
         } else {
             try await serve(nil)
         }

@@ -16,7 +16,7 @@ struct CLI {
     }
 
     func run(_ args: [String], stdin: String? = nil) -> (status: Int32, output: String) {
-        let argv = [siblingExecutable("mizarctl")] + args + ["--etcd", etcd.endpoint, "--root", root]
+        let argv = [siblingExecutable("mizarctl")] + args + ["--etcd", etcd.endpoint, "--root", root] + Testbed.flags(etcd.operatorTLS!)
         if let stdin {
             let path = "/tmp/mizarctl-stdin-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
             _ = try? writeText(path, stdin)
@@ -34,7 +34,7 @@ struct CLI {
 
     /// Every key under this test's root.
     func keys() async throws -> [String: [UInt8]] {
-        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort) { e in
+        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: etcd.adminTLS) { e in
             let (kvs, _) = try await e.list(prefix: root)
             return Dictionary(uniqueKeysWithValues: kvs.map { ($0.key, $0.value) })
         }

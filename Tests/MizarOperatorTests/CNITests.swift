@@ -252,7 +252,7 @@ extension OperatorTests {
                 #expect(try await PluginRun.run("DEL", config: config, containerID: ids[i], netns: netns[i]).status == 0)
             }
             for vpc in ["cnia", "cnib"] {
-                _ = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint, "--root", plane.root])
+                _ = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint] + plane.tlsFlags + ["--root", plane.root])
             }
             let gone = try await eventually(20) {
                 try await store.list(VpcSpec.self).objects.allSatisfy { !$0.name.hasPrefix("cni") }

@@ -16,7 +16,7 @@ import Testing
 /// the operator running in this process against the same etcd.
 final class Plane: Sendable {
     let bed: Testbed
-    let etcd: EtcdServer
+    let etcd: EtcdCluster
     let root: String
     let options: Testbed.Options
 
@@ -51,7 +51,7 @@ final class Plane: Sendable {
 
     /// Runs `body` with a store and an operator working on it.
     func withOperator<R: Sendable>(_ body: (Store, Operator) async throws -> R) async throws -> R {
-        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort) { client in
+        try await withEtcd(etcd.endpoints(), tls: bed.operatorTLS) { client in
             let store = Store(etcd: client, root: root)
             var logger = Logger(label: "operator")
             logger.logLevel = .warning
@@ -64,13 +64,16 @@ final class Plane: Sendable {
 
     func droplet(_ host: String) -> String { "\(bed.name)-\(host)" }
 
+    /// mizarctl's TLS flags: the operator's certificate, for etcd and transitds.
+    var tlsFlags: [String] { Testbed.flags(bed.operatorTLS) }
+
     /// Declares objects as a user does: YAML through mizarctl apply.
     /// (On a thread of its own: the operator runs in this process.)
     func apply(_ yaml: String) async throws {
         let path = "/tmp/mizar-e2e-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).yaml"
         try writeText(path, yaml)
         defer { unlink(path) }
-        let argv = [siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", etcd.endpoint, "--root", root]
+        let argv = [siblingExecutable("mizarctl"), "apply", "-f", path, "--etcd", etcd.flag(), "--root", root] + tlsFlags
         let r = try await onOwnThread { runCapturing(argv) }
         #expect(r.status == 0, "mizarctl apply: \(r.output)")
     }
@@ -191,7 +194,7 @@ struct OperatorTests {
             // Its events tell the story, and describe shows them.
             let events = try await store.events(.endpoint, "ea1").map(\.reason)
             #expect(events.last == "Provisioned" && events.contains("Programming"), "events of ea1: \(events)")
-            let described = runCapturing([siblingExecutable("mizarctl"), "describe", "endpoint", "ea1", "--etcd", plane.etcd.endpoint])
+            let described = runCapturing([siblingExecutable("mizarctl"), "describe", "endpoint", "ea1", "--etcd", plane.etcd.endpoint] + plane.tlsFlags)
             #expect(described.output.contains("events:") && described.output.contains("Provisioned") && described.output.contains("provisioned in"),
                     "\(described.output)")
             // Each endpoint cost one call to its host and one per bouncer.
@@ -231,7 +234,7 @@ struct OperatorTests {
             // Delete the VPCs: subnets, endpoints, bouncers and dividers go
             // with them, and every host's tables empty.
             for vpc in ["a", "b"] {
-                let r = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint, "--root", plane.root])
+                let r = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint] + plane.tlsFlags + ["--root", plane.root])
                 #expect(r.output == "vpc/\(vpc) deleted\n")
             }
             let gone = try await eventually(15) {
@@ -277,7 +280,7 @@ struct OperatorTests {
             reap(pid)
         }
         defer { unlink(log) }
-        try await withEtcd(host: "127.0.0.1", port: plane.etcd.clientPort) { client in
+        try await withEtcd(plane.etcd.endpoints(), tls: plane.bed.operatorTLS) { client in
             let store = Store(etcd: client, root: plane.root)
             var pid = try start()
             defer { kill9(pid) }
@@ -491,7 +494,7 @@ struct OperatorTests {
                                         "--id", id, "--log-level", "warning"] + Testbed.flags(plane.bed.operatorTLS), log: log)
         }
         defer { for pid in pids.values { kill(pid, SIGKILL); reap(pid) } }
-        try await withEtcd(host: "127.0.0.1", port: plane.etcd.clientPort) { client in
+        try await withEtcd(plane.etcd.endpoints(), tls: plane.bed.operatorTLS) { client in
             let store = Store(etcd: client, root: plane.root)
             #expect(try await plane.dropletsReady(store))
             #expect(try await eventually {

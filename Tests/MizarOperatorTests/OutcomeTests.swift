@@ -60,7 +60,7 @@ extension OperatorTests {
 
             // mizarctl wait gives up at once, naming the reason code.
             let argv = [siblingExecutable("mizarctl"), "wait", "endpoint", "rf-ghost", "--timeout", "20",
-                        "--etcd", plane.etcd.endpoint, "--root", plane.root]
+                        "--etcd", plane.etcd.endpoint, "--root", plane.root] + plane.tlsFlags
             let started = monotonicSeconds()
             let waited = try await onOwnThread { runCapturing(argv) }
             #expect(waited.status != 0 && waited.output.contains("rf-ghost failed (RefusedByHost: netns:"), "\(waited.output)")
@@ -95,7 +95,7 @@ struct ReasonCodeTests {
 struct InformerTests {
     @Test("a write recorded after the watch has passed the object's delete does not bring it back; one ahead of the watch is kept")
     func noGhost() async throws {
-        try await withEtcd(host: "127.0.0.1", port: try EtcdServer.shared().clientPort) { etcd in
+        try await withEtcd(host: "127.0.0.1", port: try EtcdServer.shared().clientPort, tls: try EtcdServer.shared().adminTLS) { etcd in
             let store = Store(etcd: etcd, root: "/test-\(getpid())/informer-\(UInt32.random(in: 0...UInt32.max))/")
             let informer = Informer<VpcSpec>()
             let task = Task { await informer.run(store: store, logger: Logger(label: "informer-test")) }

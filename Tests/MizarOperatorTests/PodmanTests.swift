@@ -181,7 +181,7 @@ extension OperatorTests {
                 try await store.list(EndpointSpec.self).objects.allSatisfy { $0.metadata.labels?[CNIHandler.containerLabel] == nil }
             }, "endpoints of removed containers are left")
             for vpc in ["poda", "podb"] {
-                _ = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint, "--root", plane.root])
+                _ = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint] + plane.tlsFlags + ["--root", plane.root])
             }
             #expect(try await eventually(20) { try await store.list(VpcSpec.self).objects.allSatisfy { !$0.name.hasPrefix("pod") } })
         }

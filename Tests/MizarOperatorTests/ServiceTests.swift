@@ -301,7 +301,7 @@ extension OperatorTests {
 
             // mizarctl shows the backends, the table and the flows each got.
             let described = runCapturing([siblingExecutable("mizarctl"), "describe", "endpoint", "sweb", "--etcd", plane.etcd.endpoint,
-                                          "--root", plane.root] + Testbed.flags(plane.bed.operatorTLS))
+                                          "--root", plane.root] + plane.tlsFlags)
             #expect(described.status == 0 && described.output.contains("maglev table: 65521 entries"), "\(described.output)")
             print(described.output.split(separator: "\n").drop { !$0.hasPrefix("service:") }.prefix(12).joined(separator: "\n"))
             for (name, _, _) in backends { #expect(described.output.contains(name), "describe lists \(name)") }
@@ -368,7 +368,7 @@ extension OperatorTests {
             for c in conns { close(c.fd) }
             conns = []
             for vpc in ["svc", "other"] {
-                _ = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint, "--root", plane.root])
+                _ = runCapturing([siblingExecutable("mizarctl"), "delete", "vpc", vpc, "--etcd", plane.etcd.endpoint] + plane.tlsFlags + ["--root", plane.root])
             }
             #expect(try await eventually(20) {
                 try await store.list(VpcSpec.self).objects.allSatisfy { $0.name != "svc" && $0.name != "other" }

@@ -6,6 +6,7 @@ import MizarCore
 import MizarPKI
 import MizarRPC
 import MizarTransit
+import MizarTLS
 import MizarTransitClient
 import Testing
 

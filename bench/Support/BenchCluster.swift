@@ -36,7 +36,7 @@ public func withBenchCluster(name: String, hosts: Int, underlayNet: UInt8,
     // etcd's data on tmpfs: the figures are Mizar's, not this VM's disk's.
     let (bed, etcd, _) = try Testbed.upWithEtcd(name: name, options: options, etcdDirectory: "/dev/shm/mizar-bench-\(name)-\(getpid())")
     defer { bed.down(); etcd.stop() }
-    try await withEtcd(host: "127.0.0.1", port: etcd.clientPort) { client in
+    try await withEtcd(etcd.endpoints(), tls: bed.operatorTLS) { client in
         let store = Store(etcd: client)
         var config = Operator.Config()
         config.workers = 8

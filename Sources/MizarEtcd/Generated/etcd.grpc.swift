@@ -1,9 +1,11 @@
-/// The part of etcd's v3 gRPC API that Mizar uses: keys (range, put, delete,
-/// transactions), watches and leases. Field numbers and names follow etcd's
-/// own rpc.proto and kv.proto (etcd 3.4), so this speaks to a stock etcd
-/// server; messages Mizar never sends or reads are left out. KeyValue and
-/// Event live in etcd's mvccpb package; on the wire a message's package does
-/// not appear, so they are declared here beside the rest.
+/// The part of etcd's v3 gRPC API that Mizar uses: keys (range, put,
+/// delete, transactions), watches and leases; a member's status; and the
+/// users, roles and permissions of etcd's access control. Field numbers and
+/// names follow etcd's own rpc.proto, kv.proto and auth.proto (etcd 3.4), so
+/// this speaks to a stock etcd server; messages Mizar never sends or reads
+/// are left out. KeyValue and Event live in etcd's mvccpb package,
+/// Permission and UserAddOptions in authpb; on the wire a message's package
+/// does not appear, so they are declared here beside the rest.
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -1225,6 +1227,939 @@ extension Etcdserverpb_Lease.ClientProtocol {
             metadata: metadata
         )
         return try await self.leaseTimeToLive(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// MARK: - etcdserverpb.Maintenance
+
+/// Namespace containing generated types for the "etcdserverpb.Maintenance" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Etcdserverpb_Maintenance: Sendable {
+    /// Service descriptor for the "etcdserverpb.Maintenance" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Maintenance")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "Status" metadata.
+        public enum Status: Sendable {
+            /// Request type for "Status".
+            public typealias Input = Etcdserverpb_StatusRequest
+            /// Response type for "Status".
+            public typealias Output = Etcdserverpb_StatusResponse
+            /// Descriptor for "Status".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Maintenance"),
+                method: "Status",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "etcdserverpb.Maintenance" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            Status.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "etcdserverpb.Maintenance" service.
+    public static let etcdserverpb_Maintenance = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Maintenance")
+}
+
+// MARK: etcdserverpb.Maintenance (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Maintenance {
+    /// Generated client protocol for the "etcdserverpb.Maintenance" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "Status" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_StatusRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_StatusRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_StatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func status<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_StatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_StatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_StatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_StatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "etcdserverpb.Maintenance" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "Status" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_StatusRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_StatusRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_StatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func status<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_StatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_StatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_StatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_StatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Maintenance.Method.Status.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Maintenance.ClientProtocol {
+    /// Call the "Status" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_StatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func status<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_StatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_StatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.status(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_StatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_StatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Maintenance.ClientProtocol {
+    /// Call the "Status" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func status<Result>(
+        _ message: Etcdserverpb_StatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_StatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_StatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.status(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// MARK: - etcdserverpb.Auth
+
+/// Namespace containing generated types for the "etcdserverpb.Auth" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Etcdserverpb_Auth: Sendable {
+    /// Service descriptor for the "etcdserverpb.Auth" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "AuthEnable" metadata.
+        public enum AuthEnable: Sendable {
+            /// Request type for "AuthEnable".
+            public typealias Input = Etcdserverpb_AuthEnableRequest
+            /// Response type for "AuthEnable".
+            public typealias Output = Etcdserverpb_AuthEnableResponse
+            /// Descriptor for "AuthEnable".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "AuthEnable",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserAdd" metadata.
+        public enum UserAdd: Sendable {
+            /// Request type for "UserAdd".
+            public typealias Input = Etcdserverpb_AuthUserAddRequest
+            /// Response type for "UserAdd".
+            public typealias Output = Etcdserverpb_AuthUserAddResponse
+            /// Descriptor for "UserAdd".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserAdd",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserGrantRole" metadata.
+        public enum UserGrantRole: Sendable {
+            /// Request type for "UserGrantRole".
+            public typealias Input = Etcdserverpb_AuthUserGrantRoleRequest
+            /// Response type for "UserGrantRole".
+            public typealias Output = Etcdserverpb_AuthUserGrantRoleResponse
+            /// Descriptor for "UserGrantRole".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserGrantRole",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleAdd" metadata.
+        public enum RoleAdd: Sendable {
+            /// Request type for "RoleAdd".
+            public typealias Input = Etcdserverpb_AuthRoleAddRequest
+            /// Response type for "RoleAdd".
+            public typealias Output = Etcdserverpb_AuthRoleAddResponse
+            /// Descriptor for "RoleAdd".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleAdd",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleGet" metadata.
+        public enum RoleGet: Sendable {
+            /// Request type for "RoleGet".
+            public typealias Input = Etcdserverpb_AuthRoleGetRequest
+            /// Response type for "RoleGet".
+            public typealias Output = Etcdserverpb_AuthRoleGetResponse
+            /// Descriptor for "RoleGet".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleGet",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleGrantPermission" metadata.
+        public enum RoleGrantPermission: Sendable {
+            /// Request type for "RoleGrantPermission".
+            public typealias Input = Etcdserverpb_AuthRoleGrantPermissionRequest
+            /// Response type for "RoleGrantPermission".
+            public typealias Output = Etcdserverpb_AuthRoleGrantPermissionResponse
+            /// Descriptor for "RoleGrantPermission".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleGrantPermission",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "etcdserverpb.Auth" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            AuthEnable.descriptor,
+            UserAdd.descriptor,
+            UserGrantRole.descriptor,
+            RoleAdd.descriptor,
+            RoleGet.descriptor,
+            RoleGrantPermission.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "etcdserverpb.Auth" service.
+    public static let etcdserverpb_Auth = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth")
+}
+
+// MARK: etcdserverpb.Auth (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth {
+    /// Generated client protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthEnableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authEnable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthEnableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthEnableResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserAddResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserGrantRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGrantRoleRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserGrantRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserGrantRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userGrantRole<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserGrantRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserGrantRoleResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleAddResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGetRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGetRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleGet<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGetResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleGrantPermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGrantPermissionRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGrantPermissionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleGrantPermission<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGrantPermissionResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "etcdserverpb.Auth" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthEnableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authEnable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthEnableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthEnableResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.AuthEnable.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserAddResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserAdd.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserGrantRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGrantRoleRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserGrantRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserGrantRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userGrantRole<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserGrantRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserGrantRoleResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserGrantRole.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleAddResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleAdd.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGetRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGetRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleGet<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGetResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleGet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleGrantPermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGrantPermissionRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGrantPermissionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleGrantPermission<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGrantPermissionResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleGrantPermission.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ClientProtocol {
+    /// Call the "AuthEnable" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authEnable<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authEnable(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthEnableRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthEnableResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserAdd" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserAddRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userAdd<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userAdd(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserAddRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserAddResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserGrantRole" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserGrantRoleRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userGrantRole<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userGrantRole(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserGrantRoleRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserGrantRoleResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleAdd" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleAddRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleAdd<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleAdd(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleAddRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleAddResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGet" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleGetRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGet<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleGet(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleGetRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleGetResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGrantPermission" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGrantPermission<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleGrantPermission(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleGrantPermissionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleGrantPermissionResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ClientProtocol {
+    /// Call the "AuthEnable" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authEnable<Result>(
+        _ message: Etcdserverpb_AuthEnableRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authEnable(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserAdd" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userAdd<Result>(
+        _ message: Etcdserverpb_AuthUserAddRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userAdd(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserGrantRole" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userGrantRole<Result>(
+        _ message: Etcdserverpb_AuthUserGrantRoleRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userGrantRole(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleAdd" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleAdd<Result>(
+        _ message: Etcdserverpb_AuthRoleAddRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleAdd(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGet" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGet<Result>(
+        _ message: Etcdserverpb_AuthRoleGetRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleGet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGrantPermission" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGrantPermission<Result>(
+        _ message: Etcdserverpb_AuthRoleGrantPermissionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleGrantPermission(
             request: request,
             options: options,
             onResponse: handleResponse
