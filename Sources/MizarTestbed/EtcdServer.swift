@@ -3,6 +3,7 @@ import MizarCore
 import MizarPKI
 import MizarSystem
 import MizarTLS
+import Synchronization
 
 /// A real etcd server (Debian's etcd-server) for tests, the demo and
 /// benchmarks: its own data directory, ports chosen free, started in a
@@ -21,6 +22,8 @@ public final class EtcdServer: Sendable {
     /// mizarctl pki's directory when it serves TLS.
     public let pkiDirectory: String?
     public let pid: pid_t
+    /// How it was started: what a restart runs again.
+    let argv: [String]
     public var endpoint: String { "127.0.0.1:\(clientPort)" }
     public var log: String { "\(directory)/etcd.log" }
     /// etcd's root user (admin.crt), when it serves TLS.
@@ -83,12 +86,25 @@ public final class EtcdServer: Sendable {
             argv += ["--cert-file", crt, "--key-file", key, "--client-cert-auth", "--trusted-ca-file", ca,
                      "--peer-cert-file", crt, "--peer-key-file", key, "--peer-client-cert-auth", "--peer-trusted-ca-file", ca]
         }
+        self.argv = argv
         pid = try spawnDaemon(argv, log: "\(directory)/etcd.log")
         try writeFile("\(directory)/etcd.pid", "\(pid)\n")
         // etcd's own advice: give it the CPU first, or a busy machine lets
         // its leases lapse and its requests time out.
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(pid), -10)
         if wait { try waitReady() }
+    }
+
+    /// The same member started again on its data (after a kill): it
+    /// rejoins its cluster. Returns at once; `waitReady` waits.
+    public func restarted() throws -> EtcdServer { try EtcdServer(restarting: self) }
+
+    private init(restarting old: EtcdServer) throws {
+        (name, directory, clientPort, peerPort, metricsPort) = (old.name, old.directory, old.clientPort, old.peerPort, old.metricsPort)
+        (listen, pkiDirectory, argv) = (old.listen, old.pkiDirectory, old.argv)
+        pid = try spawnDaemon(argv, log: "\(directory)/etcd.log")
+        try writeFile("\(directory)/etcd.pid", "\(pid)\n")
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(pid), -10)
     }
 
     /// Stops etcd (SIGTERM, then SIGKILL) and removes its data.
@@ -223,7 +239,8 @@ extension EtcdServer {
 /// with its own data, ports and (with a PKI) certificate; peers talk over
 /// mutual TLS on loopback.
 public final class EtcdCluster: Sendable {
-    public let members: [EtcdServer]
+    private let current: Mutex<[EtcdServer]>
+    public var members: [EtcdServer] { current.withLock { $0 } }
 
     /// Starts `size` members named NAME-1... under `directory`/NAME-i and
     /// waits until the cluster has a leader.
@@ -250,7 +267,16 @@ public final class EtcdCluster: Sendable {
             for m in started { m.stop() }
             throw error
         }
-        members = started
+        current = Mutex(started)
+    }
+
+    /// Starts member `index` again on its data, once it has been killed;
+    /// waits until it is back in the cluster.
+    public func restart(_ index: Int) throws {
+        let old = members[index]
+        let new = try old.restarted()
+        current.withLock { $0[index] = new }
+        try new.waitReady(seconds: 20)
     }
 
     /// Every member's client address on `host` (loopback by default), as
