@@ -75,7 +75,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 in_ns() { local n=$1; shift; nsenter --net="/run/netns/$n" "$@"; }
 started_pid() { PIDS+=("$1 $2"); }
-ctl() { "$MIZARCTL" "$@"; }
+ctl() { "$MIZARCTL" "$@" --tls-cert "$PKI/operator.crt" --tls-key "$PKI/operator.key" --tls-ca "$PKI/ca.crt"; }
 # jget KIND NAME PYEXPR: a field of one object (o is its JSON)
 jget() {
 	ctl get "$1" "$2" -o json | python3 -c '
@@ -109,14 +109,19 @@ gcc -O2 -Wall -o "$CL" bench/connect_latency.c
 echo "== testbed $P: 3 hosts, management port $MGMT, etcd $MGMT:$PORT"
 started=1
 "$TESTBED" up --name "$P" --hosts 3 --management --underlay-net "$NET" --etcd "$MGMT:$PORT" >/dev/null
+# The testbed made a PKI: etcd and every party speak mutual TLS with it.
+PKI=/run/mizar-testbed/$P/pki
+"$MIZARCTL" pki --dir "$PKI" --etcd-member "$P-etcd=$MGMT" >/dev/null
 etcd --name "$P" --data-dir "$RUN/etcd" \
-	--listen-client-urls "http://127.0.0.1:$PORT,http://$MGMT:$PORT" --advertise-client-urls "http://127.0.0.1:$PORT" \
+	--listen-client-urls "https://127.0.0.1:$PORT,https://$MGMT:$PORT" --advertise-client-urls "https://127.0.0.1:$PORT" \
 	--listen-peer-urls "http://127.0.0.1:$((PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((PORT + 1))" \
+	--listen-metrics-urls "http://127.0.0.1:$((PORT + 2))" \
+	--cert-file "$PKI/etcd-$P-etcd.crt" --key-file "$PKI/etcd-$P-etcd.key" --client-cert-auth --trusted-ca-file "$PKI/ca.crt" \
 	--initial-cluster "$P=http://127.0.0.1:$((PORT + 1))" --log-level warn >"$RUN/etcd.log" 2>&1 </dev/null &
 started_pid $! etcd
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
-# The testbed made a PKI: the operator calls the transitds with mutual TLS.
-PKI=/run/mizar-testbed/$P/pki
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$((PORT + 2))/health" >/dev/null 2>&1 && break; sleep 0.1; done
+"$MIZARCTL" access --etcd "127.0.0.1:$PORT" --tls-cert "$PKI/admin.crt" --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" \
+	--droplet "$P-h1" --droplet "$P-h2" --droplet "$P-h3" >/dev/null
 "$BIN/mizar-operator" --etcd "127.0.0.1:$PORT" --log-level warning \
 	--tls-cert "$PKI/operator.crt" --tls-key "$PKI/operator.key" --tls-ca "$PKI/ca.crt" >"$RUN/operator.log" 2>&1 </dev/null &
 started_pid $! mizar-operator
