@@ -312,9 +312,9 @@ public struct CNIHandler: Sendable {
             // Parked (made for this container beforehand), or already this container's (a repeated ADD).
             let parkedOrMine = existing.spec.netns == nil
                 || (existing.spec.netns == request.netns && (existing.spec.ifname ?? "eth0") == request.ifname)
-            guard existing.spec.vpc == config.vpc, existing.spec.subnet == config.subnet, !existing.spec.isScaled,
-                  existing.spec.droplet == nil || existing.spec.droplet == droplet, parkedOrMine else {
-                throw CNIError(CNIError.conflict, "endpoint \(name) exists for VPC \(existing.spec.vpc), subnet \(existing.spec.subnet) on droplet \(existing.spec.droplet ?? "-"); this host is \(droplet)")
+            if let why = EndpointClaim.conflict(existing, vpc: config.vpc, subnet: config.subnet, droplet: droplet)
+                ?? (parkedOrMine ? nil : "endpoint \(name) is attached to \(existing.spec.netns ?? "-") \(existing.spec.ifname ?? "eth0")") {
+                throw CNIError(CNIError.conflict, "\(why); this host is \(droplet)")
             }
             if let ip = config.ip, let has = existing.spec.ip ?? existing.status?.ip, has != ip {
                 throw CNIError(CNIError.conflict, "endpoint \(name) exists with address \(has); this container asks for \(ip)")

@@ -79,7 +79,6 @@ public struct Etcd: Sendable {
     var kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var leases: Etcdserverpb_Lease.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var watches: Etcdserverpb_Watch.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
-    var maintenance: Etcdserverpb_Maintenance.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
     var auth: Etcdserverpb_Auth.Client<HTTP2ClientTransport.Posix> { .init(wrapping: client) }
 
     // MARK: Keys
@@ -292,15 +291,6 @@ public struct Etcd: Sendable {
         return stream
     }
 
-    // MARK: Members
-
-    /// The answering member's ID and the leader it knows (0 while there is
-    /// none).
-    public func status() async throws -> (member: UInt64, leader: UInt64, term: UInt64) {
-        let r = try await call("status") { try await maintenance.status(Etcdserverpb_StatusRequest(), options: Self.unary) }
-        return (r.header.memberID, r.leader, r.raftTerm)
-    }
-
     // MARK: Access control (etcd's root user only)
 
     /// What a role may do with a key or a prefix.
@@ -448,8 +438,24 @@ public struct Etcd: Sendable {
         return m
     }
 
+    /// Runs one call. A call that meets a change of etcd's users or roles
+    /// between its permission check and its apply is refused whole ("auth
+    /// store is old"), nothing applied: it is sent again, as etcd's own
+    /// client does, so that adding a droplet's user never fails the
+    /// writes in flight.
     func call<R: Sendable>(_ what: String, _ body: () async throws -> R) async throws -> R {
-        do { return try await body() } catch { throw Self.wrap(error, what) }
+        var attempt = 0
+        while true {
+            do { return try await body() } catch let e as RPCError where Self.isAuthRevisionOld(e) && attempt < 5 {
+                attempt += 1
+            } catch {
+                throw Self.wrap(error, what)
+            }
+        }
+    }
+
+    static func isAuthRevisionOld(_ e: RPCError) -> Bool {
+        e.code == .invalidArgument && e.message.contains("revision of auth store is old")
     }
 
     static func wrap(_ error: any Error, _ what: String) -> any Error {

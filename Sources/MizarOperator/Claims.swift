@@ -88,9 +88,8 @@ extension Operator {
         let claim = held.claim
         if claim.accepted != nil || claim.refused != nil { return .done }
         if let e {
-            guard e.spec.droplet == nil || e.spec.droplet == droplet, e.spec.vpc == claim.spec.vpc, e.spec.subnet == claim.spec.subnet,
-                  !e.spec.isScaled else {
-                return try await decide(id, held, refused: "endpoint \(name) exists for VPC \(e.spec.vpc), subnet \(e.spec.subnet) on droplet \(e.spec.droplet ?? "-")")
+            if let why = EndpointClaim.conflict(e, vpc: claim.spec.vpc, subnet: claim.spec.subnet, droplet: droplet) {
+                return try await decide(id, held, refused: why)
             }
             if e.metadata.deletionTimestamp != nil { return .retryAfter(.milliseconds(200), "endpoint \(name) is being deleted") }
             if e.metadata.labels?[EndpointClaim.claimedByLabel] != droplet {

@@ -27,6 +27,17 @@ public struct EndpointClaim: Codable, Sendable, Equatable {
     /// The label an endpoint made or adopted for a claim carries: the
     /// claiming droplet. The endpoint lives while the claim does.
     public static let claimedByLabel = "mizar.com/claimed-by"
+
+    /// Why the existing endpoint `e` cannot be the one `droplet` claims in
+    /// `vpc` and `subnet` (another VPC or subnet, another droplet, a
+    /// service); nil if it can. The CNI asks before claiming, the operator
+    /// again before adopting.
+    public static func conflict(_ e: Endpoint, vpc: String, subnet: String, droplet: String) -> String? {
+        guard e.spec.vpc == vpc, e.spec.subnet == subnet, !e.spec.isScaled, e.spec.droplet == nil || e.spec.droplet == droplet else {
+            return "endpoint \(e.name) exists for VPC \(e.spec.vpc), subnet \(e.spec.subnet) on droplet \(e.spec.droplet ?? "-")\(e.spec.isScaled ? " (a service)" : "")"
+        }
+        return nil
+    }
 }
 
 extension Store {

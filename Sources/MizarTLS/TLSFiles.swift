@@ -55,7 +55,7 @@ public struct TLSFiles: Sendable, Hashable {
 /// transitd's TCP API (transitd serves with them, the operator and mizarctl
 /// dial with them) and for etcd (every Mizar client of etcd presents them).
 public struct TLSOptions: ParsableArguments, Sendable {
-    @Option(help: "This party's certificate (PEM) from mizarctl pki: droplet-NAME.crt for transitd, operator.crt for the operator and mizarctl.")
+    @Option(help: "This party's certificate (PEM) from mizarctl pki: droplet-NAME.crt for transitd, operator.crt for the operator and mizarctl, admin.crt for mizarctl access. Its name is also the etcd user.")
     public var tlsCert: String?
 
     @Option(help: "Its private key (PEM).")

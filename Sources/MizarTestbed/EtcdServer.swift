@@ -286,12 +286,6 @@ public final class EtcdCluster: Sendable {
     /// Every member on loopback, as --etcd takes them.
     public var endpoint: String { flag() }
 
-    /// The member that leads now, if one does.
-    public var leader: EtcdServer? { members.first { $0.isLeader } }
-
-    public var adminTLS: TLSFiles? { members.first?.adminTLS }
-    public var operatorTLS: TLSFiles? { members.first?.operatorTLS }
-
     public func enableAccessControl(operatorPrefix: String, root: String = "/mizar/v1/", droplets: [String] = []) throws {
         guard let any = members.first(where: { $0.healthy }) else { throw TestbedError("no etcd member is healthy") }
         try any.enableAccessControl(operatorPrefix: operatorPrefix, root: root, droplets: droplets)

@@ -158,6 +158,7 @@ struct Transitd: AsyncParsableCommand {
             try await ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
         }
         if let etcd {
+            if tls == nil { logger.warning("no TLS material (--tls-cert, --tls-key, --tls-ca): etcd in plaintext, as no user") }
             let members = try HostPort.list(parsing: etcd, field: "--etcd"), root = etcdRoot
             try await withEtcd(members, tls: tls) { client in try await serve(Store(etcd: client, root: root)) }
         } else {

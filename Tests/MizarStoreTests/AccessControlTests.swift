@@ -126,4 +126,30 @@ struct AccessControlTests {
             #expect(await Self.attempt { _ = try await e.get(root + "vpcs/v") } == .denied)
         }
     }
+
+    @Test("writes in flight while a droplet's user is added all succeed (etcd's 'auth store is old' is sent again)")
+    func writesSurviveUserChanges() async throws {
+        let etcd = try EtcdServer.shared()
+        let root = "/acl-\(getpid())/churn/"
+        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: etcd.operatorTLS) { op in
+            try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: etcd.adminTLS) { admin in
+                let store = Store(etcd: admin, root: root)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for i in 0..<20 { try await AccessControl.admitDroplet(store, droplet: "churn\(i)") }
+                    }
+                    for w in 0..<4 {
+                        group.addTask {
+                            for i in 0..<100 {
+                                try await op.transaction(if: [.absent(root + "\(w)-\(i)")], then: [.put(root + "\(w)-\(i)", [1])])
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                #expect(try await admin.count(prefix: root) == 400)
+                try await admin.delete(prefix: root)
+            }
+        }
+    }
 }

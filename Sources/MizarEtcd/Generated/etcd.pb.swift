@@ -9,13 +9,13 @@
 //   https://github.com/apple/swift-protobuf/
 
 /// The part of etcd's v3 gRPC API that Mizar uses: keys (range, put,
-/// delete, transactions), watches and leases; a member's status; and the
-/// users, roles and permissions of etcd's access control. Field numbers and
-/// names follow etcd's own rpc.proto, kv.proto and auth.proto (etcd 3.4), so
-/// this speaks to a stock etcd server; messages Mizar never sends or reads
-/// are left out. KeyValue and Event live in etcd's mvccpb package,
-/// Permission and UserAddOptions in authpb; on the wire a message's package
-/// does not appear, so they are declared here beside the rest.
+/// delete, transactions), watches and leases; and the users, roles and
+/// permissions of etcd's access control. Field numbers and names follow
+/// etcd's own rpc.proto, kv.proto and auth.proto (etcd 3.4), so this speaks
+/// to a stock etcd server; messages Mizar never sends or reads are left
+/// out. KeyValue and Event live in etcd's mvccpb package, Permission and
+/// UserAddOptions in authpb; on the wire a message's package does not
+/// appear, so they are declared here beside the rest.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -960,48 +960,6 @@ public nonisolated struct Etcdserverpb_LeaseTimeToLiveResponse: Sendable {
   public var grantedTtl: Int64 = 0
 
   public var keys: [Data] = []
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-
-  fileprivate var _header: Etcdserverpb_ResponseHeader? = nil
-}
-
-public nonisolated struct Etcdserverpb_StatusRequest: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-public nonisolated struct Etcdserverpb_StatusResponse: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var header: Etcdserverpb_ResponseHeader {
-    get {_header ?? Etcdserverpb_ResponseHeader()}
-    set {_header = newValue}
-  }
-  /// Returns true if `header` has been explicitly set.
-  public var hasHeader: Bool {self._header != nil}
-  /// Clears the value of `header`. Subsequent reads from it will return its default value.
-  public mutating func clearHeader() {self._header = nil}
-
-  public var version: String = String()
-
-  public var dbSize: Int64 = 0
-
-  /// The member the answering member takes for the leader.
-  public var leader: UInt64 = 0
-
-  public var raftIndex: UInt64 = 0
-
-  public var raftTerm: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2701,84 +2659,6 @@ nonisolated extension Etcdserverpb_LeaseTimeToLiveResponse: SwiftProtobuf.Messag
     if lhs.ttl != rhs.ttl {return false}
     if lhs.grantedTtl != rhs.grantedTtl {return false}
     if lhs.keys != rhs.keys {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Etcdserverpb_StatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Etcdserverpb_StatusRequest, rhs: Etcdserverpb_StatusRequest) -> Bool {
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Etcdserverpb_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}version\0\u{1}dbSize\0\u{1}leader\0\u{1}raftIndex\0\u{1}raftTerm\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._header) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.dbSize) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.leader) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.raftIndex) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.raftTerm) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._header {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if !self.version.isEmpty {
-      try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
-    }
-    if self.dbSize != 0 {
-      try visitor.visitSingularInt64Field(value: self.dbSize, fieldNumber: 3)
-    }
-    if self.leader != 0 {
-      try visitor.visitSingularUInt64Field(value: self.leader, fieldNumber: 4)
-    }
-    if self.raftIndex != 0 {
-      try visitor.visitSingularUInt64Field(value: self.raftIndex, fieldNumber: 5)
-    }
-    if self.raftTerm != 0 {
-      try visitor.visitSingularUInt64Field(value: self.raftTerm, fieldNumber: 6)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Etcdserverpb_StatusResponse, rhs: Etcdserverpb_StatusResponse) -> Bool {
-    if lhs._header != rhs._header {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs.dbSize != rhs.dbSize {return false}
-    if lhs.leader != rhs.leader {return false}
-    if lhs.raftIndex != rhs.raftIndex {return false}
-    if lhs.raftTerm != rhs.raftTerm {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
