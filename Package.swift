@@ -90,6 +90,8 @@ let package = Package(
         // The management plane's objects (Vpc, Subnet, Endpoint, Droplet,
         // Bouncer, Divider), their validation and their JSON form.
         .target(name: "MizarAPI", dependencies: ["MizarCore"], swiftSettings: strict),
+        // NetworkPolicy compiled into what the bouncers judge with. Pure.
+        .target(name: "MizarPolicy", dependencies: ["MizarAPI", "MizarCore"], swiftSettings: strict),
         // The objects in etcd: create/update/delete with compare-and-swap,
         // admission against the objects they name, watches.
         .target(
@@ -166,7 +168,7 @@ let package = Package(
         .executableTarget(
             name: "mizarctl",
             dependencies: [
-                "MizarTransitClient", "MizarTLS", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd", "MizarPKI",
+                "MizarTransitClient", "MizarTLS", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd", "MizarPKI", "MizarPolicy",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -214,6 +216,10 @@ let package = Package(
         .testTarget(
             name: "MizarDataplaneTests",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "MizarPolicyTests",
+            dependencies: ["MizarPolicy", "MizarAPI", "MizarCore", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .testTarget(
             name: "MizarAPITests",

@@ -5,6 +5,7 @@ import MizarCore
 /// only from its content.
 public enum AnyMizarObject: Codable, Sendable, Equatable {
     case vpc(Vpc), subnet(Subnet), endpoint(Endpoint), droplet(Droplet), bouncer(Bouncer), divider(Divider)
+    case namespace(Namespace), networkPolicy(NetworkPolicy)
 
     private enum Header: String, CodingKey { case kind }
 
@@ -21,6 +22,8 @@ public enum AnyMizarObject: Codable, Sendable, Equatable {
         case .droplet: self = .droplet(try Droplet(from: decoder))
         case .bouncer: self = .bouncer(try Bouncer(from: decoder))
         case .divider: self = .divider(try Divider(from: decoder))
+        case .namespace: self = .namespace(try Namespace(from: decoder))
+        case .networkPolicy: self = .networkPolicy(try NetworkPolicy.decodingKubernetes(from: decoder))
         }
     }
 
@@ -32,6 +35,8 @@ public enum AnyMizarObject: Codable, Sendable, Equatable {
         case .droplet(let o): try o.encode(to: encoder)
         case .bouncer(let o): try o.encode(to: encoder)
         case .divider(let o): try o.encode(to: encoder)
+        case .namespace(let o): try o.encode(to: encoder)
+        case .networkPolicy(let o): try o.encode(to: encoder)
         }
     }
 
@@ -43,6 +48,8 @@ public enum AnyMizarObject: Codable, Sendable, Equatable {
         case .droplet: .droplet
         case .bouncer: .bouncer
         case .divider: .divider
+        case .namespace: .namespace
+        case .networkPolicy: .networkPolicy
         }
     }
 
@@ -54,10 +61,14 @@ public enum AnyMizarObject: Codable, Sendable, Equatable {
         case .droplet(let o): o.metadata
         case .bouncer(let o): o.metadata
         case .divider(let o): o.metadata
+        case .namespace(let o): o.metadata
+        case .networkPolicy(let o): o.metadata
         }
     }
 
     public var name: String { metadata.name }
+    /// The name the store keys it by (NAMESPACE/NAME when namespaced).
+    public var storeName: String { kind.storeName(metadata.name, namespace: metadata.namespace) }
 
     /// What every kind's status has; nil before the first status.
     public var common: CommonStatus? {
@@ -68,6 +79,8 @@ public enum AnyMizarObject: Codable, Sendable, Equatable {
         case .droplet(let o): o.status?.common
         case .bouncer(let o): o.status?.common
         case .divider(let o): o.status?.common
+        case .namespace(let o): o.status?.common
+        case .networkPolicy(let o): o.status?.common
         }
     }
 
@@ -79,6 +92,8 @@ public enum AnyMizarObject: Codable, Sendable, Equatable {
         case .droplet(let o): try o.validate()
         case .bouncer(let o): try o.validate()
         case .divider(let o): try o.validate()
+        case .namespace(let o): try o.validate()
+        case .networkPolicy(let o): try o.validate()
         }
     }
 }

@@ -7,6 +7,7 @@ public let apiVersion = "mizar.com/v1"
 public enum Kind: String, Codable, Sendable, CaseIterable {
     case vpc = "Vpc", subnet = "Subnet", endpoint = "Endpoint"
     case droplet = "Droplet", bouncer = "Bouncer", divider = "Divider"
+    case namespace = "Namespace", networkPolicy = "NetworkPolicy"
 
     /// The lower-case plural used in etcd keys and on the command line.
     public var plural: String {
@@ -17,13 +18,32 @@ public enum Kind: String, Codable, Sendable, CaseIterable {
         case .droplet: "droplets"
         case .bouncer: "bouncers"
         case .divider: "dividers"
+        case .namespace: "namespaces"
+        case .networkPolicy: "networkpolicies"
+        }
+    }
+
+    /// Whether the namespace is part of an object's identity.
+    public var namespaced: Bool { self == .networkPolicy }
+
+    /// The name the store keys an object by: NAMESPACE/NAME when namespaced.
+    public func storeName(_ name: String, namespace: String?) -> String {
+        namespaced ? "\(namespace ?? defaultNamespace)/\(name)" : name
+    }
+
+    /// kubectl's short names.
+    var shortName: String? {
+        switch self {
+        case .namespace: "ns"
+        case .networkPolicy: "netpol"
+        default: nil
         }
     }
 
     /// Accepts "Vpc", "vpc", "vpcs" and the like, as kubectl does.
     public init(parsing text: String, field: String = "kind") throws(ValidationError) {
         let t = text.lowercased()
-        guard let k = Kind.allCases.first(where: { $0.rawValue.lowercased() == t || $0.plural == t }) else {
+        guard let k = Kind.allCases.first(where: { $0.rawValue.lowercased() == t || $0.plural == t || $0.shortName == t }) else {
             throw ValidationError(field: field, reason: "unknown kind \(String(reflecting: text)); expected one of \(Kind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         self = k
@@ -46,6 +66,10 @@ public enum Phase: String, Codable, Sendable {
 
 public struct ObjectMeta: Codable, Sendable, Equatable {
     public var name: String
+    /// The namespace of an Endpoint (an attribute that policies select by;
+    /// endpoint names stay unique across namespaces) or of a NetworkPolicy
+    /// (part of its identity, as in Kubernetes). "default" when absent.
+    public var namespace: String?
     /// Set by the store when the object is created.
     public var uid: String?
     /// Grows by one with every change of the spec.
@@ -60,10 +84,14 @@ public struct ObjectMeta: Codable, Sendable, Equatable {
     public var finalizers: [String]?
     public var labels: [String: String]?
 
-    public init(name: String, labels: [String: String]? = nil) {
+    public init(name: String, namespace: String? = nil, labels: [String: String]? = nil) {
         self.name = name
+        self.namespace = namespace
         self.labels = labels
     }
+
+    /// The namespace, "default" when none is set.
+    public var effectiveNamespace: String { namespace ?? defaultNamespace }
 }
 
 /// A kind's status: what every kind's has, and more.
@@ -165,7 +193,8 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     /// Simple (the default: a workload's interface) or scaled (a service
     /// VIP: ports and backends, no interface, no droplet).
     public var type: EndpointType?
-    /// A scaled endpoint's ports.
+    /// A scaled endpoint's ports, or the ports a simple endpoint's
+    /// workload serves (named ones are what policies' named ports resolve to).
     public var ports: [EndpointPort]?
     /// A scaled endpoint's backends: names of simple endpoints of the same
     /// VPC, in any subnet, on any droplet.
@@ -191,7 +220,13 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     public func servicePorts() throws(ValidationError) -> [ServicePort] {
         var typed: [ServicePort] = []
         for (i, p) in (ports ?? []).enumerated() {
-            typed.append(try ServicePort(proto: p.protocol ?? .tcp, port: p.port, targetPort: p.targetPort, field: "spec.ports[\(i)]"))
+            let proto: ServicePort.Proto
+            switch p.protocol ?? .tcp {
+            case .tcp: proto = .tcp
+            case .udp: proto = .udp
+            case .sctp: throw ValidationError(field: "spec.ports[\(i)].protocol", reason: "a scaled endpoint serves TCP and UDP")
+            }
+            typed.append(try ServicePort(proto: proto, port: p.port, targetPort: p.targetPort, field: "spec.ports[\(i)]"))
         }
         return typed
     }
@@ -215,19 +250,27 @@ public enum EndpointType: TextValue, Sendable, Hashable {
     public var description: String { self == .simple ? "simple" : "scaled" }
 }
 
-/// A port of a scaled endpoint: `port` on the VIP, `targetPort` (the same
-/// when absent) on the backend.
+/// A port of an endpoint. A scaled endpoint's: `port` on the VIP,
+/// `targetPort` (the same when absent) on the backend. A simple endpoint's:
+/// a port its workload serves, which policies may name (as a container's
+/// ports in Kubernetes).
 public struct EndpointPort: Codable, Sendable, Equatable {
+    /// The port's name, for policies' named ports.
+    public var name: String?
     public var port: Int
-    /// TCP (the default) or UDP.
-    public var `protocol`: ServicePort.Proto?
+    /// TCP (the default), UDP, or (a simple endpoint's) SCTP.
+    public var `protocol`: PortProtocol?
     public var targetPort: Int?
 
-    public init(port: Int, protocol: ServicePort.Proto? = nil, targetPort: Int? = nil) {
+    public init(name: String? = nil, port: Int, protocol: PortProtocol? = nil, targetPort: Int? = nil) {
+        self.name = name
         self.port = port
         self.protocol = `protocol`
         self.targetPort = targetPort
     }
+
+    /// How many ports a simple endpoint may name.
+    public static let maxNamed = 64
 }
 
 /// A backend as the bouncers were last given it.
@@ -307,8 +350,21 @@ public struct PlainStatus: ObjectStatus {
 public protocol ObjectSpec: Codable, Sendable, Equatable {
     associatedtype Status: ObjectStatus
     static var kind: Kind { get }
+    /// Whether the namespace is part of an object's identity (its key).
+    static var namespaced: Bool { get }
     /// Checks this spec alone (no other object); field names start with "spec.".
     func validate() throws(ValidationError)
+    /// Fills in what the kind sets for the user (a Namespace's name label).
+    static func normalize(_ metadata: inout ObjectMeta)
+    /// The spec of a document that has none, for a kind whose spec may be
+    /// left out (a Namespace's); nil when it is required.
+    static var absent: Self? { get }
+}
+
+extension ObjectSpec {
+    public static var namespaced: Bool { false }
+    public static func normalize(_ metadata: inout ObjectMeta) {}
+    public static var absent: Self? { nil }
 }
 
 /// One stored object, Kubernetes-shaped.
@@ -319,14 +375,32 @@ public struct Object<Spec: ObjectSpec>: Codable, Sendable, Equatable {
     public var spec: Spec
     public var status: Spec.Status?
 
-    public init(name: String, spec: Spec, labels: [String: String]? = nil) {
+    public init(name: String, namespace: String? = nil, spec: Spec, labels: [String: String]? = nil) {
         apiVersion = MizarAPI.apiVersion
         kind = Spec.kind
-        metadata = ObjectMeta(name: name, labels: labels)
+        metadata = ObjectMeta(name: name, namespace: namespace, labels: labels)
         self.spec = spec
     }
 
+    private enum CodingKeys: String, CodingKey { case apiVersion, kind, metadata, spec, status }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        apiVersion = try c.decode(String.self, forKey: .apiVersion)
+        kind = try c.decode(Kind.self, forKey: .kind)
+        metadata = try c.decode(ObjectMeta.self, forKey: .metadata)
+        if let absent = Spec.absent, !c.contains(.spec) {
+            spec = absent
+        } else {
+            spec = try c.decode(Spec.self, forKey: .spec)
+        }
+        status = try c.decodeIfPresent(Spec.Status.self, forKey: .status)
+    }
+
     public var name: String { metadata.name }
+
+    /// The name the store keys it by: NAMESPACE/NAME for a namespaced kind.
+    public var storeName: String { Spec.namespaced ? "\(metadata.effectiveNamespace)/\(metadata.name)" : metadata.name }
 
     /// The object's own checks: its header, its name, its spec.
     public func validate() throws(ValidationError) {
@@ -337,6 +411,13 @@ public struct Object<Spec: ObjectSpec>: Codable, Sendable, Equatable {
             throw ValidationError(field: "kind", reason: "\(kind.rawValue) where \(Spec.kind.rawValue) was expected")
         }
         try validateName(metadata.name, field: "metadata.name")
+        if let ns = metadata.namespace {
+            guard Spec.namespaced || Spec.kind == .endpoint else {
+                throw ValidationError(field: "metadata.namespace", reason: "a \(Spec.kind.rawValue) is not namespaced")
+            }
+            try validateName(ns, field: "metadata.namespace")
+        }
+        try validateLabels(metadata.labels, field: "metadata.labels")
         try spec.validate()
     }
 }
@@ -410,7 +491,20 @@ extension EndpointSpec: ObjectSpec {
         }
         switch type ?? .simple {
         case .simple:
-            if ports != nil { throw ValidationError(field: "spec.ports", reason: "only a scaled endpoint has ports") }
+            let list = ports ?? []
+            guard list.count <= EndpointPort.maxNamed else {
+                throw ValidationError(field: "spec.ports", reason: "\(list.count) ports; at most \(EndpointPort.maxNamed)")
+            }
+            var names = Set<String>()
+            for (i, p) in list.enumerated() {
+                let f = "spec.ports[\(i)]"
+                guard (1...65535).contains(p.port) else { throw ValidationError(field: "\(f).port", reason: "\(p.port) is out of range 1...65535") }
+                if p.targetPort != nil { throw ValidationError(field: "\(f).targetPort", reason: "only a scaled endpoint's ports have a target") }
+                if let name = p.name {
+                    try validatePortName(name, field: "\(f).name")
+                    guard names.insert(name).inserted else { throw ValidationError(field: "\(f).name", reason: "\(String(reflecting: name)) names two ports") }
+                }
+            }
             if backends != nil { throw ValidationError(field: "spec.backends", reason: "only a scaled endpoint has backends") }
         case .scaled:
             if droplet != nil { throw ValidationError(field: "spec.droplet", reason: "a scaled endpoint lives on its subnet's bouncers, not on a droplet") }

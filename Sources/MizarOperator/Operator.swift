@@ -159,6 +159,7 @@ public final class Operator: Sendable {
         case .bouncer: bouncers.get(name).map { "vpc/\($0.spec.vpc)" }
         case .divider: dividers.get(name).map { "vpc/\($0.spec.vpc)" }
         case .droplet: "droplet/\(name)"
+        case .namespace, .networkPolicy: nil // not reconciled yet
         }
     }
 
@@ -266,6 +267,7 @@ public final class Operator: Sendable {
         case .droplet: try await markFailed(droplets, name, code, message)
         case .bouncer: try await markFailed(bouncers, name, code, message)
         case .divider: try await markFailed(dividers, name, code, message)
+        case .namespace, .networkPolicy: .done
         }
     }
 

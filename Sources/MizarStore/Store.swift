@@ -33,7 +33,8 @@ public struct ObjectChange<Spec: ObjectSpec>: Sendable {
 }
 
 /// The management plane's objects in etcd, one key per object:
-/// `/mizar/v1/<kind plural>/<name>`, the value the object's canonical JSON
+/// `/mizar/v1/<kind plural>/<name>` (`<namespace>/<name>` for a namespaced
+/// kind: NetworkPolicy), the value the object's canonical JSON
 /// without its resourceVersion (which is the key's mod revision). Creating
 /// subnets and endpoints also checks them against their VPC, their subnet
 /// and each other, atomically with the write.
@@ -154,6 +155,7 @@ public struct Store: Sendable {
     @discardableResult
     public func create<S: ObjectSpec>(_ object: Object<S>) async throws -> Object<S> {
         var o = object
+        S.normalize(&o.metadata)
         do { try o.validate() } catch { throw StoreError.invalid(error) }
         o.metadata.uid = UUID().uuidString.lowercased()
         o.metadata.generation = 1
@@ -161,10 +163,10 @@ public struct Store: Sendable {
         o.metadata.resourceVersion = nil
         o.metadata.deletionTimestamp = nil
         if o.status == nil { o.status = Self.initialStatus(S.self) }
-        let key = self.key(S.kind, o.name)
+        let key = self.key(S.kind, o.storeName)
         for _ in 0..<20 {
             // Endpoints check their own existence with their other reads.
-            if S.kind != .endpoint, try await etcd.get(key) != nil { throw StoreError.alreadyExists(S.kind, o.name) }
+            if S.kind != .endpoint, try await etcd.get(key) != nil { throw StoreError.alreadyExists(S.kind, o.storeName) }
             let admission = try await Admission(store: self).check(o)
             let result = try await etcd.transaction(
                 if: [.absent(key)] + admission.conditions,
@@ -176,15 +178,17 @@ public struct Store: Sendable {
             // It appeared, or something it was checked against changed
             // meanwhile: look again.
         }
-        throw StoreError.conflict(S.kind, o.name)
+        throw StoreError.conflict(S.kind, o.storeName)
     }
 
     /// Replaces the object's spec and labels, if nobody wrote it since it
     /// was read (its resourceVersion). A changed spec counts a generation.
     @discardableResult
     public func update<S: ObjectSpec>(_ object: Object<S>) async throws -> Object<S> {
+        var object = object
+        S.normalize(&object.metadata)
         do { try object.validate() } catch { throw StoreError.invalid(error) }
-        return try await modify(S.self, object.name, expecting: object.metadata.resourceVersion) { current in
+        return try await modify(S.self, object.storeName, expecting: object.metadata.resourceVersion) { current in
             if current.spec != object.spec {
                 try Admission.checkUpdate(from: current, to: object)
                 current.metadata.generation = (current.metadata.generation ?? 0) + 1
@@ -254,9 +258,9 @@ public struct Store: Sendable {
     public func write<S: ObjectSpec>(_ object: Object<S>, alsoIf conditions: [EtcdCondition] = [],
                                      alsoDo operations: [EtcdOperation] = []) async throws -> Object<S>? {
         guard let rv = object.metadata.resourceVersion, let revision = Int64(rv) else {
-            throw StoreError.conflict(S.kind, object.name)
+            throw StoreError.conflict(S.kind, object.storeName)
         }
-        let key = self.key(S.kind, object.name)
+        let key = self.key(S.kind, object.storeName)
         let result = try await etcd.transaction(if: [.modRevision(key, revision)] + conditions,
                                                 then: [.put(key, Self.encode(object))] + operations)
         guard result.succeeded else { return nil }

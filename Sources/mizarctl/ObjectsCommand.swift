@@ -4,6 +4,7 @@ import Foundation
 import MizarAPI
 import MizarCore
 import MizarEtcd
+import MizarPolicy
 import MizarRPC
 import MizarStore
 import MizarTLS
@@ -90,6 +91,8 @@ func withSpec<R>(_ kind: Kind, _ body: (any ObjectSpec.Type) async throws -> R) 
     case .droplet: try await body(DropletSpec.self)
     case .bouncer: try await body(BouncerSpec.self)
     case .divider: try await body(DividerSpec.self)
+    case .namespace: try await body(NamespaceSpec.self)
+    case .networkPolicy: try await body(NetworkPolicySpec.self)
     }
 }
 
@@ -108,9 +111,9 @@ struct Apply: AsyncParsableCommand {
                 do {
                     result = try await apply(o, store)
                 } catch let e as StoreError {
-                    throw CommandFailure(description: "\(o.kind.rawValue.lowercased())/\(o.name): \(e)")
+                    throw CommandFailure(description: "\(o.kind.rawValue.lowercased())/\(o.storeName): \(e)")
                 }
-                print("\(o.kind.rawValue.lowercased())/\(o.name) \(result)")
+                print("\(o.kind.rawValue.lowercased())/\(o.storeName) \(result)")
             }
         }
     }
@@ -123,29 +126,36 @@ struct Apply: AsyncParsableCommand {
         case .droplet(let x): try await upsert(x, store)
         case .bouncer(let x): try await upsert(x, store)
         case .divider(let x): try await upsert(x, store)
+        case .namespace(let x): try await upsert(x, store)
+        case .networkPolicy(let x): try await upsert(x, store)
         }
     }
 
     func upsert<S: ObjectSpec>(_ o: Object<S>, _ store: Store) async throws -> String {
         for _ in 0..<10 {
-            guard var current = try await store.get(S.self, o.name) else {
+            guard var current = try await store.get(S.self, o.storeName) else {
                 do { try await store.create(o); return "created" } catch StoreError.alreadyExists(_, _) { continue }
             }
-            if current.spec == o.spec && current.metadata.labels == o.metadata.labels { return "unchanged" }
+            var wanted = o.metadata
+            S.normalize(&wanted)
+            if current.spec == o.spec && current.metadata.labels == wanted.labels && current.metadata.namespace == o.metadata.namespace { return "unchanged" }
             current.spec = o.spec
             current.metadata.labels = o.metadata.labels
+            current.metadata.namespace = o.metadata.namespace
             do { try await store.update(current); return "configured" } catch StoreError.conflict(_, _) { continue }
         }
-        throw StoreError.conflict(S.kind, o.name)
+        throw StoreError.conflict(S.kind, o.storeName)
     }
 }
 
 struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List objects of a kind, or show one.")
     @OptionGroup var etcd: EtcdOptions
-    @Argument(help: "vpcs, subnets, endpoints, droplets, bouncers or dividers.") var kind: String
+    @Argument(help: "vpcs, subnets, endpoints, droplets, bouncers, dividers, namespaces or networkpolicies.") var kind: String
     @Argument(help: "An object's name.") var name: String?
     @Option(name: .shortAndLong, help: "table (default), wide, yaml or json.") var output = "table"
+    @Option(name: .shortAndLong, help: "Only objects of this namespace (networkpolicies and endpoints); a networkpolicy's name is looked up in it (default: default).")
+    var namespace: String?
 
     func validate() throws {
         _ = try Kind(parsing: kind)
@@ -154,10 +164,12 @@ struct Get: AsyncParsableCommand {
 
     func run() async throws {
         let kind = try Kind(parsing: kind)
-        let objects: [AnyMizarObject] = try await etcd.withStore { store in
-            try await withSpec(kind) { spec in try await listObjects(spec, store, name: name) }
+        let key = name.map { kind.storeName($0, namespace: namespace) }
+        var objects: [AnyMizarObject] = try await etcd.withStore { store in
+            try await withSpec(kind) { spec in try await listObjects(spec, store, name: key) }
         }
-        if let name, objects.isEmpty { throw CommandFailure(description: "\(kind.rawValue) \(name) not found") }
+        if let namespace { objects = objects.filter { $0.metadata.effectiveNamespace == namespace } }
+        if let key, objects.isEmpty { throw CommandFailure(description: "\(kind.rawValue) \(key) not found") }
         try printObjects(objects, kind: kind, output: output)
     }
 }
@@ -188,8 +200,11 @@ func columns(_ kind: Kind, wide: Bool) -> [String] {
     case .droplet: ["IP", "TRANSITD"]
     case .bouncer: ["VPC", "SUBNET", "DROPLET"]
     case .divider: ["VPC", "DROPLET"]
+    case .namespace: ["LABELS"]
+    case .networkPolicy: ["POD-SELECTOR", "TYPES"]
     }
-    return ["NAME", "PHASE"] + specific + (wide ? ["DELAY", "REASON"] : [])
+    let namespaced = kind.namespaced || kind == .endpoint
+    return (namespaced ? ["NAMESPACE"] : []) + ["NAME", "PHASE"] + specific + (wide ? ["DELAY", "REASON"] : [])
 }
 
 func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
@@ -201,13 +216,36 @@ func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
     case .droplet(let d): ["\(d.spec.ip)", d.spec.transitd]
     case .bouncer(let b): [b.spec.vpc, b.spec.subnet, b.spec.droplet]
     case .divider(let d): [d.spec.vpc, d.spec.droplet]
+    case .namespace(let n): [labelText(n.metadata.labels)]
+    case .networkPolicy(let p): [selectorText(p.spec.podSelector), p.spec.effectiveTypes.map(\.rawValue).sorted().joined(separator: ",")]
     }
     let common = o.common
     let deleting = o.metadata.deletionTimestamp != nil
     let phase = deleting ? "Deleting" : common?.phase.rawValue ?? "-"
     let reason = [common?.reasonCode?.rawValue, common?.reason].compactMap { $0 }.joined(separator: ": ")
     let extra = wide ? [common?.provisioningDelayMs.map { String(format: "%.1fms", $0) } ?? "-", reason] : []
-    return [o.name, phase] + specific + extra
+    let namespaced = o.kind.namespaced || o.kind == .endpoint
+    return (namespaced ? [o.metadata.effectiveNamespace] : []) + [o.name, phase] + specific + extra
+}
+
+/// "a=b,c=d", or "-" for none.
+func labelText(_ labels: [String: String]?) -> String {
+    let l = (labels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+    return l.isEmpty ? "-" : l.joined(separator: ",")
+}
+
+/// A selector as kubectl prints one: "pod=a,tier in (x,y)"; "<all>" when empty.
+func selectorText(_ s: LabelSelector) -> String {
+    var parts = (s.matchLabels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+    for e in s.matchExpressions ?? [] {
+        switch e.operator {
+        case .in: parts.append("\(e.key) in (\((e.values ?? []).joined(separator: ",")))")
+        case .notIn: parts.append("\(e.key) notin (\((e.values ?? []).joined(separator: ",")))")
+        case .exists: parts.append(e.key)
+        case .doesNotExist: parts.append("!\(e.key)")
+        }
+    }
+    return parts.isEmpty ? "<all>" : parts.joined(separator: ",")
 }
 
 struct Describe: AsyncParsableCommand {
@@ -215,16 +253,19 @@ struct Describe: AsyncParsableCommand {
     @OptionGroup var etcd: EtcdOptions
     @Argument(help: "The kind.") var kind: String
     @Argument(help: "The object's name.") var name: String
+    @Option(name: .shortAndLong, help: "A networkpolicy's namespace (default: default).") var namespace: String?
 
     func validate() throws { _ = try Kind(parsing: kind) }
 
     func run() async throws {
         let kind = try Kind(parsing: kind)
+        let key = kind.storeName(name, namespace: namespace)
         let (objects, events): ([AnyMizarObject], [ObjectEvent]) = try await etcd.withStore { store in
-            (try await withSpec(kind) { spec in try await listObjects(spec, store, name: name) }, try await store.events(kind, name))
+            (try await withSpec(kind) { spec in try await listObjects(spec, store, name: key) }, try await store.events(kind, key))
         }
-        guard let o = objects.first else { throw CommandFailure(description: "\(kind.rawValue) \(name) not found") }
+        guard let o = objects.first else { throw CommandFailure(description: "\(kind.rawValue) \(key) not found") }
         print(try YAMLEncoder().encode(o), terminator: "")
+        try await describePolicies(o)
         if case .endpoint(let e) = o {
             if e.spec.isScaled {
                 try await describeService(e)
@@ -242,6 +283,29 @@ struct Describe: AsyncParsableCommand {
 }
 
 extension Describe {
+    /// For an endpoint, the policies that select it and the directions they
+    /// isolate; for a policy, the endpoints it selects.
+    func describePolicies(_ o: AnyMizarObject) async throws {
+        switch o {
+        case .endpoint(let e) where !e.spec.isScaled:
+            let policies = try await etcd.withStore { try await $0.list(NetworkPolicySpec.self).objects }
+            let target = PolicyEndpoint(name: e.name, ip: e.status?.ip ?? .zero, namespace: e.metadata.effectiveNamespace,
+                                        labels: e.metadata.labels ?? [:], ports: e.spec.ports ?? [])
+            let selecting = policies.filter { $0.selects(target) }
+            print("policies:")
+            if selecting.isEmpty { print("  (none: it admits and sends everything in its VPC)") }
+            for p in selecting {
+                print("  \(p.storeName) (\(p.spec.effectiveTypes.map(\.rawValue).sorted().joined(separator: ", ")))")
+            }
+        case .networkPolicy(let p):
+            let endpoints = try await etcd.withStore { try await $0.list(EndpointSpec.self).objects }
+            let selected = endpoints.compactMap(PolicyEndpoint.init).filter { p.selects($0) }.map(\.name).sorted()
+            print("selects: \(selected.isEmpty ? "(no endpoint)" : selected.joined(separator: ", "))")
+        default:
+            break
+        }
+    }
+
     /// A scaled endpoint as its bouncers hold it: ports, backends, how the
     /// Maglev table divides among them and the flows each was given.
     func describeService(_ e: Endpoint) async throws {
@@ -299,6 +363,7 @@ struct Delete: AsyncParsableCommand {
     @OptionGroup var etcd: EtcdOptions
     @Argument(help: "The kind and the name.") var target: [String] = []
     @Option(name: .shortAndLong, help: "A YAML file whose objects to delete.") var filename: String?
+    @Option(name: .shortAndLong, help: "A networkpolicy's namespace (default: default).") var namespace: String?
 
     func validate() throws {
         if filename == nil {
@@ -309,9 +374,9 @@ struct Delete: AsyncParsableCommand {
 
     func run() async throws {
         let items: [(Kind, String)] = if let filename {
-            try readObjects(filename).reversed().map { ($0.kind, $0.name) }
+            try readObjects(filename).reversed().map { ($0.kind, $0.storeName) }
         } else {
-            [(try Kind(parsing: target[0]), target[1])]
+            [(try Kind(parsing: target[0]), try Kind(parsing: target[0]).storeName(target[1], namespace: namespace))]
         }
         try await etcd.withStore { store in
             for (kind, name) in items {

@@ -5,18 +5,22 @@ import Testing
 import Yams
 
 /// Every field path of a JSON value: "spec.cidr", "status.common.phase".
+/// Array elements count under the array's path; maps of free-form keys
+/// (matchLabels) are one field.
 func paths(_ value: Any, _ prefix: String = "") -> Set<String> {
-    guard let object = value as? [String: Any] else { return [prefix] }
+    if let array = value as? [Any] { return array.reduce(into: Set<String>()) { $0.formUnion(paths($1, prefix)) } }
+    guard let object = value as? [String: Any], !prefix.hasSuffix("matchLabels") else { return [prefix] }
     var result: Set<String> = []
     for (k, v) in object {
         let p = prefix.isEmpty ? k : "\(prefix).\(k)"
-        result.formUnion((v as? [String: Any]).map { paths($0, p) } ?? [p])
+        result.formUnion(v is [String: Any] || v is [Any] ? paths(v, p) : [p])
     }
     return result
 }
 
 /// Every property path a schema declares.
 func schemaPaths(_ schema: [String: Any], _ prefix: String = "") -> Set<String> {
+    if let items = schema["items"] as? [String: Any] { return schemaPaths(items, prefix) }
     guard let properties = schema["properties"] as? [String: Any], !properties.isEmpty else { return [prefix] }
     var result: Set<String> = []
     for (k, v) in properties {
@@ -41,7 +45,7 @@ struct CRDTests {
         var subnet = Subnet(name: "s", spec: SubnetSpec(vpc: "v", cidr: "10.0.1.0/24", bouncers: 1))
         var ss = SubnetStatus(); ss.common = common; ss.vni = try! VNI(5); ss.gateway = "10.0.1.1"; ss.bouncers = ["d"]; subnet.status = ss
         var ep = Endpoint(name: "e", spec: EndpointSpec(vpc: "v", subnet: "s", ip: "10.0.1.5", mac: "02:00:00:00:00:01", droplet: "d", netns: "/run/netns/x", ifname: "eth1"))
-        ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(port: 80, protocol: "TCP", targetPort: 8080)]; ep.spec.backends = ["e2"]
+        ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(name: "http", port: 80, protocol: "TCP", targetPort: 8080)]; ep.spec.backends = ["e2"]
         var es = EndpointStatus(); es.common = common; es.ip = "10.0.1.5"; es.mac = "02:00:00:00:00:01"; es.droplet = "d"
         es.backends = [EndpointBackend(name: "e2", ip: "10.0.1.6", droplet: "d")]; ep.status = es
         var droplet = Droplet(name: "d", spec: DropletSpec(ip: "172.30.0.1", mac: "02:00:00:00:00:02", transitd: "172.30.0.1:7070"))
@@ -50,7 +54,16 @@ struct CRDTests {
         var plain = PlainStatus(); plain.common = common; bouncer.status = plain
         var divider = Divider(name: "dv", spec: DividerSpec(vpc: "v", droplet: "d"))
         divider.status = plain
-        return [.vpc(vpc), .subnet(subnet), .endpoint(ep), .droplet(droplet), .bouncer(bouncer), .divider(divider)]
+        var namespace = Namespace(name: "x", spec: NamespaceSpec(), labels: ["env": "prod"])
+        namespace.status = plain
+        let selector = LabelSelector(matchLabels: ["pod": "a"], matchExpressions: [LabelSelectorRequirement(key: "tier", operator: .in, values: ["web"])])
+        let peers = [NetworkPolicyPeer(podSelector: selector, namespaceSelector: selector), NetworkPolicyPeer(ipBlock: IPBlock(cidr: "10.0.0.0/8", except: ["10.1.0.0/16"]))]
+        let ports = [NetworkPolicyPort(protocol: .tcp, port: .number(80), endPort: 81)]
+        var policy = NetworkPolicy(name: "p", namespace: "x", spec: NetworkPolicySpec(
+            podSelector: selector, policyTypes: [.ingress, .egress],
+            ingress: [NetworkPolicyIngressRule(ports: ports, from: peers)], egress: [NetworkPolicyEgressRule(ports: ports, to: peers)]))
+        policy.status = plain
+        return [.vpc(vpc), .subnet(subnet), .endpoint(ep), .droplet(droplet), .bouncer(bouncer), .divider(divider), .namespace(namespace), .networkPolicy(policy)]
     }()
 
     @Test("deploy/crds.yaml has one CRD per kind whose schema names exactly the fields of the Swift types")

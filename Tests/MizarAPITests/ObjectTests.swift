@@ -67,12 +67,12 @@ struct ObjectTests {
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[]}}"#, "spec.ports: a scaled endpoint needs at least one port"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":0}]}}"#, "spec.ports[0].port: 0 is out of range 1...65535"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":80,"targetPort":70000}]}}"#, "spec.ports[0].targetPort: 70000 is out of range"),
-        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":80,"protocol":"SCTP"}]}}"#, "spec.ports[0].protocol: \"SCTP\" is not TCP or UDP"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":80,"protocol":"SCTP"}]}}"#, "spec.ports[0].protocol: a scaled endpoint serves TCP and UDP"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":80},{"port":80,"protocol":"tcp"}]}}"#, "spec.ports[1]: 80/TCP appears twice"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":80}],"droplet":"h1"}}"#, "spec.droplet: a scaled endpoint lives on its subnet"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":80}],"backends":["a","a"]}}"#, "spec.backends: a backend is named twice"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"scaled","ports":[{"port":80}],"backends":["Bad_Name"]}}"#, "spec.backends[0]:"),
-        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","ports":[{"port":80}]}}"#, "spec.ports: only a scaled endpoint has ports"),
+        (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","ports":[{"port":80,"targetPort":81}]}}"#, "spec.ports[0].targetPort: only a scaled endpoint's ports have a target"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Endpoint","metadata":{"name":"e"},"spec":{"vpc":"a","subnet":"s","type":"service"}}"#, "spec.type: \"service\" is not \"simple\" or \"scaled\""),
         (#"{"apiVersion":"mizar.com/v1","kind":"Droplet","metadata":{"name":"h"},"spec":{"ip":"172.30.0.1","mac":"02:00:00:00:00:01","transitd":"nohost"}}"#, "spec.transitd:"),
         (#"{"apiVersion":"mizar.com/v1","kind":"Bouncer","metadata":{"name":"b"},"spec":{"vpc":"a","subnet":"s"}}"#, "spec.droplet: required"),
@@ -109,7 +109,7 @@ struct ObjectTests {
         #expect(try Kind(parsing: "vpc") == .vpc)
         #expect(try Kind(parsing: "Subnets") == .subnet)
         #expect(try Kind(parsing: "endpoints") == .endpoint)
-        #expect(throws: ValidationError(field: "kind", reason: "unknown kind \"pods\"; expected one of Vpc, Subnet, Endpoint, Droplet, Bouncer, Divider")) {
+        #expect(throws: ValidationError(field: "kind", reason: "unknown kind \"pods\"; expected one of Vpc, Subnet, Endpoint, Droplet, Bouncer, Divider, Namespace, NetworkPolicy")) {
             try Kind(parsing: "pods")
         }
     }
