@@ -41,6 +41,10 @@ public final class Dataplane: @unchecked Sendable {
     let counters: PerCPUArray<mz_counter>
     let drops: PerCPUArray<mz_counter>
     let eventsFD: Int32
+    let policyEndpoints: BPFMap<mz_ep_key, mz_pol_ep>
+    let policySets: BPFMap<mz_pol_set_key, mz_pol_set>
+    let policyBlocks: BPFMap<mz_pol_block_key, mz_pol_bits>
+    let conntrack: BPFMap<mz_flow_key, mz_ct>
 
     /// Bytes the agent prepends to an endpoint's frame (outer Ethernet,
     /// IPv4, UDP, Geneve and Mizar's options): an endpoint's MTU is the
@@ -62,12 +66,12 @@ public final class Dataplane: @unchecked Sendable {
         "mz_droplet", "mz_knobs", "mz_vpcs", "mz_subnets", "mz_endpoints", "mz_local",
         "mz_ifaces", "mz_hostcache", "mz_droplets", "mz_counters", "mz_drops", "mz_events",
         "mz_services", "mz_nat", "mz_nat_active", "mz_svc_clients", "mz_svc_stats",
+        "mz_pol_eps", "mz_pol_sets", "mz_pol_blocks", "mz_ct",
     ]
 
     public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, settings: DataplaneSettings = DataplaneSettings(),
                 pinDirectory: String? = nil) throws(SystemError) {
         self.settings = settings
-        let config = settings.abi
         var fds: [String: Int32] = [:]
         var objects: [BPFObject] = []
         var programs: [Hook: Programs] = [:]
@@ -75,7 +79,7 @@ public final class Dataplane: @unchecked Sendable {
             var loaded: [String: BPFProgram] = [:]
             for program in ["transit", "agent"] {
                 let object = try BPFObject(path: "\(objectDirectory)/\(program).\(hook.rawValue).o")
-                try Dataplane.prepare(object, config: config, shared: fds, pinDirectory: pinDirectory)
+                try Dataplane.prepare(object, settings: settings, shared: fds, pinDirectory: pinDirectory)
                 try object.load()
                 for (name, map) in object.maps where Dataplane.sharedMaps.contains(name) {
                     fds[name] = try SystemError.check(bpf_map__fd(map), "bpf_map__fd", name)
@@ -109,13 +113,20 @@ public final class Dataplane: @unchecked Sendable {
         counters = try PerCPUArray(name: "mz_counters", fd: try fd("mz_counters"))
         drops = try PerCPUArray(name: "mz_drops", fd: try fd("mz_drops"))
         eventsFD = try fd("mz_events")
+        policyEndpoints = BPFMap(name: "mz_pol_eps", fd: try fd("mz_pol_eps"))
+        policySets = BPFMap(name: "mz_pol_sets", fd: try fd("mz_pol_sets"))
+        policyBlocks = BPFMap(name: "mz_pol_blocks", fd: try fd("mz_pol_blocks"))
+        conntrack = BPFMap(name: "mz_ct", fd: try fd("mz_ct"))
     }
 
-    private static func prepare(_ object: BPFObject, config: mz_config, shared: [String: Int32],
+    private static func prepare(_ object: BPFObject, settings: DataplaneSettings, shared: [String: Int32],
                                 pinDirectory: String?) throws(SystemError) {
         for (name, map) in object.maps {
+            if name == "mz_ct" {
+                try SystemError.check(bpf_map__set_max_entries(map, settings.conntrackSize), "bpf_map__set_max_entries", name)
+            }
             if name == ".rodata.mzcfg" {
-                var value = config
+                var value = settings.abi
                 try SystemError.check(bpf_map__set_initial_value(map, &value, MemoryLayout<mz_config>.size),
                           "bpf_map__set_initial_value", name)
             } else if sharedMaps.contains(name) {
@@ -206,14 +217,26 @@ public struct DataplaneSettings: Sendable, Equatable {
     /// redirect rather than XDP_TX (a veth droplet needs it: its peer flushes
     /// XDP_TX frames only if it runs XDP itself).
     public var xdpTxRedirect = false
+    /// Network policy: every new flow is judged by the bouncers, and hosts
+    /// keep conntrack. Off, every flow inside a VPC is admitted (the
+    /// benchmarks' baseline; packet tests of other paths).
+    public var policy = false
+    /// Flows a host's conntrack holds (an LRU map, allocated whole).
+    public var conntrackSize: UInt32 = DataplaneSettings.defaultConntrackSize
+    /// 1,048,576: a million flows a host.
+    public static let defaultConntrackSize = UInt32(MZ_CT_DEFAULT)
 
-    public init(outerTTL: UInt8 = 64, directPath: Bool = true, xdpTxRedirect: Bool = false) {
+    public init(outerTTL: UInt8 = 64, directPath: Bool = true, xdpTxRedirect: Bool = false, policy: Bool = false,
+                conntrackSize: UInt32 = DataplaneSettings.defaultConntrackSize) {
         self.outerTTL = outerTTL
         self.directPath = directPath
         self.xdpTxRedirect = xdpTxRedirect
+        self.policy = policy
+        self.conntrackSize = conntrackSize
     }
 
     var abi: mz_config {
-        mz_config(outer_ttl: outerTTL, direct_path: directPath ? 1 : 0, xdp_tx_redirect: xdpTxRedirect ? 1 : 0, reserved: 0, reserved2: 0)
+        mz_config(outer_ttl: outerTTL, direct_path: directPath ? 1 : 0, xdp_tx_redirect: xdpTxRedirect ? 1 : 0,
+                  policy: policy ? 1 : 0, reserved2: 0)
     }
 }

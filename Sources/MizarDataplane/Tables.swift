@@ -214,11 +214,23 @@ extension Dataplane {
             throw ValidationError(field: "ip", reason: "\(e.ip) is outside the endpoint's subnet \(e.subnet)")
         }
         guard e.ifindex != 0 else { throw ValidationError(field: "ifindex", reason: "must name an interface (not 0)") }
+        // A new endpoint at an address admits none of the flows its
+        // predecessor there had: they were admitted before it existed.
+        // Writing the same endpoint again keeps its flows.
+        let existing = try local.lookup(mz_ep_key(e.vni, e.ip))
+        let revoked = existing.map { $0.ifindex == e.ifindex ? $0.revoked_ns : Dataplane.monotonicNs() } ?? Dataplane.monotonicNs()
         try ifaces.update(mz_iface_key(ifindex: e.ifindex), mz_iface(
             vni: e.vni.value, ip: e.ip.networkOrder, mac: e.mac.tuple, subnet_prefixlen: e.subnet.prefixLength,
             flags: 0, subnet_ip: e.subnet.address.networkOrder, gateway_ip: e.gateway.networkOrder,
-            gateway_mac: e.gatewayMAC.tuple, reserved: 0))
-        try local.update(mz_ep_key(e.vni, e.ip), mz_local_ep(ifindex: e.ifindex, mac: e.mac.tuple, reserved: 0))
+            gateway_mac: e.gatewayMAC.tuple, reserved: 0, revoked_ns: revoked))
+        try local.update(mz_ep_key(e.vni, e.ip), mz_local_ep(ifindex: e.ifindex, mac: e.mac.tuple, reserved: 0, reserved2: 0, revoked_ns: revoked))
+    }
+
+    /// The programs' clock (bpf_ktime_get_ns): CLOCK_MONOTONIC.
+    static func monotonicNs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
     @discardableResult
@@ -357,6 +369,10 @@ extension Dataplane {
         try natActive.update(0, 0)
         try serviceClients.clear()
         for k in try serviceStats.keys() { try serviceStats.delete(k) }
+        try policyEndpoints.clear()
+        try policySets.clear()
+        try policyBlocks.clear()
+        try conntrack.clear()
         for i in 0..<UInt32(MZ_CNT__MAX.rawValue) { try counters.zero(at: i) }
         for i in 0..<UInt32(MZ_DROP__MAX.rawValue) { try drops.zero(at: i) }
     }

@@ -196,18 +196,33 @@ public actor TransitHost {
 
     /// Writes endpoint -> host. The same IP with another host is a move; the
     /// host's own cached path to it is dropped either way.
-    public func putEndpoint(_ e: EndpointEntry, subnet: CIDR) throws -> Bool {
+    /// With its policy entry (and the rule sets it names) when it has one;
+    /// without, any entry an earlier endpoint at the address had goes.
+    public func putEndpoint(_ e: EndpointEntry, subnet: CIDR, policy: PolicyEndpointEntry? = nil,
+                            sets: [PolicyUpdateSpec.Set] = []) throws -> Bool {
         try requireSubnet(e.vni, subnet, holding: e.ip)
+        if let policy, policy.vni != e.vni || policy.ip != e.ip {
+            throw TransitError(.invalidArgument, field: "policy", "is for \(policy.ip) in VPC \(policy.vni), not the endpoint")
+        }
         let before = try dataplane.endpoint(e.vni, e.ip)
-        if before == e { return false }
+        let policyBefore = try dataplane.policyEndpoint(e.vni, e.ip)
+        if before == e && policyBefore == policy { return false }
+        for s in sets { try dataplane.setPolicySet(s.vni, id: s.id, s.rules) }
+        if let policy {
+            try dataplane.setPolicyEndpoint(policy)
+        } else if policyBefore != nil {
+            try dataplane.deletePolicyEndpoint(e.vni, e.ip)
+        }
         try dataplane.upsertEndpoint(e)
         try dataplane.invalidateCachedHost(e.vni, e.ip)
+        if policyBefore != nil { try collectPolicySets() }
         logger.info("endpoint put", metadata: ["vpc.vni": "\(e.vni)", "endpoint.ip": "\(e.ip)", "endpoint.host": "\(e.host)"])
         return true
     }
 
     public func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) throws -> Bool {
         let existed = try dataplane.deleteEndpoint(vni, ip)
+        if try dataplane.deletePolicyEndpoint(vni, ip) { try collectPolicySets() }
         try dataplane.invalidateCachedHost(vni, ip)
         return existed
     }

@@ -23,7 +23,7 @@ public protocol TransitHosting: Sendable {
     func deleteSubnet(_ vni: VNI, _ cidr: CIDR) async throws -> Bool
     func listSubnets(vni: VNI?) async throws -> [SubnetEntry]
 
-    func putEndpoint(_ e: EndpointEntry, subnet: CIDR) async throws -> Bool
+    func putEndpoint(_ e: EndpointEntry, subnet: CIDR, policy: PolicyEndpointEntry?, sets: [PolicyUpdateSpec.Set]) async throws -> Bool
     func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) async throws -> Bool
     func listEndpoints(vni: VNI?) async throws -> [(EndpointEntry, CIDR?)]
 
@@ -41,6 +41,10 @@ public protocol TransitHosting: Sendable {
     func listServices(vni: VNI?) async throws -> [ServiceState]
     func serviceFlows(vni: VNI?) async throws -> [NATFlow]
     func invalidateServiceFlows(_ vni: VNI, vip: IPv4Address, backends: Set<IPv4Address>?) async throws -> Int
+
+    func putPolicy(_ u: PolicyUpdateSpec) async throws -> (changed: Int, revoked: Int)
+    func policyState(vni: VNI?) async throws -> PolicyState
+    func conntrack(vni: VNI?) async throws -> [ConntrackEntry]
 }
 
 extension TransitHost: TransitHosting {}

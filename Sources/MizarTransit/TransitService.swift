@@ -111,7 +111,9 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
             }
             let e = EndpointEntry(vni: try VNI(request.vni), ip: try Messages.unicast(request.ip, "ip"), mac: try Messages.endpointMAC(request.mac),
                                   host: try Messages.host(request.host, "host"), kind: kind)
-            return .changed(try await host.putEndpoint(e, subnet: try CIDR(parsing: request.subnet, field: "subnet")))
+            let policy = request.hasPolicy ? try PolicyMessages.endpoint(request.policy, "policy").entry : nil
+            let sets = try PolicyMessages.sets(request.policySets, "policy_sets")
+            return .changed(try await host.putEndpoint(e, subnet: try CIDR(parsing: request.subnet, field: "subnet"), policy: policy, sets: sets))
         }
     }
 
@@ -322,5 +324,58 @@ enum ServiceMessages {
         }
         m.clientHosts = s.clientHosts.map { "\($0)" }
         return m
+    }
+}
+
+// MARK: - Network policy
+
+extension TransitService {
+    public func putPolicy(request: Mizar_Transit_V1_PolicyUpdate, context: ServerContext) async throws -> Mizar_Transit_V1_PolicyReply {
+        try await call {
+            var u = PolicyUpdateSpec()
+            u.sets = try PolicyMessages.sets(request.sets, "sets")
+            for (i, e) in request.endpoints.enumerated() { u.endpoints.append(try PolicyMessages.endpoint(e, "endpoints[\(i)]")) }
+            for (i, k) in request.removed.enumerated() {
+                u.removed.append((try VNI(k.vni), try Messages.unicast(k.ip, "removed[\(i)].ip")))
+            }
+            for (i, b) in request.blocks.enumerated() { u.blocks.append(try PolicyMessages.blocks(b, "blocks[\(i)]")) }
+            let (changed, revoked) = try await host.putPolicy(u)
+            var r = Mizar_Transit_V1_PolicyReply()
+            r.changed = UInt32(changed)
+            r.revoked = UInt32(revoked)
+            return r
+        }
+    }
+
+    public func listPolicy(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_PolicyState {
+        try await call {
+            let state = try await host.policyState(vni: try filter(request))
+            var m = Mizar_Transit_V1_PolicyState()
+            m.endpoints = state.endpoints.map { PolicyMessages.message($0, revoke: false) }
+            m.sets = state.sets.map(PolicyMessages.message)
+            m.blocks = state.blocks.map { PolicyMessages.message(vni: $0.vni, $0.prefixes) }
+            return m
+        }
+    }
+
+    public func listConntrack(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_ConntrackList {
+        try await call {
+            let now = Dataplane.nowNs
+            var list = Mizar_Transit_V1_ConntrackList()
+            list.entries = try await host.conntrack(vni: try filter(request)).map { e in
+                var m = Mizar_Transit_V1_ConntrackEntry()
+                m.vni = e.vni.value
+                m.src = "\(e.openedByB ? e.b : e.a)"
+                m.srcPort = UInt32(e.openedByB ? e.bPort : e.aPort)
+                m.dst = "\(e.openedByB ? e.a : e.b)"
+                m.dstPort = UInt32(e.openedByB ? e.aPort : e.bPort)
+                m.protocol = Messages.protocolName(e.proto)
+                m.state = e.stateName
+                m.admittedS = now > e.admittedNs ? Double(now - e.admittedNs) / 1e9 : 0
+                m.idleS = now > e.seenNs ? Double(now - e.seenNs) / 1e9 : 0
+                return m
+            }
+            return list
+        }
     }
 }

@@ -69,6 +69,12 @@ struct Transitd: AsyncParsableCommand {
     @Flag(help: "Always go through bouncers and dividers (no learned direct path).")
     var noDirectPath = false
 
+    @Flag(help: "No network policy: admit every flow inside a VPC without judging it at the bouncers, and keep no conntrack (for comparison).")
+    var noPolicy = false
+
+    @Option(help: "Flows the conntrack table holds (allocated whole at start).")
+    var conntrackSize: UInt32 = DataplaneSettings.defaultConntrackSize
+
     @Option(help: "etcd to register this droplet in, HOST:PORT[,HOST:PORT...] (with --tls-*, as user droplet-NAME).")
     var etcd: String?
 
@@ -96,6 +102,7 @@ struct Transitd: AsyncParsableCommand {
         if try tlsOptions.files() != nil && insecure {
             throw ValidationError("--insecure: TLS material is given; plaintext would serve beside it")
         }
+        guard conntrackSize >= 1024 else { throw ValidationError("--conntrack-size: \(conntrackSize) is too small; at least 1024") }
     }
 
     func run() async throws {
@@ -113,6 +120,8 @@ struct Transitd: AsyncParsableCommand {
         config.transitHook = transitHook
         config.agentHook = agentHook
         config.dataplane.directPath = !noDirectPath
+        config.dataplane.policy = !noPolicy
+        config.dataplane.conntrackSize = conntrackSize
         Dataplane.setLibbpfQuiet(false)
 
         let host = try await TransitHost(config: config, logger: logger)
@@ -149,6 +158,7 @@ struct Transitd: AsyncParsableCommand {
         // data plane keeps forwarding until the next transitd adopts it.
         func serve(_ store: Store?) async throws {
             var services: [any Service] = [TransitServer(host: host, listeners: listeners)]
+            if !noPolicy { services.append(ConntrackSweeper(host: host, logger: logger)) }
             if let store { services.append(DropletRegistration(store: store, name: dropletName, spec: spec, logger: logger)) }
             // CNI makes Endpoints in etcd; without etcd it answers with a clear error.
             if cniPath != "none" {

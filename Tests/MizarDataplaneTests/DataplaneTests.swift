@@ -15,6 +15,9 @@ import Testing
         @Test("scaled endpoints", arguments: ServiceCases.all, Hook.allCases)
         func service(_ c: PacketCase, _ hook: Hook) throws { try check(c, hook) }
 
+        @Test("network policy", arguments: PolicyCases.all, Hook.allCases)
+        func policy(_ c: PacketCase, _ hook: Hook) throws { try check(c, hook) }
+
         @Test func tablesAreLargeEnough() {
             #expect(TransitCases.all.count + AgentCases.all.count >= 40)
         }
@@ -30,7 +33,7 @@ import Testing
         /// Every other drop reason has at least one row.
         @Test func everyDropReasonHasARow() {
             var covered = Set<UInt32>()
-            for c in TransitCases.all + AgentCases.all + ServiceCases.all {
+            for c in TransitCases.all + AgentCases.all + ServiceCases.all + PolicyCases.all {
                 if case .drop(let reason) = c.expect { covered.insert(reason.rawValue) }
             }
             for (reason, name) in DropReason.all where !Packets.unreachableInTests.contains(reason) {

@@ -28,8 +28,8 @@ struct Interfaces {
     let b: UInt32
     let c: UInt32
 
-    static func create() throws -> Interfaces {
-        let prefix = "mzt\(getpid() % 100000)"
+    static func create(_ tag: String = "") throws -> Interfaces {
+        let prefix = "mzt\(tag)\(getpid() % 100000)"
         func make(_ suffix: String) throws -> UInt32 {
             let name = prefix + suffix
             let ifindex = try createVethPair(name)
@@ -57,13 +57,21 @@ final class TestEnvironment: @unchecked Sendable {
         return TestEnvironment(dataplane: dp, events: try EventReader(dp), ifs: ifs)
     }
 
+    /// Another data plane, with network policy on (and a small conntrack).
+    private static let sharedPolicy: Result<TestEnvironment, any Error> = Result {
+        Dataplane.setLibbpfQuiet(false)
+        let ifs = try Interfaces.create("p")
+        let dp = try Dataplane(objectDirectory: bpfDirectory, settings: DataplaneSettings(policy: true, conntrackSize: 4096))
+        return TestEnvironment(dataplane: dp, events: try EventReader(dp), ifs: ifs)
+    }
+
     private init(dataplane: Dataplane, events: EventReader, ifs: Interfaces) {
         self.dataplane = dataplane
         self.events = events
         self.ifs = ifs
     }
 
-    static func get() throws -> TestEnvironment { try shared.get() }
+    static func get(policy: Bool = false) throws -> TestEnvironment { try (policy ? sharedPolicy : shared).get() }
 
     /// Clean tables, zero counters, every packet traced.
     func reset() throws {

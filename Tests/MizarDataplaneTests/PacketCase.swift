@@ -23,6 +23,8 @@ enum Port: Sendable {
 enum Expect: Sendable {
     case pass
     case drop(mz_drop_reason)
+    /// Taken in by the program (a revocation): dropped under no reason.
+    case consumed
     case tx
     case redirect(Port)
 }
@@ -56,6 +58,8 @@ struct PacketCase: Sendable, CustomTestStringConvertible {
     var tcRefusedByKernel = false
     /// Further checks of the tables afterwards (service flows, clients).
     var after: @Sendable (Dataplane) throws -> Void = { _ in }
+    /// Run on the data plane with network policy on.
+    var policy = false
 
     var testDescription: String { "\(program.rawValue): \(name)" }
 }
@@ -86,11 +90,11 @@ func cacheSnapshot(_ dp: Dataplane) throws -> [String: HostAddress] {
 func retval(_ e: Expect, _ hook: Hook, _ program: Program) -> UInt32 {
     switch (e, hook) {
     case (.pass, .xdp): 2       // XDP_PASS
-    case (.drop, .xdp): 1       // XDP_DROP
+    case (.drop, .xdp), (.consumed, .xdp): 1 // XDP_DROP
     case (.tx, .xdp): program == .agent ? 4 : 3 // XDP_REDIRECT or XDP_TX
     case (.redirect, .xdp): 4   // XDP_REDIRECT
     case (.pass, .tc): 0        // TC_ACT_OK
-    case (.drop, .tc): 2        // TC_ACT_SHOT
+    case (.drop, .tc), (.consumed, .tc): 2 // TC_ACT_SHOT
     case (.tx, .tc), (.redirect, .tc): 7 // TC_ACT_REDIRECT
     }
 }
@@ -98,7 +102,7 @@ func retval(_ e: Expect, _ hook: Hook, _ program: Program) -> UInt32 {
 /// Runs one row and checks verdict, bytes, redirect target, counters and
 /// the cache.
 func check(_ c: PacketCase, _ hook: Hook) throws {
-    let env = try TestEnvironment.get()
+    let env = try TestEnvironment.get(policy: c.policy)
     let dp = env.dataplane
     try env.reset()
     try seed(env, c.roles)
@@ -130,6 +134,9 @@ func check(_ c: PacketCase, _ hook: Hook) throws {
         switch c.expect {
         case .pass:
             #expect(ev.verdict == UInt16(MZ_V_PASS.rawValue))
+        case .consumed:
+            #expect(ev.verdict == UInt16(MZ_V_DROP.rawValue))
+            #expect(ev.reason == 0)
         case .drop(let reason):
             #expect(ev.verdict == UInt16(MZ_V_DROP.rawValue))
             #expect(ev.reason == UInt16(reason.rawValue),
@@ -149,7 +156,7 @@ func check(_ c: PacketCase, _ hook: Hook) throws {
     let verdictName: String
     switch c.expect {
     case .pass: verdictName = "pass"
-    case .drop: verdictName = "drop"
+    case .drop, .consumed: verdictName = "drop"
     case .tx: verdictName = "tx"
     case .redirect: verdictName = "redirect"
     }

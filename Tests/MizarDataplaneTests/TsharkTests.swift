@@ -71,5 +71,33 @@ extension DataplaneTests {
             #expect(f[12] == "02:00:00:00:00:04,0a:58:0a:00:01:14")
             #expect(f.count < 15 || f[14].isEmpty, "tshark reports problems: \(f[14])")
         }
+
+        /// The judgment's options (policy, egress bits, verdict) are valid
+        /// Geneve options to a standard decoder, lengths and all.
+        @Test(arguments: Hook.allCases) func policyOptionsDecode(_ hook: Hook) throws {
+            let env = try TestEnvironment.get(policy: true)
+            try env.reset()
+            try seed(env, Roles(bouncerS1: true))
+            try PolicyCases.isolate(env.dataplane, T.a3, members: [2], egress: [PolicyCases.rule(17, 7, [9])])
+            let inner = PolicyCases.a3ToA4
+            let judged = P.tunnel(from: T.h2, to: T.h1, vni: T.vniA, rts: T.h2, rtsFlags: PolicyCases.judge, inner: inner)
+            let forwarded = try env.dataplane.programs[hook]!.transit.testRun(judged, ifindex: env.ifs.droplet).output
+            let verdict = P.tunnel(from: T.h1, to: T.h2, vni: T.vniA, rts: T.h2, options: [PolicyCases.verdict(T.h4), P.rts(T.h2)], inner: inner)
+            let path = "/tmp/mizar-geneve-policy-\(getpid())-\(hook).pcap"
+            defer { unlink(path) }
+            try PcapWriter.write(frames: [forwarded, verdict], to: path)
+            let lines = try tshark(path, fields: ["geneve.option.class", "geneve.option.type", "geneve.option.length", "ip.dst", "_ws.expert"])
+            try #require(lines.count == 2)
+            let fwd = lines[0].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            #expect(fwd[0] == "0xff4d,0xff4d,0xff4d")
+            #expect(fwd[1] == "0x83,0x84,0x01", "critical policy, critical egress bits, RTS")
+            #expect(Set(fwd[2].split(separator: ",")) == ["76", "68", "16", "160"], "each option, and all of them")
+            #expect(fwd[3] == "192.168.50.3,10.0.2.30", "to a4's subnet's bouncer, the inner packet intact")
+            #expect(fwd.count < 5 || fwd[4].isEmpty, "tshark reports problems: \(fwd[4])")
+            let v = lines[1].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            #expect(v[1] == "0x85,0x01")
+            #expect(Set(v[2].split(separator: ",")) == ["12", "16", "28"])
+            #expect(v.count < 5 || v[4].isEmpty, "tshark reports problems: \(v[4])")
+        }
     }
 }

@@ -7,6 +7,9 @@ import MizarTransit
 import MizarTransitClient
 import Testing
 
+/// The testbeds the suite brought up, taken down at exit.
+nonisolated(unsafe) private var clusterBeds: [Testbed] = []
+
 /// One simulated cluster for the whole suite: 3 hosts, each with its own
 /// transitd, programmed through their gRPC APIs the way the management
 /// plane will. VPC A (VNI 100) and VPC B (VNI 200) use the very same CIDRs.
@@ -17,7 +20,16 @@ final class Cluster: Sendable {
         }
     }()
 
-    static func get() throws -> Cluster { try shared.get() }
+    /// Another, made only when a test asks for it: transitds with network
+    /// policy off (no judgment, no conntrack), where dividers carry every
+    /// first packet between subnets.
+    static let unjudged: Result<Cluster, TestbedError> = {
+        do { return .success(try Cluster(prefix: "mzu", extraArguments: ["--no-policy"], underlayNet: 7)) } catch let e as TestbedError { return .failure(e) } catch {
+            return .failure(TestbedError("\(error)"))
+        }
+    }()
+
+    static func get(policy: Bool = true) throws -> Cluster { try (policy ? shared : unjudged).get() }
 
     let bed: Testbed
     let options: Testbed.Options
@@ -25,13 +37,17 @@ final class Cluster: Sendable {
     static let vniA: UInt32 = 100, vniB: UInt32 = 200, vniC: UInt32 = 300
     static let s1 = "10.0.1.0/24", s2 = "10.0.2.0/24"
 
-    init() throws {
-        options = Testbed.Options.besideThisExecutable()
-        let name = "mzt\(getpid() % 100000)"
+    init(prefix: String = "mzt", extraArguments: [String] = [], underlayNet: UInt8 = 0) throws {
+        var options = Testbed.Options.besideThisExecutable()
+        options.extraArguments += extraArguments
+        options.underlayNet = underlayNet
+        self.options = options
+        let name = "\(prefix)\(getpid() % 100000)"
         Testbed.down(name: name)
         bed = try Testbed.up(name: name, options: options)
         if getenv("MIZAR_KEEP_TESTBED") == nil {
-            atexit { if case .success(let c) = Cluster.shared { c.bed.down() } }
+            if clusterBeds.isEmpty { atexit { for bed in clusterBeds { bed.down() } } }
+            clusterBeds.append(bed)
         }
     }
 

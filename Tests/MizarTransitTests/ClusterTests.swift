@@ -175,16 +175,22 @@ struct ClusterTests {
         for name in ["bouncer_forward", "bouncer_arp_reply"] {
             #expect(bouncerAfter[name] == bouncerBefore[name], "the bouncer's \(name) grew")
         }
-        #expect(h2After["encap_direct", default: 0] - h2Before["encap_direct", default: 0] >= 20)
-        #expect(h3After["encap_direct", default: 0] - h3Before["encap_direct", default: 0] >= 20)
+        func grew(_ before: [String: UInt64], _ after: [String: UInt64], _ name: String) -> UInt64 { after[name, default: 0] - before[name, default: 0] }
+        // One flow (one ping run): its first packet judged once by the
+        // bouncer, every other packet host to host, both ways.
+        #expect(grew(h2Before, h2After, "policy_judge") == 1)
+        #expect(grew(bouncerBefore, bouncerAfter, "policy_admit") == 1)
+        #expect(grew(h2Before, h2After, "encap_direct") >= 19)
+        #expect(grew(h3Before, h3After, "encap_direct") >= 20)
         let cache = try await w.c.client(2) { try await $0.listHostCache(.init()) }
         #expect(cache.entries.contains { $0.ip == "10.0.1.50" && $0.host.ip == "\(w.c.host(3).ip)" })
     }
 
-    @Test("two bouncers on a subnet and two dividers on a VPC: traffic arrives and both are used")
-    func twoBouncersTwoDividers() async throws {
-        let w = try await World.get()
-        let c = w.c, C = Cluster.vniC
+    @Test("two bouncers on a subnet and two dividers on a VPC: traffic arrives and both are used (for judging; dividers when policy is off)",
+          arguments: [true, false])
+    func twoBouncersTwoDividers(policy: Bool) async throws {
+        if policy { _ = try await World.get() }
+        let c = try Cluster.get(policy: policy), C = Cluster.vniC
         try await c.putVPC(C, dividers: [1, 2])
         try await c.putSubnet(C, Cluster.s1, bouncers: [1, 2])
         try await c.putSubnet(C, Cluster.s2, bouncers: [3])
@@ -211,7 +217,15 @@ struct ClusterTests {
         for i in 0..<2 {
             func grew(_ names: [String]) -> UInt64 { names.reduce(0) { $0 + after[i][$1, default: 0] - before[i][$1, default: 0] } }
             #expect(grew(["bouncer_arp_reply"]) > 0, "bouncer h\(i + 1) was never used")
-            #expect(grew(["divider_forward", "divider_direct"]) > 0, "divider h\(i + 1) was never used")
+            if policy {
+                // Flows are judged by a bouncer of their source's subnet,
+                // picked by the flow's hash: both judge.
+                #expect(grew(["policy_admit", "policy_forward"]) > 0, "bouncer h\(i + 1) never judged a flow")
+                #expect(grew(["divider_forward", "divider_direct"]) == 0, "a first packet went to a divider, unjudged")
+            } else {
+                #expect(grew(["divider_forward", "divider_direct"]) > 0, "divider h\(i + 1) was never used")
+                #expect(grew(["policy_admit", "policy_forward", "policy_judge"]) == 0)
+            }
         }
     }
 
@@ -237,7 +251,9 @@ struct ClusterTests {
         let ping = Traffic.ping(from: w.a5.netns, old.ip, count: 10, interval: 0.02)
         #expect(ping.received == 10, "\(ping.output)")
         #expect(try await c.transitPackets(2) == oldHostBefore, "the old host still receives traffic for the moved endpoint")
-        #expect(try await c.counters(2)["stale_reroute", default: 0] >= 1, "the old host should have handed the stale packet on")
+        // A new flow is judged, by the bouncer that knows where m lives now:
+        // the stale direct path is never taken for it.
+        #expect(try await c.counters(3)["policy_judge", default: 0] >= 2, "h3's new flows to m were not judged")
         let relearned = try await c.client(3) { try await $0.listHostCache(.init()) }
         #expect(relearned.entries.contains { $0.ip == "10.0.1.70" && $0.host.ip == "\(c.host(1).ip)" })
     }

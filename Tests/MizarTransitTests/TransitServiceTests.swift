@@ -21,6 +21,8 @@ final class FakeHost: TransitHosting {
         var interfaces: [EndpointInterfaceSpec] = []
         var endpoints: [(EndpointEntry, CIDR)] = []
         var services: [ServiceEntry] = []
+        var policyUpdates: [(PolicyEndpointEntry?, Int)] = []
+        var policyPuts: [PolicyUpdateSpec] = []
         var refusal: (any Error)?
     }
 
@@ -51,8 +53,8 @@ final class FakeHost: TransitHosting {
     func deleteSubnet(_ vni: VNI, _ cidr: CIDR) async throws -> Bool { try record("deleteSubnet"); return true }
     func listSubnets(vni: VNI?) async throws -> [SubnetEntry] { try record("listSubnets"); return [] }
 
-    func putEndpoint(_ e: EndpointEntry, subnet: CIDR) async throws -> Bool {
-        try record("putEndpoint") { $0.endpoints.append((e, subnet)) }
+    func putEndpoint(_ e: EndpointEntry, subnet: CIDR, policy: PolicyEndpointEntry?, sets: [PolicyUpdateSpec.Set]) async throws -> Bool {
+        try record("putEndpoint") { $0.endpoints.append((e, subnet)); $0.policyUpdates.append((policy, sets.count)) }
         return true
     }
     func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) async throws -> Bool { try record("deleteEndpoint"); return true }
@@ -94,6 +96,13 @@ final class FakeHost: TransitHosting {
         try record("invalidateServiceFlows")
         return 0
     }
+
+    func putPolicy(_ u: PolicyUpdateSpec) async throws -> (changed: Int, revoked: Int) {
+        try record("putPolicy") { $0.policyPuts.append(u) }
+        return (u.endpoints.count, u.endpoints.filter(\.revoke).count)
+    }
+    func policyState(vni: VNI?) async throws -> PolicyState { try record("policyState"); return PolicyState(endpoints: [], sets: [], blocks: []) }
+    func conntrack(vni: VNI?) async throws -> [ConntrackEntry] { try record("conntrack"); return [] }
 }
 
 /// Serves `host` over the in-process transport for the length of `body`.
@@ -198,6 +207,82 @@ struct TransitServiceTests {
         #expect(error?.message.hasPrefix("\(field):") == true, "\(error?.message ?? "")")
         #expect(error.map(TransitRefusal.isPermanent) == true)
         #expect(host.calls.isEmpty)
+    }
+
+    static func policyUpdate(_ change: (inout Mizar_Transit_V1_PolicyUpdate) -> Void) -> Mizar_Transit_V1_PolicyUpdate {
+        var u = Mizar_Transit_V1_PolicyUpdate()
+        var set = Mizar_Transit_V1_PolicySet()
+        set.vni = 100
+        set.id = 42
+        var rule = Mizar_Transit_V1_PolicyRule()
+        rule.protocol = 6
+        rule.firstPort = 80
+        rule.lastPort = 81
+        rule.bits.words = [1 << 3]
+        set.rules = [rule]
+        u.sets = [set]
+        var e = Mizar_Transit_V1_PolicyEndpoint()
+        e.vni = 100
+        e.ip = "10.0.1.10"
+        e.members.words = [0, 1]
+        e.ingressSet = 42
+        var named = Mizar_Transit_V1_PolicyNamedPort()
+        named.bit = 9
+        named.protocol = 17
+        named.port = 53
+        e.namedPorts = [named]
+        e.revoke = true
+        u.endpoints = [e]
+        var b = Mizar_Transit_V1_PolicyBlocks()
+        b.vni = 100
+        var block = Mizar_Transit_V1_PolicyBlock()
+        block.cidr = "10.0.2.0/24"
+        block.bits.words = [0, 0, 4]
+        b.blocks = [block]
+        u.blocks = [b]
+        change(&u)
+        return u
+    }
+
+    @Test("policy updates: malformed sets, entries and blocks are refused naming the field, before the host is called",
+          arguments: [
+              ("sets[0].id", policyUpdate { $0.sets[0].id = 0 }),
+              ("sets[0].rules[0]", policyUpdate { $0.sets[0].rules[0].firstPort = 90 }),
+              ("sets[0].rules[0].last_port", policyUpdate { $0.sets[0].rules[0].lastPort = 70000 }),
+              ("sets[0].rules[0].protocol", policyUpdate { $0.sets[0].rules[0].protocol = 300 }),
+              ("sets[0].rules[0].bits.words", policyUpdate { $0.sets[0].rules[0].bits.words = Array(repeating: 1, count: 17) }),
+              ("sets[0].rules", policyUpdate { $0.sets[0].rules = Array(repeating: $0.sets[0].rules[0], count: 33) }),
+              ("vni", policyUpdate { $0.sets[0].vni = 0 }),
+              ("endpoints[0].ip", policyUpdate { $0.endpoints[0].ip = "10.0.1" }),
+              ("endpoints[0].named_ports[0].bit", policyUpdate { $0.endpoints[0].namedPorts[0].bit = 512 }),
+              ("endpoints[0].named_ports", policyUpdate { $0.endpoints[0].namedPorts = Array(repeating: $0.endpoints[0].namedPorts[0], count: 17) }),
+              ("removed[0].ip", policyUpdate { var k = Mizar_Transit_V1_EndpointKey(); k.vni = 100; k.ip = "x"; $0.removed = [k] }),
+              ("blocks[0].blocks[0].cidr", policyUpdate { $0.blocks[0].blocks[0].cidr = "10.0.2.1/24" }),
+          ])
+    func policyValidation(field: String, message: Mizar_Transit_V1_PolicyUpdate) async throws {
+        let host = FakeHost()
+        let error = try await withInProcessTransit(host) { client in
+            await refusal { _ = try await client.putPolicy(message) }
+        }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message.hasPrefix("\(field):") == true, "\(error?.message ?? "")")
+        #expect(host.calls.isEmpty)
+    }
+
+    @Test("a well-formed policy update reaches the host parsed: bits by word, sets, named ports, prefixes")
+    func policyAccepted() async throws {
+        let host = FakeHost()
+        let reply = try await withInProcessTransit(host) { client in try await client.putPolicy(Self.policyUpdate { _ in }) }
+        #expect(reply.changed == 1 && reply.revoked == 1)
+        let u = try #require(host.state.withLock { $0.policyPuts.first })
+        #expect(u.sets.count == 1 && u.sets[0].id == 42)
+        #expect(u.sets[0].rules == [PolicyRuleEntry(proto: 6, first: 80, last: 81, anyPeer: false, bits: PolicyBitWords(words: [8]))])
+        let e = try #require(u.endpoints.first)
+        #expect(e.revoke)
+        #expect(e.entry.members.words[1] == 1 && e.entry.members.words.count == 16)
+        #expect(e.entry.ingress == 42 && e.entry.egress == 0)
+        #expect(e.entry.named == [PolicyNamedPort(bit: 9, proto: 17, port: 53)])
+        #expect(u.blocks.first?.prefixes == [try CIDR(parsing: "10.0.2.0/24"): PolicyBitWords(words: [0, 0, 4])])
     }
 
     @Test("a well-formed entry reaches the host parsed, once")

@@ -35,6 +35,47 @@ static __always_inline int agent_send(struct mz_ctx *ctx, struct mz_pkt *p, cons
 	return MZ_V_REDIRECT;
 }
 
+/* A flow this host holds no valid entry for: its packet goes to a bouncer
+ * of the subnet of the flow's source (`rev`: the destination opened it) to
+ * be judged, whatever the destination's place. */
+/* The flow hash of the IPv4 packet after the Ethernet header: addresses,
+ * protocol and (TCP, UDP, unfragmented) ports, so flows spread over
+ * bouncers, dividers and ECMP. */
+static __always_inline int agent_flow_hash(struct mz_ctx *ctx, __be32 src, __be32 dst, __u32 *hash)
+{
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	struct iphdr *ip = data + MZ_ETH_LEN;
+	if ((void *)(ip + 1) > end)
+		return -MZ_DROP_INNER_IP;
+	__u32 ports = ip->protocol;
+	if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
+	    !(ip->frag_off & bpf_htons(0x3fff))) {
+		__u32 *l4 = (void *)ip + ip->ihl * 4;
+		if ((void *)(l4 + 1) <= end)
+			ports ^= *l4;
+	}
+	*hash = flow_hash_ips(src, dst, ports);
+	return 0;
+}
+
+static __always_inline int agent_judge(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr,
+				       __be32 src, __be32 dst, int rev)
+{
+	const struct mz_subnet *s = subnet_of(p->vni, rev ? dst : src);
+	if (!s)
+		return -MZ_DROP_NO_ROUTE;
+	struct mz_host to;
+	__u32 hash;
+	int ret = agent_flow_hash(ctx, src, dst, &hash);
+	if (ret < 0)
+		return ret;
+	ret = pick_bouncer(s, hash, &to);
+	if (ret < 0)
+		return ret;
+	count(MZ_CNT_POL_JUDGE, p->len);
+	return agent_send(ctx, p, dr, &to, hash, MZ_RTS_F_JUDGE | (rev ? MZ_RTS_F_REVERSE : 0));
+}
+
 static __always_inline int agent_arp(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr,
 				     const struct mz_iface *cfg)
 {
@@ -163,7 +204,13 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 			}
 		}
 	}
+	int rev;
 	if (local) {
+		if (mz_config.policy) {
+			__u64 revoked = cfg->revoked_ns > local->revoked_ns ? cfg->revoked_ns : local->revoked_ns;
+			if (!ct_check(ctx, MZ_ETH_LEN, p->vni, revoked, &rev))
+				return agent_judge(ctx, p, dr, src, dst, rev);
+		}
 		if (!natted && nat_active()) {
 			/* A backend answering a client on this host. */
 			int r = svc_rnat(ctx, p, MZ_ETH_LEN);
@@ -182,20 +229,12 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 		return MZ_V_REDIRECT;
 	}
 
-	/* Ports feed the hash so flows spread over bouncers, dividers and ECMP. */
-	data = ctx_data(ctx);
-	end = ctx_data_end(ctx);
-	ip = data + MZ_ETH_LEN;
-	if ((void *)(ip + 1) > end)
-		return -MZ_DROP_INNER_IP;
-	__u32 ports = ip->protocol;
-	if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
-	    !(ip->frag_off & bpf_htons(0x3fff))) {
-		__u32 *l4 = (void *)ip + ip->ihl * 4;
-		if ((void *)(l4 + 1) <= end)
-			ports ^= *l4;
-	}
-	__u32 hash = flow_hash_ips(src, dst, ports);
+	__u32 hash;
+	int ret = agent_flow_hash(ctx, src, dst, &hash);
+	if (ret < 0)
+		return ret;
+	if (mz_config.policy && !ct_check(ctx, MZ_ETH_LEN, p->vni, cfg->revoked_ns, &rev))
+		return agent_judge(ctx, p, dr, src, dst, rev);
 
 	struct mz_host to;
 	if (c) {
@@ -203,7 +242,6 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 		count(MZ_CNT_ENCAP_DIRECT, p->len);
 		return agent_send(ctx, p, dr, &to, hash, MZ_RTS_F_DIRECT);
 	}
-	int ret;
 	if (in_subnet(cfg, dst)) {
 		const struct mz_subnet *s = subnet_of(p->vni, dst);
 		if (!s)

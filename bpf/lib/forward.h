@@ -16,15 +16,16 @@ enum { MZ_HOST_NOT_DROPLET = 0, MZ_HOST_DROPLET = 1, MZ_HOST_UNCHECKED = 2 };
  * `h` is a droplet, with the droplet table's MAC. The cache lookup first
  * keeps steady traffic from rewriting the LRU on every packet (an entry
  * there was a droplet's when it was learned). */
-static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h, int known,
-				  const struct mz_droplet *dr, __u32 len)
+MZ_SUBPROG int learn_host(__u32 vni, __be32 ip, const struct mz_host *h, int known, __u32 len)
 {
-	if (!mz_config.direct_path || h->ip == dr->self.ip || h->ip == 0)
-		return;
+	__u32 zero = 0;
+	const struct mz_droplet *dr = bpf_map_lookup_elem(&mz_droplet, &zero);
+	if (!h || !dr || !mz_config.direct_path || h->ip == dr->self.ip || h->ip == 0)
+		return 0;
 	struct mz_ep_key k = { .vni = vni, .ip = ip };
 	struct mz_cached_host *c = bpf_map_lookup_elem(&mz_hostcache, &k);
 	if (c && c->host.ip == h->ip && mac_equal(c->host.mac, h->mac))
-		return;
+		return 0;
 	struct mz_cached_host v = { .host = { .ip = h->ip }, .learned_ns = bpf_ktime_get_ns() };
 	if (known == MZ_HOST_DROPLET) {
 		mac_copy(v.host.mac, h->mac);
@@ -36,13 +37,18 @@ static __always_inline void learn(__u32 vni, __be32 ip, const struct mz_host *h,
 		}
 		if (!d) {
 			count(MZ_CNT_LEARN_REFUSED, len);
-			return;
+			return 0;
 		}
 		mac_copy(v.host.mac, d->mac);
 	}
 	bpf_map_update_elem(&mz_hostcache, &k, &v, BPF_ANY);
 	count(MZ_CNT_CACHE_LEARN, len);
+	return 1;
 }
+
+/* learn_host is a global function (its own frame, checked once); `dr` is
+ * what every caller has at hand, and learn_host finds it itself. */
+#define learn(vni, ip, h, known, dr, len) learn_host((vni), (ip), (h), (known), (len))
 
 /* Out to the substrate network, from whichever interface we are on. */
 static __always_inline int send_underlay(struct mz_ctx *ctx, struct mz_pkt *p,
@@ -107,6 +113,11 @@ static __always_inline int deliver(struct mz_ctx *ctx, struct mz_pkt *p,
 	p->into_endpoint = set_mac;
 	count(MZ_CNT_DELIVER, p->len);
 	return MZ_V_REDIRECT;
+}
+
+static __always_inline __u32 flow_hash_ips(__be32 src, __be32 dst, __u32 extra)
+{
+	return mz_flow_hash(bpf_ntohl(src), bpf_ntohl(dst), extra);
 }
 
 static __always_inline const struct mz_subnet *subnet_of(__u32 vni, __be32 ip)

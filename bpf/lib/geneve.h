@@ -9,16 +9,24 @@
 
 /* A parsed tunnel packet. Offsets count from the start of the frame. */
 struct mz_outer {
-	__u32 len;     /* outer headers up to the inner Ethernet header */
-	__u32 rts_off; /* the RTS option */
+	__u16 len;     /* outer headers up to the inner Ethernet header */
+	__u16 rts_off; /* the RTS option */
 	struct mz_host rts; /* with the droplet table's MAC when rts_droplet */
 	__u8 rts_flags;
 	__u8 rts_droplet; /* the RTS host is a droplet (or this host) */
 	__u8 rw_droplet;  /* the rewrite's backend host is a droplet (or this host) */
-	__u32 rw_off; /* the rewrite option, or 0 */
+	__u16 rw_off; /* the rewrite option, or 0 */
 	__be32 rw_backend;
 	__be16 rw_port;
 	struct mz_host rw_host;
+	__u16 pol_off;     /* MZ_OPT_POLICY, or 0 */
+	__u16 poleg_off;   /* MZ_OPT_POLICY_EG, or 0 */
+	__u16 verdict_off; /* MZ_OPT_VERDICT, or 0 */
+	__u16 revoke_off;  /* MZ_OPT_REVOKE, or 0 */
+	__be32 verdict_host;
+	__be32 revoke_ip; /* MZ_OPT_REVOKE's endpoint */
+	__u8 verdict_flags;
+	__u8 pol_flags;
 };
 
 enum {
@@ -143,6 +151,39 @@ for (int i = 0; i < MZ_GENEVE_MAX_OPTS; i++) {
 			o->rw_host.ip = w->host.ip;
 			mac_copy(o->rw_host.mac, w->host.mac);
 			o->rw_host.reserved = 0;
+		} else if (opt->opt_class == bpf_htons(MZ_GENEVE_CLASS) &&
+			   opt->type == (MZ_GENEVE_CRITICAL | MZ_OPT_POLICY)) {
+			struct mz_opt_policy *pol = (void *)opt;
+			if (dlen != sizeof(*pol) - sizeof(*opt))
+				return -MZ_DROP_GENEVE_OPTIONS;
+			if ((void *)(&pol->dst_host + 1) > end)
+				return -MZ_DROP_TRUNC_GENEVE;
+			o->pol_off = opts + off;
+			o->pol_flags = pol->flags;
+		} else if (opt->opt_class == bpf_htons(MZ_GENEVE_CLASS) &&
+			   opt->type == (MZ_GENEVE_CRITICAL | MZ_OPT_POLICY_EG)) {
+			if (dlen != sizeof(struct mz_opt_policy_eg) - sizeof(*opt))
+				return -MZ_DROP_GENEVE_OPTIONS;
+			o->poleg_off = opts + off;
+		} else if (opt->opt_class == bpf_htons(MZ_GENEVE_CLASS) &&
+			   opt->type == (MZ_GENEVE_CRITICAL | MZ_OPT_VERDICT)) {
+			struct mz_opt_verdict *v = (void *)opt;
+			if (dlen != sizeof(*v) - sizeof(*opt))
+				return -MZ_DROP_GENEVE_OPTIONS;
+			if ((void *)(v + 1) > end)
+				return -MZ_DROP_TRUNC_GENEVE;
+			o->verdict_off = opts + off;
+			o->verdict_host = v->host_ip;
+			o->verdict_flags = v->flags;
+		} else if (opt->opt_class == bpf_htons(MZ_GENEVE_CLASS) &&
+			   opt->type == (MZ_GENEVE_CRITICAL | MZ_OPT_REVOKE)) {
+			struct mz_opt_revoke *rv = (void *)opt;
+			if (dlen != sizeof(*rv) - sizeof(*opt))
+				return -MZ_DROP_GENEVE_OPTIONS;
+			if ((void *)(rv + 1) > end)
+				return -MZ_DROP_TRUNC_GENEVE;
+			o->revoke_off = opts + off;
+			o->revoke_ip = rv->ip;
 		} else if (opt->type & MZ_GENEVE_CRITICAL) {
 			return -MZ_DROP_GENEVE_CRITICAL;
 		}
@@ -150,7 +191,8 @@ for (int i = 0; i < MZ_GENEVE_MAX_OPTS; i++) {
 	}
 	if (off < optlen)
 		return -MZ_DROP_GENEVE_OPTIONS;
-	if (!have_rts)
+	/* A revocation is no endpoint's packet: it needs no RTS. */
+	if (!have_rts && !o->revoke_off)
 		return -MZ_DROP_NO_RTS;
 	/* The hosts the options name, with the table's MACs. The sender itself
 	 * is the usual RTS host: its entry is at hand. */
@@ -164,6 +206,14 @@ for (int i = 0; i < MZ_GENEVE_MAX_OPTS; i++) {
 		o->rw_droplet = droplet_mac(o->rw_host.ip, dr, o->rw_host.mac);
 	o->len = opts + optlen;
 	return 0;
+}
+
+/* The header of one of Mizar's options of `size` bytes in all. */
+static __always_inline void geneve_opt_init(struct mz_geneve_opt *h, __u8 type, __u32 size)
+{
+	h->opt_class = bpf_htons(MZ_GENEVE_CLASS);
+	h->type = type;
+	h->length = (size - sizeof(*h)) / 4;
 }
 
 /* Prepends outer Ethernet/IPv4/UDP/Geneve/RTS addressed to `to`. */
@@ -210,9 +260,7 @@ static __always_inline int geneve_encap(struct mz_ctx *ctx, const struct mz_drop
 	geneve_set_vni(g, vni);
 
 	struct mz_opt_rts *r = (void *)(g + 1);
-	r->hdr.opt_class = bpf_htons(MZ_GENEVE_CLASS);
-	r->hdr.type = MZ_OPT_RTS;
-	r->hdr.length = (sizeof(*r) - sizeof(r->hdr)) / 4;
+	geneve_opt_init(&r->hdr, MZ_OPT_RTS, sizeof(*r));
 	r->host_ip = dr->self.ip;
 	mac_copy(r->host_mac, dr->self.mac);
 	r->flags = rts_flags;

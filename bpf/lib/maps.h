@@ -138,6 +138,51 @@ struct {
 	__type(value, __u32);
 } mz_nat_active SEC(".maps");
 
+/* Network policy, on bouncers: endpoints' entries, rule sets, ipBlocks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_POL_EPS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_ep_key);
+	__type(value, struct mz_pol_ep);
+} mz_pol_eps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_POL_SETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_pol_set_key);
+	__type(value, struct mz_pol_set);
+} mz_pol_sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MZ_MAX_POL_BLOCKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_pol_block_key);
+	__type(value, struct mz_pol_bits);
+} mz_pol_blocks SEC(".maps");
+
+/* Room for a bit set while a packet is judged: the judging functions'
+ * stacks add up to more than the verifier's 512 bytes otherwise. Per CPU,
+ * and a program runs to its end on one CPU. Not shared: each program has
+ * its own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mz_pol_bits);
+} mz_pol_scratch SEC(".maps");
+
+/* Admitted flows of this host's endpoints. The loader sizes it (transitd's
+ * --conntrack-size); an LRU map is allocated whole when it is created. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_CT_DEFAULT);
+	__type(key, struct mz_flow_key);
+	__type(value, struct mz_ct);
+} mz_ct SEC(".maps");
+
 /* Load-time settings (struct mz_config), written by the loader. */
 const volatile struct mz_config mz_config SEC(".rodata.mzcfg") = {
 	.outer_ttl = 64,

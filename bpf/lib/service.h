@@ -11,9 +11,7 @@
 
 #include "forward.h"
 #include "geneve.h"
-
-#define ICMP_ECHO_REQUEST 8
-#define ICMP_ECHO_REPLY 0
+#include "conntrack.h"
 
 /* Where the rewrite option goes: right after the Geneve base header of a
  * tunnel packet with an option-less outer IPv4 header. */
@@ -24,6 +22,9 @@
  * answer is in the mz_outer; the caller runs svc_apply next (a sibling
  * call, so the two functions' stacks never add up). */
 #define MZ_SVC_APPLY_HERE 100
+/* From svc_apply, with policy on: the packet is rewritten to the backend
+ * and its flow is to be judged (pol_reroute). */
+#define MZ_SVC_JUDGE 104
 
 /* The entry points below are global functions: the verifier checks each
  * once on its own instead of along every path of its callers, which keeps
@@ -83,13 +84,20 @@ static __always_inline int flow_l4(struct mz_ctx *ctx, __u32 l3, struct mz_l4 *f
 
 /* Writes ip (and, for TCP and UDP, port) over the packet's destination, or
  * its source, keeping the IPv4 and L4 checksums right. ICMP's checksum does
- * not cover the addresses. */
+ * not cover the addresses. A global function, with ip and port in one
+ * argument (NAT_TO): a frame of its own keeps its callers' stacks small. */
+#define NAT_TO(ip, port) (((__u64)(__u32)(ip) << 16) | (__u16)(port))
 #if defined(MZ_HOOK_XDP)
-static __always_inline int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int source,
-				       __be32 ip, __be16 port)
+MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int source, __u64 to)
 {
+	__be32 ip = (__be32)(to >> 16);
+	__be16 port = (__be16)(to & 0xffff);
+	if (!f)
+		return -MZ_DROP_TRUNC_INNER;
 	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
-	if (l3 > 600 || f->off > 700)
+	__u32 off = f->off;
+	__u8 proto = f->proto;
+	if (l3 > 600 || off > 700)
 		return -MZ_DROP_TRUNC_INNER;
 	struct iphdr *iph = data + l3;
 	if ((void *)(iph + 1) > end)
@@ -100,33 +108,36 @@ static __always_inline int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struc
 		iph->saddr = ip;
 	else
 		iph->daddr = ip;
-	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return 0;
-	__u8 *l4 = data + f->off;
-	if ((void *)(l4 + 18) > end && f->proto == IPPROTO_TCP)
+	__u8 *l4 = data + off;
+	if ((void *)(l4 + 18) > end && proto == IPPROTO_TCP)
 		return -MZ_DROP_TRUNC_INNER;
 	if ((void *)(l4 + 8) > end)
 		return -MZ_DROP_TRUNC_INNER;
-	__u16 *check = (void *)(l4 + (f->proto == IPPROTO_TCP ? 16 : 6));
+	__u16 *check = (void *)(l4 + (proto == IPPROTO_TCP ? 16 : 6));
 	if ((void *)(check + 1) > end)
 		return -MZ_DROP_TRUNC_INNER;
 	__be16 *pp = (void *)(l4 + (source ? 0 : 2));
 	__be16 old_port = *pp;
 	*pp = port;
-	if (f->proto == IPPROTO_UDP && *check == 0)
+	if (proto == IPPROTO_UDP && *check == 0)
 		return 0; /* no checksum: stays so */
 	csum_replace4(check, old, ip);
 	csum_replace2(check, old_port, port);
-	if (f->proto == IPPROTO_UDP && *check == 0)
+	if (proto == IPPROTO_UDP && *check == 0)
 		*check = 0xffff;
 	return 0;
 }
 #else
 /* The kernel's helpers also handle the partial checksums of packets whose
  * sender left the checksum to offload (the usual case on a veth). */
-static __always_inline int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int source,
-				       __be32 ip, __be16 port)
+MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int source, __u64 to)
 {
+	__be32 ip = (__be32)(to >> 16);
+	__be16 port = (__be16)(to & 0xffff);
+	if (!f)
+		return -MZ_DROP_TRUNC_INNER;
 	__u32 addr_off = l3 + (source ? 12 : 16);
 	__be32 old;
 	if (bpf_skb_load_bytes(ctx, addr_off, &old, 4) < 0)
@@ -198,7 +209,7 @@ MZ_SUBPROG int svc_dnat(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3, __be32 s
 	if (!n || (n->flags & MZ_NAT_F_REVERSE))
 		return 0;
 	__be32 to = n->to_ip;
-	int ret = nat_rewrite(ctx, l3, &f, 0, to, n->to_port);
+	int ret = nat_rewrite(ctx, l3, &f, 0, NAT_TO(to, n->to_port));
 	if (ret < 0)
 		return ret;
 	*dst = to;
@@ -233,7 +244,7 @@ MZ_SUBPROG int svc_rnat(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3)
 	if (!n || !(n->flags & MZ_NAT_F_REVERSE))
 		return 0;
 	__be32 to = n->to_ip;
-	int ret = nat_rewrite(ctx, l3, &f, 1, to, n->to_port);
+	int ret = nat_rewrite(ctx, l3, &f, 1, NAT_TO(to, n->to_port));
 	if (ret < 0)
 		return ret;
 	p->inner_src = to;
@@ -364,12 +375,12 @@ MZ_SUBPROG int svc_apply(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_d
 	struct mz_host to = *bhost;
 	learn(p->vni, backend, &to, o->rw_droplet ? MZ_HOST_DROPLET : MZ_HOST_NOT_DROPLET, dr, p->len);
 
-	ret = nat_rewrite(ctx, l3, &f, 0, backend, icmp ? 0 : bport);
+	ret = nat_rewrite(ctx, l3, &f, 0, NAT_TO(backend, icmp ? 0 : bport));
 	if (ret < 0)
 		return ret;
 	p->inner_dst = backend;
 
-	if (to.ip == dr->self.ip) {
+	if (to.ip == dr->self.ip && !mz_config.policy) {
 		const struct mz_local_ep *local = local_ep(p->vni, backend);
 		if (!local)
 			return -MZ_DROP_STALE_DIRECT;
@@ -395,6 +406,16 @@ MZ_SUBPROG int svc_apply(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_d
 	r->host_ip = dr->self.ip;
 	mac_copy(r->host_mac, dr->self.mac);
 	r->flags = MZ_RTS_F_DIRECT;
+	if (mz_config.policy) {
+		/* The flow to the backend is judged like any other. */
+		o->rts_off = rts_off;
+		o->rts = dr->self;
+		o->rts_droplet = 1;
+		if (inserted)
+			o->len -= MZ_RW_LEN;
+		o->rw_off = 0;
+		return MZ_SVC_JUDGE;
+	}
 	return bounce(ctx, p, dr, &to, 1);
 }
 
@@ -495,9 +516,7 @@ MZ_SUBPROG int svc_answer(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_
 	struct mz_opt_rewrite *w = data + MZ_RW_AT;
 	if ((void *)(w + 1) > end)
 		return -MZ_DROP_ADJUST_FAILED;
-	w->hdr.opt_class = bpf_htons(MZ_GENEVE_CLASS);
-	w->hdr.type = MZ_GENEVE_CRITICAL | MZ_OPT_REWRITE;
-	w->hdr.length = (sizeof(*w) - sizeof(w->hdr)) / 4;
+	geneve_opt_init(&w->hdr, MZ_GENEVE_CRITICAL | MZ_OPT_REWRITE, sizeof(*w));
 	w->backend_ip = backend;
 	w->backend_port = bport;
 	w->flags = 0;

@@ -7,12 +7,7 @@
 #include "forward.h"
 #include "geneve.h"
 #include "arp.h"
-#include "service.h"
-
-static __always_inline __u32 flow_hash_ips(__be32 src, __be32 dst, __u32 extra)
-{
-	return mz_flow_hash(bpf_ntohl(src), bpf_ntohl(dst), extra);
-}
+#include "policy.h"
 
 /* ARP inside the tunnel: a reply for a local endpoint is delivered; a
  * request is answered here, with the target's host in RTS for the requester
@@ -91,6 +86,34 @@ static __always_inline int transit_arp(struct mz_ctx *ctx, struct mz_pkt *p,
 	return bounce(ctx, p, dr, &requester, 1);
 }
 
+/* Judges a flow's packet here, and goes on as the judgment says: the
+ * verdict applied here, or the VIP answered first. */
+static __always_inline int transit_judge(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr,
+					 struct mz_outer *o)
+{
+	int ret = pol_judge(ctx, p, dr, o);
+	if (ret == MZ_POL_ADMIT)
+		ret = pol_verdict(ctx, p, dr, o);
+	if (ret == MZ_POL_APPLY_HERE)
+		return pol_apply(ctx, p, dr, o);
+	if (ret != MZ_POL_SERVICE)
+		return ret;
+	ret = svc_answer(ctx, p, dr, o);
+	if (ret == MZ_SVC_APPLY_HERE)
+		ret = svc_apply(ctx, p, dr, o, 0);
+	if (ret != MZ_SVC_JUDGE)
+		return ret;
+	/* The client lives here too, and its flow to the backend is judged
+	 * next: by this host when it bounces for the client's subnet. */
+	ret = pol_reroute(ctx, p, dr, o, 0);
+	if (ret != MZ_POL_JUDGE_HERE)
+		return ret;
+	ret = pol_judge(ctx, p, dr, o);
+	if (ret == MZ_POL_ADMIT)
+		ret = pol_verdict(ctx, p, dr, o);
+	return ret == MZ_POL_APPLY_HERE ? pol_apply(ctx, p, dr, o) : ret;
+}
+
 static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr)
 {
 	struct mz_outer o = {};
@@ -99,6 +122,8 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 		return MZ_V_PASS;
 	if (ret < 0)
 		return ret;
+	if (o.revoke_off)
+		return pol_revoke(p, &o);
 
 	struct mz_vpc_key vk = { .vni = p->vni };
 	const struct mz_vpc *vpc = bpf_map_lookup_elem(&mz_vpcs, &vk);
@@ -125,11 +150,31 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 	p->inner_dst = dst;
 	if (o.rw_off) {
 		ret = svc_answered(ctx, p, dr, &o, vpc);
-		return ret == MZ_SVC_APPLY_HERE ? svc_apply(ctx, p, dr, &o, 1) : ret;
+		if (ret == MZ_SVC_APPLY_HERE)
+			ret = svc_apply(ctx, p, dr, &o, 1);
+		if (ret != MZ_SVC_JUDGE)
+			return ret;
+		/* The backend's flow is new to this (the client's) host. */
+		ret = pol_reroute(ctx, p, dr, &o, 0);
+		return ret == MZ_POL_JUDGE_HERE ? transit_judge(ctx, p, dr, &o) : ret;
+	}
+	if (mz_config.policy) {
+		if (o.verdict_off)
+			return pol_apply(ctx, p, dr, &o);
+		if (o.pol_off || (o.rts_flags & MZ_RTS_F_JUDGE))
+			return transit_judge(ctx, p, dr, &o);
 	}
 
 	const struct mz_local_ep *local = local_ep(p->vni, dst);
 	if (local) {
+		if (mz_config.policy) {
+			/* Never delivered unjudged. */
+			int rev;
+			if (!ct_check(ctx, o.len + MZ_ETH_LEN, p->vni, local->revoked_ns, &rev)) {
+				ret = pol_reroute(ctx, p, dr, &o, rev);
+				return ret == MZ_POL_JUDGE_HERE ? transit_judge(ctx, p, dr, &o) : ret;
+			}
+		}
 		learn(p->vni, src, &o.rts, o.rts_droplet, dr, p->len);
 		ret = nat_active() ? svc_rnat(ctx, p, o.len + MZ_ETH_LEN) : 0;
 		if (ret < 0)
@@ -146,7 +191,12 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 			return -MZ_DROP_NO_ENDPOINT;
 		if (ep->kind == MZ_EP_SCALED) {
 			ret = svc_answer(ctx, p, dr, &o);
-			return ret == MZ_SVC_APPLY_HERE ? svc_apply(ctx, p, dr, &o, 0) : ret;
+			if (ret == MZ_SVC_APPLY_HERE)
+				ret = svc_apply(ctx, p, dr, &o, 0);
+			if (ret != MZ_SVC_JUDGE)
+				return ret;
+			ret = pol_reroute(ctx, p, dr, &o, 0);
+			return ret == MZ_POL_JUDGE_HERE ? transit_judge(ctx, p, dr, &o) : ret;
 		}
 		struct mz_host to = ep->host;
 		ret = bounce(ctx, p, dr, &to, 0);

@@ -30,10 +30,19 @@ enum mz_opt_type {
 	 * the critical bit (MZ_GENEVE_CRITICAL | MZ_OPT_REWRITE): a host that
 	 * does not know it must drop the packet, not deliver it unrewritten. */
 	MZ_OPT_REWRITE = 0x02,
+	/* Policy, all sent with the critical bit: a host that does not know
+	 * them must drop the packet, never deliver it unjudged. Believed only
+	 * from a droplet, like every tunnel packet. */
+	MZ_OPT_POLICY = 0x03,    /* B1 -> B2: the flow's source, as judged so far */
+	MZ_OPT_POLICY_EG = 0x04, /* B1 -> B2: the bits the source's egress admits */
+	MZ_OPT_VERDICT = 0x05,   /* judge -> source host -> destination host: admitted */
+	MZ_OPT_REVOKE = 0x06,    /* bouncer -> an endpoint's host: judge its flows anew */
 };
 
 /* RTS flags. */
-#define MZ_RTS_F_DIRECT 0x01 /* sent on the direct path, not via a bouncer */
+#define MZ_RTS_F_DIRECT 0x01  /* sent on the direct path, not via a bouncer */
+#define MZ_RTS_F_JUDGE 0x02   /* the first packet of a flow, for the bouncers to judge */
+#define MZ_RTS_F_REVERSE 0x04 /* with JUDGE: the flow was opened by the inner destination */
 
 struct mz_geneve {
 	__u8 ver_optlen; /* version << 6 | option length in 4-byte words */
@@ -93,6 +102,13 @@ enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_MAX_NAT (1 << 16)    /* service flows on a client host, both directions */
 #define MZ_MAX_SVC_CLIENTS (1 << 16) /* (service, client host) pairs a bouncer taught */
 #define MZ_MAX_SVC_STATS (1 << 16)   /* (service, backend) flow counters */
+#define MZ_POL_WORDS 16              /* 32-bit words of a policy bit set: 512 bits a VPC */
+#define MZ_POL_RULES 32              /* port ranges of one rule set */
+#define MZ_POL_NAMED 16              /* named-port bits one endpoint holds */
+#define MZ_MAX_POL_EPS (1 << 20)     /* endpoints' policy entries on a bouncer */
+#define MZ_MAX_POL_SETS (1 << 16)    /* distinct rule sets on a bouncer */
+#define MZ_MAX_POL_BLOCKS (1 << 16)  /* ipBlock prefixes on a bouncer */
+#define MZ_CT_DEFAULT (1 << 20)      /* conntrack entries a host keeps, unless the loader says */
 
 /* ---- map keys and values ------------------------------------------------ */
 
@@ -182,6 +198,10 @@ struct mz_local_ep {
 	__u32 ifindex; /* host-side veth */
 	__u8 mac[6];
 	__u16 reserved;
+	__u32 reserved2;
+	/* Flows of this endpoint admitted before this time are judged again
+	 * (a policy on it changed; or it was created). */
+	__u64 revoked_ns;
 };
 
 struct mz_iface_key {
@@ -200,6 +220,7 @@ struct mz_iface {
 	__be32 gateway_ip;
 	__u8 gateway_mac[6];
 	__u16 reserved;
+	__u64 revoked_ns; /* as mz_local_ep's, for what the endpoint sends */
 };
 
 /* mz_droplets: every droplet's underlay address -> its MAC, as the
@@ -314,6 +335,136 @@ struct mz_counter {
 	__u64 bytes;
 };
 
+/* ---- network policy ----------------------------------------------------- */
+
+/* The bits of a VPC's peers (see MizarPolicy): selectors, selectors on a
+ * named port, ipBlocks. */
+struct mz_pol_bits {
+	__u32 w[MZ_POL_WORDS];
+};
+
+/* A named-port bit an endpoint holds, and the port it stands for there. */
+struct mz_pol_named {
+	__u16 bit;
+	__u8 proto;
+	__u8 reserved;
+	__u16 port; /* host order */
+	__u16 reserved2;
+};
+
+/* mz_pol_eps (key mz_ep_key), on the endpoint's subnet's bouncers: its
+ * member bits and its rule sets. A missing entry is an endpoint that is
+ * nobody's peer and isolated in no direction. */
+struct mz_pol_ep {
+	struct mz_pol_bits members;
+	__u64 ingress; /* mz_pol_sets id, 0: not isolated for ingress */
+	__u64 egress;
+	__u32 n_named;
+	__u32 reserved;
+	struct mz_pol_named named[MZ_POL_NAMED];
+};
+
+struct mz_pol_set_key {
+	__u32 vni;
+	__u32 reserved;
+	__u64 id; /* a hash of the content, from MizarPolicy */
+};
+
+#define MZ_POL_R_ANY_PEER 0x01 /* admits every peer */
+
+/* One port range of a rule set: protocol 0 is every protocol and port. */
+struct mz_pol_rule {
+	__u8 proto;
+	__u8 flags; /* MZ_POL_R_* */
+	__u16 first; /* host order */
+	__u16 last;
+	__u16 reserved;
+	struct mz_pol_bits bits;
+};
+
+struct mz_pol_set {
+	__u32 n_rules;
+	__u32 reserved;
+	struct mz_pol_rule rules[MZ_POL_RULES];
+};
+
+/* mz_pol_blocks, an LPM trie like mz_subnets: the ipBlock bits of the
+ * addresses under a prefix of a VPC. */
+struct mz_pol_block_key {
+	__u32 prefixlen; /* 32 + the prefix's length */
+	__u32 vni;
+	__be32 ip;
+};
+
+/* What B1 knows of the flow's source, for B2. */
+#define MZ_POL_F_EGRESS_OK 0x01 /* the source's egress already admits it */
+#define MZ_POL_F_REVERSE 0x02   /* the flow's source is the inner destination */
+
+struct mz_opt_policy {
+	struct mz_geneve_opt hdr;
+	__u8 flags; /* MZ_POL_F_* */
+	__u8 reserved[3];
+	__be32 dst_host; /* the inner destination's host when B1 knows it, or 0 */
+	struct mz_pol_bits members;
+};
+
+/* Sent only when egress is not yet decided: the bits the source's egress
+ * rules admit on the flow's protocol and port. */
+struct mz_opt_policy_eg {
+	struct mz_geneve_opt hdr;
+	struct mz_pol_bits bits;
+};
+
+struct mz_opt_verdict {
+	struct mz_geneve_opt hdr;
+	__be32 host_ip; /* the inner destination's host */
+	__u8 flags; /* MZ_POL_F_REVERSE */
+	__u8 reserved[3];
+};
+
+/* Sent by a bouncer's transitd to an endpoint's host (VNI in the Geneve
+ * header, an Ethernet header of MZ_ETH_P_REVOKE inside). */
+struct mz_opt_revoke {
+	struct mz_geneve_opt hdr;
+	__be32 ip;
+	__u32 reserved;
+};
+#define MZ_ETH_P_REVOKE 0x88B5 /* IEEE local experimental */
+
+/* mz_ct (LRU): flows this host's endpoints take part in that a bouncer
+ * admitted. The key is the flow's mz_flow_key with the lower (address,
+ * port) first, so both directions find one entry. */
+enum mz_ct_state {
+	MZ_CT_OTHER = 0,   /* UDP, SCTP, ICMP and the rest */
+	MZ_CT_SYN = 1,     /* TCP opened, not answered */
+	MZ_CT_ESTABLISHED = 2,
+	MZ_CT_CLOSING = 3, /* a FIN seen */
+	MZ_CT_CLOSED = 4,  /* FINs both ways, or a RST */
+};
+
+#define MZ_CT_F_REPLY_FIRST 0x01 /* the flow was opened by the key's second (address, port) */
+#define MZ_CT_F_FIN_FIRST 0x02   /* a FIN from the key's first side */
+#define MZ_CT_F_FIN_SECOND 0x04
+
+struct mz_ct {
+	__u64 admitted_ns;
+	__u64 seen_ns;
+	__u8 state; /* enum mz_ct_state */
+	__u8 flags; /* MZ_CT_F_* */
+	__u8 proto;
+	__u8 reserved;
+	__u32 reserved2;
+};
+
+/* Seconds an entry lives past its last packet, by state. */
+#define MZ_CT_TIMEOUT_SYN 60
+#define MZ_CT_TIMEOUT_ESTABLISHED 21600
+#define MZ_CT_TIMEOUT_CLOSING 60
+#define MZ_CT_TIMEOUT_CLOSED 10
+#define MZ_CT_TIMEOUT_UDP 60
+#define MZ_CT_TIMEOUT_ICMP 30
+#define MZ_CT_TIMEOUT_OTHER 60
+
 #define MZ_TRACE_DROPS 0x01 /* an event for every drop */
 #define MZ_TRACE_ALL 0x02   /* an event for every packet */
 
@@ -333,7 +484,9 @@ struct mz_config {
 	 * flushed. Set for a droplet that is a veth; the agent (always on a
 	 * veth) redirects regardless. */
 	__u8 xdp_tx_redirect;
-	__u8 reserved;
+	/* Judge every new flow at the bouncers and keep conntrack (network
+	 * policy); off, every flow inside a VPC is admitted. */
+	__u8 policy;
 	__u32 reserved2;
 };
 
@@ -388,6 +541,12 @@ enum mz_counter_id {
 	MZ_CNT_SVC_RNAT,       /* client host: a reply rewritten back to the VIP */
 	MZ_CNT_SVC_ENDED,      /* client host: a direct SYN reused a service flow's ports; that flow's entries went */
 	MZ_CNT_LEARN_REFUSED,  /* an RTS naming a host that is not a droplet: delivered, not learned */
+	MZ_CNT_POL_JUDGE,      /* sent for judgment: a flow's first packet, from its host */
+	MZ_CNT_POL_FORWARD,    /* B1: source judged, sent on to the destination's bouncer */
+	MZ_CNT_POL_ADMIT,      /* a bouncer admitted a flow */
+	MZ_CNT_POL_CT_LEARN,   /* a host installed a conntrack entry from a verdict */
+	MZ_CNT_POL_REROUTE,    /* a packet of a flow this host had no valid entry for, sent to be judged */
+	MZ_CNT_POL_REVOKED,    /* an endpoint's flows marked to be judged again */
 	MZ_CNT__MAX,
 };
 
@@ -432,6 +591,11 @@ enum mz_drop_reason {
 	MZ_DROP_SVC_REWRITE,     /* a rewrite answer malformed or for no local client */
 	MZ_DROP_NOT_DROPLET,     /* a tunnel packet whose outer source is not a droplet */
 	MZ_DROP_RTS_NOT_DROPLET, /* an answer would go to an RTS host that is not a droplet */
+	MZ_DROP_POL_EGRESS,      /* the source's egress rules do not admit the flow */
+	MZ_DROP_POL_INGRESS,     /* the destination's ingress rules do not admit the flow */
+	MZ_DROP_POL_NO_JUDGE,    /* sent to be judged by a host that holds neither endpoint's entry */
+	MZ_DROP_POL_NO_ROOM,     /* the judgment's options would make the packet exceed the MTU */
+	MZ_DROP_POL_VERDICT,     /* a verdict or revocation malformed, or for no endpoint here */
 	MZ_DROP__MAX,
 };
 
@@ -496,8 +660,20 @@ _Static_assert(sizeof(struct mz_vpc) == 8 + 12 * MZ_MAX_DIVIDERS, "vpc");
 _Static_assert(sizeof(struct mz_subnet_key) == 12, "subnet key");
 _Static_assert(sizeof(struct mz_subnet) == 12 + 12 * MZ_MAX_BOUNCERS, "subnet");
 _Static_assert(sizeof(struct mz_endpoint) == 20, "endpoint");
-_Static_assert(sizeof(struct mz_local_ep) == 12, "local endpoint");
-_Static_assert(sizeof(struct mz_iface) == 32, "iface");
+_Static_assert(sizeof(struct mz_local_ep) == 24, "local endpoint");
+_Static_assert(sizeof(struct mz_iface) == 40, "iface");
+_Static_assert(sizeof(struct mz_pol_bits) == 64, "policy bits");
+_Static_assert(sizeof(struct mz_pol_named) == 8, "named port");
+_Static_assert(sizeof(struct mz_pol_ep) == 64 + 24 + 8 * MZ_POL_NAMED, "policy endpoint");
+_Static_assert(sizeof(struct mz_pol_set_key) == 16, "policy set key");
+_Static_assert(sizeof(struct mz_pol_rule) == 72, "policy rule");
+_Static_assert(sizeof(struct mz_pol_set) == 8 + 72 * MZ_POL_RULES, "policy set");
+_Static_assert(sizeof(struct mz_pol_block_key) == 12, "policy block key");
+_Static_assert(sizeof(struct mz_opt_policy) == 76, "policy option");
+_Static_assert(sizeof(struct mz_opt_policy_eg) == 68, "policy egress option");
+_Static_assert(sizeof(struct mz_opt_verdict) == 12, "verdict option");
+_Static_assert(sizeof(struct mz_opt_revoke) == 12, "revoke option");
+_Static_assert(sizeof(struct mz_ct) == 24, "conntrack entry");
 _Static_assert(sizeof(struct mz_cached_host) == 24, "cached host");
 _Static_assert(sizeof(struct mz_counter) == 16, "counter");
 _Static_assert(sizeof(struct mz_event) == 48, "event");
@@ -563,6 +739,11 @@ static inline const char *mz_drop_name(__u32 reason)
 	case MZ_DROP_SVC_REWRITE: return "service_rewrite";
 	case MZ_DROP_NOT_DROPLET: return "not_from_droplet";
 	case MZ_DROP_RTS_NOT_DROPLET: return "rts_not_droplet";
+	case MZ_DROP_POL_EGRESS: return "policy_egress_denied";
+	case MZ_DROP_POL_INGRESS: return "policy_ingress_denied";
+	case MZ_DROP_POL_NO_JUDGE: return "policy_no_judge";
+	case MZ_DROP_POL_NO_ROOM: return "policy_no_room";
+	case MZ_DROP_POL_VERDICT: return "policy_verdict";
 	default: return 0;
 	}
 }
@@ -598,6 +779,12 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_SVC_RNAT: return "service_rnat";
 	case MZ_CNT_SVC_ENDED: return "service_flow_ended";
 	case MZ_CNT_LEARN_REFUSED: return "learn_refused";
+	case MZ_CNT_POL_JUDGE: return "policy_judge";
+	case MZ_CNT_POL_FORWARD: return "policy_forward";
+	case MZ_CNT_POL_ADMIT: return "policy_admit";
+	case MZ_CNT_POL_CT_LEARN: return "policy_ct_learn";
+	case MZ_CNT_POL_REROUTE: return "policy_reroute";
+	case MZ_CNT_POL_REVOKED: return "policy_revoked";
 	default: return 0;
 	}
 }

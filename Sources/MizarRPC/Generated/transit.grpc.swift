@@ -355,6 +355,45 @@ public enum Mizar_Transit_V1_Transit: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PutPolicy" metadata.
+        public enum PutPolicy: Sendable {
+            /// Request type for "PutPolicy".
+            public typealias Input = Mizar_Transit_V1_PolicyUpdate
+            /// Response type for "PutPolicy".
+            public typealias Output = Mizar_Transit_V1_PolicyReply
+            /// Descriptor for "PutPolicy".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "PutPolicy",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListPolicy" metadata.
+        public enum ListPolicy: Sendable {
+            /// Request type for "ListPolicy".
+            public typealias Input = Mizar_Transit_V1_ListRequest
+            /// Response type for "ListPolicy".
+            public typealias Output = Mizar_Transit_V1_PolicyState
+            /// Descriptor for "ListPolicy".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "ListPolicy",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListConntrack" metadata.
+        public enum ListConntrack: Sendable {
+            /// Request type for "ListConntrack".
+            public typealias Input = Mizar_Transit_V1_ListRequest
+            /// Response type for "ListConntrack".
+            public typealias Output = Mizar_Transit_V1_ConntrackList
+            /// Descriptor for "ListConntrack".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "ListConntrack",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "mizar.transit.v1.Transit" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetDroplet.descriptor,
@@ -381,7 +420,10 @@ public enum Mizar_Transit_V1_Transit: Sendable {
             GetService.descriptor,
             ListServices.descriptor,
             ListServiceFlows.descriptor,
-            InvalidateServiceFlows.descriptor
+            InvalidateServiceFlows.descriptor,
+            PutPolicy.descriptor,
+            ListPolicy.descriptor,
+            ListConntrack.descriptor
         ]
     }
 }
@@ -805,6 +847,61 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>
+
+        /// Handle the "PutPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network policy, on bouncers: endpoints' entries (member bits, rule set
+        /// > ids, named ports), the rule sets, and each VPC's ipBlock prefixes, as
+        /// > MizarPolicy compiles them. Sets are written before the entries that
+        /// > name them; sets no entry names afterwards are dropped. An entry marked
+        /// > `revoke` that changed makes this bouncer tell the endpoint's host to
+        /// > judge its flows again.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_PolicyUpdate` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_PolicyReply` messages.
+        func putPolicy(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_PolicyUpdate>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PolicyReply>
+
+        /// Handle the "ListPolicy" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_PolicyState` messages.
+        func listPolicy(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PolicyState>
+
+        /// Handle the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: the admitted flows its conntrack holds.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_ConntrackList` messages.
+        func listConntrack(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ConntrackList>
     }
 
     /// Service protocol for the "mizar.transit.v1.Transit" service.
@@ -1212,6 +1309,61 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.ServerRequest<Mizar_Transit_V1_InvalidateServiceFlowsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>
+
+        /// Handle the "PutPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network policy, on bouncers: endpoints' entries (member bits, rule set
+        /// > ids, named ports), the rule sets, and each VPC's ipBlock prefixes, as
+        /// > MizarPolicy compiles them. Sets are written before the entries that
+        /// > name them; sets no entry names afterwards are dropped. An entry marked
+        /// > `revoke` that changed makes this bouncer tell the endpoint's host to
+        /// > judge its flows again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_PolicyUpdate` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_PolicyReply` message.
+        func putPolicy(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_PolicyUpdate>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PolicyReply>
+
+        /// Handle the "ListPolicy" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_PolicyState` message.
+        func listPolicy(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PolicyState>
+
+        /// Handle the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: the admitted flows its conntrack holds.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_ConntrackList` message.
+        func listConntrack(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ConntrackList>
     }
 
     /// Simple service protocol for the "mizar.transit.v1.Transit" service.
@@ -1617,6 +1769,61 @@ extension Mizar_Transit_V1_Transit {
             request: Mizar_Transit_V1_InvalidateServiceFlowsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Mizar_Transit_V1_InvalidateServiceFlowsReply
+
+        /// Handle the "PutPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network policy, on bouncers: endpoints' entries (member bits, rule set
+        /// > ids, named ports), the rule sets, and each VPC's ipBlock prefixes, as
+        /// > MizarPolicy compiles them. Sets are written before the entries that
+        /// > name them; sets no entry names afterwards are dropped. An entry marked
+        /// > `revoke` that changed makes this bouncer tell the endpoint's host to
+        /// > judge its flows again.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_PolicyUpdate` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_PolicyReply` to respond with.
+        func putPolicy(
+            request: Mizar_Transit_V1_PolicyUpdate,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_PolicyReply
+
+        /// Handle the "ListPolicy" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_PolicyState` to respond with.
+        func listPolicy(
+            request: Mizar_Transit_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_PolicyState
+
+        /// Handle the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: the admitted flows its conntrack holds.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_ConntrackList` to respond with.
+        func listConntrack(
+            request: Mizar_Transit_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_ConntrackList
     }
 }
 
@@ -1899,6 +2106,39 @@ extension Mizar_Transit_V1_Transit.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.PutPolicy.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PolicyUpdate>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PolicyReply>(),
+            handler: { request, context in
+                try await self.putPolicy(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.ListPolicy.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PolicyState>(),
+            handler: { request, context in
+                try await self.listPolicy(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.ListConntrack.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ConntrackList>(),
+            handler: { request, context in
+                try await self.listConntrack(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2174,6 +2414,39 @@ extension Mizar_Transit_V1_Transit.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply> {
         let response = try await self.invalidateServiceFlows(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func putPolicy(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_PolicyUpdate>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PolicyReply> {
+        let response = try await self.putPolicy(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listPolicy(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PolicyState> {
+        let response = try await self.listPolicy(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listConntrack(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ConntrackList> {
+        let response = try await self.listConntrack(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2502,6 +2775,45 @@ extension Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply> {
         return GRPCCore.ServerResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>(
             message: try await self.invalidateServiceFlows(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putPolicy(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_PolicyUpdate>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PolicyReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_PolicyReply>(
+            message: try await self.putPolicy(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listPolicy(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PolicyState> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_PolicyState>(
+            message: try await self.listPolicy(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listConntrack(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ConntrackList> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_ConntrackList>(
+            message: try await self.listConntrack(
                 request: request.message,
                 context: context
             ),
@@ -3040,6 +3352,76 @@ extension Mizar_Transit_V1_Transit {
             deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_InvalidateServiceFlowsReply>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_InvalidateServiceFlowsReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network policy, on bouncers: endpoints' entries (member bits, rule set
+        /// > ids, named ports), the rule sets, and each VPC's ipBlock prefixes, as
+        /// > MizarPolicy compiles them. Sets are written before the entries that
+        /// > name them; sets no entry names afterwards are dropped. An entry marked
+        /// > `revoke` that changed makes this bouncer tell the endpoint's host to
+        /// > judge its flows again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_PolicyUpdate` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_PolicyUpdate` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PolicyReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putPolicy<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_PolicyUpdate>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_PolicyUpdate>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PolicyReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListPolicy" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PolicyState` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listPolicy<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PolicyState>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyState>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: the admitted flows its conntrack holds.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ConntrackList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listConntrack<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ConntrackList>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ConntrackList>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3856,6 +4238,109 @@ extension Mizar_Transit_V1_Transit {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PutPolicy" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Network policy, on bouncers: endpoints' entries (member bits, rule set
+        /// > ids, named ports), the rule sets, and each VPC's ipBlock prefixes, as
+        /// > MizarPolicy compiles them. Sets are written before the entries that
+        /// > name them; sets no entry names afterwards are dropped. An entry marked
+        /// > `revoke` that changed makes this bouncer tell the endpoint's host to
+        /// > judge its flows again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_PolicyUpdate` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_PolicyUpdate` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PolicyReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putPolicy<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_PolicyUpdate>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_PolicyUpdate>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PolicyReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.PutPolicy.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListPolicy" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PolicyState` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listPolicy<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PolicyState>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyState>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.ListPolicy.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListConntrack" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: the admitted flows its conntrack holds.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ConntrackList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listConntrack<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ConntrackList>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ConntrackList>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.ListConntrack.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4530,6 +5015,94 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_InvalidateServiceFlowsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_InvalidateServiceFlowsReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutPolicy" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Network policy, on bouncers: endpoints' entries (member bits, rule set
+    /// > ids, named ports), the rule sets, and each VPC's ipBlock prefixes, as
+    /// > MizarPolicy compiles them. Sets are written before the entries that
+    /// > name them; sets no entry names afterwards are dropped. An entry marked
+    /// > `revoke` that changed makes this bouncer tell the endpoint's host to
+    /// > judge its flows again.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_PolicyUpdate` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putPolicy<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_PolicyUpdate>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putPolicy(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PolicyUpdate>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PolicyReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPolicy" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPolicy<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyState>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listPolicy(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PolicyState>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListConntrack" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On any host: the admitted flows its conntrack holds.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listConntrack<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ConntrackList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listConntrack(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ConntrackList>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5306,6 +5879,106 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             metadata: metadata
         )
         return try await self.invalidateServiceFlows(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutPolicy" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Network policy, on bouncers: endpoints' entries (member bits, rule set
+    /// > ids, named ports), the rule sets, and each VPC's ipBlock prefixes, as
+    /// > MizarPolicy compiles them. Sets are written before the entries that
+    /// > name them; sets no entry names afterwards are dropped. An entry marked
+    /// > `revoke` that changed makes this bouncer tell the endpoint's host to
+    /// > judge its flows again.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putPolicy<Result>(
+        _ message: Mizar_Transit_V1_PolicyUpdate,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_PolicyUpdate>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putPolicy(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPolicy" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPolicy<Result>(
+        _ message: Mizar_Transit_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PolicyState>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listPolicy(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListConntrack" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On any host: the admitted flows its conntrack holds.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listConntrack<Result>(
+        _ message: Mizar_Transit_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ConntrackList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listConntrack(
             request: request,
             options: options,
             onResponse: handleResponse

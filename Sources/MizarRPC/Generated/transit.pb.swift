@@ -327,11 +327,25 @@ public nonisolated struct Mizar_Transit_V1_Endpoint: Sendable {
   /// The subnet the endpoint belongs to; it must be known here and hold ip.
   public var subnet: String = String()
 
+  /// Its network policy entry, written with it (so that it is isolated from
+  /// its first packet), and the rule sets the entry names.
+  public var policy: Mizar_Transit_V1_PolicyEndpoint {
+    get {_policy ?? Mizar_Transit_V1_PolicyEndpoint()}
+    set {_policy = newValue}
+  }
+  /// Returns true if `policy` has been explicitly set.
+  public var hasPolicy: Bool {self._policy != nil}
+  /// Clears the value of `policy`. Subsequent reads from it will return its default value.
+  public mutating func clearPolicy() {self._policy = nil}
+
+  public var policySets: [Mizar_Transit_V1_PolicySet] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _host: Mizar_Transit_V1_Host? = nil
+  fileprivate var _policy: Mizar_Transit_V1_PolicyEndpoint? = nil
 }
 
 public nonisolated struct Mizar_Transit_V1_EndpointList: Sendable {
@@ -734,6 +748,247 @@ public nonisolated struct Mizar_Transit_V1_InvalidateServiceFlowsReply: Sendable
   // methods supported on all messages.
 
   public var removed: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// 512 bits in 16 words; word i holds bits 32i..32i+31, bit 32i+j as 1 << j.
+public nonisolated struct Mizar_Transit_V1_PolicyBits: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var words: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyRule: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// IP protocol number; 0: every protocol and port.
+  public var `protocol`: UInt32 = 0
+
+  public var firstPort: UInt32 = 0
+
+  public var lastPort: UInt32 = 0
+
+  public var anyPeer: Bool = false
+
+  public var bits: Mizar_Transit_V1_PolicyBits {
+    get {_bits ?? Mizar_Transit_V1_PolicyBits()}
+    set {_bits = newValue}
+  }
+  /// Returns true if `bits` has been explicitly set.
+  public var hasBits: Bool {self._bits != nil}
+  /// Clears the value of `bits`. Subsequent reads from it will return its default value.
+  public mutating func clearBits() {self._bits = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _bits: Mizar_Transit_V1_PolicyBits? = nil
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicySet: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  /// Not 0: the hash of the content (0 means "not isolated" in an entry).
+  public var id: UInt64 = 0
+
+  public var rules: [Mizar_Transit_V1_PolicyRule] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyNamedPort: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var bit: UInt32 = 0
+
+  public var `protocol`: UInt32 = 0
+
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyEndpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  public var ip: String = String()
+
+  public var members: Mizar_Transit_V1_PolicyBits {
+    get {_members ?? Mizar_Transit_V1_PolicyBits()}
+    set {_members = newValue}
+  }
+  /// Returns true if `members` has been explicitly set.
+  public var hasMembers: Bool {self._members != nil}
+  /// Clears the value of `members`. Subsequent reads from it will return its default value.
+  public mutating func clearMembers() {self._members = nil}
+
+  public var ingressSet: UInt64 = 0
+
+  public var egressSet: UInt64 = 0
+
+  public var namedPorts: [Mizar_Transit_V1_PolicyNamedPort] = []
+
+  /// When the entry changes, tell the endpoint's host (as this bouncer's
+  /// table has it) to judge the endpoint's flows again.
+  public var revoke: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _members: Mizar_Transit_V1_PolicyBits? = nil
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyBlock: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cidr: String = String()
+
+  public var bits: Mizar_Transit_V1_PolicyBits {
+    get {_bits ?? Mizar_Transit_V1_PolicyBits()}
+    set {_bits = newValue}
+  }
+  /// Returns true if `bits` has been explicitly set.
+  public var hasBits: Bool {self._bits != nil}
+  /// Clears the value of `bits`. Subsequent reads from it will return its default value.
+  public mutating func clearBits() {self._bits = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _bits: Mizar_Transit_V1_PolicyBits? = nil
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyBlocks: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  /// The VPC's whole prefix table (replacing what was there).
+  public var blocks: [Mizar_Transit_V1_PolicyBlock] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyUpdate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sets: [Mizar_Transit_V1_PolicySet] = []
+
+  public var endpoints: [Mizar_Transit_V1_PolicyEndpoint] = []
+
+  /// Entries to delete (the endpoints become open); their hosts are told.
+  public var removed: [Mizar_Transit_V1_EndpointKey] = []
+
+  public var blocks: [Mizar_Transit_V1_PolicyBlocks] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Entries that changed, and the revocations sent for them.
+  public var changed: UInt32 = 0
+
+  public var revoked: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PolicyState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var endpoints: [Mizar_Transit_V1_PolicyEndpoint] = []
+
+  public var sets: [Mizar_Transit_V1_PolicySet] = []
+
+  public var blocks: [Mizar_Transit_V1_PolicyBlocks] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_ConntrackEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  /// The flow's opener first.
+  public var src: String = String()
+
+  public var srcPort: UInt32 = 0
+
+  public var dst: String = String()
+
+  public var dstPort: UInt32 = 0
+
+  public var `protocol`: String = String()
+
+  public var state: String = String()
+
+  /// Seconds since it was admitted, and since its last packet.
+  public var admittedS: Double = 0
+
+  public var idleS: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_ConntrackList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entries: [Mizar_Transit_V1_ConntrackEntry] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1257,7 +1512,7 @@ nonisolated extension Mizar_Transit_V1_EndpointKey: SwiftProtobuf.Message, Swift
 
 nonisolated extension Mizar_Transit_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}ip\0\u{1}mac\0\u{1}host\0\u{1}kind\0\u{1}subnet\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}ip\0\u{1}mac\0\u{1}host\0\u{1}kind\0\u{1}subnet\0\u{1}policy\0\u{3}policy_sets\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1271,6 +1526,8 @@ nonisolated extension Mizar_Transit_V1_Endpoint: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeSingularMessageField(value: &self._host) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._policy) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.policySets) }()
       default: break
       }
     }
@@ -1299,6 +1556,12 @@ nonisolated extension Mizar_Transit_V1_Endpoint: SwiftProtobuf.Message, SwiftPro
     if !self.subnet.isEmpty {
       try visitor.visitSingularStringField(value: self.subnet, fieldNumber: 6)
     }
+    try { if let v = self._policy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    if !self.policySets.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.policySets, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1309,6 +1572,8 @@ nonisolated extension Mizar_Transit_V1_Endpoint: SwiftProtobuf.Message, SwiftPro
     if lhs._host != rhs._host {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.subnet != rhs.subnet {return false}
+    if lhs._policy != rhs._policy {return false}
+    if lhs.policySets != rhs.policySets {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2163,6 +2428,528 @@ nonisolated extension Mizar_Transit_V1_InvalidateServiceFlowsReply: SwiftProtobu
 
   public static func ==(lhs: Mizar_Transit_V1_InvalidateServiceFlowsReply, rhs: Mizar_Transit_V1_InvalidateServiceFlowsReply) -> Bool {
     if lhs.removed != rhs.removed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyBits: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyBits"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}words\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.words) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.words.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.words, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyBits, rhs: Mizar_Transit_V1_PolicyBits) -> Bool {
+    if lhs.words != rhs.words {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyRule"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{3}first_port\0\u{3}last_port\0\u{3}any_peer\0\u{1}bits\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.`protocol`) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.firstPort) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.lastPort) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.anyPeer) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._bits) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.`protocol` != 0 {
+      try visitor.visitSingularUInt32Field(value: self.`protocol`, fieldNumber: 1)
+    }
+    if self.firstPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.firstPort, fieldNumber: 2)
+    }
+    if self.lastPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.lastPort, fieldNumber: 3)
+    }
+    if self.anyPeer != false {
+      try visitor.visitSingularBoolField(value: self.anyPeer, fieldNumber: 4)
+    }
+    try { if let v = self._bits {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyRule, rhs: Mizar_Transit_V1_PolicyRule) -> Bool {
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.firstPort != rhs.firstPort {return false}
+    if lhs.lastPort != rhs.lastPort {return false}
+    if lhs.anyPeer != rhs.anyPeer {return false}
+    if lhs._bits != rhs._bits {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicySet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicySet"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}id\0\u{1}rules\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.rules) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 2)
+    }
+    if !self.rules.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rules, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicySet, rhs: Mizar_Transit_V1_PolicySet) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.id != rhs.id {return false}
+    if lhs.rules != rhs.rules {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyNamedPort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyNamedPort"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}bit\0\u{1}protocol\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.bit) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.`protocol`) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.bit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.bit, fieldNumber: 1)
+    }
+    if self.`protocol` != 0 {
+      try visitor.visitSingularUInt32Field(value: self.`protocol`, fieldNumber: 2)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyNamedPort, rhs: Mizar_Transit_V1_PolicyNamedPort) -> Bool {
+    if lhs.bit != rhs.bit {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyEndpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyEndpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}ip\0\u{1}members\0\u{3}ingress_set\0\u{3}egress_set\0\u{3}named_ports\0\u{1}revoke\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._members) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.ingressSet) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.egressSet) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.namedPorts) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.revoke) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 2)
+    }
+    try { if let v = self._members {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if self.ingressSet != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ingressSet, fieldNumber: 4)
+    }
+    if self.egressSet != 0 {
+      try visitor.visitSingularUInt64Field(value: self.egressSet, fieldNumber: 5)
+    }
+    if !self.namedPorts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.namedPorts, fieldNumber: 6)
+    }
+    if self.revoke != false {
+      try visitor.visitSingularBoolField(value: self.revoke, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyEndpoint, rhs: Mizar_Transit_V1_PolicyEndpoint) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.ip != rhs.ip {return false}
+    if lhs._members != rhs._members {return false}
+    if lhs.ingressSet != rhs.ingressSet {return false}
+    if lhs.egressSet != rhs.egressSet {return false}
+    if lhs.namedPorts != rhs.namedPorts {return false}
+    if lhs.revoke != rhs.revoke {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyBlock: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyBlock"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cidr\0\u{1}bits\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cidr) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._bits) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.cidr.isEmpty {
+      try visitor.visitSingularStringField(value: self.cidr, fieldNumber: 1)
+    }
+    try { if let v = self._bits {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyBlock, rhs: Mizar_Transit_V1_PolicyBlock) -> Bool {
+    if lhs.cidr != rhs.cidr {return false}
+    if lhs._bits != rhs._bits {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyBlocks: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyBlocks"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}blocks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.blocks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if !self.blocks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.blocks, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyBlocks, rhs: Mizar_Transit_V1_PolicyBlocks) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.blocks != rhs.blocks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyUpdate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sets\0\u{1}endpoints\0\u{1}removed\0\u{1}blocks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.sets) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.removed) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.blocks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sets.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.sets, fieldNumber: 1)
+    }
+    if !self.endpoints.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.endpoints, fieldNumber: 2)
+    }
+    if !self.removed.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.removed, fieldNumber: 3)
+    }
+    if !self.blocks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.blocks, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyUpdate, rhs: Mizar_Transit_V1_PolicyUpdate) -> Bool {
+    if lhs.sets != rhs.sets {return false}
+    if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.removed != rhs.removed {return false}
+    if lhs.blocks != rhs.blocks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}changed\0\u{1}revoked\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.changed) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.revoked) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.changed != 0 {
+      try visitor.visitSingularUInt32Field(value: self.changed, fieldNumber: 1)
+    }
+    if self.revoked != 0 {
+      try visitor.visitSingularUInt32Field(value: self.revoked, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyReply, rhs: Mizar_Transit_V1_PolicyReply) -> Bool {
+    if lhs.changed != rhs.changed {return false}
+    if lhs.revoked != rhs.revoked {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PolicyState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoints\0\u{1}sets\0\u{1}blocks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.sets) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.blocks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.endpoints.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.endpoints, fieldNumber: 1)
+    }
+    if !self.sets.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.sets, fieldNumber: 2)
+    }
+    if !self.blocks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.blocks, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PolicyState, rhs: Mizar_Transit_V1_PolicyState) -> Bool {
+    if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.sets != rhs.sets {return false}
+    if lhs.blocks != rhs.blocks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ConntrackEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConntrackEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}src\0\u{3}src_port\0\u{1}dst\0\u{3}dst_port\0\u{1}protocol\0\u{1}state\0\u{3}admitted_s\0\u{3}idle_s\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.src) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.srcPort) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.dst) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.dstPort) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.admittedS) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.idleS) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if !self.src.isEmpty {
+      try visitor.visitSingularStringField(value: self.src, fieldNumber: 2)
+    }
+    if self.srcPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.srcPort, fieldNumber: 3)
+    }
+    if !self.dst.isEmpty {
+      try visitor.visitSingularStringField(value: self.dst, fieldNumber: 4)
+    }
+    if self.dstPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.dstPort, fieldNumber: 5)
+    }
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 6)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 7)
+    }
+    if self.admittedS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.admittedS, fieldNumber: 8)
+    }
+    if self.idleS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.idleS, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ConntrackEntry, rhs: Mizar_Transit_V1_ConntrackEntry) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.src != rhs.src {return false}
+    if lhs.srcPort != rhs.srcPort {return false}
+    if lhs.dst != rhs.dst {return false}
+    if lhs.dstPort != rhs.dstPort {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.admittedS != rhs.admittedS {return false}
+    if lhs.idleS != rhs.idleS {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ConntrackList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConntrackList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ConntrackList, rhs: Mizar_Transit_V1_ConntrackList) -> Bool {
+    if lhs.entries != rhs.entries {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
