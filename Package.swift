@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "MizarTransitClient",
             dependencies: [
-                "MizarCore", "MizarRPC", "MizarTLS",
+                "MizarCore", "MizarRPC", "MizarTLS", "MizarPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
@@ -217,9 +217,13 @@ let package = Package(
             name: "MizarDataplaneTests",
             dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
             swiftSettings: strict),
+        // The conformance cases and the independent reachability model, for
+        // the compiler's tests and the end-to-end test alike (test code).
+        .target(name: "MizarPolicyConformance", dependencies: ["MizarAPI", "MizarCore"], path: "Tests/MizarPolicyConformance",
+                swiftSettings: strict),
         .testTarget(
             name: "MizarPolicyTests",
-            dependencies: ["MizarPolicy", "MizarAPI", "MizarCore", .product(name: "Yams", package: "Yams")],
+            dependencies: ["MizarPolicy", "MizarPolicyConformance", "MizarAPI", "MizarCore", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .testTarget(
             name: "MizarAPITests",
@@ -229,7 +233,7 @@ let package = Package(
             name: "MizarOperatorTests",
             dependencies: [
                 "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarTransitClient", "MizarTLS",
-                "MizarRPC", "MizarCore", "MizarSystem", "MizarCNI",
+                "MizarRPC", "MizarCore", "MizarSystem", "MizarCNI", "MizarPolicy", "MizarPolicyConformance",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),

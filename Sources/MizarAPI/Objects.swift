@@ -112,6 +112,10 @@ public struct ReasonCode: RawRepresentable, Codable, Hashable, Sendable, CustomS
     /// A transitd refused the spec for good: input it checks that admission
     /// cannot (a namespace that does not exist, an address it holds).
     public static let refusedByHost = ReasonCode(rawValue: "RefusedByHost")
+    /// A NetworkPolicy that cannot be compiled (too many distinct peers in
+    /// a VPC, too many port ranges for an endpoint): it is not enforced, or
+    /// an endpoint it selects is isolated with nothing admitted.
+    public static let policyRejected = ReasonCode(rawValue: "PolicyRejected")
 }
 
 /// What every kind's status has.

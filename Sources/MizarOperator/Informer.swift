@@ -23,6 +23,7 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
         var revision: Int64 = 0
     }
 
+    /// By store name: NAMESPACE/NAME for namespaced kinds.
     public func get(_ name: String) -> Object<Spec>? { cache.withLock { $0.objects[name] } }
     public func list() -> [Object<Spec>] { cache.withLock { Array($0.objects.values) } }
     public func filter(_ included: (Object<Spec>) -> Bool) -> [Object<Spec>] {
@@ -43,7 +44,7 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
             listedRevision.withLock { $0 = listed.revision }
             return (listed.objects, listed.revision)
         }, watch: { store.watch(Spec.self, after: $0) }, replace: { objects in
-            let fresh = Dictionary(uniqueKeysWithValues: objects.map { ($0.name, $0) })
+            let fresh = Dictionary(uniqueKeysWithValues: objects.map { ($0.storeName, $0) })
             let revision = listedRevision.withLock { $0 }
             let old = cache.withLock { c in defer { c = Cache(objects: fresh, revision: revision) }; return c.objects }
             for name in Set(old.keys).union(fresh.keys) where old[name] != fresh[name] {
@@ -71,16 +72,20 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
     /// and not back once the watch has passed the write and the object is
     /// gone (deleted meanwhile: putting it back would leave a ghost that
     /// no event ever removes).
+    /// Handlers are told of the change here: when its watch event comes,
+    /// the cache already holds it and shows no difference.
     public func record(_ object: Object<Spec>) {
         guard let written = Int64(object.metadata.resourceVersion ?? "") else { return }
-        cache.withLock { c in
-            if let current = c.objects[object.name] {
-                if let seen = Int64(current.metadata.resourceVersion ?? ""), seen >= written { return }
+        let replaced: Object<Spec>?? = cache.withLock { c in
+            if let current = c.objects[object.storeName] {
+                if let seen = Int64(current.metadata.resourceVersion ?? ""), seen >= written { return .none }
             } else if c.revision >= written {
-                return
+                return .none
             }
-            c.objects[object.name] = object
+            defer { c.objects[object.storeName] = object }
+            return .some(c.objects[object.storeName])
         }
+        if case .some(let previous) = replaced { notify(previous, object) }
     }
 
     private func notify(_ old: Object<Spec>?, _ new: Object<Spec>?) {

@@ -35,6 +35,8 @@ public final class Operator: Sendable {
     let droplets = Informer<DropletSpec>()
     let bouncers = Informer<BouncerSpec>()
     let dividers = Informer<DividerSpec>()
+    let policies = Informer<NetworkPolicySpec>()
+    let namespaces = Informer<NamespaceSpec>()
     /// Droplets whose transitd holds its lease now.
     let live = LeaseSet()
     /// What each host's CNI claims.
@@ -52,9 +54,20 @@ public final class Operator: Sendable {
     let addresses = Mutex<[String: Set<UInt32>]>([:])
     /// Backend name -> the scaled endpoints that name it.
     let backendIndex = Mutex<[String: Set<String>]>([:])
+    /// Each owned VPC's compiled policies.
+    let vpcPolicies = Mutex<[String: VpcPolicies]>([:])
+    /// "SUBNET/DROPLET": what that bouncer was last given of the subnet's
+    /// policy entries.
+    let bouncerPolicies = Mutex<[String: BouncerPolicy]>([:])
+    /// NAMESPACE/NAME -> the last version of each policy that compiled.
+    let lastGoodPolicies = Mutex<[String: NetworkPolicy]>([:])
 
     let vpcQueue = WorkQueue(), subnetQueue = WorkQueue(), endpointQueue = WorkQueue()
     let dropletQueue = WorkQueue(), bouncerQueue = WorkQueue(), dividerQueue = WorkQueue()
+    /// VPC names whose policies are compiled and given to their bouncers.
+    let policyQueue = WorkQueue()
+    /// NAMESPACE/NAME of NetworkPolicies whose status is to be written.
+    let policyStatusQueue = WorkQueue()
     /// "DROPLET/ENDPOINT": a claim, or an endpoint made for one.
     let claimQueue = WorkQueue()
     /// The replicas splitting the VPCs between them.
@@ -104,6 +117,8 @@ public final class Operator: Sendable {
             await droplets.waitSynced()
             await bouncers.waitSynced()
             await dividers.waitSynced()
+            await policies.waitSynced()
+            await namespaces.waitSynced()
             await live.waitSynced()
             await claims.waitSynced()
             await membership.waitJoined()
@@ -118,6 +133,17 @@ public final class Operator: Sendable {
             { await runWorkers(self.endpointQueue, workers: w, logger: self.logger, kind: .endpoint) { await self.guarded(.endpoint, $0, self.reconcileEndpoint) } },
             { await runWorkers(self.bouncerQueue, workers: 2, logger: self.logger, kind: .bouncer) { await self.guarded(.bouncer, $0, self.reconcileBouncer) } },
             { await runWorkers(self.dividerQueue, workers: 2, logger: self.logger, kind: .divider) { await self.guarded(.divider, $0, self.reconcileDivider) } },
+            { await runWorkers(self.policyQueue, workers: 2, logger: self.logger, kind: .networkPolicy) { vpc in
+                // Keyed by VPC: the VPC's owner compiles its policies.
+                guard self.membership.owns("vpc/\(vpc)") else { return .done }
+                do { return try await self.reconcilePolicies(vpc) } catch {
+                    self.logger.warning("policies: will retry", metadata: ["vpc": "\(vpc)", "error": "\(error)"])
+                    return .retry("\(error)")
+                }
+            } },
+            { await runWorkers(self.policyStatusQueue, workers: 2, logger: self.logger, kind: .networkPolicy) {
+                await self.guarded(.networkPolicy, $0, self.reconcilePolicyStatus)
+            } },
             { await runWorkers(self.claimQueue, workers: w, logger: self.logger, kind: .endpoint) { id in
                 do { return try await self.reconcileClaim(id) } catch {
                     self.logger.warning("claim: will retry", metadata: ["claim": "\(id)", "error": "\(error)"])
@@ -129,7 +155,9 @@ public final class Operator: Sendable {
 
     /// Stops handing out work: each worker finishes the object in hand.
     func closeQueues() async {
-        for q in [vpcQueue, subnetQueue, endpointQueue, dropletQueue, bouncerQueue, dividerQueue, claimQueue] { await q.close() }
+        for q in [vpcQueue, subnetQueue, endpointQueue, dropletQueue, bouncerQueue, dividerQueue, claimQueue, policyQueue, policyStatusQueue] {
+            await q.close()
+        }
     }
 
     var leasePrefix: String { store.dropletLeasePrefix }
@@ -143,6 +171,8 @@ public final class Operator: Sendable {
         for o in endpoints.list() { await endpointQueue.add(o.name) }
         for o in bouncers.list() { await bouncerQueue.add(o.name) }
         for o in dividers.list() { await dividerQueue.add(o.name) }
+        for o in vpcs.list() { await policyQueue.add(o.name) }
+        for o in policies.list() { await policyStatusQueue.add(o.storeName) }
         for id in claims.ids { await claimQueue.add(id) }
         for o in endpoints.list() {
             if let d = o.metadata.labels?[EndpointClaim.claimedByLabel] { await claimQueue.add(ClaimSet.id(d, o.name)) }
@@ -159,7 +189,8 @@ public final class Operator: Sendable {
         case .bouncer: bouncers.get(name).map { "vpc/\($0.spec.vpc)" }
         case .divider: dividers.get(name).map { "vpc/\($0.spec.vpc)" }
         case .droplet: "droplet/\(name)"
-        case .namespace, .networkPolicy: nil // not reconciled yet
+        case .networkPolicy: "policy/\(name)"
+        case .namespace: nil // not reconciled: read by the policy controller
         }
     }
 
@@ -172,6 +203,7 @@ public final class Operator: Sendable {
         vpcs.onChange { [self] old, new in
             let name = (new ?? old)!.name
             enqueue(vpcQueue, [name])
+            if old?.status?.vni != new?.status?.vni || new == nil { enqueue(policyQueue, [name]) }
             // Subnets wait for their VPC's VNI; dividers report its status.
             enqueue(subnetQueue, subnets.filter { $0.spec.vpc == name }.map(\.name))
             enqueue(dividerQueue, dividers.filter { $0.spec.vpc == name }.map(\.name))
@@ -202,10 +234,26 @@ public final class Operator: Sendable {
                 enqueue(endpointQueue, services(using: e.name))
             }
             if new == nil { enqueue(subnetQueue, [e.spec.subnet]) }   // a subnet being deleted waits for its endpoints
+            // Its own entry on its bouncers follows its labels, namespace
+            // and ports (nobody else's changes); gone, its bouncers forgot it.
+            if let old, let new, !new.spec.isScaled, old.status?.ip != nil,
+               old.metadata.labels != new.metadata.labels || old.metadata.effectiveNamespace != new.metadata.effectiveNamespace
+                || old.spec.ports != new.spec.ports {
+                enqueue(policyQueue, [new.spec.vpc])
+            }
+            if new == nil, let ip = old?.status?.ip { forgetPolicyEntry(subnet: e.spec.subnet, ip: ip) }
             // Made for a claim: it lives while the claim does.
             if let d = e.metadata.labels?[EndpointClaim.claimedByLabel] { enqueue(claimQueue, [ClaimSet.id(d, e.name)]) }
         }
         claims.onChange { [self] id in enqueue(claimQueue, [id]) }
+        // A policy or a namespace's labels: every VPC's entries may change.
+        policies.onChange { [self] old, new in
+            enqueue(policyQueue, vpcs.list().map(\.name))
+            if let new, old?.spec != new.spec || old?.metadata.generation != new.metadata.generation { enqueue(policyStatusQueue, [new.storeName]) }
+        }
+        namespaces.onChange { [self] old, new in
+            if old?.metadata.labels != new?.metadata.labels { enqueue(policyQueue, vpcs.list().map(\.name)) }
+        }
         droplets.onChange { [self] old, new in enqueue(dropletQueue, [(new ?? old)!.name]) }
         membership.onChange { [self] in Task { await enqueueEverything() } }
         live.onChange { [self] name in enqueue(dropletQueue, [name]) }
@@ -267,7 +315,8 @@ public final class Operator: Sendable {
         case .droplet: try await markFailed(droplets, name, code, message)
         case .bouncer: try await markFailed(bouncers, name, code, message)
         case .divider: try await markFailed(dividers, name, code, message)
-        case .namespace, .networkPolicy: .done
+        case .networkPolicy: try await markFailed(policies, name, code, message)
+        case .namespace: .done
         }
     }
 
@@ -325,14 +374,14 @@ public final class Operator: Sendable {
         // A new phase, or a new reason to wait, is an event, written in the
         // same transaction as the status.
         var operations = alsoDo
-        let before = informer.get(o.name)?.status?.common
+        let before = informer.get(o.storeName)?.status?.common
         if let now = o.status?.common, now.phase != before?.phase || now.reason != before?.reason {
             var message = now.reason ?? "now \(now.phase.rawValue)"
             if now.phase == .provisioned, let ms = now.provisioningDelayMs, before?.phase != .provisioned {
                 message = String(format: "provisioned in %.1f ms", ms) + (now.reason.map { "; \($0)" } ?? "")
             }
             let type: ObjectEvent.Severity = now.phase == .failed || now.phase == .notReady ? .warning : .normal
-            if let put = try? await eventOperation(S.kind, o.name, type, now.phase.rawValue, message) { operations.append(put) }
+            if let put = try? await eventOperation(S.kind, o.storeName, type, now.phase.rawValue, message) { operations.append(put) }
         }
         guard let saved = try await store.write(o, alsoIf: alsoIf, alsoDo: operations) else { return nil }
         informer.record(saved)
@@ -472,6 +521,8 @@ struct OperatorCaches: Service {
                 { await op.droplets.run(store: op.store, logger: op.logger) },
                 { await op.bouncers.run(store: op.store, logger: op.logger) },
                 { await op.dividers.run(store: op.store, logger: op.logger) },
+                { await op.policies.run(store: op.store, logger: op.logger) },
+                { await op.namespaces.run(store: op.store, logger: op.logger) },
                 { await op.live.run(etcd: op.store.etcd, prefix: op.leasePrefix, logger: op.logger) },
                 { await op.claims.run(store: op.store, logger: op.logger) },
             ])

@@ -39,6 +39,9 @@ extension Operator {
             tablesGiven.withLock { given in
                 for key in given.keys { given[key]?.droplets.remove(name) }
             }
+            // As a bouncer it is given every policy entry again.
+            forgetPoliciesGiven(droplet: name)
+            Task { for v in vpcs.list() { await policyQueue.add(v.name) } }
             for v in vpcs.list() where v.metadata.deletionTimestamp == nil {
                 guard let vni = v.status?.vni else { continue }
                 let divs = try (v.status?.dividers ?? []).compactMap { try peer(named: $0) }
@@ -276,6 +279,11 @@ extension Operator {
 
         let want = s.spec.bouncers ?? 1
         let vpcName = s.spec.vpc
+        // A new bouncer is given the subnet's policy entries too.
+        guard let policy = vpcPolicies.withLock({ $0[vpcName] }) else {
+            await policyQueue.add(vpcName)
+            return .retryAfter(.milliseconds(50), "waiting for Vpc \(vpcName)'s policies to compile")
+        }
         let (placed, short) = try await placeRole(bouncers, of: { $0.spec.subnet == name }, want: want) { droplet in
             Bouncer(name: "\(name)-\(droplet)", spec: BouncerSpec(vpc: vpcName, subnet: name, droplet: droplet))
         }
@@ -295,6 +303,9 @@ extension Operator {
                 try await Provisioning.putEndpointEntry(vni: vni, ip: ip, mac: mac,
                                                         subnet: cidr, home: home, on: fresh, via: pool)
             }
+            var failed: [String: VpcPolicyRecord.Refusal] = [:]
+            try await pushPolicies(vni: vni, subnet: s, to: placed.filter { !(s.status?.bouncers ?? []).contains($0) },
+                                   policy.compiled, fresh: true, failed: &failed)
         }
         try await giveTable("subnet/\(name)", holders: placed, toNewlyReady: false) { hosts in
             try await Provisioning.putSubnet(vni: vni, cidr: cidr, bouncers: try placed.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
@@ -367,10 +378,14 @@ extension Operator {
         guard let ip = e.status?.ip, let mac = e.status?.mac, let homeName = e.status?.droplet,
               let home = try peer(named: homeName) else { return .retry("claim not recorded") }
         let bs = try bouncerNames.compactMap { try peer(named: $0) }
+        // Its policy entry goes with it, from the VPC's compiled policies.
+        guard let policy = await provisioningPolicy(e, vni: vni) else {
+            return .retryAfter(.milliseconds(50), "waiting for Vpc \(e.spec.vpc)'s policies to compile")
+        }
         // Without a namespace the interface is made parked on the droplet.
         do {
             _ = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: cidr, netns: e.spec.netns ?? "",
-                                                   ifname: e.spec.ifname ?? "", on: home, bouncers: bs, via: pool)
+                                                   ifname: e.spec.ifname ?? "", policy: policy.message, on: home, bouncers: bs, via: pool)
         } catch where TransitRefusal.isPermanent(error) {
             // Its host will not have it: the bouncers (called at the same
             // time) must not send anything there either.
@@ -384,7 +399,9 @@ extension Operator {
         status.common.observedGeneration = e.metadata.generation
         status.common.provisioningDelayMs = Self.milliseconds(since: e.metadata.creationTimestamp)
         next.status = status
-        return try await save(next, in: endpoints) == nil ? .retry("conflict") : .done
+        guard try await save(next, in: endpoints) != nil else { return .retry("conflict") }
+        await provisioned(e, ip: ip, entry: policy.entry, generation: policy.generation, bouncers: bouncerNames)
+        return .done
     }
 
     enum Claim { case saved(Endpoint), wait(String), failed(ReasonCode, String), conflict }

@@ -221,6 +221,10 @@ public struct PolicyCompileError: Error, Sendable, Equatable, CustomStringConver
     /// NAMESPACE/NAME of the policy at fault, when one is.
     public var policy: String?
     public var reason: String
+    public init(policy: String?, reason: String) {
+        self.policy = policy
+        self.reason = reason
+    }
     public var description: String { policy.map { "NetworkPolicy \($0): \(reason)" } ?? reason }
 }
 

@@ -33,6 +33,10 @@ public struct Testbed: Sendable {
         public var agentHook = "tc"
         public var mtu: UInt32 = 1500
         public var extraArguments: [String] = []
+        /// Each simulated host's conntrack room. transitd's own default
+        /// (1,048,576 flows, about 100 MB allocated and cleared at start) is
+        /// a real host's; dozens of simulated hosts on one machine take less.
+        public var conntrackSize = 65_536
         /// A management port: a veth from the underlay bridge into the
         /// namespace that calls `up`, with the testbed's managementIP, so that an
         /// etcd and an operator there reach every host's transitd over TCP
@@ -211,7 +215,7 @@ public struct Testbed: Sendable {
         let argv = [options.transitd, "--netns", host.netns, "--interface", "eth0", "--name", "\(name)-\(host.name)",
                     "--objects", options.objects, "--pin-dir", host.pinDirectory, "--state-dir", host.stateDirectory,
                     "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook]
-            + Self.flags(tls(host)) + ["--droplets", dropletTable]
+            + Self.flags(tls(host)) + ["--droplets", dropletTable, "--conntrack-size", "\(options.conntrackSize)"]
             + options.extraArguments
             + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", dropletName(host)] } ?? [])
         let pid = try spawnDaemon(argv, log: host.log)

@@ -110,14 +110,6 @@ enum PolicyMessages {
     }
 
     static func message(vni: VNI, _ prefixes: [CIDR: PolicyBitWords]) -> Mizar_Transit_V1_PolicyBlocks {
-        var m = Mizar_Transit_V1_PolicyBlocks()
-        m.vni = vni.value
-        m.blocks = prefixes.sorted { ($0.key.address.value, $0.key.prefixLength) < ($1.key.address.value, $1.key.prefixLength) }.map { c, b in
-            var bm = Mizar_Transit_V1_PolicyBlock()
-            bm.cidr = "\(c)"
-            bm.bits = message(b)
-            return bm
-        }
-        return m
+        EndpointPolicyMessage.blocks(vni: vni, prefixes.mapValues(message))
     }
 }

@@ -92,9 +92,11 @@ public enum Provisioning {
         for h in hosts { _ = try await connector.withClient(h.target) { try await $0.deleteSubnet(key, options: callOptions) } }
     }
 
-    /// The endpoint's entry (where it lives) on each of `bouncers`; for a
+    /// The endpoint's entry (where it lives, and its network policy entry:
+    /// without one the bouncers hold none) on each of `bouncers`; for a
     /// bouncer added to a subnet that already has endpoints.
     public static func putEndpointEntry(vni: VNI, ip: IPv4Address, mac: MACAddress, subnet: CIDR, home: TransitPeer,
+                                        policy: EndpointPolicyMessage? = nil,
                                         on bouncers: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
         var entry = Mizar_Transit_V1_Endpoint()
         entry.vni = vni.value
@@ -102,16 +104,21 @@ public enum Provisioning {
         entry.mac = "\(mac)"
         entry.subnet = "\(subnet)"
         entry.host = home.host
+        if let policy {
+            entry.policy = policy.entry
+            entry.policySets = policy.sets
+        }
         for b in bouncers {
             _ = try await connector.withClient(b.target) { try await $0.putEndpoint(entry, options: callOptions) }
         }
     }
 
-    /// The endpoint's interface on its host and its entry on each bouncer
-    /// of its subnet, concurrently: one call each, nothing else.
+    /// The endpoint's interface on its host and its entry (with its policy
+    /// entry) on each bouncer of its subnet, concurrently: one call each,
+    /// nothing else.
     @discardableResult
     public static func addEndpoint(vni: VNI, ip: IPv4Address, mac: MACAddress, subnet: CIDR, netns: String, ifname: String = "",
-                                   on home: TransitPeer, bouncers: [TransitPeer],
+                                   policy: EndpointPolicyMessage? = nil, on home: TransitPeer, bouncers: [TransitPeer],
                                    via connector: some TransitConnector = DirectConnector()) async throws -> Mizar_Transit_V1_EndpointInterfaceInfo {
         var e = Mizar_Transit_V1_EndpointInterface()
         e.vni = vni.value
@@ -124,7 +131,7 @@ public enum Provisioning {
         async let reply = connector.withClient(home.target) { try await $0.createEndpointInterface(e, options: callOptions) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for b in bouncers {
-                group.addTask { try await putEndpointEntry(vni: vni, ip: ip, mac: mac, subnet: subnet, home: home, on: [b], via: connector) }
+                group.addTask { try await putEndpointEntry(vni: vni, ip: ip, mac: mac, subnet: subnet, home: home, policy: policy, on: [b], via: connector) }
             }
             try await group.waitForAll()
         }
@@ -149,7 +156,7 @@ public enum Provisioning {
         }
     }
 
-    static func endpointKey(_ vni: VNI, _ ip: IPv4Address) -> Mizar_Transit_V1_EndpointKey {
+    public static func endpointKey(_ vni: VNI, _ ip: IPv4Address) -> Mizar_Transit_V1_EndpointKey {
         var key = Mizar_Transit_V1_EndpointKey()
         key.vni = vni.value
         key.ip = "\(ip)"

@@ -124,9 +124,9 @@ enum Sock {
     }
 
     /// A TCP connection from `netns`, or nil when it cannot be made.
-    static func dial(from netns: String, _ ip: IPv4Address, _ port: UInt16, localPort: UInt16? = nil) throws -> Int32? {
+    static func dial(from netns: String, _ ip: IPv4Address, _ port: UInt16, localPort: UInt16? = nil, timeout seconds: Double = 1.0) throws -> Int32? {
         let fd = try NetworkNamespace(path: netns).socket(domain: AF_INET, type: Int32(SOCK_STREAM.rawValue))
-        timeout(fd, 1.0)
+        timeout(fd, seconds)
         if let localPort {
             // The port may still be in TIME_WAIT from an earlier connection to another peer.
             var one: Int32 = 1
@@ -364,7 +364,10 @@ extension OperatorTests {
             #expect(fresh[removed] == nil && fresh.values.reduce(0, +) == 30, "new connections: \(fresh)")
             print("service test: \(removed) removed; 30 new connections reached \(fresh.sorted { $0.key < $1.key })")
 
-            // Deleting everything leaves no service and no flow on any host.
+            // Deleting everything leaves no service and no flow of these
+            // VPCs on any host.
+            var vnis: [UInt32] = []
+            for vpc in ["svc", "other"] { vnis.append(try #require(try await store.get(VpcSpec.self, vpc)?.status?.vni).value) }
             for c in conns { close(c.fd) }
             conns = []
             for vpc in ["svc", "other"] {
@@ -374,8 +377,15 @@ extension OperatorTests {
                 try await store.list(VpcSpec.self).objects.allSatisfy { $0.name != "svc" && $0.name != "other" }
             })
             for host in plane.bed.hosts {
-                let left = try await withTransitClient(.unix(host.socket)) { c in
-                    (try await c.listServices(.init()).services.count, try await c.listServiceFlows(.init()).flows.count)
+                var left = (0, 0)
+                for vni in vnis {
+                    var r = Mizar_Transit_V1_ListRequest()
+                    r.vni = vni
+                    let request = r
+                    let held = try await withTransitClient(.unix(host.socket)) { c in
+                        (try await c.listServices(request).services.count, try await c.listServiceFlows(request).flows.count)
+                    }
+                    left = (left.0 + held.0, left.1 + held.1)
                 }
                 #expect(left == (0, 0), "\(host.name) still holds services/flows \(left)")
             }

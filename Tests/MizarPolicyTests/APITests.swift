@@ -1,6 +1,7 @@
 import Foundation
 import MizarAPI
 import MizarCore
+import MizarPolicyConformance
 import Testing
 import Yams
 

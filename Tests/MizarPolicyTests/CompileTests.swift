@@ -2,21 +2,11 @@ import Foundation
 import MizarAPI
 import MizarCore
 import MizarPolicy
+import MizarPolicyConformance
 import Testing
 import Yams
 
-/// The conformance pods at made-up addresses: x in 10.0.1.0/24, y and z in 10.0.2.0/24.
-func conformancePods(_ step: Conformance.Step) -> [ReachabilityModel.Pod] {
-    Conformance.namespaces.enumerated().flatMap { (i, ns) in
-        Conformance.pods.enumerated().map { (j, pod) in
-            var labels = ["pod": pod]
-            labels.merge(step.podLabels["\(ns)/\(pod)"] ?? [:]) { $1 }
-            let ports = Conformance.namedPorts().map { ($0.name!, $0.port, "\($0.protocol!)") }
-            return ReachabilityModel.Pod(namespace: ns, name: pod, labels: labels, ip: conformanceIP(ns, pod), ports: ports)
-        }
-    }
-}
-
+/// Made-up addresses: x in 10.0.1.0/24, y and z in 10.0.2.0/24.
 func conformanceIP(_ ns: String, _ pod: String) -> IPv4Address {
     let i = Conformance.namespaces.firstIndex(of: ns)!, j = Conformance.pods.firstIndex(of: pod)!
     return IPv4Address(value: (10 << 24) | (UInt32(i == 0 ? 1 : 2) << 8) | UInt32(10 + i * 3 + j))
@@ -26,7 +16,7 @@ func conformanceIP(_ ns: String, _ pod: String) -> IPv4Address {
 func compiledTable(_ step: Conformance.Step, probes: [(String, Int)]) throws -> [String: Bool] {
     let namespaces = step.namespaceLabels.map { Namespace(name: $0.key, spec: NamespaceSpec(), labels: $0.value) }
     let compiled = try CompiledPolicies(policies: step.policies, namespaces: namespaces)
-    let pods = conformancePods(step)
+    let pods = conformancePods(step, ip: conformanceIP)
     var entries: [String: EndpointPolicy] = [:]
     for p in pods {
         entries[p.id] = try compiled.entry(for: PolicyEndpoint(name: p.id, ip: p.ip, namespace: p.namespace, labels: p.labels, ports: Conformance.namedPorts()))
@@ -45,39 +35,6 @@ func compiledTable(_ step: Conformance.Step, probes: [(String, Int)]) throws -> 
     return table
 }
 
-func modelTable(_ step: Conformance.Step, probes: [(String, Int)]) -> [String: Bool] {
-    let model = ReachabilityModel(policies: step.policies, namespaceLabels: step.namespaceLabels)
-    let pods = conformancePods(step)
-    var table: [String: Bool] = [:]
-    for s in pods {
-        for d in pods {
-            for (proto, port) in probes {
-                table["\(s.id) \(d.id) \(proto)/\(port)"] = model.allowed(from: s, to: d, proto: proto, port: port)
-            }
-        }
-    }
-    return table
-}
-
-/// Both tables, one row per source, one column per destination; a cell
-/// is one character per probe ('.' admitted, 'X' denied).
-func truthTables(_ expected: [String: Bool], _ observed: [String: Bool], probes: [(String, Int)]) -> String {
-    let pods = Conformance.namespaces.flatMap { ns in Conformance.pods.map { "\(ns)/\($0)" } }
-    func render(_ t: [String: Bool]) -> String {
-        var lines = ["      " + pods.map { $0.padding(toLength: max(probes.count, 3) + 1, withPad: " ", startingAt: 0) }.joined()]
-        for s in pods {
-            var line = s.padding(toLength: 6, withPad: " ", startingAt: 0)
-            for d in pods {
-                let cell = probes.map { t["\(s) \(d) \($0.0)/\($0.1)"] == true ? "." : "X" }.joined()
-                line += cell.padding(toLength: max(probes.count, 3) + 1, withPad: " ", startingAt: 0)
-            }
-            lines.append(line)
-        }
-        return lines.joined(separator: "\n")
-    }
-    return "probes per cell: \(probes.map { "\($0.0)/\($0.1)" }.joined(separator: " "))\nexpected (model):\n\(render(expected))\nobserved:\n\(render(observed))"
-}
-
 @Suite("Policy compilation")
 struct CompileTests {
     static let allProbes = Conformance.probes + [("SCTP", 80), ("ICMP", 0), ("TCP", 8080)]
@@ -89,7 +46,7 @@ struct CompileTests {
         var denied = 0
         for c in cases {
             for step in c.steps {
-                let expected = modelTable(step, probes: Self.allProbes)
+                let expected = modelTable(step, pods: conformancePods(step, ip: conformanceIP), probes: Self.allProbes)
                 let observed = try compiledTable(step, probes: Self.allProbes)
                 denied += expected.values.filter { !$0 }.count
                 let wrong = expected.keys.filter { expected[$0] != observed[$0] }.sorted()
@@ -147,7 +104,7 @@ struct CompileTests {
                 for pod in Conformance.pods where Bool.random(using: &rng) { podLabels["\(ns)/\(pod)"] = [keys.randomElement(using: &rng)!: values.randomElement(using: &rng)!] }
             }
             let step = Conformance.Step(note: "random", policies: policies, namespaceLabels: ["y": ["team": "b"], "z": ["tier": "c"]], podLabels: podLabels)
-            let expected = modelTable(step, probes: Self.allProbes)
+            let expected = modelTable(step, pods: conformancePods(step, ip: conformanceIP), probes: Self.allProbes)
             let observed = try compiledTable(step, probes: Self.allProbes)
             let yaml = try YAMLEncoder().encode(policies)
             let wrong = expected.keys.filter { expected[$0] != observed[$0] }.sorted()

@@ -5,23 +5,36 @@ import MizarCore
 /// documentation and independent of Mizar's compiler: what the truth
 /// table of a set of policies must be. Used to judge the product's
 /// compiled form and, end to end, real probes.
-struct ReachabilityModel {
-    struct Pod: Hashable {
-        var namespace: String
-        var name: String
-        var labels: [String: String]
-        var ip: IPv4Address
+public struct ReachabilityModel {
+    public struct Pod: Hashable {
+        public var namespace: String
+        public var name: String
+        public var labels: [String: String]
+        public var ip: IPv4Address
         /// (name, port, protocol) the pod serves.
-        var ports: [(String, Int, String)]
+        public var ports: [(String, Int, String)]
 
-        static func == (a: Pod, b: Pod) -> Bool { a.namespace == b.namespace && a.name == b.name }
-        func hash(into h: inout Hasher) { h.combine(namespace); h.combine(name) }
-        var id: String { "\(namespace)/\(name)" }
+        public init(namespace: String, name: String, labels: [String: String], ip: IPv4Address, ports: [(String, Int, String)]) {
+            self.namespace = namespace
+            self.name = name
+            self.labels = labels
+            self.ip = ip
+            self.ports = ports
+        }
+
+        public static func == (a: Pod, b: Pod) -> Bool { a.namespace == b.namespace && a.name == b.name }
+        public func hash(into h: inout Hasher) { h.combine(namespace); h.combine(name) }
+        public var id: String { "\(namespace)/\(name)" }
     }
 
-    var policies: [NetworkPolicy]
+    public var policies: [NetworkPolicy]
     /// Labels of namespace objects; every namespace also has its name label.
-    var namespaceLabels: [String: [String: String]]
+    public var namespaceLabels: [String: [String: String]]
+
+    public init(policies: [NetworkPolicy], namespaceLabels: [String: [String: String]]) {
+        self.policies = policies
+        self.namespaceLabels = namespaceLabels
+    }
 
     func nsLabels(_ ns: String) -> [String: String] {
         var l = namespaceLabels[ns] ?? [:]
@@ -87,7 +100,7 @@ struct ReachabilityModel {
         policies.filter { ($0.metadata.namespace ?? "default") == pod.namespace && selectorMatches($0.spec.podSelector, pod.labels) && types($0).contains(type) }
     }
 
-    func allowed(from src: Pod, to dst: Pod, proto: String, port: Int) -> Bool {
+    public func allowed(from src: Pod, to dst: Pod, proto: String, port: Int) -> Bool {
         let egress = selecting(src, "Egress")
         if !egress.isEmpty {
             let ok = egress.contains { p in

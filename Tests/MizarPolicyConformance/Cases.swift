@@ -5,59 +5,68 @@ import MizarCore
 /// Kubernetes e2e netpol suite and cyclonus: namespaces x, y, z with
 /// pods a, b, c (labels pod=a/b/c), serving TCP and UDP on 80 and 81 on
 /// ports named serve-80-tcp, serve-81-udp, ...
-enum Conformance {
-    static let namespaces = ["x", "y", "z"]
-    static let pods = ["a", "b", "c"]
+public enum Conformance {
+    public static let namespaces = ["x", "y", "z"]
+    public static let pods = ["a", "b", "c"]
     /// What is probed: protocol and port.
-    static let probes: [(String, Int)] = [("TCP", 80), ("TCP", 81), ("UDP", 80), ("UDP", 81)]
+    public static let probes: [(String, Int)] = [("TCP", 80), ("TCP", 81), ("UDP", 80), ("UDP", 81)]
 
-    static func namedPorts() -> [EndpointPort] {
+    public static func namedPorts() -> [EndpointPort] {
         [80, 81].flatMap { n in
             [EndpointPort(name: "serve-\(n)-tcp", port: n, protocol: .tcp), EndpointPort(name: "serve-\(n)-udp", port: n, protocol: .udp)]
         }
     }
 
     /// One step of a case: what is declared once it is applied.
-    struct Step {
-        var note: String
-        var policies: [NetworkPolicy]
-        var namespaceLabels: [String: [String: String]] = [:]
+    public struct Step {
+        public var note: String
+        public var policies: [NetworkPolicy]
+        public var namespaceLabels: [String: [String: String]] = [:]
         /// Extra labels per pod "ns/pod" (pod=NAME is always there).
-        var podLabels: [String: [String: String]] = [:]
+        public var podLabels: [String: [String: String]] = [:]
         /// Whether a service VIP in front of each pod is probed instead.
-        var viaService = false
+        public var viaService = false
+
+        public init(note: String, policies: [NetworkPolicy], namespaceLabels: [String: [String: String]] = [:],
+                    podLabels: [String: [String: String]] = [:], viaService: Bool = false) {
+            self.note = note
+            self.policies = policies
+            self.namespaceLabels = namespaceLabels
+            self.podLabels = podLabels
+            self.viaService = viaService
+        }
     }
 
-    struct Case {
-        var name: String
-        var steps: [Step]
+    public struct Case {
+        public var name: String
+        public var steps: [Step]
     }
 
-    static func policy(_ name: String, _ ns: String, _ spec: NetworkPolicySpec) -> NetworkPolicy {
+    public static func policy(_ name: String, _ ns: String, _ spec: NetworkPolicySpec) -> NetworkPolicy {
         NetworkPolicy(name: name, namespace: ns, spec: spec)
     }
 
-    static func sel(_ labels: [String: String]) -> LabelSelector { LabelSelector(matchLabels: labels) }
-    static func expr(_ key: String, _ op: LabelSelectorRequirement.Operator, _ values: [String]? = nil) -> LabelSelector {
+    public static func sel(_ labels: [String: String]) -> LabelSelector { LabelSelector(matchLabels: labels) }
+    public static func expr(_ key: String, _ op: LabelSelectorRequirement.Operator, _ values: [String]? = nil) -> LabelSelector {
         LabelSelector(matchExpressions: [LabelSelectorRequirement(key: key, operator: op, values: values)])
     }
-    static func nsName(_ n: String) -> LabelSelector { sel([namespaceNameLabel: n]) }
-    static func tcp(_ p: Int, end: Int? = nil) -> NetworkPolicyPort { NetworkPolicyPort(protocol: .tcp, port: .number(p), endPort: end) }
-    static func udp(_ p: Int) -> NetworkPolicyPort { NetworkPolicyPort(protocol: .udp, port: .number(p)) }
-    static func named(_ n: String, _ proto: PortProtocol? = nil) -> NetworkPolicyPort { NetworkPolicyPort(protocol: proto, port: .name(n)) }
-    static func ingress(_ from: [NetworkPolicyPeer]?, _ ports: [NetworkPolicyPort]? = nil) -> NetworkPolicyIngressRule {
+    public static func nsName(_ n: String) -> LabelSelector { sel([namespaceNameLabel: n]) }
+    public static func tcp(_ p: Int, end: Int? = nil) -> NetworkPolicyPort { NetworkPolicyPort(protocol: .tcp, port: .number(p), endPort: end) }
+    public static func udp(_ p: Int) -> NetworkPolicyPort { NetworkPolicyPort(protocol: .udp, port: .number(p)) }
+    public static func named(_ n: String, _ proto: PortProtocol? = nil) -> NetworkPolicyPort { NetworkPolicyPort(protocol: proto, port: .name(n)) }
+    public static func ingress(_ from: [NetworkPolicyPeer]?, _ ports: [NetworkPolicyPort]? = nil) -> NetworkPolicyIngressRule {
         NetworkPolicyIngressRule(ports: ports, from: from)
     }
-    static func egress(_ to: [NetworkPolicyPeer]?, _ ports: [NetworkPolicyPort]? = nil) -> NetworkPolicyEgressRule {
+    public static func egress(_ to: [NetworkPolicyPeer]?, _ ports: [NetworkPolicyPort]? = nil) -> NetworkPolicyEgressRule {
         NetworkPolicyEgressRule(ports: ports, to: to)
     }
-    static func one(_ note: String, _ policies: NetworkPolicy..., ns: [String: [String: String]] = [:],
+    public static func one(_ note: String, _ policies: NetworkPolicy..., ns: [String: [String: String]] = [:],
                     pods: [String: [String: String]] = [:], service: Bool = false) -> [Step] {
         [Step(note: note, policies: policies, namespaceLabels: ns, podLabels: pods, viaService: service)]
     }
 
     /// `ip(ns, pod)` gives a pod's address (for ipBlock cases).
-    static func cases(ip: (String, String) -> IPv4Address) -> [Case] {
+    public static func cases(ip: (String, String) -> IPv4Address) -> [Case] {
         let a = sel(["pod": "a"]), b = sel(["pod": "b"]), c = sel(["pod": "c"])
         let denyIn = NetworkPolicySpec(podSelector: .all, policyTypes: [.ingress])
         let denyOut = NetworkPolicySpec(podSelector: .all, policyTypes: [.egress])
@@ -138,7 +147,7 @@ enum Conformance {
 
 extension IPv4Address {
     /// "A.B.0.0/16"-style: the address's prefix of this length.
-    func masked(_ length: UInt32) -> String {
+    public func masked(_ length: UInt32) -> String {
         let mask: UInt32 = length == 0 ? 0 : ~UInt32(0) << (32 - length)
         return "\(IPv4Address(value: value & mask))/\(length)"
     }
