@@ -361,10 +361,11 @@ public struct CompiledPolicies: Sendable {
                 for rule in p.spec.rules(d) {
                     try add(rule, of: p, direction: d, subject: e, to: &entries)
                 }
-            }
-            guard entries.count <= RuleSet.maxEntries else {
-                throw PolicyCompileError(policy: isolating.first?.storeName,
-                                         reason: "endpoint \(e.name)'s \(d.rawValue.lowercased()) rules need \(entries.count) port ranges; at most \(RuleSet.maxEntries)")
+                // The policy whose rules pass the limit is the one at fault.
+                guard entries.count <= RuleSet.maxEntries else {
+                    throw PolicyCompileError(policy: p.storeName,
+                                             reason: "endpoint \(e.name)'s \(d.rawValue.lowercased()) rules need \(entries.count) port ranges; at most \(RuleSet.maxEntries)")
+                }
             }
             let set = RuleSet(entries: entries)
             if d == .ingress { out.ingress = set } else { out.egress = set }

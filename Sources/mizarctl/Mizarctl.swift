@@ -83,12 +83,14 @@ struct Dump: AsyncParsableCommand {
         discussion: """
             Tables: vpcs, subnets, endpoints (the bouncer table), interfaces (endpoints on this host), hostcache (the learned \
             direct path), services (the scaled endpoints this host bounces for: backends, Maglev shares, new flows each got), \
-            flows (the service flows this host's endpoints were taught, both directions).
+            flows (the service flows this host's endpoints were taught, both directions), policy (on a bouncer: each \
+            endpoint's network policy entry, its rule sets, the ipBlock prefixes), conntrack (the flows of this host's \
+            endpoints a bouncer admitted, with their state).
             """)
 
-    enum Table: String, ExpressibleByArgument, CaseIterable { case droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows }
+    enum Table: String, ExpressibleByArgument, CaseIterable { case droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack }
 
-    @Argument(help: "vpcs, subnets, endpoints, interfaces, hostcache, services or flows.")
+    @Argument(help: "droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy or conntrack.")
     var table: Table
     @Option(help: "Only this VNI.")
     var vni: UInt32 = 0
@@ -144,8 +146,47 @@ struct Dump: AsyncParsableCommand {
                     ["\(f.vni)", f.reverse ? "reply" : "to-vip", "\(f.src):\(f.sport) > \(f.dst):\(f.dport) \(f.protocol)",
                      "\(f.toIp):\(f.toPort)", f.vip, f.backend]
                 })
+            case .policy:
+                let l = try await client.listPolicy(filter)
+                if json { return try printJSON(l) }
+                func set(_ id: UInt64) -> String { id == 0 ? "open" : String(id, radix: 16) }
+                printTable(["vni", "endpoint", "member bits", "ingress set", "egress set", "named ports"], l.endpoints.map { e in
+                    ["\(e.vni)", e.ip, bitList(e.members.words), set(e.ingressSet), set(e.egressSet),
+                     e.namedPorts.map { "\($0.bit):\($0.port)/\(protocolName($0.protocol))" }.joined(separator: ",")]
+                })
+                print("")
+                printTable(["vni", "set", "protocol", "ports", "peers"], l.sets.flatMap { s in
+                    s.rules.isEmpty ? [["\(s.vni)", set(s.id), "-", "-", "nothing admitted"]] : s.rules.map { r in
+                        ["\(s.vni)", set(s.id), r.protocol == 0 ? "any" : protocolName(r.protocol), r.protocol == 0 ? "any" : "\(r.firstPort)-\(r.lastPort)",
+                         r.anyPeer ? "any" : "bits " + bitList(r.bits.words)]
+                    }
+                })
+                print("")
+                printTable(["vni", "ipBlock prefix", "bits"], l.blocks.flatMap { b in b.blocks.map { ["\(b.vni)", $0.cidr, bitList($0.bits.words)] } })
+            case .conntrack:
+                let l = try await client.listConntrack(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "flow (opener first)", "state", "admitted", "idle"], l.entries.map { c in
+                    ["\(c.vni)", "\(c.src):\(c.srcPort) > \(c.dst):\(c.dstPort) \(c.protocol)", c.state, "\(Int(c.admittedS))s ago", "\(Int(c.idleS))s"]
+                })
             }
         }
+    }
+}
+
+/// The set bits of 32-bit words, as "0,5,17" (or "-").
+func bitList(_ words: [UInt32]) -> String {
+    let bits: [Int] = words.enumerated().flatMap { (i, w) -> [Int] in (0..<32).filter { w & (1 << UInt32($0)) != 0 }.map { i * 32 + $0 } }
+    return bits.isEmpty ? "-" : bits.map(String.init).joined(separator: ",")
+}
+
+func protocolName(_ n: UInt32) -> String {
+    switch n {
+    case 1: "ICMP"
+    case 6: "TCP"
+    case 17: "UDP"
+    case 132: "SCTP"
+    default: "\(n)"
     }
 }
 

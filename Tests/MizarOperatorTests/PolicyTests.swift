@@ -363,6 +363,11 @@ extension OperatorTests {
             try await Task.sleep(for: .seconds(1))
             let flowing = answers.withLock { $0.count }
             #expect(flowing > 30, "only \(flowing) answers in the first second")
+            // The flow is in conntrack on x/a's host (h1), established.
+            let host = try #require(plane.bed.hosts.first { $0.name == "h1" })
+            let ct = runCapturing([siblingExecutable("mizarctl"), "dump", "conntrack", "--target", "unix:\(host.socket)"])
+            let row = ct.output.split(separator: "\n").first { $0.contains("\(bed.ips["y/b"]!):8080 TCP") }
+            #expect(ct.status == 0 && row?.contains("\(bed.ips["x/a"]!):") == true && row?.contains("established") == true, "\(ct.output)")
 
             // y's pods admit nothing from now on.
             let deny = Conformance.policy("deny", "y", NetworkPolicySpec(podSelector: .all, policyTypes: [.ingress]))
@@ -483,7 +488,29 @@ extension OperatorTests {
             #expect(!created.isEmpty && Set(created.keys).isSubset(of: bouncers), "creating a policy called \(created)")
             #expect(!updated.isEmpty && Set(updated.keys).isSubset(of: bouncers), "changing a policy called \(updated)")
 
-            for n in names + [extra.storeName] { _ = try await store.delete(NetworkPolicySpec.self, n) }
+            // Rules an endpoint's entry cannot hold (33 port ranges; at
+            // most 32): the policy is Failed with PolicyRejected, and the
+            // endpoints it selects are isolated with nothing admitted,
+            // never left open.
+            let big = Conformance.policy("wbig", "w", NetworkPolicySpec(podSelector: Conformance.sel(["app": "w0"]),
+                                                                        ingress: [Conformance.ingress(nil, (0..<33).map { Conformance.tcp(2000 + 2 * $0) })]))
+            try await store.create(big)
+            let refused = try await eventually(10) { try await store.get(NetworkPolicySpec.self, big.storeName)?.status?.common.phase == .failed }
+            let bigStatus = try await store.get(NetworkPolicySpec.self, big.storeName)?.status?.common
+            #expect(refused && bigStatus?.reasonCode == .policyRejected && bigStatus?.reason?.contains("at most 32") == true,
+                    "a policy needing 33 port ranges: \(String(describing: bigStatus))")
+            let closed = try await eventually(10) {
+                let state = try await withTransitClient(.unix(socket)) { try await $0.listPolicy(.init()) }
+                guard let e = state.endpoints.first(where: { $0.ip == "\(ip)" }) else { return false }
+                let sets = Dictionary(state.sets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                return sets[e.ingressSet]?.rules.isEmpty == true && sets[e.egressSet]?.rules.isEmpty == true
+            }
+            #expect(closed, "npq1 is not isolated with nothing admitted while its rules cannot be compiled")
+            // mizarctl shows the bouncer's entries and rule sets.
+            let dumped = runCapturing([siblingExecutable("mizarctl"), "dump", "policy", "--target", "unix:\(socket)"])
+            #expect(dumped.status == 0 && dumped.output.contains("\(ip)") && dumped.output.contains("nothing admitted"), "\(dumped.output)")
+
+            for n in names + [extra.storeName, big.storeName] { _ = try await store.delete(NetworkPolicySpec.self, n) }
             try await PolicyBed.remove(store)
         }
     }

@@ -158,4 +158,18 @@ struct CompileTests {
         #expect(c.blockBits("10.2.3.4") == PolicyBits())
         #expect(c.blockBits("11.0.0.1") == PolicyBits())
     }
+
+    @Test("an endpoint whose rules need more than 32 port ranges is refused, naming the policy whose rules pass the limit")
+    func tooManyRanges() throws {
+        func ranges(_ name: String, _ base: Int) -> NetworkPolicy {
+            Conformance.policy(name, "x", NetworkPolicySpec(podSelector: .all, ingress: [Conformance.ingress(nil, (0..<20).map { Conformance.tcp(base + 2 * $0) })]))
+        }
+        let e = PolicyEndpoint(name: "e", ip: "10.0.1.5", namespace: "x", labels: [:], ports: [])
+        let one = try CompiledPolicies(policies: [ranges("a", 1000)], namespaces: [])
+        #expect(try one.entry(for: e).ingress?.entries.count == 20)
+        let two = try CompiledPolicies(policies: [ranges("b", 3000), ranges("a", 1000)], namespaces: [])
+        #expect(throws: PolicyCompileError(policy: "x/b", reason: "endpoint e's ingress rules need 40 port ranges; at most 32")) {
+            try two.entry(for: e)
+        }
+    }
 }
