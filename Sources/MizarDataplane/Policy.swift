@@ -215,6 +215,9 @@ extension Dataplane {
 
     /// The revocation packet's option type (critical bit set) and inner EtherType.
     public static let revokeOptionType = UInt8(MZ_GENEVE_CRITICAL) | UInt8(MZ_OPT_REVOKE.rawValue)
+    /// A bouncer's verdict (the flow is admitted): the inner destination's
+    /// host and flags (for tools and benchmarks that build packets).
+    public static let verdictOptionType = UInt8(MZ_GENEVE_CRITICAL) | UInt8(MZ_OPT_VERDICT.rawValue)
     public static let revokeEtherType = UInt16(MZ_ETH_P_REVOKE)
     public static let genevePort = UInt16(MZ_GENEVE_PORT)
 

@@ -118,6 +118,10 @@ extension Operator {
             }
             for d in dividers.filter({ $0.spec.vpc == name }) { try await store.delete(DividerSpec.self, d.name) }
             tablesGiven.withLock { $0["vpc/\(name)"] = nil }
+            // Its policy record goes with it (a VPC made again under the
+            // name starts from nothing enforced).
+            _ = try await store.etcd.delete(policyRecordPrefix + name)
+            vpcPolicies.withLock { $0[name] = nil }
             if let vni = v.status?.vni {
                 try await Provisioning.deleteVPC(vni: vni, on: try readyDroplets().map(peer), via: pool)
             }

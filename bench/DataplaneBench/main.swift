@@ -1,5 +1,8 @@
 // Per-packet cost of each data-plane path, for each hook, measured with
-// BPF_PROG_TEST_RUN beside a trivial pass program in the same run.
+// BPF_PROG_TEST_RUN beside a trivial pass program in the same run; and the
+// cost of network policy: the same paths on a second data plane with policy
+// on (each flow admitted, its conntrack entry installed by a bouncer's
+// verdict packet first), batches of the two alternating.
 //
 // Each sample is one run (repeat = 1): most paths rewrite the packet (TTL,
 // encapsulation), so the kernel's repeat loop would not run the same path
@@ -26,6 +29,7 @@ func veth(_ suffix: String) -> UInt32 {
 let objects = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "build/bpf"
 let dropletIf = veth("d"), aIf = veth("a"), bIf = veth("b")
 let dp = try Dataplane(objectDirectory: objects)
+let dpPolicy = try Dataplane(objectDirectory: objects, settings: DataplaneSettings(policy: true, conntrackSize: 65_536))
 
 let h1 = HostAddress(ip: ip("192.168.50.1"), mac: mac("02:00:00:00:00:01"))
 let h2 = HostAddress(ip: ip("192.168.50.2"), mac: mac("02:00:00:00:00:02"))
@@ -38,20 +42,24 @@ let a3 = ip("10.0.1.20"), a3mac = mac("0a:58:0a:00:01:14")
 let a4 = ip("10.0.2.30")
 let gw = ip("10.0.1.1"), gwMAC = mac("0a:00:00:00:00:01")
 
-try dp.setDroplet(h1, ifindex: dropletIf)
-// The droplet table: tunnel packets from h2 and h3 are believed.
-try dp.replaceDroplets([h1, h2, h3])
-try dp.upsertVPC(VPCEntry(vni: vni, dividers: [h3], isDivider: true))
-try dp.upsertSubnet(SubnetEntry(vni: vni, cidr: s1, bouncers: [h2], isBouncer: true))
-try dp.upsertSubnet(SubnetEntry(vni: vni, cidr: s2, bouncers: [h3]))
-for (addr, m, ifindex) in [(a1, a1mac, aIf), (a2, a2mac, bIf)] {
-    try dp.upsertLocal(LocalEndpoint(vni: vni, ip: addr, mac: m, ifindex: ifindex, subnet: s1, gateway: gw, gatewayMAC: gwMAC))
+func setUp(_ d: Dataplane) throws {
+    try d.setDroplet(h1, ifindex: dropletIf)
+    // The droplet table: tunnel packets from h2 and h3 are believed.
+    try d.replaceDroplets([h1, h2, h3])
+    try d.upsertVPC(VPCEntry(vni: vni, dividers: [h3], isDivider: true))
+    try d.upsertSubnet(SubnetEntry(vni: vni, cidr: s1, bouncers: [h2], isBouncer: true))
+    try d.upsertSubnet(SubnetEntry(vni: vni, cidr: s2, bouncers: [h3]))
+    for (addr, m, ifindex) in [(a1, a1mac, aIf), (a2, a2mac, bIf)] {
+        try d.upsertLocal(LocalEndpoint(vni: vni, ip: addr, mac: m, ifindex: ifindex, subnet: s1, gateway: gw, gatewayMAC: gwMAC))
+    }
+    try d.upsertEndpoint(EndpointEntry(vni: vni, ip: a3, mac: a3mac, host: h2))
+    // A realistic bouncer: 100,000 endpoints in the table.
+    try d.upsertEndpoints((0..<100_000).map { i in
+        EndpointEntry(vni: vni, ip: IPv4Address(value: 0x0a01_0000 + UInt32(i)), mac: a3mac, host: h2)
+    })
 }
-try dp.upsertEndpoint(EndpointEntry(vni: vni, ip: a3, mac: a3mac, host: h2))
-// A realistic bouncer: 100,000 endpoints in the table.
-try dp.upsertEndpoints((0..<100_000).map { i in
-    EndpointEntry(vni: vni, ip: IPv4Address(value: 0x0a01_0000 + UInt32(i)), mac: a3mac, host: h2)
-})
+try setUp(dp)
+try setUp(dpPolicy)
 
 func rts(_ h: HostAddress) -> GeneveOption {
     GeneveOption(optionClass: Dataplane.geneveOptionClass, type: Dataplane.rtsOptionType, data: h.ip.bytes + h.mac.bytes + [0, 0])
@@ -73,7 +81,7 @@ struct Path {
     let program: KeyPath<Dataplane.Programs, BPFProgram>
     let ifindex: UInt32
     let packet: [UInt8]
-    var before: () throws -> Void = {}
+    var before: (Dataplane) throws -> Void = { _ in }
 }
 
 let arpRequest = Packet.ethernet(dst: .broadcast, src: h3.mac, etherType: 0x0806,
@@ -88,14 +96,31 @@ let paths = [
     Path(name: "arp_reply", program: \.transit, ifindex: dropletIf,
          packet: tunnel(from: h3, to: h1, inner: arpRequest)),
     Path(name: "encap_bouncer", program: \.agent, ifindex: aIf, packet: udp(a1mac, gwMAC, a1, ip("10.0.1.77")),
-         before: { try dp.invalidateCachedHost(vni, ip("10.0.1.77")) }),
+         before: { try $0.invalidateCachedHost(vni, ip("10.0.1.77")) }),
     Path(name: "encap_direct", program: \.agent, ifindex: aIf, packet: udp(a1mac, a3mac, a1, a3),
-         before: { try dp.setCachedHost(CachedHost(vni: vni, ip: a3, host: h2)) }),
+         before: { try $0.setCachedHost(CachedHost(vni: vni, ip: a3, host: h2)) }),
     Path(name: "same_host", program: \.agent, ifindex: aIf, packet: udp(a1mac, a2mac, a1, a2)),
 ]
 
 // Encapsulation to a bouncer needs a bouncer that is not this host.
-try dp.upsertSubnet(SubnetEntry(vni: vni, cidr: s1, bouncers: [h2], isBouncer: true))
+for d in [dp, dpPolicy] { try d.upsertSubnet(SubnetEntry(vni: vni, cidr: s1, bouncers: [h2], isBouncer: true)) }
+
+/// The paths of an admitted flow with policy on, and what installs its
+/// conntrack entry there first: a bouncer's verdict for the flow.
+func verdictTunnel(from: HostAddress, naming host: HostAddress, returnTo: HostAddress, inner: [UInt8]) -> [UInt8] {
+    let verdict = GeneveOption(optionClass: Dataplane.geneveOptionClass, type: Dataplane.verdictOptionType, data: host.ip.bytes + [0, 0, 0, 0])
+    let g = Packet.geneve(vni: vni.value, options: [verdict, rts(returnTo)], payload: inner)
+    let u = Packet.udp(src: from.ip, dst: h1.ip, srcPort: 50000, dstPort: 6081, payload: g, checksum: false)
+    return Packet.ethernet(dst: h1.mac, src: from.mac, etherType: 0x0800,
+                           payload: Packet.ipv4(src: from.ip, dst: h1.ip, protocol: 17, payload: u, dontFragment: true))
+}
+let admitted: [String: [UInt8]] = [
+    // From a3's host, which the bouncer told; delivered here.
+    "decap_deliver": verdictTunnel(from: h2, naming: h1, returnTo: h2, inner: udp(a3mac, a1mac, a3, a1)),
+    // Back from the bouncer to this host, the sender, naming a3's host.
+    "encap_direct": verdictTunnel(from: h2, naming: h2, returnTo: h1, inner: udp(a1mac, a3mac, a1, a3)),
+    "same_host": verdictTunnel(from: h2, naming: h1, returnTo: h1, inner: udp(a1mac, a2mac, a1, a2)),
+]
 
 func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
@@ -106,24 +131,37 @@ struct MeasuredADrop: Error, CustomStringConvertible {
     let description: String
 }
 
-func measure(_ program: BPFProgram, _ packet: [UInt8], ifindex: UInt32, before: () throws -> Void = {}) throws -> Double {
+/// One configuration of a path: a program of one data plane.
+struct Run {
+    let dp: Dataplane
+    let program: BPFProgram
+    var before: () throws -> Void = {}
+}
+
+/// Median batch means of each run, their batches alternating (which goes
+/// first alternates too).
+func measure(_ runs: [Run], _ packet: [UInt8], ifindex: UInt32) throws -> [Double] {
     // Warm caches and branch predictors; and make sure the path is the one
     // meant: a packet that is dropped would time the drop path instead.
-    let dropsBefore = try dp.dropValues()
-    for _ in 0..<200 { try before(); _ = try program.testRun(packet, ifindex: ifindex) }
-    if let name = try dp.dropValues().first(where: { $0.value.packets != dropsBefore[$0.key]?.packets })?.key {
-        throw MeasuredADrop(description: "the packet is dropped (\(name)): not the path meant")
-    }
-    var batchMeans: [Double] = []
-    for _ in 0..<batches {
-        var total: UInt64 = 0
-        for _ in 0..<runsPerBatch {
-            try before()
-            total += UInt64(try program.testRun(packet, ifindex: ifindex).durationNs)
+    for r in runs {
+        let dropsBefore = try r.dp.dropValues()
+        for _ in 0..<200 { try r.before(); _ = try r.program.testRun(packet, ifindex: ifindex) }
+        if let name = try r.dp.dropValues().first(where: { $0.value.packets != dropsBefore[$0.key]?.packets })?.key {
+            throw MeasuredADrop(description: "the packet is dropped (\(name)): not the path meant")
         }
-        batchMeans.append(Double(total) / Double(runsPerBatch))
     }
-    return median(batchMeans)
+    var batchMeans = Array(repeating: [Double](), count: runs.count)
+    for b in 0..<batches {
+        for i in (b % 2 == 0 ? Array(runs.indices) : runs.indices.reversed()) {
+            var total: UInt64 = 0
+            for _ in 0..<runsPerBatch {
+                try runs[i].before()
+                total += UInt64(try runs[i].program.testRun(packet, ifindex: ifindex).durationNs)
+            }
+            batchMeans[i].append(Double(total) / Double(runsPerBatch))
+        }
+    }
+    return batchMeans.map(median)
 }
 
 func fmt(_ x: Double) -> String {
@@ -133,17 +171,28 @@ func fmt(_ x: Double) -> String {
 
 for hook in Hook.allCases {
     let base = try StandaloneProgram(path: "\(objects)/pass.\(hook.rawValue).o", name: "mz_pass", hook: hook)
-    let programs = dp.programs[hook]!
-    let baseline = try measure(base.program, paths[0].packet, ifindex: dropletIf)
+    let programs = dp.programs[hook]!, policyPrograms = dpPolicy.programs[hook]!
+    let baseline = try measure([Run(dp: dp, program: base.program)], paths[0].packet, ifindex: dropletIf)[0]
     print("BENCH \(hook.rawValue).pass.ns \(fmt(baseline)) ns baseline=self ratio=1.0")
     for path in paths {
-        let prog = programs[keyPath: path.program]
-        let ns = try measure(prog, path.packet, ifindex: path.ifindex, before: path.before)
-        print("BENCH \(hook.rawValue).\(path.name).ns \(fmt(ns)) ns baseline=\(hook.rawValue).pass ratio=\(fmt(ns / baseline)) over_baseline=\(fmt(ns - baseline))")
+        var runs = [Run(dp: dp, program: programs[keyPath: path.program], before: { try path.before(dp) })]
+        if let install = admitted[path.name] {
+            // The flow admitted on the policy data plane: its entry is there.
+            _ = try policyPrograms.transit.testRun(install, ifindex: dropletIf)
+            runs.append(Run(dp: dpPolicy, program: policyPrograms[keyPath: path.program], before: { try path.before(dpPolicy) }))
+        }
+        let ns = try measure(runs, path.packet, ifindex: path.ifindex)
+        print("BENCH \(hook.rawValue).\(path.name).ns \(fmt(ns[0])) ns baseline=\(hook.rawValue).pass ratio=\(fmt(ns[0] / baseline)) over_baseline=\(fmt(ns[0] - baseline))")
+        if ns.count > 1 {
+            print("BENCH \(hook.rawValue).\(path.name).policy.ns \(fmt(ns[1])) ns baseline=\(hook.rawValue).\(path.name) ratio=\(fmt(ns[1] / ns[0])) over_baseline=\(fmt(ns[1] - ns[0]))")
+        }
     }
 }
-// Every run must have taken its path: no drops, and each path counter moved.
-let counters = try dp.counterValues().filter { $0.value.packets > 0 }.sorted { $0.key < $1.key }
-print("paths taken: " + counters.map { "\($0.key)=\($0.value.packets)" }.joined(separator: " "))
-let drops = try dp.dropValues().filter { $0.value.packets > 0 }
-if !drops.isEmpty { print("WARNING: drops during the benchmark: \(drops.map { "\($0.key)=\($0.value.packets)" })") }
+// Every run must have taken its path: no drops, and each path counter moved
+// (with policy: conntrack hits, no detour through a bouncer).
+for (name, d) in [("policy off", dp), ("policy on", dpPolicy)] {
+    let counters = try d.counterValues().filter { $0.value.packets > 0 }.sorted { $0.key < $1.key }
+    print("paths taken (\(name)): " + counters.map { "\($0.key)=\($0.value.packets)" }.joined(separator: " "))
+    let drops = try d.dropValues().filter { $0.value.packets > 0 }
+    if !drops.isEmpty { print("WARNING: drops during the benchmark (\(name)): \(drops.map { "\($0.key)=\($0.value.packets)" })") }
+}
