@@ -32,6 +32,29 @@ extension DataplaneTests {
             try env.dataplane.endpoints.clear()
         }
 
+        /// A host with transitd's default conntrack size keeps a million
+        /// admitted flows: none of them evicted, the first one included.
+        @Test func millionFlowsInConntrack() throws {
+            let dp = try Dataplane(objectDirectory: bpfDirectory, hooks: [.tc], settings: DataplaneSettings(policy: true))
+            #expect(dp.settings.conntrackSize == 1_048_576)
+            let now = Dataplane.nowNs
+            var keys: [mz_flow_key] = [], values: [mz_ct] = []
+            for i in 0..<1_000_000 {
+                // Flows of 10.2.0.0/16 endpoints to one server, TCP 443.
+                let client = IPv4Address(value: 0x0a02_0000 + UInt32(i / 50_000)), port = UInt16(10_000 + i % 50_000)
+                keys.append(mz_flow_key(vni: T.vniA.value, src: client.networkOrder, dst: T.ip("10.3.0.1").networkOrder,
+                                        sport: port.bigEndian, dport: UInt16(443).bigEndian, proto: 6, reserved: (0, 0, 0)))
+                values.append(mz_ct(admitted_ns: now, seen_ns: now, state: UInt8(MZ_CT_ESTABLISHED.rawValue), flags: 0, proto: 6, reserved: 0, reserved2: 0))
+            }
+            for start in stride(from: 0, to: keys.count, by: 10_000) {
+                try dp.conntrack.updateBatch(keys: Array(keys[start..<start + 10_000]), values: Array(values[start..<start + 10_000]))
+            }
+            let held = try dp.conntrack.keys()
+            #expect(held.count == 1_000_000)
+            #expect(try dp.conntrack.lookup(keys[0]) != nil, "the first flow was evicted")
+            #expect(try dp.conntrack.lookup(keys[999_999]) != nil)
+        }
+
         /// A host serves thousands of local endpoints: no fixed device table.
         @Test func thousandsOfLocalEndpoints() throws {
             let env = try TestEnvironment.get()
