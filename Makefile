@@ -37,6 +37,7 @@ bench: deps bpf
 	bench/service.sh
 	scripts/run-bench-provisioning.sh
 	scripts/run-bench-cni.sh
+	scripts/run-bench-policy.sh
 
 # The CNI plugin where runtimes look for it, and an example network
 # configuration (kept if one is there already: it is the admin's to edit).

@@ -204,6 +204,13 @@ let package = Package(
             path: "bench/ProvisioningBench",
             swiftSettings: strict),
         .executableTarget(
+            name: "mizar-bench-policy",
+            dependencies: [
+                "MizarBenchSupport", "MizarOperator", "MizarStore", "MizarAPI", "MizarTestbed", "MizarCore", "MizarSystem", "MizarTransitClient",
+            ],
+            path: "bench/PolicyBench",
+            swiftSettings: strict),
+        .executableTarget(
             name: "mizar-bench-cni",
             dependencies: [
                 "MizarBenchSupport", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem", "MizarCNI", "CNetlink",

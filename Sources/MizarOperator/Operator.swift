@@ -25,7 +25,7 @@ public final class Operator: Sendable {
     }
 
     let store: Store
-    let pool: HTTP2TransitPool
+    public let pool: HTTP2TransitPool
     let logger: Logger
     let config: Config
 

@@ -162,8 +162,10 @@ extension Operator {
         vpcPolicies.withLock { all in
             if all[vpc]?.generation == generation { all[vpc]?.record = record }
         }
-        let names = policies.list().map(\.storeName)
-        Task { for n in names { await policyStatusQueue.add(n) } }
+        // The policies whose enforcement here changed: their status.
+        let names = Set(record.applied.keys).union(written.applied.keys).union(record.failed.keys).union(written.failed.keys)
+            .filter { record.applied[$0] != written.applied[$0] || record.failed[$0] != written.failed[$0] }
+        if !names.isEmpty { Task { for n in names { await policyStatusQueue.add(n) } } }
         return .done
     }
 

@@ -28,6 +28,13 @@ public func say(_ line: String) {
 /// Provisioned; removes all of it afterwards.
 public func withBenchCluster(name: String, hosts: Int, underlayNet: UInt8,
                              _ body: (Testbed, Store) async throws -> Void) async throws {
+    try await withBenchOperator(name: name, hosts: hosts, underlayNet: underlayNet) { bed, store, _ in try await body(bed, store) }
+}
+
+/// The same, with the operator (its connection pool counts the calls it
+/// makes to each transitd).
+public func withBenchOperator(name: String, hosts: Int, underlayNet: UInt8,
+                              _ body: (Testbed, Store, Operator) async throws -> Void) async throws {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
     var options = Testbed.Options.besideThisExecutable()
@@ -54,6 +61,6 @@ public func withBenchCluster(name: String, hosts: Int, underlayNet: UInt8,
             guard monotonicSeconds() < deadline + 30 else { throw TestbedError("subnet bench-1 not provisioned") }
             try await Task.sleep(for: .milliseconds(50))
         }
-        try await body(bed, store)
+        try await body(bed, store, op)
     }
 }
