@@ -143,12 +143,35 @@ public struct VpcSpec: Codable, Sendable, Equatable {
     public var dividers: Int?
     /// A VNI to use; allocated when absent.
     public var vni: VNI?
+    /// How its endpoints reach addresses outside it; absent: they do not.
+    public var egress: VpcEgress?
 
-    public init(cidr: CIDR, dividers: Int? = nil, vni: VNI? = nil) {
+    public init(cidr: CIDR, dividers: Int? = nil, vni: VNI? = nil, egress: VpcEgress? = nil) {
         self.cidr = cidr
         self.dividers = dividers
         self.vni = vni
+        self.egress = egress
     }
+}
+
+/// A VPC's way out.
+public struct VpcEgress: Codable, Sendable, Equatable {
+    public var mode: EgressMode
+
+    public init(mode: EgressMode = .snat) { self.mode = mode }
+}
+
+/// "SNAT": translated on the endpoint's own droplet to the droplet's
+/// address, on a port unique per remote.
+public enum EgressMode: TextValue, Sendable, Hashable {
+    case snat
+
+    public init(parsing text: String, field: String) throws(ValidationError) {
+        guard text == "SNAT" else { throw ValidationError(field: field, reason: "\(ValidationError.quote(text)) is not \"SNAT\"") }
+        self = .snat
+    }
+
+    public var description: String { "SNAT" }
 }
 
 public struct VpcStatus: ObjectStatus {
@@ -203,9 +226,13 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
     /// A scaled endpoint's backends: names of simple endpoints of the same
     /// VPC, in any subnet, on any droplet.
     public var backends: [String]?
+    /// A scaled endpoint whose ports have a `hostPort`: the droplets it is
+    /// published on (every droplet when absent).
+    public var publishOn: [String]?
 
     public init(vpc: String, subnet: String, ip: IPv4Address? = nil, mac: MACAddress? = nil, droplet: String? = nil, netns: String? = nil,
-                ifname: String? = nil, type: EndpointType? = nil, ports: [EndpointPort]? = nil, backends: [String]? = nil) {
+                ifname: String? = nil, type: EndpointType? = nil, ports: [EndpointPort]? = nil, backends: [String]? = nil,
+                publishOn: [String]? = nil) {
         self.vpc = vpc
         self.subnet = subnet
         self.ip = ip
@@ -216,9 +243,16 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
         self.type = type
         self.ports = ports
         self.backends = backends
+        self.publishOn = publishOn
     }
 
     public var isScaled: Bool { type == .scaled }
+
+    /// The host ports a scaled endpoint is published on, as "TCP/30080",
+    /// sorted: what it claims cluster-wide.
+    public var publishedPorts: [String] {
+        (ports ?? []).compactMap { p in p.hostPort.map { "\(p.protocol ?? .tcp)/\($0)" } }.sorted()
+    }
 
     /// A scaled endpoint's ports in Mizar's terms, each checked.
     public func servicePorts() throws(ValidationError) -> [ServicePort] {
@@ -265,16 +299,23 @@ public struct EndpointPort: Codable, Sendable, Equatable {
     /// TCP (the default), UDP, or (a simple endpoint's) SCTP.
     public var `protocol`: PortProtocol?
     public var targetPort: Int?
+    /// A scaled endpoint's port published on its droplets' addresses at
+    /// this port, claimed cluster-wide.
+    public var hostPort: Int?
 
-    public init(name: String? = nil, port: Int, protocol: PortProtocol? = nil, targetPort: Int? = nil) {
+    public init(name: String? = nil, port: Int, protocol: PortProtocol? = nil, targetPort: Int? = nil, hostPort: Int? = nil) {
         self.name = name
         self.port = port
         self.protocol = `protocol`
         self.targetPort = targetPort
+        self.hostPort = hostPort
     }
 
     /// How many ports a simple endpoint may name.
     public static let maxNamed = 64
+    /// Where host ports are published: below the hosts' ephemeral ports
+    /// (32768 and up) and their SNAT range, as Kubernetes' node ports.
+    public static let hostPortRange = 30000...32767
 }
 
 /// A backend as the bouncers were last given it.
@@ -504,12 +545,14 @@ extension EndpointSpec: ObjectSpec {
                 let f = "spec.ports[\(i)]"
                 guard (1...65535).contains(p.port) else { throw ValidationError(field: "\(f).port", reason: "\(p.port) is out of range 1...65535") }
                 if p.targetPort != nil { throw ValidationError(field: "\(f).targetPort", reason: "only a scaled endpoint's ports have a target") }
+                if p.hostPort != nil { throw ValidationError(field: "\(f).hostPort", reason: "only a scaled endpoint is published on host ports") }
                 if let name = p.name {
                     try validatePortName(name, field: "\(f).name")
                     guard names.insert(name).inserted else { throw ValidationError(field: "\(f).name", reason: "\(String(reflecting: name)) names two ports") }
                 }
             }
             if backends != nil { throw ValidationError(field: "spec.backends", reason: "only a scaled endpoint has backends") }
+            if publishOn != nil { throw ValidationError(field: "spec.publishOn", reason: "only a scaled endpoint is published") }
         case .scaled:
             if droplet != nil { throw ValidationError(field: "spec.droplet", reason: "a scaled endpoint lives on its subnet's bouncers, not on a droplet") }
             if netns != nil { throw ValidationError(field: "spec.netns", reason: "a scaled endpoint has no interface") }
@@ -520,6 +563,23 @@ extension EndpointSpec: ObjectSpec {
             }
             for (i, b) in list.enumerated() { try validateName(b, field: "spec.backends[\(i)]") }
             guard Set(list).count == list.count else { throw ValidationError(field: "spec.backends", reason: "a backend is named twice") }
+            var published = Set<String>()
+            for (i, p) in (ports ?? []).enumerated() {
+                guard let h = p.hostPort else { continue }
+                let f = "spec.ports[\(i)].hostPort"
+                guard EndpointPort.hostPortRange.contains(h) else {
+                    throw ValidationError(field: f, reason: "\(h) is out of range \(EndpointPort.hostPortRange.lowerBound)...\(EndpointPort.hostPortRange.upperBound)")
+                }
+                guard published.insert("\(p.protocol ?? .tcp)/\(h)").inserted else {
+                    throw ValidationError(field: f, reason: "\(p.protocol ?? .tcp) \(h) is published twice")
+                }
+            }
+            if let on = publishOn {
+                guard !published.isEmpty else { throw ValidationError(field: "spec.publishOn", reason: "no port has a hostPort") }
+                guard !on.isEmpty else { throw ValidationError(field: "spec.publishOn", reason: "empty: leave it out to publish on every droplet") }
+                for (i, d) in on.enumerated() { try validateName(d, field: "spec.publishOn[\(i)]") }
+                guard Set(on).count == on.count else { throw ValidationError(field: "spec.publishOn", reason: "a droplet is named twice") }
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ import MizarEtcd
 ///   index/subnets/<vpc>/<subnet>      -> the subnet's CIDR
 ///   index/subnet-guard/<vpc>          -> bumped by every subnet create
 ///   ipam/<vpc>/<ip>                   -> Endpoint name
+///   index/host-ports/<PROTO>/<port>   -> the scaled Endpoint published there
 struct Admission {
     let store: Store
     var etcd: Etcd { store.etcd }
@@ -24,6 +25,9 @@ struct Admission {
     func subnetGuardKey(_ vpc: String) -> String { "\(index)subnet-guard/\(vpc)" }
     /// The key that holds an address of a VPC for one endpoint.
     func ipKey(_ vpc: String, _ ip: IPv4Address) -> String { "\(store.root)ipam/\(vpc)/\(ip)" }
+    /// The key that holds a published host port ("TCP/30080") for one
+    /// scaled endpoint, cluster-wide.
+    func hostPortKey(_ published: String) -> String { "\(index)host-ports/\(published)" }
 
     struct Result {
         var conditions: [EtcdCondition] = []
@@ -81,6 +85,8 @@ struct Admission {
     /// requested address's claim).
     func endpoint(_ name: String, _ spec: EndpointSpec, selfKey: String) async throws -> Result {
         var reads: [EtcdOperation] = [.get(selfKey), .get(store.key(.vpc, spec.vpc)), .get(store.key(.subnet, spec.subnet))]
+        let published = spec.publishedPorts
+        reads += published.map { .get(hostPortKey($0)) }
         if let requested = spec.ip { reads.append(.get(ipKey(spec.vpc, requested))) }
         let got = try await etcd.transaction(if: [], then: reads).reads
         if got[0] != nil { throw StoreError.alreadyExists(.endpoint, name) }
@@ -90,6 +96,16 @@ struct Admission {
             throw StoreError.invalid(ValidationError(field: "spec.subnet", reason: "Subnet \(spec.subnet) belongs to Vpc \(subnet.spec.vpc), not \(spec.vpc)"))
         }
         var result = Result(conditions: [.createRevision(store.key(.subnet, spec.subnet), subnetKV.createRevision)])
+        // Each published host port: this endpoint's alone, cluster-wide.
+        for (i, port) in published.enumerated() {
+            if let holder = got[3 + i] {
+                let field = (spec.ports ?? []).firstIndex { $0.hostPort.map { "\($0)" } == String(port.split(separator: "/")[1]) }
+                    .map { "spec.ports[\($0)].hostPort" } ?? "spec.ports"
+                throw StoreError.invalid(ValidationError(field: field, reason: "\(port) is already published by Endpoint \(String(decoding: holder.value, as: UTF8.self))"))
+            }
+            result.conditions.append(.absent(hostPortKey(port)))
+            result.writes.append(.put(hostPortKey(port), Array(name.utf8)))
+        }
         guard let ip = spec.ip else { return result }
         let cidr = subnet.spec.cidr
         guard cidr.contains(ip) else {
@@ -99,7 +115,7 @@ struct Admission {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is Subnet \(subnet.name)'s \(reserved) address"))
         }
         let key = ipKey(spec.vpc, ip)
-        if let holder = got[3] {
+        if let holder = got[3 + published.count] {
             throw StoreError.invalid(ValidationError(field: "spec.ip", reason: "\(ip) is already taken in Vpc \(spec.vpc) by Endpoint \(String(decoding: holder.value, as: UTF8.self))"))
         }
         result.conditions.append(.absent(key))
@@ -158,6 +174,8 @@ struct Admission {
             try same(a.mac, b.mac, "spec.mac")
             try same(a.netns, b.netns, "spec.netns")
             try same(a.ifname, b.ifname, "spec.ifname")
+            try same(a.publishedPorts.isEmpty ? nil : a.publishedPorts.joined(separator: ","),
+                     b.publishedPorts.isEmpty ? nil : b.publishedPorts.joined(separator: ","), "spec.ports[].hostPort")
         case let (a as BouncerSpec, b as BouncerSpec):
             try same(a.subnet, b.subnet, "spec.subnet")
             try same(a.droplet, b.droplet, "spec.droplet")
@@ -180,7 +198,7 @@ struct Admission {
             return [.delete(subnetIndexPrefix(spec.vpc) + o.name)]
         case let (spec as EndpointSpec, status as EndpointStatus?):
             let ips = Set([spec.ip, status?.ip].compactMap { $0 })
-            return ips.map { .delete(ipKey(spec.vpc, $0)) }
+            return ips.map { .delete(ipKey(spec.vpc, $0)) } + spec.publishedPorts.map { .delete(hostPortKey($0)) }
         default:
             return []
         }

@@ -194,7 +194,7 @@ func printObjects(_ objects: [AnyMizarObject], kind: Kind, output: String) throw
 
 func columns(_ kind: Kind, wide: Bool) -> [String] {
     let specific: [String] = switch kind {
-    case .vpc: ["CIDR", "VNI", "DIVIDERS"]
+    case .vpc: ["CIDR", "VNI", "DIVIDERS", "EGRESS"]
     case .subnet: ["VPC", "CIDR", "BOUNCERS"]
     case .endpoint: ["VPC", "SUBNET", "IP", "DROPLET"]
     case .droplet: ["IP", "TRANSITD"]
@@ -210,7 +210,7 @@ func columns(_ kind: Kind, wide: Bool) -> [String] {
 func row(_ o: AnyMizarObject, wide: Bool) -> [String] {
     func list(_ l: [String]?) -> String { l.map { $0.isEmpty ? "-" : $0.joined(separator: ",") } ?? "-" }
     let specific: [String] = switch o {
-    case .vpc(let v): ["\(v.spec.cidr)", v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers)]
+    case .vpc(let v): ["\(v.spec.cidr)", v.status?.vni.map { "\($0)" } ?? "-", list(v.status?.dividers), v.spec.egress.map { "\($0.mode)" } ?? "none"]
     case .subnet(let s): [s.spec.vpc, "\(s.spec.cidr)", list(s.status?.bouncers)]
     case .endpoint(let e): [e.spec.vpc, e.spec.subnet, (e.status?.ip ?? e.spec.ip).map { "\($0)" } ?? "-", e.status?.droplet ?? e.spec.droplet ?? "-"]
     case .droplet(let d): ["\(d.spec.ip)", d.spec.transitd]

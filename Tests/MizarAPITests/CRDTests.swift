@@ -40,12 +40,13 @@ struct CRDTests {
         common.observedGeneration = 1
         common.provisioningDelayMs = 1
         common.controller = "op"
-        var vpc = Vpc(name: "v", spec: VpcSpec(cidr: "10.0.0.0/16", dividers: 1, vni: try! VNI(5)))
+        var vpc = Vpc(name: "v", spec: VpcSpec(cidr: "10.0.0.0/16", dividers: 1, vni: try! VNI(5), egress: VpcEgress(mode: .snat)))
         var vs = VpcStatus(); vs.common = common; vs.vni = try! VNI(5); vs.dividers = ["d"]; vpc.status = vs
         var subnet = Subnet(name: "s", spec: SubnetSpec(vpc: "v", cidr: "10.0.1.0/24", bouncers: 1))
         var ss = SubnetStatus(); ss.common = common; ss.vni = try! VNI(5); ss.gateway = "10.0.1.1"; ss.bouncers = ["d"]; subnet.status = ss
         var ep = Endpoint(name: "e", spec: EndpointSpec(vpc: "v", subnet: "s", ip: "10.0.1.5", mac: "02:00:00:00:00:01", droplet: "d", netns: "/run/netns/x", ifname: "eth1"))
-        ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(name: "http", port: 80, protocol: "TCP", targetPort: 8080)]; ep.spec.backends = ["e2"]
+        ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(name: "http", port: 80, protocol: "TCP", targetPort: 8080, hostPort: 30080)]; ep.spec.backends = ["e2"]
+        ep.spec.publishOn = ["d"]
         var es = EndpointStatus(); es.common = common; es.ip = "10.0.1.5"; es.mac = "02:00:00:00:00:01"; es.droplet = "d"
         es.backends = [EndpointBackend(name: "e2", ip: "10.0.1.6", droplet: "d")]; ep.status = es
         var droplet = Droplet(name: "d", spec: DropletSpec(ip: "172.30.0.1", mac: "02:00:00:00:00:02", transitd: "172.30.0.1:7070"))

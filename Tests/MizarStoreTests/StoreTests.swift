@@ -159,6 +159,32 @@ struct StoreTests {
         }
     }
 
+    @Test("a published host port is one scaled endpoint's cluster-wide, cannot change, and is free again once it is deleted")
+    func hostPorts() async throws {
+        try await withStore("host-ports") { store in
+            try await store.create(Vpc(name: "b", spec: VpcSpec(cidr: "10.0.0.0/16")))
+            try await store.create(Subnet(name: "t1", spec: SubnetSpec(vpc: "b", cidr: "10.0.1.0/24")))
+            func site(_ name: String, _ vpc: String, _ subnet: String, _ hostPort: Int, _ proto: PortProtocol = .tcp) -> Endpoint {
+                Endpoint(name: name, spec: EndpointSpec(vpc: vpc, subnet: subnet, type: .scaled,
+                                                        ports: [EndpointPort(port: 53, protocol: .udp), EndpointPort(port: 80, protocol: proto, hostPort: hostPort)]))
+            }
+            try await store.create(site("web", "a", "s1", 30080))
+            let before = try await snapshot(store)
+            // Another VPC's endpoint, same port: refused, nothing written.
+            #expect(await refusal { try await store.create(site("web2", "b", "t1", 30080)) }
+                    == "spec.ports[1].hostPort: TCP/30080 is already published by Endpoint web")
+            #expect(try await snapshot(store) == before)
+            // The same number over UDP is another port.
+            try await store.create(site("dns", "b", "t1", 30080, .udp))
+            // Published ports cannot change.
+            var changed = try #require(try await store.get(EndpointSpec.self, "web"))
+            changed.spec.ports?[1].hostPort = 30081
+            #expect(await refusal { try await store.update(changed) }?.hasPrefix("spec.ports[].hostPort: cannot change from TCP/30080 to TCP/30081") == true)
+            try await store.delete(EndpointSpec.self, "web")
+            try await store.create(site("web2", "b", "t1", 30080))
+        }
+    }
+
     @Test("delete releases the address at once, or waits for finalizers")
     func delete() async throws {
         try await withStore("delete") { store in

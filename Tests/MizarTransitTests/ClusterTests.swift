@@ -186,6 +186,45 @@ struct ClusterTests {
         #expect(cache.entries.contains { $0.ip == "10.0.1.50" && $0.host.ip == "\(w.c.host(3).ip)" })
     }
 
+    @Test("a bouncer whose entry for an endpoint changes revokes the endpoint's flows on its host, over the wire; removing the entry admits them again")
+    func revocationAcrossHosts() async throws {
+        let w = try await World.get()
+        // a2 on h2 talks to a5 on h3; their subnet's bouncer is h1.
+        #expect(Traffic.ping(from: w.a2.netns, w.a5.ip, count: 2, interval: 0.1).received == 2)
+        let before = try await w.c.counters(3)
+        // a5 isolated for ingress with nothing admitted; its host told.
+        var deny = Mizar_Transit_V1_PolicySet()
+        deny.vni = Cluster.vniA
+        deny.id = 0xdead
+        var entry = Mizar_Transit_V1_PolicyEndpoint()
+        entry.vni = Cluster.vniA
+        entry.ip = "\(w.a5.ip)"
+        entry.ingressSet = deny.id
+        entry.revoke = true
+        var update = Mizar_Transit_V1_PolicyUpdate()
+        update.sets = [deny]
+        update.endpoints = [entry]
+        let request = update
+        let reply = try await w.c.client(1) { try await $0.putPolicy(request) }
+        #expect(reply.changed == 1 && reply.revoked == 1, "\(reply)")
+        var revoked = false
+        for _ in 0..<50 where !revoked {
+            revoked = try await w.c.counters(3)["policy_revoked", default: 0] > before["policy_revoked", default: 0]
+            if !revoked { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(revoked, "h3 never counted the revocation h1 sent")
+        #expect(Traffic.ping(from: w.a2.netns, w.a5.ip, count: 3, interval: 0.05, wait: 0.3).received == 0, "a5 still answers under a policy admitting nothing")
+        // The entry removed: open again.
+        var open = Mizar_Transit_V1_PolicyUpdate()
+        var key = Mizar_Transit_V1_EndpointKey()
+        key.vni = Cluster.vniA
+        key.ip = "\(w.a5.ip)"
+        open.removed = [key]
+        let reopen = open
+        _ = try await w.c.client(1) { try await $0.putPolicy(reopen) }
+        #expect(Traffic.ping(from: w.a2.netns, w.a5.ip, count: 3, interval: 0.1).received == 3)
+    }
+
     @Test("two bouncers on a subnet and two dividers on a VPC: traffic arrives and both are used (for judging; dividers when policy is off)",
           arguments: [true, false])
     func twoBouncersTwoDividers(policy: Bool) async throws {
