@@ -52,6 +52,10 @@ public enum PeerKey: Hashable, Sendable, Codable {
     case pods(NamespaceMatch, LabelSelector)
     /// The same endpoints, when they serve a port of this name and protocol.
     case namedPort(NamespaceMatch, LabelSelector, port: String, protocol: PortProtocol)
+    /// Endpoints whose own address is in `cidr` and in none of `except`,
+    /// when they serve a port of this name and protocol (an egress rule's
+    /// ipBlock peer with a named port).
+    case namedBlock(CIDR, except: [CIDR], port: String, protocol: PortProtocol)
     /// Addresses in `cidr` and in none of `except` (the prefixes masked).
     case block(CIDR, except: [CIDR])
 }
@@ -120,7 +124,27 @@ extension PeerKey {
         switch self {
         case .pods(let ns, let pods): return inNamespace(ns) && pods.matches(e.labels)
         case .namedPort(let ns, let pods, let port, let proto): return inNamespace(ns) && pods.matches(e.labels) && e.port(named: port, proto) != nil
+        case .namedBlock(let c, let except, let port, let proto):
+            return c.contains(e.ip) && !except.contains { $0.contains(e.ip) } && e.port(named: port, proto) != nil
         case .block: return false
+        }
+    }
+
+    /// The key of this peer on a named port (an egress rule's: the name
+    /// resolves on the destination).
+    func named(_ port: String, _ proto: PortProtocol) -> PeerKey? {
+        switch self {
+        case .pods(let ns, let pods): .namedPort(ns, pods, port: port, protocol: proto)
+        case .block(let c, let except): .namedBlock(c, except: except, port: port, protocol: proto)
+        case .namedPort, .namedBlock: nil
+        }
+    }
+
+    /// The port name and protocol of a named-port key.
+    var portName: (String, PortProtocol)? {
+        switch self {
+        case .namedPort(_, _, let port, let proto), .namedBlock(_, _, let port, let proto): (port, proto)
+        case .pods, .block: nil
         }
     }
 }
@@ -285,9 +309,10 @@ public struct CompiledPolicies: Sendable {
                         let k = try Self.key(peer, p)
                         if case .block(let c, let e) = k { blocks.append((c, e)) }
                         keys.insert(k)
-                        if d == .egress, case .pods(let ns, let pods) = k {
+                        if d == .egress {
                             for port in rule.ports ?? [] {
-                                if case .name(let n) = port.port { keys.insert(.namedPort(ns, pods, port: n, protocol: port.protocol ?? .tcp)) }
+                                guard case .name(let n) = port.port else { continue }
+                                if let named = k.named(n, port.protocol ?? .tcp) { keys.insert(named) }
                             }
                         }
                     }
@@ -341,8 +366,10 @@ public struct CompiledPolicies: Sendable {
             switch k {
             case .pods:
                 if k.selects(e, namespaces) { out.members.insert(bit) }
-            case .namedPort(_, _, let port, let proto):
-                if k.selects(e, namespaces), let number = e.port(named: port, proto) { out.namedPorts.append(NamedPort(bit: bit, proto: proto, port: number)) }
+            case .namedPort, .namedBlock:
+                if k.selects(e, namespaces), let (port, proto) = k.portName, let number = e.port(named: port, proto) {
+                    out.namedPorts.append(NamedPort(bit: bit, proto: proto, port: number))
+                }
             case .block:
                 break
             }
@@ -410,7 +437,7 @@ public struct CompiledPolicies: Sendable {
                     var named = PolicyBits()
                     let peerKeys = peers.isEmpty ? [PeerKey.pods(.selector(.all), .all)] : keys
                     for k in peerKeys {
-                        if case .pods(let ns, let pods) = k, let bit = table[.namedPort(ns, pods, port: name, protocol: proto)] { named.insert(bit) }
+                        if let key = k.named(name, proto), let bit = table[key] { named.insert(bit) }
                     }
                     merge(proto, 0, 65535, any: false, bits: named)
                 }

@@ -172,4 +172,22 @@ struct CompileTests {
             try two.entry(for: e)
         }
     }
+
+    @Test("an egress rule to an ipBlock on a named port admits the endpoints in the block that serve that port, on it alone")
+    func ipBlockWithNamedPort() throws {
+        // Found by the random test: the block and the port name must both hold.
+        let p = Conformance.policy("r0", "x", NetworkPolicySpec(podSelector: .all, policyTypes: [.egress], egress: [
+            Conformance.egress([NetworkPolicyPeer(ipBlock: IPBlock(cidr: "10.0.1.0/24"))], [Conformance.named("serve-80-tcp", .tcp)]),
+            Conformance.egress([NetworkPolicyPeer(ipBlock: IPBlock(cidr: "10.0.2.0/24", except: ["10.0.2.14/31"]))], [Conformance.named("serve-81-udp", .udp)]),
+        ]))
+        let step = Conformance.Step(note: "ipblock-named", policies: [p])
+        let expected = modelTable(step, pods: conformancePods(step, ip: conformanceIP), probes: Self.allProbes)
+        let observed = try compiledTable(step, probes: Self.allProbes)
+        let wrong = expected.keys.filter { expected[$0] != observed[$0] }.sorted()
+        #expect(wrong.isEmpty, "\(wrong.count) probes differ\n\(truthTables(expected, observed, probes: Self.allProbes))")
+        // Not vacuous: x reaches x on TCP 80 only; y/a (10.0.2.13) on UDP
+        // 81, y/b (10.0.2.14, excepted) not.
+        #expect(expected["x/a x/b TCP/80"] == true && expected["x/a x/b TCP/81"] == false)
+        #expect(expected["x/a y/a UDP/81"] == true && expected["x/a y/b UDP/81"] == false && expected["x/a y/a UDP/80"] == false)
+    }
 }
