@@ -218,7 +218,7 @@ let package = Package(
             path: "bench/CNIBench",
             swiftSettings: strict),
         .testTarget(name: "MizarCoreTests", dependencies: ["MizarCore"], swiftSettings: strict),
-        .testTarget(name: "MizarPKITests", dependencies: ["MizarPKI", "MizarCore"], swiftSettings: strict),
+        .testTarget(name: "MizarPKITests", dependencies: ["MizarPKI", "MizarCore", "MizarTestbed"], swiftSettings: strict),
         .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket", "MizarCore"], swiftSettings: strict),
         .testTarget(
             name: "MizarDataplaneTests",

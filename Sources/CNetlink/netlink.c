@@ -8,6 +8,8 @@
  */
 #include "cnetlink.h"
 
+#include <spawn.h>
+
 #include <net/if.h> /* before the linux/ headers, which then skip their copies */
 
 #include <arpa/inet.h>
@@ -52,6 +54,12 @@ int mz_setns_net(int fd)
 int mz_pipe_cloexec(int fds[2])
 {
 	return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+int mz_spawn_close_from(void *actions, int from)
+{
+	int r = posix_spawn_file_actions_addclosefrom_np(actions, from);
+	return r ? -r : 0;
 }
 
 static int mkdir_parents(const char *path)

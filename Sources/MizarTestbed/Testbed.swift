@@ -1,3 +1,4 @@
+import CNetlink
 import Glibc
 import MizarCore
 import MizarPKI
@@ -400,6 +401,9 @@ public func spawnDaemon(_ argv: [String], log: String) throws(TestbedError) -> p
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    // Nothing else of this process: a daemon that kept a command's pipe
+    // open would leave its reader waiting for an end that never comes.
+    _ = mz_spawn_close_from(&actions, 3)
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }

@@ -215,6 +215,7 @@ public func runCapturing(_ argv: [String]) -> (status: Int32, output: String) {
     posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
     posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
     posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    _ = mz_spawn_close_from(&actions, 3)
     var pid: pid_t = 0
     let cArgs = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }

@@ -284,12 +284,28 @@ struct PolicyBed {
     }
 }
 
+/// Waits until `op` is the only operator on the ring: an earlier test's
+/// operator, still shutting down, would own some VPCs for a while and
+/// skew what these tests time.
+func aloneOnRing(_ store: Store, _ op: Operator) async throws -> Bool {
+    let start = monotonicSeconds()
+    var others: [String] = []
+    let alone = try await eventually(15) {
+        let keys = try await store.etcd.list(prefix: store.operatorPrefix).kvs.map { String($0.key.dropFirst(store.operatorPrefix.count)) }
+        if keys != [op.config.id] { others = keys.filter { $0 != op.config.id } }
+        return keys == [op.config.id]
+    }
+    if !others.isEmpty { print(String(format: "waited %.1f s for operators %@ to leave the ring", monotonicSeconds() - start, others.joined(separator: ","))) }
+    return alone
+}
+
 extension OperatorTests {
     @Test("network policy conformance: for 28 cases of the Kubernetes e2e suite and cyclonus, real probes over 81 pairs x 4 ports agree with an independent model")
     func policyConformance() async throws {
         let plane = try Plane.shared.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
+            #expect(try await aloneOnRing(store, op), "another operator is still on the ring")
             let bed = try await PolicyBed.ensure(plane, store)
             let servers = try PortServers(netns: PolicyBed.ids.map { bed.netns[$0]! })
             defer { servers.stop() }
@@ -337,8 +353,9 @@ extension OperatorTests {
     @Test("a TCP connection sending every 10 ms is cut within 1 s of a policy that denies it, and flows again once the policy is deleted")
     func policyRevocation() async throws {
         let plane = try Plane.shared.get()
-        try await plane.withOperator { store, _ in
+        try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
+            #expect(try await aloneOnRing(store, op), "another operator is still on the ring")
             let bed = try await PolicyBed.ensure(plane, store)
             try await bed.declare(Conformance.Step(note: "open", policies: []), store)
             let server = try IdentityServer(name: "yb", netns: bed.netns["y/b"]!, tcpPort: 8080, udpPort: 5353)
@@ -438,6 +455,7 @@ extension OperatorTests {
         let plane = try Plane.shared.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
+            #expect(try await aloneOnRing(store, op), "another operator is still on the ring")
             _ = try await PolicyBed.ensure(plane, store)
             func bouncerTargets() async throws -> Set<TransitTarget> {
                 var out: Set<TransitTarget> = []

@@ -2,20 +2,14 @@ import Foundation
 import Glibc
 import MizarCore
 import MizarPKI
+import MizarTestbed
 import Testing
 
 /// Runs openssl with the arguments; its exit status and its output.
+/// (Through runCapturing: its pipe is close-on-exec, so a daemon another
+/// test starts meanwhile cannot hold it open and leave this read waiting.)
 func openssl(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    runCapturing(["/usr/bin/openssl"] + arguments)
 }
 
 func mode(_ path: String) -> mode_t? {

@@ -43,6 +43,10 @@ int mz_setns_net(int fd);
 /* pipe2(fds, O_CLOEXEC): neither end leaks into a child another thread
  * spawns meanwhile, nor past exec into what the command leaves behind. */
 int mz_pipe_cloexec(int fds[2]);
+/* A spawned child closes every descriptor from `from` up (the parent's
+ * pipes and sockets, whatever their close-on-exec flag): a daemon must not
+ * keep another command's pipe open. 0, or -errno. */
+int mz_spawn_close_from(void *posix_spawn_actions, int from);
 
 /* ---- rtnetlink ---------------------------------------------------------- */
 
