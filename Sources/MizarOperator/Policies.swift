@@ -107,12 +107,17 @@ extension Operator {
         }
     }
 
-    /// The endpoints of a subnet that have an entry on its bouncers, and
-    /// their compiled policies.
-    func policyEntries(subnet: String, _ compiled: CompiledPolicies,
+    /// The endpoints of a VPC that may have an entry on their bouncers,
+    /// by subnet: read from the cache once per compile of the VPC.
+    func policyMembers(vpc: String) -> [String: [Endpoint]] {
+        Dictionary(grouping: endpoints.filter { $0.spec.vpc == vpc && !$0.spec.isScaled && $0.metadata.deletionTimestamp == nil }, by: \.spec.subnet)
+    }
+
+    /// Compiled entries of a subnet's endpoints (`members`), by address.
+    func policyEntries(_ members: [Endpoint], _ compiled: CompiledPolicies,
                        failed: inout [String: VpcPolicyRecord.Refusal]) -> [UInt32: (IPv4Address, EndpointPolicy)] {
         var out: [UInt32: (IPv4Address, EndpointPolicy)] = [:]
-        for e in endpoints.filter({ $0.spec.subnet == subnet && !$0.spec.isScaled && $0.metadata.deletionTimestamp == nil }) {
+        for e in members {
             guard e.status?.droplet != nil, let pe = PolicyEndpoint(e) else { continue }
             out[pe.ip.value] = (pe.ip, policyEntry(pe, compiled, failed: &failed))
         }
@@ -150,8 +155,10 @@ extension Operator {
             return g
         }
         var failed = compileFailures
+        let members = policyMembers(vpc: vpc)
         for s in subnets.filter({ $0.spec.vpc == vpc && $0.metadata.deletionTimestamp == nil && $0.status?.vni == vni }) {
-            try await pushPolicies(vni: vni, subnet: s, to: s.status?.bouncers ?? [], compiled, fresh: false, failed: &failed)
+            try await pushPolicies(vni: vni, subnet: s, members: members[s.name] ?? [], to: s.status?.bouncers ?? [], compiled,
+                                   fresh: false, failed: &failed)
         }
         record.applied = Dictionary(compiled.policies.map { ($0.storeName, $0.metadata.generation ?? 0) }, uniquingKeysWith: { a, _ in a })
         for name in failed.keys { record.applied[name] = nil }
@@ -172,9 +179,9 @@ extension Operator {
     /// Gives `bouncers` (droplet names) of `subnet` what changed since they
     /// were last given its entries, with the VPC's prefix table; `fresh`
     /// bouncers (just placed) get everything, and no revocation.
-    func pushPolicies(vni: VNI, subnet: Subnet, to bouncers: [String], _ compiled: CompiledPolicies, fresh: Bool,
+    func pushPolicies(vni: VNI, subnet: Subnet, members: [Endpoint], to bouncers: [String], _ compiled: CompiledPolicies, fresh: Bool,
                       failed: inout [String: VpcPolicyRecord.Refusal]) async throws {
-        let want = policyEntries(subnet: subnet.name, compiled, failed: &failed)
+        let want = policyEntries(members, compiled, failed: &failed)
         let blocks = compiled.prefixes
         var updates: [(TransitPeer, Mizar_Transit_V1_PolicyUpdate)] = []
         var given: [(String, BouncerPolicy)] = []

@@ -308,7 +308,7 @@ extension Operator {
                                                         subnet: cidr, home: home, on: fresh, via: pool)
             }
             var failed: [String: VpcPolicyRecord.Refusal] = [:]
-            try await pushPolicies(vni: vni, subnet: s, to: placed.filter { !(s.status?.bouncers ?? []).contains($0) },
+            try await pushPolicies(vni: vni, subnet: s, members: policyMembers(vpc: vpcName)[name] ?? [], to: placed.filter { !(s.status?.bouncers ?? []).contains($0) },
                                    policy.compiled, fresh: true, failed: &failed)
         }
         try await giveTable("subnet/\(name)", holders: placed, toNewlyReady: false) { hosts in
