@@ -45,6 +45,8 @@ public final class Dataplane: @unchecked Sendable {
     let policySets: BPFMap<mz_pol_set_key, mz_pol_set>
     let policyBlocks: BPFMap<mz_pol_block_key, mz_pol_bits>
     let conntrack: BPFMap<mz_flow_key, mz_ct>
+    let snatOut: BPFMap<mz_flow_key, mz_snat>
+    let snatIn: BPFMap<mz_snat_in_key, mz_snat_back>
 
     /// Bytes the agent prepends to an endpoint's frame (outer Ethernet,
     /// IPv4, UDP, Geneve and Mizar's options): an endpoint's MTU is the
@@ -66,7 +68,7 @@ public final class Dataplane: @unchecked Sendable {
         "mz_droplet", "mz_knobs", "mz_vpcs", "mz_subnets", "mz_endpoints", "mz_local",
         "mz_ifaces", "mz_hostcache", "mz_droplets", "mz_counters", "mz_drops", "mz_events",
         "mz_services", "mz_nat", "mz_nat_active", "mz_svc_clients", "mz_svc_stats",
-        "mz_pol_eps", "mz_pol_sets", "mz_pol_blocks", "mz_ct",
+        "mz_pol_eps", "mz_pol_sets", "mz_pol_blocks", "mz_ct", "mz_snat_out", "mz_snat_in",
     ]
 
     public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, settings: DataplaneSettings = DataplaneSettings(),
@@ -117,6 +119,8 @@ public final class Dataplane: @unchecked Sendable {
         policySets = BPFMap(name: "mz_pol_sets", fd: try fd("mz_pol_sets"))
         policyBlocks = BPFMap(name: "mz_pol_blocks", fd: try fd("mz_pol_blocks"))
         conntrack = BPFMap(name: "mz_ct", fd: try fd("mz_ct"))
+        snatOut = BPFMap(name: "mz_snat_out", fd: try fd("mz_snat_out"))
+        snatIn = BPFMap(name: "mz_snat_in", fd: try fd("mz_snat_in"))
     }
 
     private static func prepare(_ object: BPFObject, settings: DataplaneSettings, shared: [String: Int32],
@@ -124,6 +128,9 @@ public final class Dataplane: @unchecked Sendable {
         for (name, map) in object.maps {
             if name == "mz_ct" {
                 try SystemError.check(bpf_map__set_max_entries(map, settings.conntrackSize), "bpf_map__set_max_entries", name)
+            }
+            if name == "mz_snat_out" || name == "mz_snat_in" {
+                try SystemError.check(bpf_map__set_max_entries(map, settings.snatSize), "bpf_map__set_max_entries", name)
             }
             if name == ".rodata.mzcfg" {
                 var value = settings.abi
@@ -225,18 +232,31 @@ public struct DataplaneSettings: Sendable, Equatable {
     public var conntrackSize: UInt32 = DataplaneSettings.defaultConntrackSize
     /// 1,048,576: a million flows a host.
     public static let defaultConntrackSize = UInt32(MZ_CT_DEFAULT)
+    /// The droplet's ports that egress flows are translated to (nil: this
+    /// host translates nothing, and egress is dropped as egress_disabled).
+    public var snatPorts: ClosedRange<UInt16>? = DataplaneSettings.defaultSNATPorts
+    /// 61000-65535: above Linux's ephemeral ports (32768-60999).
+    public static let defaultSNATPorts: ClosedRange<UInt16> = 61000...65535
+    /// Egress flows a host holds (two LRU maps of this size).
+    public var snatSize: UInt32 = DataplaneSettings.defaultSNATSize
+    /// 262,144 flows a host.
+    public static let defaultSNATSize = UInt32(MZ_SNAT_DEFAULT)
 
     public init(outerTTL: UInt8 = 64, directPath: Bool = true, xdpTxRedirect: Bool = false, policy: Bool = false,
-                conntrackSize: UInt32 = DataplaneSettings.defaultConntrackSize) {
+                conntrackSize: UInt32 = DataplaneSettings.defaultConntrackSize,
+                snatPorts: ClosedRange<UInt16>? = DataplaneSettings.defaultSNATPorts,
+                snatSize: UInt32 = DataplaneSettings.defaultSNATSize) {
         self.outerTTL = outerTTL
         self.directPath = directPath
         self.xdpTxRedirect = xdpTxRedirect
         self.policy = policy
         self.conntrackSize = conntrackSize
+        self.snatPorts = snatPorts
+        self.snatSize = snatSize
     }
 
     var abi: mz_config {
         mz_config(outer_ttl: outerTTL, direct_path: directPath ? 1 : 0, xdp_tx_redirect: xdpTxRedirect ? 1 : 0,
-                  policy: policy ? 1 : 0, reserved2: 0)
+                  policy: policy ? 1 : 0, snat_first: snatPorts?.lowerBound ?? 0, snat_last: snatPorts?.upperBound ?? 0)
     }
 }

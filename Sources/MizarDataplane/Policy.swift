@@ -96,7 +96,9 @@ public struct ConntrackEntry: Hashable, Sendable {
     public var seenNs: UInt64
 
     /// The state's name: syn, established, closing, closed, or other.
-    public var stateName: String {
+    public var stateName: String { Self.stateName(state) }
+
+    static func stateName(_ state: UInt8) -> String {
         switch state {
         case UInt8(MZ_CT_SYN.rawValue): "syn"
         case UInt8(MZ_CT_ESTABLISHED.rawValue): "established"
@@ -270,13 +272,17 @@ extension Dataplane {
     }
 
     /// The programs' timeout of an entry (bpf/lib/conntrack.h).
-    static func conntrackTimeoutNs(_ v: mz_ct) -> UInt64 {
-        let s: Int32 = switch UInt32(v.state) {
+    static func conntrackTimeoutNs(_ v: mz_ct) -> UInt64 { flowTimeoutNs(state: v.state, proto: v.proto) }
+
+    /// How long a flow in `state` lives past its last packet (conntrack's
+    /// and SNAT's alike).
+    static func flowTimeoutNs(state: UInt8, proto: UInt8) -> UInt64 {
+        let s: Int32 = switch UInt32(state) {
         case MZ_CT_SYN.rawValue: MZ_CT_TIMEOUT_SYN
         case MZ_CT_ESTABLISHED.rawValue: MZ_CT_TIMEOUT_ESTABLISHED
         case MZ_CT_CLOSING.rawValue: MZ_CT_TIMEOUT_CLOSING
         case MZ_CT_CLOSED.rawValue: MZ_CT_TIMEOUT_CLOSED
-        default: v.proto == 17 ? MZ_CT_TIMEOUT_UDP : v.proto == 1 ? MZ_CT_TIMEOUT_ICMP : MZ_CT_TIMEOUT_OTHER
+        default: proto == 17 ? MZ_CT_TIMEOUT_UDP : proto == 1 ? MZ_CT_TIMEOUT_ICMP : MZ_CT_TIMEOUT_OTHER
         }
         return UInt64(s) * 1_000_000_000
     }

@@ -40,11 +40,19 @@ public struct VPCEntry: Equatable, Sendable {
     public var dividers: [HostAddress]
     /// This host is one of the VPC's dividers.
     public var isDivider: Bool
+    /// The VPC's address space: an address outside it leaves the VPC. Nil:
+    /// not given, every address is inside (nothing leaves).
+    public var cidr: CIDR?
+    /// The VPC's endpoints may leave it, translated to their droplet's
+    /// address (spec.egress: SNAT).
+    public var egress: Bool
 
-    public init(vni: VNI, dividers: [HostAddress], isDivider: Bool = false) {
+    public init(vni: VNI, dividers: [HostAddress], isDivider: Bool = false, cidr: CIDR? = nil, egress: Bool = false) {
         self.vni = vni
         self.dividers = dividers
         self.isDivider = isDivider
+        self.cidr = cidr
+        self.egress = egress
     }
 }
 
@@ -128,7 +136,11 @@ extension Dataplane {
             throw ValidationError(field: "dividers", reason: "\(e.dividers.count) dividers; at most \(MZ_MAX_DIVIDERS) per VPC")
         }
         var v = mz_vpc()
-        v.flags = e.isDivider ? UInt32(MZ_VPC_F_DIVIDER) : 0
+        v.flags = (e.isDivider ? UInt32(MZ_VPC_F_DIVIDER) : 0) | (e.egress ? UInt32(MZ_VPC_F_EGRESS) : 0)
+        if let cidr = e.cidr {
+            v.cidr_ip = cidr.address.networkOrder
+            v.cidr_prefixlen = cidr.prefixLength
+        }
         v.n_dividers = UInt32(e.dividers.count)
         withElements(of: &v.dividers, as: mz_host.self) { slots in
             for (i, d) in e.dividers.enumerated() { slots[i] = mz_host(d) }
@@ -143,7 +155,10 @@ extension Dataplane {
         guard var v = try vpcs.lookup(mz_vpc_key(vni: vni.value)) else { return nil }
         let n = Int(min(v.n_dividers, UInt32(MZ_MAX_DIVIDERS)))
         let dividers = withElements(of: &v.dividers, as: mz_host.self) { Array($0.prefix(n)).map(\.address) }
-        return VPCEntry(vni: vni, dividers: dividers, isDivider: v.flags & UInt32(MZ_VPC_F_DIVIDER) != 0)
+        let cidr = v.cidr_prefixlen == 0 ? nil
+            : try? CIDR(address: IPv4Address(networkOrder: v.cidr_ip), prefixLength: v.cidr_prefixlen)
+        return VPCEntry(vni: vni, dividers: dividers, isDivider: v.flags & UInt32(MZ_VPC_F_DIVIDER) != 0,
+                        cidr: cidr, egress: v.flags & UInt32(MZ_VPC_F_EGRESS) != 0)
     }
 
     static func subnetKey(_ vni: VNI, _ cidr: CIDR) -> mz_subnet_key {
@@ -373,6 +388,8 @@ extension Dataplane {
         try policySets.clear()
         try policyBlocks.clear()
         try conntrack.clear()
+        try snatOut.clear()
+        try snatIn.clear()
         for i in 0..<UInt32(MZ_CNT__MAX.rawValue) { try counters.zero(at: i) }
         for i in 0..<UInt32(MZ_DROP__MAX.rawValue) { try drops.zero(at: i) }
     }

@@ -45,7 +45,8 @@ extension Operator {
             for v in vpcs.list() where v.metadata.deletionTimestamp == nil {
                 guard let vni = v.status?.vni else { continue }
                 let divs = try (v.status?.dividers ?? []).compactMap { try peer(named: $0) }
-                try await Provisioning.putVPC(vni: vni, dividers: divs, on: [host], via: pool)
+                try await Provisioning.putVPC(vni: vni, dividers: divs, cidr: v.spec.cidr, egress: v.spec.egress != nil,
+                                              on: [host], via: pool)
             }
             for s in subnets.list() where s.metadata.deletionTimestamp == nil {
                 guard let vni = s.status?.vni else { continue }
@@ -132,7 +133,8 @@ extension Operator {
             if let vni = v.status?.vni {
                 let divs = v.status?.dividers ?? []
                 try await giveTable("vpc/\(name)", holders: divs, toNewlyReady: true) { hosts in
-                    try await Provisioning.putVPC(vni: vni, dividers: try divs.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
+                    try await Provisioning.putVPC(vni: vni, dividers: try divs.compactMap { try self.peer(named: $0) },
+                                                  cidr: v.spec.cidr, egress: v.spec.egress != nil, on: hosts, via: self.pool)
                 }
             }
             return .done
@@ -151,7 +153,8 @@ extension Operator {
             Divider(name: "\(name)-\(droplet)", spec: DividerSpec(vpc: name, droplet: droplet))
         }
         try await giveTable("vpc/\(name)", holders: placed, toNewlyReady: false) { hosts in
-            try await Provisioning.putVPC(vni: vni, dividers: try placed.compactMap { try self.peer(named: $0) }, on: hosts, via: self.pool)
+            try await Provisioning.putVPC(vni: vni, dividers: try placed.compactMap { try self.peer(named: $0) },
+                                          cidr: v.spec.cidr, egress: v.spec.egress != nil, on: hosts, via: self.pool)
         }
         var next = v
         var status = next.status ?? VpcStatus()

@@ -38,6 +38,18 @@ public func writeFile(_ path: String, _ text: String) throws(SystemError) {
     if rename(tmp, path) != 0 { throw SystemError(call: "rename", subject: path, errno: errno) }
 }
 
+/// Writes `text` into an existing file in place (a /proc or /sys setting),
+/// in one write.
+public func writeInPlace(_ path: String, _ text: String) throws(SystemError) {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    if fd < 0 { throw SystemError(call: "open", subject: path, errno: errno) }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    if n < 0 { throw SystemError(call: "write", subject: path, errno: errno) }
+    if n != bytes.count { throw SystemError(call: "write", subject: path, errno: EIO) }
+}
+
 /// mkdir -p.
 public func makeDirectories(_ path: String) throws(SystemError) {
     var built = path.hasPrefix("/") ? "" : "."

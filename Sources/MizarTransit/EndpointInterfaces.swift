@@ -206,6 +206,9 @@ extension TransitHost {
         let key = EndpointKey(vni: vni, ip: ip)
         let existed = try dataplane.deleteLocal(vni, ip)
         try dataplane.invalidateCachedHost(vni, ip)
+        // Its translations go now: a reply still on its way is dropped,
+        // never delivered to whoever has the address next.
+        try dataplane.purgeSNAT(vni, ip)
         guard let info = interfaces[key] else { return existed }
         if let index = try netlink.index(of: info.hostIfname), index == info.hostIfindex {
             try netlink.deleteLink(index)

@@ -98,6 +98,8 @@ public actor TransitHost {
         ])
         interfaces = try loadRecords()
         try readopt()
+        try reserveSNATPorts()
+        try enableForwarding()
     }
 
     // MARK: - Droplet

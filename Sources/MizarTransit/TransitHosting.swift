@@ -45,6 +45,21 @@ public protocol TransitHosting: Sendable {
     func putPolicy(_ u: PolicyUpdateSpec) async throws -> (changed: Int, revoked: Int)
     func policyState(vni: VNI?) async throws -> PolicyState
     func conntrack(vni: VNI?) async throws -> [ConntrackEntry]
+    func snat(vni: VNI?) async throws -> SNATTable
+}
+
+/// A host's egress translations, with its address and SNAT range.
+public struct SNATTable: Sendable {
+    public var address: IPv4Address
+    /// Nil: this host translates nothing.
+    public var ports: ClosedRange<UInt16>?
+    public var entries: [SNATEntry]
+
+    public init(address: IPv4Address, ports: ClosedRange<UInt16>?, entries: [SNATEntry]) {
+        self.address = address
+        self.ports = ports
+        self.entries = entries
+    }
 }
 
 extension TransitHost: TransitHosting {}

@@ -45,7 +45,9 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
 
     public func putVPC(request: Mizar_Transit_V1_VPC, context: ServerContext) async throws -> Mizar_Transit_V1_PutReply {
         try await call {
-            let e = VPCEntry(vni: try VNI(request.vni), dividers: try Messages.hosts(request.dividers, "dividers"), isDivider: request.isDivider)
+            let cidr = request.cidr.isEmpty ? nil : try CIDR(parsing: request.cidr, field: "cidr")
+            let e = VPCEntry(vni: try VNI(request.vni), dividers: try Messages.hosts(request.dividers, "dividers"),
+                             isDivider: request.isDivider, cidr: cidr, egress: request.egress)
             return .changed(try await host.putVPC(e))
         }
     }
@@ -62,6 +64,8 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
                 m.vni = e.vni.value
                 m.dividers = e.dividers.map(Mizar_Transit_V1_Host.init)
                 m.isDivider = e.isDivider
+                m.cidr = e.cidr.map { "\($0)" } ?? ""
+                m.egress = e.egress
                 return m
             }
             return list
@@ -372,6 +376,31 @@ extension TransitService {
                 m.protocol = Messages.protocolName(e.proto)
                 m.state = e.stateName
                 m.admittedS = now > e.admittedNs ? Double(now - e.admittedNs) / 1e9 : 0
+                m.idleS = now > e.seenNs ? Double(now - e.seenNs) / 1e9 : 0
+                return m
+            }
+            return list
+        }
+    }
+
+    public func listSNAT(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_SNATList {
+        try await call {
+            let now = Dataplane.nowNs
+            var list = Mizar_Transit_V1_SNATList()
+            let table = try await host.snat(vni: try filter(request))
+            list.address = "\(table.address)"
+            list.ports = table.ports.map { "\($0.lowerBound)-\($0.upperBound)" } ?? ""
+            list.entries = table.entries.sorted { ($0.vni.value, $0.endpoint, $0.endpointPort) < ($1.vni.value, $1.endpoint, $1.endpointPort) }.map { e in
+                var m = Mizar_Transit_V1_SNATEntry()
+                m.vni = e.vni.value
+                m.endpoint = "\(e.endpoint)"
+                m.endpointPort = UInt32(e.endpointPort)
+                m.remote = "\(e.remote)"
+                m.remotePort = UInt32(e.remotePort)
+                m.protocol = Messages.protocolName(e.proto)
+                m.port = UInt32(e.port)
+                m.state = e.stateName
+                m.ageS = now > e.createdNs ? Double(now - e.createdNs) / 1e9 : 0
                 m.idleS = now > e.seenNs ? Double(now - e.seenNs) / 1e9 : 0
                 return m
             }

@@ -52,13 +52,18 @@ public enum Provisioning {
     }
 
     /// The VPC on each of `hosts`; `dividers` divide for it.
-    public static func putVPC(vni: VNI, dividers: [TransitPeer], on hosts: [TransitPeer],
+    /// `cidr` and `egress`: the VPC's address space and whether its
+    /// endpoints may leave it through SNAT (no CIDR: nothing leaves).
+    public static func putVPC(vni: VNI, dividers: [TransitPeer], cidr: CIDR? = nil, egress: Bool = false,
+                              on hosts: [TransitPeer],
                               via connector: some TransitConnector = DirectConnector()) async throws {
         for h in hosts {
             var v = Mizar_Transit_V1_VPC()
             v.vni = vni.value
             v.dividers = dividers.map(\.host)
             v.isDivider = dividers.contains(h)
+            v.cidr = cidr.map { "\($0)" } ?? ""
+            v.egress = egress
             _ = try await connector.withClient(h.target) { try await $0.putVPC(v, options: callOptions) }
         }
     }

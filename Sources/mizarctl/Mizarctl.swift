@@ -85,12 +85,12 @@ struct Dump: AsyncParsableCommand {
             direct path), services (the scaled endpoints this host bounces for: backends, Maglev shares, new flows each got), \
             flows (the service flows this host's endpoints were taught, both directions), policy (on a bouncer: each \
             endpoint's network policy entry, its rule sets, the ipBlock prefixes), conntrack (the flows of this host's \
-            endpoints a bouncer admitted, with their state).
+            endpoints a bouncer admitted, with their state), snat (this host's endpoints' flows out of their VPC and the             ports of the droplet's address they were translated to).
             """)
 
-    enum Table: String, ExpressibleByArgument, CaseIterable { case droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack }
+    enum Table: String, ExpressibleByArgument, CaseIterable { case droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack, snat }
 
-    @Argument(help: "droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy or conntrack.")
+    @Argument(help: "droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack or snat.")
     var table: Table
     @Option(help: "Only this VNI.")
     var vni: UInt32 = 0
@@ -109,7 +109,10 @@ struct Dump: AsyncParsableCommand {
             case .vpcs:
                 let l = try await client.listVPCs(filter)
                 if json { return try printJSON(l) }
-                printTable(["vni", "divider", "dividers"], l.vpcs.map { ["\($0.vni)", $0.isDivider ? "yes" : "no", $0.dividers.map(hostText).joined(separator: ",")] })
+                printTable(["vni", "cidr", "egress", "divider", "dividers"], l.vpcs.map {
+                    ["\($0.vni)", $0.cidr.isEmpty ? "-" : $0.cidr, $0.egress ? "snat" : "off", $0.isDivider ? "yes" : "no",
+                     $0.dividers.map(hostText).joined(separator: ",")]
+                })
             case .subnets:
                 let l = try await client.listSubnets(filter)
                 if json { return try printJSON(l) }
@@ -168,6 +171,14 @@ struct Dump: AsyncParsableCommand {
                 if json { return try printJSON(l) }
                 printTable(["vni", "flow (opener first)", "state", "admitted", "idle"], l.entries.map { c in
                     ["\(c.vni)", "\(c.src):\(c.srcPort) > \(c.dst):\(c.dstPort) \(c.protocol)", c.state, "\(Int(c.admittedS))s ago", "\(Int(c.idleS))s"]
+                })
+            case .snat:
+                let l = try await client.listSNAT(filter)
+                if json { return try printJSON(l) }
+                print("droplet address \(l.address), ports \(l.ports.isEmpty ? "none (no egress on this host)" : l.ports), \(l.entries.count) flow(s)")
+                printTable(["vni", "endpoint", "remote", "protocol", "translated to", "state", "age", "idle"], l.entries.map { e in
+                    ["\(e.vni)", "\(e.endpoint):\(e.endpointPort)", "\(e.remote):\(e.remotePort)", e.protocol,
+                     "\(l.address):\(e.port)", e.state, "\(Int(e.ageS))s", "\(Int(e.idleS))s"]
                 })
             }
         }

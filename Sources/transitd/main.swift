@@ -75,6 +75,12 @@ struct Transitd: AsyncParsableCommand {
     @Option(help: "Flows the conntrack table holds (allocated whole at start).")
     var conntrackSize: UInt32 = DataplaneSettings.defaultConntrackSize
 
+    @Option(help: "Ports of the droplet's address that endpoints' egress is translated to, FIRST-LAST (reserved from the host's own sockets), or 'none' for no egress on this host.")
+    var snatPorts: String = "\(DataplaneSettings.defaultSNATPorts.lowerBound)-\(DataplaneSettings.defaultSNATPorts.upperBound)"
+
+    @Option(help: "Egress flows the SNAT tables hold (allocated whole at start).")
+    var snatSize: UInt32 = DataplaneSettings.defaultSNATSize
+
     @Option(help: "etcd to register this droplet in, HOST:PORT[,HOST:PORT...] (with --tls-*, as user droplet-NAME).")
     var etcd: String?
 
@@ -103,6 +109,18 @@ struct Transitd: AsyncParsableCommand {
             throw ValidationError("--insecure: TLS material is given; plaintext would serve beside it")
         }
         guard conntrackSize >= 1024 else { throw ValidationError("--conntrack-size: \(conntrackSize) is too small; at least 1024") }
+        guard snatSize >= 1024 else { throw ValidationError("--snat-size: \(snatSize) is too small; at least 1024") }
+        _ = try Self.portRange(snatPorts)
+    }
+
+    /// "FIRST-LAST" within 1024-65535, or "none".
+    static func portRange(_ text: String) throws -> ClosedRange<UInt16>? {
+        if text == "none" { return nil }
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let first = UInt16(parts[0]), let last = UInt16(parts[1]), first >= 1024, first <= last else {
+            throw ValidationError("--snat-ports: \"\(text)\" is not FIRST-LAST with 1024 <= FIRST <= LAST <= 65535, or 'none'")
+        }
+        return first...last
     }
 
     func run() async throws {
@@ -122,6 +140,8 @@ struct Transitd: AsyncParsableCommand {
         config.dataplane.directPath = !noDirectPath
         config.dataplane.policy = !noPolicy
         config.dataplane.conntrackSize = conntrackSize
+        config.dataplane.snatPorts = try Self.portRange(snatPorts)
+        config.dataplane.snatSize = snatSize
         Dataplane.setLibbpfQuiet(false)
 
         let host = try await TransitHost(config: config, logger: logger)
@@ -158,7 +178,7 @@ struct Transitd: AsyncParsableCommand {
         // data plane keeps forwarding until the next transitd adopts it.
         func serve(_ store: Store?) async throws {
             var services: [any Service] = [TransitServer(host: host, listeners: listeners)]
-            if !noPolicy { services.append(ConntrackSweeper(host: host, logger: logger)) }
+            services.append(FlowSweeper(host: host, logger: logger, conntrack: !noPolicy))
             if let store { services.append(DropletRegistration(store: store, name: dropletName, spec: spec, logger: logger)) }
             // CNI makes Endpoints in etcd; without etcd it answers with a clear error.
             if cniPath != "none" {

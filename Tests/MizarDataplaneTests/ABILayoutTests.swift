@@ -17,7 +17,8 @@ let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size
         "mz_droplet": (u32, swiftLayout(mz_droplet.self, [("self", \.self), ("ifindex", \.ifindex), ("reserved", \.reserved)])),
         "mz_knobs": (u32, swiftLayout(mz_knobs.self, [("trace", \.trace), ("reserved", \.reserved)])),
         "mz_vpcs": (swiftLayout(mz_vpc_key.self, [("vni", \.vni)]),
-                    swiftLayout(mz_vpc.self, [("flags", \.flags), ("n_dividers", \.n_dividers), ("dividers", \.dividers)])),
+                    swiftLayout(mz_vpc.self, [("flags", \.flags), ("n_dividers", \.n_dividers), ("dividers", \.dividers),
+                                              ("cidr_ip", \.cidr_ip), ("cidr_prefixlen", \.cidr_prefixlen), ("reserved", \.reserved)])),
         "mz_subnets": (swiftLayout(mz_subnet_key.self, [("prefixlen", \.prefixlen), ("vni", \.vni), ("ip", \.ip)]),
                        swiftLayout(mz_subnet.self, [("vni", \.vni), ("ip", \.ip), ("prefixlen", \.prefixlen), ("flags", \.flags),
                                                     ("n_bouncers", \.n_bouncers), ("bouncers", \.bouncers)])),
@@ -55,6 +56,15 @@ let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size
                                                  ("dport", \.dport), ("proto", \.proto), ("reserved", \.reserved)]),
                   swiftLayout(mz_ct.self, [("admitted_ns", \.admitted_ns), ("seen_ns", \.seen_ns), ("state", \.state), ("flags", \.flags),
                                            ("proto", \.proto), ("reserved", \.reserved), ("reserved2", \.reserved2)])),
+        "mz_snat_out": (swiftLayout(mz_flow_key.self, [("vni", \.vni), ("src", \.src), ("dst", \.dst), ("sport", \.sport),
+                                                       ("dport", \.dport), ("proto", \.proto), ("reserved", \.reserved)]),
+                        swiftLayout(mz_snat.self, [("port", \.port), ("reserved", \.reserved), ("reserved2", \.reserved2),
+                                                   ("created_ns", \.created_ns)])),
+        "mz_snat_in": (swiftLayout(mz_snat_in_key.self, [("remote", \.remote), ("remote_port", \.remote_port), ("port", \.port),
+                                                         ("proto", \.proto), ("reserved", \.reserved)]),
+                       swiftLayout(mz_snat_back.self, [("vni", \.vni), ("ip", \.ip), ("port", \.port), ("state", \.state),
+                                                       ("flags", \.flags), ("reserved2", \.reserved2), ("created_ns", \.created_ns),
+                                                       ("seen_ns", \.seen_ns)])),
     ]
 }()
 

@@ -18,6 +18,9 @@ import Testing
         @Test("network policy", arguments: PolicyCases.all, Hook.allCases)
         func policy(_ c: PacketCase, _ hook: Hook) throws { try check(c, hook) }
 
+        @Test("egress through SNAT", arguments: EgressCases.all, Hook.allCases)
+        func egress(_ c: PacketCase, _ hook: Hook) throws { try check(c, hook) }
+
         @Test func tablesAreLargeEnough() {
             #expect(TransitCases.all.count + AgentCases.all.count >= 40)
         }
@@ -33,7 +36,7 @@ import Testing
         /// Every other drop reason has at least one row.
         @Test func everyDropReasonHasARow() {
             var covered = Set<UInt32>()
-            for c in TransitCases.all + AgentCases.all + ServiceCases.all + PolicyCases.all {
+            for c in TransitCases.all + AgentCases.all + ServiceCases.all + PolicyCases.all + EgressCases.all {
                 if case .drop(let reason) = c.expect { covered.insert(reason.rawValue) }
             }
             for (reason, name) in DropReason.all where !Packets.unreachableInTests.contains(reason) {

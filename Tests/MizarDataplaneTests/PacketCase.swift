@@ -60,6 +60,8 @@ struct PacketCase: Sendable, CustomTestStringConvertible {
     var after: @Sendable (Dataplane) throws -> Void = { _ in }
     /// Run on the data plane with network policy on.
     var policy = false
+    /// Only on these hooks (where the two differ by design); nil: both.
+    var hooks: Set<Hook>? = nil
 
     var testDescription: String { "\(program.rawValue): \(name)" }
 }
@@ -102,6 +104,7 @@ func retval(_ e: Expect, _ hook: Hook, _ program: Program) -> UInt32 {
 /// Runs one row and checks verdict, bytes, redirect target, counters and
 /// the cache.
 func check(_ c: PacketCase, _ hook: Hook) throws {
+    if let hooks = c.hooks, !hooks.contains(hook) { return }
     let env = try TestEnvironment.get(policy: c.policy)
     let dp = env.dataplane
     try env.reset()

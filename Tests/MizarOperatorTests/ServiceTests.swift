@@ -13,15 +13,19 @@ import Synchronization
 import Testing
 
 /// A backend's server: every TCP message and UDP datagram is answered with
-/// the backend's name in front, so a client sees which backend it reached.
+/// the backend's name in front, so a client sees which backend it reached
+/// (and, with `showPeer`, the address and port the server saw it from:
+/// "name|ip:port|message").
 final class IdentityServer: Sendable {
     let name: String
     let tcp: Int32
     let udp: Int32
+    let showPeer: Bool
     let stopped = Mutex(false)
 
-    init(name: String, netns: String, tcpPort: UInt16, udpPort: UInt16) throws {
+    init(name: String, netns: String, tcpPort: UInt16, udpPort: UInt16, showPeer: Bool = false) throws {
         self.name = name
+        self.showPeer = showPeer
         let ns = try NetworkNamespace(path: netns)
         tcp = try ns.socket(domain: AF_INET, type: Int32(SOCK_STREAM.rawValue))
         udp = try ns.socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue))
@@ -54,7 +58,7 @@ final class IdentityServer: Sendable {
             let n = buffer.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
             if n == 0 { return }
             if n < 0 { if errno == EAGAIN || errno == EWOULDBLOCK { continue } else { return } }
-            let answer = Array("\(name)|".utf8) + buffer.prefix(n)
+            let answer = Array("\(name)|\(showPeer ? Sock.peer(c) + "|" : "")".utf8) + buffer.prefix(n)
             _ = answer.withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         }
     }
@@ -69,7 +73,8 @@ final class IdentityServer: Sendable {
                 }
             }
             guard n > 0 else { continue }
-            let answer = Array("\(name)|".utf8) + buffer.prefix(n)
+            let peer = "\(IPv4Address(networkOrder: from.sin_addr.s_addr)):\(UInt16(bigEndian: from.sin_port))|"
+            let answer = Array("\(name)|\(showPeer ? peer : "")".utf8) + buffer.prefix(n)
             _ = withUnsafePointer(to: &from) { p in
                 p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                     answer.withUnsafeBytes { sendto(udp, $0.baseAddress, $0.count, 0, sa, len) }
@@ -147,10 +152,12 @@ enum Sock {
     }
 
     /// One UDP datagram from `netns` and its answer with the answer's source.
-    static func udpAsk(from netns: String, _ ip: IPv4Address, _ port: UInt16, _ message: String) throws -> (String, String)? {
+    static func udpAsk(from netns: String, _ ip: IPv4Address, _ port: UInt16, _ message: String,
+                       localPort: UInt16? = nil) throws -> (String, String)? {
         let fd = try NetworkNamespace(path: netns).socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue))
         defer { close(fd) }
         timeout(fd, 1.0)
+        if let localPort, !bind(fd, .zero, localPort) { return nil }
         var to = address(ip, port)
         let bytes = Array(message.utf8)
         _ = withUnsafePointer(to: &to) { p in

@@ -103,6 +103,10 @@ final class FakeHost: TransitHosting {
     }
     func policyState(vni: VNI?) async throws -> PolicyState { try record("policyState"); return PolicyState(endpoints: [], sets: [], blocks: []) }
     func conntrack(vni: VNI?) async throws -> [ConntrackEntry] { try record("conntrack"); return [] }
+    func snat(vni: VNI?) async throws -> SNATTable {
+        try record("snat")
+        return SNATTable(address: IPv4Address(192, 0, 2, 1), ports: nil, entries: [])
+    }
 }
 
 /// Serves `host` over the in-process transport for the length of `body`.

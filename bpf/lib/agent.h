@@ -173,6 +173,21 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 	    (hdst | (0xffffffffU >> cfg->subnet_prefixlen)) == hdst)
 		return -MZ_DROP_BROADCAST; /* the subnet's broadcast address */
 
+	/* Out of the VPC: through SNAT when its egress is on. The VPC's entry
+	 * is read only for a destination outside the endpoint's subnet. Its
+	 * own host's address is never a way out. */
+	if (dst == dr->self.ip)
+		return -MZ_DROP_HOST_DENIED;
+	if (!in_subnet(cfg, dst)) {
+		struct mz_vpc_key vk = { .vni = p->vni };
+		const struct mz_vpc *vpc = bpf_map_lookup_elem(&mz_vpcs, &vk);
+		if (vpc && !in_vpc(vpc, dst)) {
+			if (!(vpc->flags & MZ_VPC_F_EGRESS))
+				return -MZ_DROP_EGRESS_DISABLED;
+			return snat_out(ctx, p, dr);
+		}
+	}
+
 	/* A direct connection that reuses a service flow's ports ends it. Only
 	 * a TCP SYN (unfragmented) can: everything else skips the call. */
 	if (ip->protocol == IPPROTO_TCP && !(ip->frag_off & bpf_htons(0x3fff))) {

@@ -153,6 +153,14 @@ static __always_inline int ctx_redirect(struct __sk_buff *ctx, __u32 ifindex)
 	return bpf_redirect(ifindex, 0);
 }
 
+/* Out of ifindex to the IPv4 next hop nh, whose MAC the kernel resolves
+ * (and queues the packet for) when it is not known yet. */
+static __always_inline int ctx_redirect_neigh(struct __sk_buff *ctx, __u32 ifindex, __be32 nh)
+{
+	struct bpf_redir_neigh n = { .nh_family = 2 /* AF_INET */, .ipv4_nh = nh };
+	return bpf_redirect_neigh(ifindex, &n, sizeof(n), 0);
+}
+
 /* Straight into the endpoint's namespace: skips the host-side veth's
  * egress and its backlog queue. */
 static __always_inline int ctx_redirect_endpoint(struct __sk_buff *ctx, __u32 ifindex)

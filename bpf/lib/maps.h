@@ -183,6 +183,23 @@ struct {
 	__type(value, struct mz_ct);
 } mz_ct SEC(".maps");
 
+/* Egress: flows of this host's endpoints out of their VPC, translated to
+ * the droplet's address. Both sized by the loader (transitd's --snat-size)
+ * and pinned, so a restart keeps established flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_SNAT_DEFAULT);
+	__type(key, struct mz_flow_key);
+	__type(value, struct mz_snat);
+} mz_snat_out SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_SNAT_DEFAULT);
+	__type(key, struct mz_snat_in_key);
+	__type(value, struct mz_snat_back);
+} mz_snat_in SEC(".maps");
+
 /* Load-time settings (struct mz_config), written by the loader. */
 const volatile struct mz_config mz_config SEC(".rodata.mzcfg") = {
 	.outer_ttl = 64,

@@ -17,6 +17,7 @@ struct mz_pkt {
 	__be32 next_hop;
 	__u32 len;
 	__u8 into_endpoint; /* redirect into an endpoint's namespace */
+	__u8 neigh;         /* tc: redirect resolving next_hop's MAC (bpf_redirect_neigh) */
 };
 
 static __always_inline void count(__u32 id, __u32 len)
@@ -82,6 +83,10 @@ static __always_inline int mz_finish(struct mz_ctx *ctx, int ret, struct mz_pkt 
 	case MZ_V_TX:
 		return ctx_tx(ctx, prog == MZ_PROG_AGENT || mz_config.xdp_tx_redirect);
 	case MZ_V_REDIRECT:
+#if defined(MZ_HOOK_TC)
+		if (p->neigh)
+			return ctx_redirect_neigh(ctx, p->target_ifindex, p->next_hop);
+#endif
 		return p->into_endpoint ? ctx_redirect_endpoint(ctx, p->target_ifindex)
 					: ctx_redirect(ctx, p->target_ifindex);
 	default:

@@ -83,12 +83,15 @@ static __always_inline int flow_l4(struct mz_ctx *ctx, __u32 l3, struct mz_l4 *f
 }
 
 /* Writes ip (and, for TCP and UDP, port) over the packet's destination, or
- * its source, keeping the IPv4 and L4 checksums right. ICMP's checksum does
- * not cover the addresses. A global function, with ip and port in one
- * argument (NAT_TO): a frame of its own keeps its callers' stacks small. */
+ * its source (NAT_SOURCE), keeping the IPv4 and L4 checksums right. ICMP's
+ * checksum does not cover the addresses; with NAT_ICMP_ID an ICMP echo's
+ * identifier becomes `port` as well. A global function, with ip and port in
+ * one argument (NAT_TO): a frame of its own keeps its callers' stacks small. */
 #define NAT_TO(ip, port) (((__u64)(__u32)(ip) << 16) | (__u16)(port))
+#define NAT_SOURCE 0x01
+#define NAT_ICMP_ID 0x02
 #if defined(MZ_HOOK_XDP)
-MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int source, __u64 to)
+MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int how, __u64 to)
 {
 	__be32 ip = (__be32)(to >> 16);
 	__be16 port = (__be16)(to & 0xffff);
@@ -102,15 +105,24 @@ MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, 
 	struct iphdr *iph = data + l3;
 	if ((void *)(iph + 1) > end)
 		return -MZ_DROP_TRUNC_INNER;
-	__be32 old = source ? iph->saddr : iph->daddr;
+	__be32 old = (how & NAT_SOURCE) ? iph->saddr : iph->daddr;
 	csum_replace4(&iph->check, old, ip);
-	if (source)
+	if (how & NAT_SOURCE)
 		iph->saddr = ip;
 	else
 		iph->daddr = ip;
+	__u8 *l4 = data + off;
+	if (proto == IPPROTO_ICMP && (how & NAT_ICMP_ID)) {
+		if ((void *)(l4 + 8) > end)
+			return -MZ_DROP_TRUNC_INNER;
+		__u16 *icheck = (void *)(l4 + 2);
+		__be16 *id = (void *)(l4 + 4);
+		csum_replace2(icheck, *id, port);
+		*id = port;
+		return 0;
+	}
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return 0;
-	__u8 *l4 = data + off;
 	if ((void *)(l4 + 18) > end && proto == IPPROTO_TCP)
 		return -MZ_DROP_TRUNC_INNER;
 	if ((void *)(l4 + 8) > end)
@@ -118,7 +130,7 @@ MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, 
 	__u16 *check = (void *)(l4 + (proto == IPPROTO_TCP ? 16 : 6));
 	if ((void *)(check + 1) > end)
 		return -MZ_DROP_TRUNC_INNER;
-	__be16 *pp = (void *)(l4 + (source ? 0 : 2));
+	__be16 *pp = (void *)(l4 + ((how & NAT_SOURCE) ? 0 : 2));
 	__be16 old_port = *pp;
 	*pp = port;
 	if (proto == IPPROTO_UDP && *check == 0)
@@ -132,13 +144,13 @@ MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, 
 #else
 /* The kernel's helpers also handle the partial checksums of packets whose
  * sender left the checksum to offload (the usual case on a veth). */
-MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int source, __u64 to)
+MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, int how, __u64 to)
 {
 	__be32 ip = (__be32)(to >> 16);
 	__be16 port = (__be16)(to & 0xffff);
 	if (!f)
 		return -MZ_DROP_TRUNC_INNER;
-	__u32 addr_off = l3 + (source ? 12 : 16);
+	__u32 addr_off = l3 + ((how & NAT_SOURCE) ? 12 : 16);
 	__be32 old;
 	if (bpf_skb_load_bytes(ctx, addr_off, &old, 4) < 0)
 		return -MZ_DROP_TRUNC_INNER;
@@ -147,7 +159,7 @@ MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, 
 	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP) {
 		__u32 csum_off = f->off + (f->proto == IPPROTO_TCP ? 16 : 6);
 		__u64 mangled = f->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-		__u32 port_off = f->off + (source ? 0 : 2);
+		__u32 port_off = f->off + ((how & NAT_SOURCE) ? 0 : 2);
 		__be16 old_port;
 		if (bpf_skb_load_bytes(ctx, port_off, &old_port, 2) < 0)
 			return -MZ_DROP_TRUNC_INNER;
@@ -156,6 +168,14 @@ MZ_SUBPROG int nat_rewrite(struct mz_ctx *ctx, __u32 l3, const struct mz_l4 *f, 
 		if (bpf_l4_csum_replace(ctx, csum_off, old_port, port, mangled | 2) < 0)
 			return -MZ_DROP_ADJUST_FAILED;
 		if (bpf_skb_store_bytes(ctx, port_off, &port, 2, 0) < 0)
+			return -MZ_DROP_ADJUST_FAILED;
+	} else if (f->proto == IPPROTO_ICMP && (how & NAT_ICMP_ID)) {
+		__be16 old_id;
+		if (bpf_skb_load_bytes(ctx, f->off + 4, &old_id, 2) < 0)
+			return -MZ_DROP_TRUNC_INNER;
+		if (bpf_l4_csum_replace(ctx, f->off + 2, old_id, port, 2) < 0)
+			return -MZ_DROP_ADJUST_FAILED;
+		if (bpf_skb_store_bytes(ctx, f->off + 4, &port, 2, 0) < 0)
 			return -MZ_DROP_ADJUST_FAILED;
 	}
 	if (bpf_skb_store_bytes(ctx, addr_off, &ip, 4, 0) < 0)
@@ -244,7 +264,7 @@ MZ_SUBPROG int svc_rnat(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3)
 	if (!n || !(n->flags & MZ_NAT_F_REVERSE))
 		return 0;
 	__be32 to = n->to_ip;
-	int ret = nat_rewrite(ctx, l3, &f, 1, NAT_TO(to, n->to_port));
+	int ret = nat_rewrite(ctx, l3, &f, NAT_SOURCE, NAT_TO(to, n->to_port));
 	if (ret < 0)
 		return ret;
 	p->inner_src = to;

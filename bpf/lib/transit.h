@@ -8,6 +8,7 @@
 #include "geneve.h"
 #include "arp.h"
 #include "policy.h"
+#include "snat.h"
 
 /* ARP inside the tunnel: a reply for a local endpoint is delivered; a
  * request is answered here, with the target's host in RTS for the requester
@@ -119,7 +120,7 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 	struct mz_outer o = {};
 	int ret = geneve_parse(ctx, dr, &o, p);
 	if (ret == MZ_NOT_TUNNEL)
-		return MZ_V_PASS;
+		return snat_in(ctx, p, dr);
 	if (ret < 0)
 		return ret;
 	if (o.revoke_off)

@@ -109,6 +109,8 @@ enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_MAX_POL_SETS (1 << 16)    /* distinct rule sets on a bouncer */
 #define MZ_MAX_POL_BLOCKS (1 << 16)  /* ipBlock prefixes on a bouncer */
 #define MZ_CT_DEFAULT (1 << 20)      /* conntrack entries a host keeps, unless the loader says */
+#define MZ_SNAT_DEFAULT (1 << 18)    /* SNAT flows a host keeps, unless the loader says */
+#define MZ_SNAT_PROBES 64            /* ports tried for a new SNAT flow before giving up */
 
 /* ---- map keys and values ------------------------------------------------ */
 
@@ -151,12 +153,18 @@ struct mz_vpc_key {
 };
 
 #define MZ_VPC_F_DIVIDER 0x01 /* this host is a divider of the VPC */
+#define MZ_VPC_F_EGRESS 0x02  /* the VPC's endpoints may leave it, through SNAT */
 
 /* mz_vpcs: VPCs known on this host; a VNI missing here is dropped. */
 struct mz_vpc {
 	__u32 flags;
 	__u32 n_dividers;
 	struct mz_host dividers[MZ_MAX_DIVIDERS];
+	/* The VPC's address space. An address outside it leaves the VPC
+	 * (egress); prefix length 0 means not given: everything is inside. */
+	__be32 cidr_ip;
+	__u8 cidr_prefixlen;
+	__u8 reserved[3];
 };
 
 /* mz_subnets, an LPM trie: prefixlen = 32 + the subnet's prefix length, so
@@ -465,6 +473,41 @@ struct mz_ct {
 #define MZ_CT_TIMEOUT_ICMP 30
 #define MZ_CT_TIMEOUT_OTHER 60
 
+/* ---- egress (SNAT) -------------------------------------------------------- */
+
+/* mz_snat_out (LRU): an endpoint's flow out of its VPC, keyed as the
+ * endpoint sends it (mz_flow_key: VNI, endpoint, remote, endpoint port or
+ * echo id, remote port or 0, protocol) -> its port on the droplet's address. */
+struct mz_snat {
+	__be16 port;
+	__u16 reserved;
+	__u32 reserved2;
+	__u64 created_ns;
+};
+
+/* mz_snat_in (LRU): the same flow as its replies show it. Unique per
+ * (protocol, remote, remote port, translated port): no VNI is needed to
+ * find the tenant, and two tenants' flows to one server never share a port. */
+struct mz_snat_in_key {
+	__be32 remote;
+	__be16 remote_port; /* 0 for ICMP echo */
+	__be16 port;        /* translated port or echo id */
+	__u8 proto;
+	__u8 reserved[3];
+};
+
+/* The flow's state lives here: both directions look this entry up. */
+struct mz_snat_back {
+	__u32 vni;
+	__be32 ip;    /* the endpoint */
+	__be16 port;  /* its port or echo id */
+	__u8 state;   /* enum mz_ct_state */
+	__u8 flags;   /* MZ_CT_F_FIN_FIRST: from the endpoint; _SECOND: from the remote */
+	__u32 reserved2;
+	__u64 created_ns;
+	__u64 seen_ns;
+};
+
 #define MZ_TRACE_DROPS 0x01 /* an event for every drop */
 #define MZ_TRACE_ALL 0x02   /* an event for every packet */
 
@@ -487,7 +530,10 @@ struct mz_config {
 	/* Judge every new flow at the bouncers and keep conntrack (network
 	 * policy); off, every flow inside a VPC is admitted. */
 	__u8 policy;
-	__u32 reserved2;
+	/* The droplet's SNAT port range (host order, inclusive); first 0: this
+	 * host translates nothing. */
+	__u16 snat_first;
+	__u16 snat_last;
 };
 
 /* ---- verdicts, counters, drop reasons ----------------------------------- */
@@ -547,6 +593,9 @@ enum mz_counter_id {
 	MZ_CNT_POL_CT_LEARN,   /* a host installed a conntrack entry from a verdict */
 	MZ_CNT_POL_REROUTE,    /* a packet of a flow this host had no valid entry for, sent to be judged */
 	MZ_CNT_POL_REVOKED,    /* an endpoint's flows marked to be judged again */
+	MZ_CNT_SNAT_NEW,       /* a flow out of its VPC given a port on the droplet's address */
+	MZ_CNT_SNAT_OUT,       /* a packet out of its VPC translated to the droplet's address */
+	MZ_CNT_SNAT_IN,        /* a reply translated back and delivered to its endpoint */
 	MZ_CNT__MAX,
 };
 
@@ -596,6 +645,13 @@ enum mz_drop_reason {
 	MZ_DROP_POL_NO_JUDGE,    /* sent to be judged by a host that holds neither endpoint's entry */
 	MZ_DROP_POL_NO_ROOM,     /* the judgment's options would make the packet exceed the MTU */
 	MZ_DROP_POL_VERDICT,     /* a verdict or revocation malformed, or for no endpoint here */
+	MZ_DROP_EGRESS_DISABLED, /* to outside the VPC, whose egress is off (or this host has no SNAT range) */
+	MZ_DROP_SNAT_NO_MAPPING, /* to the SNAT range, matching no flow out: unsolicited, or stale */
+	MZ_DROP_SNAT_EXHAUSTED,  /* no free port in the SNAT range for this remote */
+	MZ_DROP_SNAT_PROTO,      /* out of the VPC: neither TCP, UDP nor ICMP echo, or a fragment */
+	MZ_DROP_SNAT_NO_ROUTE,   /* out of the VPC: the droplet has no route to the address */
+	MZ_DROP_SNAT_NO_NEIGH,   /* XDP agent: the next hop's MAC is not resolved yet */
+	MZ_DROP_HOST_DENIED,     /* an endpoint to its own host's addresses, not allowed */
 	MZ_DROP__MAX,
 };
 
@@ -643,6 +699,14 @@ static inline __u32 mz_maglev_slot(__u32 client, __u32 vip, __u16 sport, __u16 d
 	return mz_mix32(h ^ 0x9e3779b9U) % MZ_MAGLEV_SIZE;
 }
 
+/* Where a new SNAT flow starts probing its range of n ports: host-order
+ * addresses, ports_proto = (sport << 16 | dport) ^ protocol in host order
+ * (ICMP echo: the identifier as sport, dport 0). */
+static inline __u32 mz_snat_start(__u32 vni, __u32 src, __u32 dst, __u32 ports_proto, __u32 n)
+{
+	return mz_flow_hash(src ^ vni, dst, ports_proto) % n;
+}
+
 static inline __u16 mz_flow_sport(__u32 hash)
 {
 	return (__u16)(MZ_UDP_SPORT_BASE | (hash & 0x3fff));
@@ -656,7 +720,7 @@ _Static_assert(sizeof(struct mz_opt_rts) == 16, "rts option");
 _Static_assert(sizeof(struct mz_host) == 12, "host");
 _Static_assert(sizeof(struct mz_droplet) == 20, "droplet");
 _Static_assert(sizeof(struct mz_ep_key) == 8, "endpoint key");
-_Static_assert(sizeof(struct mz_vpc) == 8 + 12 * MZ_MAX_DIVIDERS, "vpc");
+_Static_assert(sizeof(struct mz_vpc) == 16 + 12 * MZ_MAX_DIVIDERS, "vpc");
 _Static_assert(sizeof(struct mz_subnet_key) == 12, "subnet key");
 _Static_assert(sizeof(struct mz_subnet) == 12 + 12 * MZ_MAX_BOUNCERS, "subnet");
 _Static_assert(sizeof(struct mz_endpoint) == 20, "endpoint");
@@ -684,6 +748,9 @@ _Static_assert(sizeof(struct mz_backend) == 16, "backend");
 _Static_assert(sizeof(struct mz_service_hdr) == 16 + 8 * MZ_MAX_SVC_PORTS, "service head");
 _Static_assert(sizeof(struct mz_flow_key) == 20, "flow key");
 _Static_assert(sizeof(struct mz_nat) == 24, "nat");
+_Static_assert(sizeof(struct mz_snat) == 16, "snat");
+_Static_assert(sizeof(struct mz_snat_in_key) == 12, "snat in key");
+_Static_assert(sizeof(struct mz_snat_back) == 32, "snat back");
 _Static_assert(sizeof(struct mz_svc_client_key) == 12, "service client key");
 _Static_assert(sizeof(struct mz_svc_stat_key) == 12, "service stat key");
 _Static_assert(MZ_MAX_BACKENDS <= 65535, "table entries are u16");
@@ -744,6 +811,13 @@ static inline const char *mz_drop_name(__u32 reason)
 	case MZ_DROP_POL_NO_JUDGE: return "policy_no_judge";
 	case MZ_DROP_POL_NO_ROOM: return "policy_no_room";
 	case MZ_DROP_POL_VERDICT: return "policy_verdict";
+	case MZ_DROP_EGRESS_DISABLED: return "egress_disabled";
+	case MZ_DROP_SNAT_NO_MAPPING: return "snat_no_mapping";
+	case MZ_DROP_SNAT_EXHAUSTED: return "snat_ports_exhausted";
+	case MZ_DROP_SNAT_PROTO: return "snat_protocol";
+	case MZ_DROP_SNAT_NO_ROUTE: return "snat_no_route";
+	case MZ_DROP_SNAT_NO_NEIGH: return "snat_no_neighbour";
+	case MZ_DROP_HOST_DENIED: return "host_access_denied";
 	default: return 0;
 	}
 }
@@ -785,6 +859,9 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_POL_CT_LEARN: return "policy_ct_learn";
 	case MZ_CNT_POL_REROUTE: return "policy_reroute";
 	case MZ_CNT_POL_REVOKED: return "policy_revoked";
+	case MZ_CNT_SNAT_NEW: return "snat_new";
+	case MZ_CNT_SNAT_OUT: return "snat_out";
+	case MZ_CNT_SNAT_IN: return "snat_in";
 	default: return 0;
 	}
 }

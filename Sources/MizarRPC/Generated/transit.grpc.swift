@@ -394,6 +394,19 @@ public enum Mizar_Transit_V1_Transit: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListSNAT" metadata.
+        public enum ListSNAT: Sendable {
+            /// Request type for "ListSNAT".
+            public typealias Input = Mizar_Transit_V1_ListRequest
+            /// Response type for "ListSNAT".
+            public typealias Output = Mizar_Transit_V1_SNATList
+            /// Descriptor for "ListSNAT".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "ListSNAT",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "mizar.transit.v1.Transit" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetDroplet.descriptor,
@@ -423,7 +436,8 @@ public enum Mizar_Transit_V1_Transit: Sendable {
             InvalidateServiceFlows.descriptor,
             PutPolicy.descriptor,
             ListPolicy.descriptor,
-            ListConntrack.descriptor
+            ListConntrack.descriptor,
+            ListSNAT.descriptor
         ]
     }
 }
@@ -902,6 +916,25 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ConntrackList>
+
+        /// Handle the "ListSNAT" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: its endpoints' flows out of their VPCs and the ports of
+        /// > the droplet's address they were translated to.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_SNATList` messages.
+        func listSNAT(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_SNATList>
     }
 
     /// Service protocol for the "mizar.transit.v1.Transit" service.
@@ -1364,6 +1397,25 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ConntrackList>
+
+        /// Handle the "ListSNAT" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: its endpoints' flows out of their VPCs and the ports of
+        /// > the droplet's address they were translated to.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_SNATList` message.
+        func listSNAT(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_SNATList>
     }
 
     /// Simple service protocol for the "mizar.transit.v1.Transit" service.
@@ -1824,6 +1876,25 @@ extension Mizar_Transit_V1_Transit {
             request: Mizar_Transit_V1_ListRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Mizar_Transit_V1_ConntrackList
+
+        /// Handle the "ListSNAT" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: its endpoints' flows out of their VPCs and the ports of
+        /// > the droplet's address they were translated to.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_SNATList` to respond with.
+        func listSNAT(
+            request: Mizar_Transit_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_SNATList
     }
 }
 
@@ -2139,6 +2210,17 @@ extension Mizar_Transit_V1_Transit.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.ListSNAT.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_SNATList>(),
+            handler: { request, context in
+                try await self.listSNAT(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2447,6 +2529,17 @@ extension Mizar_Transit_V1_Transit.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ConntrackList> {
         let response = try await self.listConntrack(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listSNAT(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_SNATList> {
+        let response = try await self.listSNAT(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2814,6 +2907,19 @@ extension Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ConntrackList> {
         return GRPCCore.ServerResponse<Mizar_Transit_V1_ConntrackList>(
             message: try await self.listConntrack(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listSNAT(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_SNATList> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_SNATList>(
+            message: try await self.listSNAT(
                 request: request.message,
                 context: context
             ),
@@ -3422,6 +3528,30 @@ extension Mizar_Transit_V1_Transit {
             deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ConntrackList>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ConntrackList>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListSNAT" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: its endpoints' flows out of their VPCs and the ports of
+        /// > the droplet's address they were translated to.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_SNATList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listSNAT<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_SNATList>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_SNATList>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4341,6 +4471,41 @@ extension Mizar_Transit_V1_Transit {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListSNAT" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On any host: its endpoints' flows out of their VPCs and the ports of
+        /// > the droplet's address they were translated to.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_SNATList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listSNAT<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_SNATList>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_SNATList>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.ListSNAT.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5103,6 +5268,36 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ConntrackList>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListSNAT" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On any host: its endpoints' flows out of their VPCs and the ports of
+    /// > the droplet's address they were translated to.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listSNAT<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_SNATList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listSNAT(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_SNATList>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5979,6 +6174,40 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             metadata: metadata
         )
         return try await self.listConntrack(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListSNAT" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On any host: its endpoints' flows out of their VPCs and the ports of
+    /// > the droplet's address they were translated to.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listSNAT<Result>(
+        _ message: Mizar_Transit_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_SNATList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listSNAT(
             request: request,
             options: options,
             onResponse: handleResponse

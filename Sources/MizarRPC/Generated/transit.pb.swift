@@ -225,6 +225,13 @@ public nonisolated struct Mizar_Transit_V1_VPC: Sendable {
   /// This host is one of the VPC's dividers.
   public var isDivider: Bool = false
 
+  /// The VPC's address space ("10.0.0.0/16"): an address outside it leaves
+  /// the VPC. Empty: not given, every address is inside.
+  public var cidr: String = String()
+
+  /// The VPC's endpoints may leave it, translated to their droplet's address.
+  public var egress: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -995,6 +1002,57 @@ public nonisolated struct Mizar_Transit_V1_ConntrackList: Sendable {
   public init() {}
 }
 
+public nonisolated struct Mizar_Transit_V1_SNATEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var vni: UInt32 = 0
+
+  public var endpoint: String = String()
+
+  /// ICMP echo: the identifier.
+  public var endpointPort: UInt32 = 0
+
+  public var remote: String = String()
+
+  /// ICMP echo: 0.
+  public var remotePort: UInt32 = 0
+
+  public var `protocol`: String = String()
+
+  /// The port on the droplet's address (ICMP echo: the identifier).
+  public var port: UInt32 = 0
+
+  public var state: String = String()
+
+  /// Seconds since the translation was made, and since the flow's last packet.
+  public var ageS: Double = 0
+
+  public var idleS: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_SNATList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The droplet's address and its SNAT range ("61000-65535", empty: none).
+  public var address: String = String()
+
+  public var ports: String = String()
+
+  public var entries: [Mizar_Transit_V1_SNATEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "mizar.transit.v1"
@@ -1297,7 +1355,7 @@ nonisolated extension Mizar_Transit_V1_VPCKey: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Mizar_Transit_V1_VPC: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VPC"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}dividers\0\u{3}is_divider\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}dividers\0\u{3}is_divider\0\u{1}cidr\0\u{1}egress\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1308,6 +1366,8 @@ nonisolated extension Mizar_Transit_V1_VPC: SwiftProtobuf.Message, SwiftProtobuf
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.dividers) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.isDivider) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.cidr) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.egress) }()
       default: break
       }
     }
@@ -1323,6 +1383,12 @@ nonisolated extension Mizar_Transit_V1_VPC: SwiftProtobuf.Message, SwiftProtobuf
     if self.isDivider != false {
       try visitor.visitSingularBoolField(value: self.isDivider, fieldNumber: 3)
     }
+    if !self.cidr.isEmpty {
+      try visitor.visitSingularStringField(value: self.cidr, fieldNumber: 4)
+    }
+    if self.egress != false {
+      try visitor.visitSingularBoolField(value: self.egress, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1330,6 +1396,8 @@ nonisolated extension Mizar_Transit_V1_VPC: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.vni != rhs.vni {return false}
     if lhs.dividers != rhs.dividers {return false}
     if lhs.isDivider != rhs.isDivider {return false}
+    if lhs.cidr != rhs.cidr {return false}
+    if lhs.egress != rhs.egress {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2949,6 +3017,121 @@ nonisolated extension Mizar_Transit_V1_ConntrackList: SwiftProtobuf.Message, Swi
   }
 
   public static func ==(lhs: Mizar_Transit_V1_ConntrackList, rhs: Mizar_Transit_V1_ConntrackList) -> Bool {
+    if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_SNATEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SNATEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vni\0\u{1}endpoint\0\u{3}endpoint_port\0\u{1}remote\0\u{3}remote_port\0\u{1}protocol\0\u{1}port\0\u{1}state\0\u{3}age_s\0\u{3}idle_s\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.endpointPort) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.remote) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.remotePort) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.ageS) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.idleS) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 1)
+    }
+    if !self.endpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 2)
+    }
+    if self.endpointPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.endpointPort, fieldNumber: 3)
+    }
+    if !self.remote.isEmpty {
+      try visitor.visitSingularStringField(value: self.remote, fieldNumber: 4)
+    }
+    if self.remotePort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.remotePort, fieldNumber: 5)
+    }
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 6)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 7)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 8)
+    }
+    if self.ageS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.ageS, fieldNumber: 9)
+    }
+    if self.idleS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.idleS, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_SNATEntry, rhs: Mizar_Transit_V1_SNATEntry) -> Bool {
+    if lhs.vni != rhs.vni {return false}
+    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.endpointPort != rhs.endpointPort {return false}
+    if lhs.remote != rhs.remote {return false}
+    if lhs.remotePort != rhs.remotePort {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.ageS != rhs.ageS {return false}
+    if lhs.idleS != rhs.idleS {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_SNATList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SNATList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{1}ports\0\u{1}entries\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ports) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 1)
+    }
+    if !self.ports.isEmpty {
+      try visitor.visitSingularStringField(value: self.ports, fieldNumber: 2)
+    }
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_SNATList, rhs: Mizar_Transit_V1_SNATList) -> Bool {
+    if lhs.address != rhs.address {return false}
+    if lhs.ports != rhs.ports {return false}
     if lhs.entries != rhs.entries {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
