@@ -38,6 +38,8 @@ public struct Testbed: Sendable {
         /// (1,048,576 flows, about 100 MB allocated and cleared at start) is
         /// a real host's; dozens of simulated hosts on one machine take less.
         public var conntrackSize = 65_536
+        /// Each simulated host's SNAT room (transitd's default: 262,144 flows).
+        public var snatSize = 16_384
         /// A management port: a veth from the underlay bridge into the
         /// namespace that calls `up`, with the testbed's managementIP, so that an
         /// etcd and an operator there reach every host's transitd over TCP
@@ -216,7 +218,8 @@ public struct Testbed: Sendable {
         let argv = [options.transitd, "--netns", host.netns, "--interface", "eth0", "--name", "\(name)-\(host.name)",
                     "--objects", options.objects, "--pin-dir", host.pinDirectory, "--state-dir", host.stateDirectory,
                     "--socket", host.socket, "--transit-hook", options.transitHook, "--agent-hook", options.agentHook]
-            + Self.flags(tls(host)) + ["--droplets", dropletTable, "--conntrack-size", "\(options.conntrackSize)"]
+            + Self.flags(tls(host)) + ["--droplets", dropletTable, "--conntrack-size", "\(options.conntrackSize)",
+                                                    "--snat-size", "\(options.snatSize)"]
             + options.extraArguments
             + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", dropletName(host)] } ?? [])
         let pid = try spawnDaemon(argv, log: host.log)

@@ -1,0 +1,280 @@
+import Foundation
+import Glibc
+import MizarAPI
+import MizarCore
+@testable import MizarOperator
+import MizarRPC
+import MizarStore
+import MizarSystem
+import MizarTestbed
+import MizarTransit
+import MizarTransitClient
+import Synchronization
+import Testing
+
+/// Every frame one namespace's interfaces see (an AF_PACKET socket), while
+/// it runs: the proof that a tenant never receives another's packets.
+final class Capture: Sendable {
+    let fd: Int32
+    let frames = Mutex<[[UInt8]]>([])
+    let stopped = Mutex(false)
+    let done = Mutex(false)
+
+    init(netns: String) throws {
+        fd = try NetworkNamespace(path: netns).socket(domain: AF_PACKET, type: Int32(SOCK_RAW.rawValue),
+                                                       protocol: Int32(UInt16(0x0003).bigEndian)) // ETH_P_ALL
+        Sock.timeout(fd, 0.05)
+        Thread.detachNewThread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while !stopped.withLock({ $0 }) {
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n > 0 { let f = Array(buffer.prefix(n)); frames.withLock { $0.append(f) } }
+            }
+            done.withLock { $0 = true }
+        }
+    }
+
+    /// Stops and returns what was seen.
+    func stop() -> [[UInt8]] {
+        stopped.withLock { $0 = true }
+        while !done.withLock({ $0 }) { usleep(10_000) }
+        close(fd)
+        return frames.withLock { $0 }
+    }
+
+    static func contains(_ frames: [[UInt8]], _ token: String) -> Bool {
+        let t = Array(token.utf8)
+        return frames.contains { f in f.count >= t.count && (0...(f.count - t.count)).contains { Array(f[$0..<($0 + t.count)]) == t } }
+    }
+}
+
+extension Sock {
+    /// One ICMP echo from `netns` with identifier `id` (a ping socket bound
+    /// to it) and `payload`; the payload of the reply, or nil.
+    static func ping(from netns: String, _ ip: IPv4Address, id: UInt16, payload: String) throws -> String? {
+        _ = runCapturing(["nsenter", "--net=\(netns)", "sysctl", "-q", "-w", "net.ipv4.ping_group_range=0 0"])
+        let fd = try NetworkNamespace(path: netns).socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue), protocol: Int32(IPPROTO_ICMP))
+        defer { close(fd) }
+        timeout(fd, 1.0)
+        guard bind(fd, .zero, id) else { return nil }
+        let packet: [UInt8] = [8, 0, 0, 0, UInt8(id >> 8), UInt8(id & 0xff), 0, 1] + Array(payload.utf8)
+        var to = address(ip, 0)
+        _ = withUnsafePointer(to: &to) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                packet.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 8, buffer[0] == 0 else { return nil }
+        return String(decoding: buffer[8..<n], as: UTF8.self)
+    }
+}
+
+/// One tenant's exchange with the server from fixed ports: the peer the
+/// server saw for TCP and UDP, and whether every answer was this tenant's own.
+struct EgressSeen: Sendable {
+    var tcpPeer: String?
+    var udpPeer: String?
+    var tcpOK = false
+    var udpOK = false
+    var pingOK = false
+    var fd: Int32?
+
+    static func talk(_ netns: String, server: IPv4Address, token: String) throws -> EgressSeen {
+        var seen = EgressSeen()
+        if let fd = try Sock.dial(from: netns, server, 9000, localPort: 40000) {
+            seen.fd = fd
+            let answer = Sock.ask(fd, "t-\(token)")
+            let parts = answer?.split(separator: "|").map(String.init) ?? []
+            seen.tcpPeer = parts.count == 3 ? parts[1] : nil
+            seen.tcpOK = parts.count == 3 && parts[0] == "srv" && parts[2] == "t-\(token)"
+        }
+        if let r = try Sock.udpAsk(from: netns, server, 9001, "u-\(token)", localPort: 40001) {
+            let parts = r.0.split(separator: "|").map(String.init)
+            seen.udpPeer = parts.count == 3 ? parts[1] : nil
+            seen.udpOK = r.1 == "\(server):9001" && parts.count == 3 && parts[2] == "u-\(token)"
+        }
+        seen.pingOK = try Sock.ping(from: netns, server, id: 4242, payload: "p-\(token)") == "p-\(token)"
+        return seen
+    }
+
+    /// Both tenants at once, each capturing what reaches it.
+    static func together(_ bed: Testbed, _ a: String, _ b: String, server: IPv4Address,
+                         tokens: (String, String)) async throws -> (EgressSeen, EgressSeen, [[UInt8]], [[UInt8]]) {
+        let nsA = bed.endpointNetns(a), nsB = bed.endpointNetns(b)
+        let capA = try Capture(netns: nsA), capB = try Capture(netns: nsB)
+        let ta = Task { try await onOwnThread { try talk(nsA, server: server, token: tokens.0) } }
+        let tb = Task { try await onOwnThread { try talk(nsB, server: server, token: tokens.1) } }
+        let x = try await ta.value
+        let y = try await tb.value
+        usleep(200_000)
+        return (x, y, capA.stop(), capB.stop())
+    }
+}
+
+extension OperatorTests {
+    static func drops(_ host: Testbed.Host) async throws -> [String: UInt64] {
+        let c = try await withTransitClient(.unix(host.socket)) { try await $0.getCounters(.init()) }
+        return Dictionary(uniqueKeysWithValues: c.drops.map { ($0.name, $0.packets) })
+    }
+
+    static func snat(_ host: Testbed.Host) async throws -> Mizar_Transit_V1_SNATList {
+        try await withTransitClient(.unix(host.socket)) { try await $0.listSNAT(.init()) }
+    }
+
+    @Test("egress: two VPCs with the same addresses and ports reach an underlay server through SNAT, each gets only its own replies; unsolicited, private, disabled and exhausted are dropped by name; a TCP flow survives kill -9 of transitd")
+    func egressSNAT() async throws {
+        let plane = try Plane.shared.get()
+        let bed = plane.bed
+        try await plane.withOperator { store, op in
+            #expect(try await plane.dropletsReady(store))
+            let object = objectYAML
+            try await plane.apply([
+                object("Vpc", "egred", "cidr: 10.0.0.0/16, egress: {mode: SNAT}"),
+                object("Subnet", "egred-1", "vpc: egred, cidr: 10.0.1.0/24"),
+                object("Vpc", "egblue", "cidr: 10.0.0.0/16, egress: {mode: SNAT}"),
+                object("Subnet", "egblue-1", "vpc: egblue, cidr: 10.0.1.0/24"),
+                object("Vpc", "egshut", "cidr: 10.0.0.0/16"),
+                object("Subnet", "egshut-1", "vpc: egshut, cidr: 10.0.1.0/24"),
+            ].joined(separator: "---\n"))
+            // The same address in each VPC: first on one droplet, then on two.
+            let endpoints: [(name: String, vpc: String, host: String, ip: String)] = [
+                ("er1", "egred", "h1", "10.0.1.50"), ("eb1", "egblue", "h1", "10.0.1.50"),
+                ("er2", "egred", "h2", "10.0.1.60"), ("eb2", "egblue", "h3", "10.0.1.60"),
+                ("er3", "egred", "h2", "10.0.1.70"), ("es1", "egshut", "h1", "10.0.1.50"),
+            ]
+            var docs: [String] = []
+            for e in endpoints {
+                let netns = try bed.addEndpointNetns(e.name)
+                docs.append(object("Endpoint", e.name, "vpc: \(e.vpc), subnet: \(e.vpc)-1, droplet: \(plane.droplet(e.host)), netns: \(netns), ip: \(e.ip)"))
+            }
+            try await plane.apply(docs.joined(separator: "---\n"))
+            let provisioned = try await eventually(30) {
+                let all = try await store.list(EndpointSpec.self).objects
+                return endpoints.allSatisfy { e in all.contains { $0.name == e.name && $0.status?.common.phase == .provisioned } }
+            }
+            try #require(provisioned, "endpoints not provisioned")
+            defer {
+                // The objects go (the server and namespaces with the testbed's teardown of each).
+                let names = endpoints.map(\.name)
+                Task { [store] in
+                    for n in names { _ = try? await store.delete(EndpointSpec.self, n) }
+                }
+            }
+            func ns(_ name: String) -> String { bed.endpointNetns(name) }
+            func host(_ name: String) throws -> Testbed.Host {
+                guard let h = bed.host(name) else { throw TestbedError("no host \(name)") }
+                return h
+            }
+
+            // The server on the underlay: a namespace of the test's own.
+            let serverIP = IPv4Address(172, 30, bed.underlayNet, 200)
+            let serverNetns = try bed.addStranger("egsrv", ip: serverIP, mac: try MACAddress(parsing: "02:4d:00:00:00:c8"))
+            defer { _ = try? NetworkNamespace.delete(path: serverNetns) }
+            let server = try IdentityServer(name: "srv", netns: serverNetns, tcpPort: 9000, udpPort: 9001, showPeer: true)
+            defer { server.stop() }
+            let h1 = try host("h1"), h2 = try host("h2"), h3 = try host("h3")
+
+            func together(_ a: String, _ b: String, tokens: (String, String)) async throws -> (EgressSeen, EgressSeen, [[UInt8]], [[UInt8]]) {
+                try await EgressSeen.together(bed, a, b, server: serverIP, tokens: tokens)
+            }
+
+            // 1. Same address, same ports, one droplet.
+            let (red, blue, redFrames, blueFrames) = try await together("er1", "eb1", tokens: ("red-7f3a", "blue-91c2"))
+            defer { for fd in [red.fd, blue.fd].compactMap({ $0 }) { close(fd) } }
+            for (tenant, s) in [("red", red), ("blue", blue)] {
+                #expect(s.tcpOK && s.udpOK && s.pingOK, "\(tenant) on h1: tcp \(s.tcpOK) udp \(s.udpOK) ping \(s.pingOK)")
+                #expect(s.tcpPeer?.hasPrefix("\(h1.ip):") == true && s.udpPeer?.hasPrefix("\(h1.ip):") == true,
+                        "\(tenant) seen from \(s.tcpPeer ?? "-") / \(s.udpPeer ?? "-"), not from h1's address")
+            }
+            #expect(red.tcpPeer != blue.tcpPeer && red.udpPeer != blue.udpPeer,
+                    "the server saw red as \(red.tcpPeer ?? "-")/\(red.udpPeer ?? "-") and blue as \(blue.tcpPeer ?? "-")/\(blue.udpPeer ?? "-")")
+            print("egress test: on one droplet the server saw red as \(red.tcpPeer ?? "-") (TCP), \(red.udpPeer ?? "-") (UDP); blue as \(blue.tcpPeer ?? "-"), \(blue.udpPeer ?? "-")")
+            #expect(Capture.contains(redFrames, "t-red-7f3a") && Capture.contains(blueFrames, "t-blue-91c2"), "the captures see their own tenant's traffic")
+            for t in ["t-blue-91c2", "u-blue-91c2", "p-blue-91c2"] { #expect(!Capture.contains(redFrames, t), "red's endpoint saw \(t)") }
+            for t in ["t-red-7f3a", "u-red-7f3a", "p-red-7f3a"] { #expect(!Capture.contains(blueFrames, t), "blue's endpoint saw \(t)") }
+            // ICMP: the same identifier, two translations.
+            let table1 = try await Self.snat(h1)
+            let pings = table1.entries.filter { $0.protocol == "ICMP" && $0.endpointPort == 4242 && $0.endpoint == "10.0.1.50" }
+            #expect(pings.count == 2 && Set(pings.map(\.vni)).count == 2 && Set(pings.map(\.port)).count == 2,
+                    "two tenants' pings with id 4242: \(pings.map { "vni \($0.vni) -> \($0.port)" })")
+
+            // 2. Same address, same ports, two droplets.
+            let (red2, blue2, red2Frames, blue2Frames) = try await together("er2", "eb2", tokens: ("red-2b8d", "blue-6e01"))
+            for fd in [red2.fd, blue2.fd].compactMap({ $0 }) { close(fd) }
+            #expect(red2.tcpOK && red2.udpOK && red2.pingOK && blue2.tcpOK && blue2.udpOK && blue2.pingOK, "on two droplets: \(red2) \(blue2)")
+            #expect(red2.tcpPeer?.hasPrefix("\(h2.ip):") == true && blue2.tcpPeer?.hasPrefix("\(h3.ip):") == true,
+                    "red from \(red2.tcpPeer ?? "-"), blue from \(blue2.tcpPeer ?? "-")")
+            for t in ["t-blue-6e01", "u-blue-6e01", "p-blue-6e01"] { #expect(!Capture.contains(red2Frames, t), "red's endpoint saw \(t)") }
+            for t in ["t-red-2b8d", "u-red-2b8d", "p-red-2b8d"] { #expect(!Capture.contains(blue2Frames, t), "blue's endpoint saw \(t)") }
+
+            // 3. In the VPC: never translated.
+            let peer = try IdentityServer(name: "er3", netns: ns("er3"), tcpPort: 9100, udpPort: 9101, showPeer: true)
+            defer { peer.stop() }
+            let er3IP = try IPv4Address(parsing: "10.0.1.70")
+            let inside = try #require(try Sock.dial(from: ns("er1"), er3IP, 9100, localPort: 40100), "er1 cannot reach er3")
+            #expect(Sock.ask(inside, "hello")?.hasPrefix("er3|10.0.1.50:40100|") == true, "in-VPC traffic was translated")
+            close(inside)
+
+            // 4. Egress off: a named drop, on the endpoint's own droplet.
+            let shutBefore = try await Self.drops(h1)["egress_disabled"] ?? 0
+            #expect(try Sock.dial(from: ns("es1"), serverIP, 9000, timeout: 0.5) == nil, "a VPC without egress reached the server")
+            #expect(try await Self.drops(h1)["egress_disabled"] ?? 0 > shutBefore, "no egress_disabled drop counted")
+
+            // 5. From outside: unsolicited packets to the range are dropped and
+            // counted; the endpoints' private address is unreachable.
+            let used = Set(table1.entries.map(\.port))
+            let probes = (61_000...61_100).filter { !used.contains(UInt32($0)) }.prefix(10)
+            let unsolicitedBefore = try await Self.drops(h1)["snat_no_mapping"] ?? 0
+            for port in probes { try Traffic.sendUDP(from: serverNetns, to: h1.ip, port: UInt16(port), payload: Array("knock".utf8)) }
+            #expect(try await eventually(2) { (try await Self.drops(h1)["snat_no_mapping"] ?? 0) >= unsolicitedBefore + UInt64(probes.count) },
+                    "unsolicited datagrams to the SNAT range not dropped as snat_no_mapping")
+            _ = runCapturing(["nsenter", "--net=\(serverNetns)", "ip", "route", "replace", "10.0.1.0/24", "via", "\(h1.ip)"])
+            let privCapture = try Capture(netns: ns("er1"))
+            #expect(Traffic.ping(from: serverNetns, try IPv4Address(parsing: "10.0.1.50"), count: 2, interval: 0.1, wait: 0.3).received == 0,
+                    "an endpoint's private address answered from the underlay")
+            #expect(try Sock.dial(from: serverNetns, try IPv4Address(parsing: "10.0.1.50"), 9100, timeout: 0.5) == nil)
+            let privFrames = privCapture.stop()
+            #expect(!privFrames.contains { $0.count >= 34 && Array($0[26..<30]) == serverIP.bytes }, "a packet from the underlay server reached er1")
+
+            // 6. kill -9 of transitd with a TCP flow through SNAT open: the
+            // flow goes on while it is down and after it is back.
+            let flow = try #require(red.fd, "red's TCP connection")
+            let pid = try #require(bed.pid(of: h1))
+            kill(pid, SIGKILL)
+            reap(pid)
+            #expect(Sock.ask(flow, "while-down")?.hasSuffix("|while-down") == true, "the flow stopped when transitd died")
+            try bed.restart(h1, options: plane.options)
+            #expect(Sock.ask(flow, "after-restart")?.hasSuffix("|after-restart") == true, "the flow did not survive transitd's restart")
+            let table2 = try await Self.snat(h1)
+            #expect(table2.entries.contains { $0.protocol == "TCP" && $0.endpointPort == 40000 && "\(h1.ip):\($0.port)" == red.tcpPeer },
+                    "the flow's translation is gone after the restart")
+
+            // 7. A range of two ports: the third flow to the same server and
+            // port is a named drop; another server port still has room.
+            let pid3 = try #require(bed.pid(of: h3))
+            kill(pid3, SIGKILL)
+            reap(pid3)
+            var small = plane.options
+            small.extraArguments += ["--snat-ports", "61000-61001"]
+            try bed.restart(h3, options: small)
+            defer {
+                if let p = bed.pid(of: h3) { kill(p, SIGKILL); reap(p) }
+                try? bed.restart(h3, options: plane.options)
+            }
+            let exhaustedBefore = try await Self.drops(h3)["snat_ports_exhausted"] ?? 0
+            var open: [Int32] = []
+            defer { for fd in open { close(fd) } }
+            for local in UInt16(41_001)...41_002 {
+                if let fd = try Sock.dial(from: ns("eb2"), serverIP, 9000, localPort: local) { open.append(fd) }
+            }
+            #expect(open.count == 2, "two flows fit two ports")
+            #expect(try Sock.dial(from: ns("eb2"), serverIP, 9000, localPort: 41_003, timeout: 0.5) == nil, "a third flow got a port")
+            #expect(try await Self.drops(h3)["snat_ports_exhausted"] ?? 0 > exhaustedBefore, "no snat_ports_exhausted drop counted")
+            #expect(try Sock.udpAsk(from: ns("eb2"), serverIP, 9001, "other-port")?.0.hasSuffix("|other-port") == true,
+                    "another remote port had no room")
+            for fd in open { #expect(Sock.ask(fd, "still")?.hasSuffix("|still") == true, "an admitted flow broke") }
+        }
+    }
+}
