@@ -704,6 +704,53 @@ int mz_nl_route_add(int nl, unsigned dst_be, int dst_len, unsigned gw_be, int if
 	return nl_talk(nl, &r, NULL, NULL);
 }
 
+int mz_nl_host_route_add(int nl, unsigned dst_be, unsigned src_be, int ifindex)
+{
+	struct rtmsg rtm = {
+		.rtm_family = AF_INET,
+		.rtm_dst_len = 32,
+		.rtm_table = RT_TABLE_MAIN,
+		.rtm_protocol = RTPROT_STATIC,
+		.rtm_scope = RT_SCOPE_LINK,
+		.rtm_type = RTN_UNICAST,
+	};
+	struct req r;
+	req_init(&r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &rtm, sizeof rtm);
+	attr_u32(&r, RTA_DST, dst_be);
+	attr_u32(&r, RTA_PREFSRC, src_be);
+	attr_u32(&r, RTA_OIF, ifindex);
+	return nl_talk(nl, &r, NULL, NULL);
+}
+
+int mz_nl_host_route_del(int nl, unsigned dst_be, int ifindex)
+{
+	struct rtmsg rtm = {
+		.rtm_family = AF_INET,
+		.rtm_dst_len = 32,
+		.rtm_table = RT_TABLE_MAIN,
+		.rtm_scope = RT_SCOPE_NOWHERE,
+	};
+	struct req r;
+	req_init(&r, RTM_DELROUTE, 0, &rtm, sizeof rtm);
+	attr_u32(&r, RTA_DST, dst_be);
+	attr_u32(&r, RTA_OIF, ifindex);
+	return nl_talk(nl, &r, NULL, NULL);
+}
+
+int mz_nl_neigh_set(int nl, int ifindex, unsigned ip_be, const unsigned char *mac)
+{
+	struct ndmsg ndm = {
+		.ndm_family = AF_INET,
+		.ndm_ifindex = ifindex,
+		.ndm_state = NUD_PERMANENT,
+	};
+	struct req r;
+	req_init(&r, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, &ndm, sizeof ndm);
+	attr_u32(&r, NDA_DST, ip_be);
+	attr_put(&r, NDA_LLADDR, mac, 6);
+	return nl_talk(nl, &r, NULL, NULL);
+}
+
 int mz_nl_fdb_append(int nl, int vxlan_ifindex, unsigned dst_be)
 {
 	static const unsigned char any_mac[6];

@@ -97,9 +97,12 @@ public struct LocalEndpoint: Equatable, Sendable {
     public var subnet: CIDR
     public var gateway: IPv4Address
     public var gatewayMAC: MACAddress
+    /// The host's route to the address is this endpoint's: its replies to
+    /// the host's own connections are handed to the host.
+    public var hostAccess: Bool
 
     public init(vni: VNI, ip: IPv4Address, mac: MACAddress, ifindex: UInt32, subnet: CIDR,
-                gateway: IPv4Address, gatewayMAC: MACAddress) {
+                gateway: IPv4Address, gatewayMAC: MACAddress, hostAccess: Bool = false) {
         self.vni = vni
         self.ip = ip
         self.mac = mac
@@ -107,6 +110,7 @@ public struct LocalEndpoint: Equatable, Sendable {
         self.subnet = subnet
         self.gateway = gateway
         self.gatewayMAC = gatewayMAC
+        self.hostAccess = hostAccess
     }
 }
 
@@ -236,7 +240,7 @@ extension Dataplane {
         let revoked = existing.map { $0.ifindex == e.ifindex ? $0.revoked_ns : Dataplane.monotonicNs() } ?? Dataplane.monotonicNs()
         try ifaces.update(mz_iface_key(ifindex: e.ifindex), mz_iface(
             vni: e.vni.value, ip: e.ip.networkOrder, mac: e.mac.tuple, subnet_prefixlen: e.subnet.prefixLength,
-            flags: 0, subnet_ip: e.subnet.address.networkOrder, gateway_ip: e.gateway.networkOrder,
+            flags: e.hostAccess ? UInt8(MZ_IFACE_F_HOST) : 0, subnet_ip: e.subnet.address.networkOrder, gateway_ip: e.gateway.networkOrder,
             gateway_mac: e.gatewayMAC.tuple, reserved: 0, revoked_ns: revoked))
         try local.update(mz_ep_key(e.vni, e.ip), mz_local_ep(ifindex: e.ifindex, mac: e.mac.tuple, reserved: 0, reserved2: 0, revoked_ns: revoked))
     }
@@ -246,6 +250,27 @@ extension Dataplane {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Whether a local endpoint's replies to its host's connections go to
+    /// the host; false when the endpoint is not on this host.
+    @discardableResult
+    public func setHostAccess(_ vni: VNI, _ ip: IPv4Address, _ on: Bool) throws(SystemError) -> Bool {
+        guard let entry = try local.lookup(mz_ep_key(vni, ip)),
+              var iface = try ifaces.lookup(mz_iface_key(ifindex: entry.ifindex)) else { return false }
+        let flags = on ? iface.flags | UInt8(MZ_IFACE_F_HOST) : iface.flags & ~UInt8(MZ_IFACE_F_HOST)
+        if flags != iface.flags {
+            iface.flags = flags
+            try ifaces.update(mz_iface_key(ifindex: entry.ifindex), iface)
+        }
+        return true
+    }
+
+    /// Whether the host reaches a local endpoint (nil: not on this host).
+    public func hostAccess(_ vni: VNI, _ ip: IPv4Address) throws(SystemError) -> Bool? {
+        guard let entry = try local.lookup(mz_ep_key(vni, ip)),
+              let iface = try ifaces.lookup(mz_iface_key(ifindex: entry.ifindex)) else { return nil }
+        return iface.flags & UInt8(MZ_IFACE_F_HOST) != 0
     }
 
     @discardableResult

@@ -169,6 +169,30 @@ public final class Netlink {
         if r == -EEXIST { return }
         try SystemError.check(r, "RTM_NEWROUTE", "\(destination)")
     }
+
+    /// `ip route add IP/32 dev IFINDEX src SOURCE`. False when a route to
+    /// IP/32 is there already (another link's, or this one's).
+    public func addHostRoute(_ ip: IPv4Address, source: IPv4Address, ifindex: UInt32) throws(SystemError) -> Bool {
+        let r = mz_nl_host_route_add(fd, ip.networkOrder, source.networkOrder, Int32(ifindex))
+        if r == -EEXIST { return false }
+        try SystemError.check(r, "RTM_NEWROUTE", "\(ip)/32")
+        return true
+    }
+
+    /// Removes the route to IP/32 out of ifindex; false when there was none.
+    @discardableResult
+    public func deleteHostRoute(_ ip: IPv4Address, ifindex: UInt32) throws(SystemError) -> Bool {
+        let r = mz_nl_host_route_del(fd, ip.networkOrder, Int32(ifindex))
+        if r == -ESRCH || r == -ENODEV { return false }
+        try SystemError.check(r, "RTM_DELROUTE", "\(ip)/32")
+        return true
+    }
+
+    /// A permanent neighbour entry: `ip` is at `mac` on ifindex.
+    public func setNeighbour(_ ip: IPv4Address, mac: MACAddress, ifindex: UInt32) throws(SystemError) {
+        let bytes = mac.bytes
+        try SystemError.check(mz_nl_neigh_set(fd, Int32(ifindex), ip.networkOrder, bytes), "RTM_NEWNEIGH", "\(ip)")
+    }
 }
 
 /// ethtool settings on a link in a namespace.

@@ -82,8 +82,15 @@ extension TransitHost {
                 try Ethtool.setTxChecksum(false, ifname: peerName, in: namespace)
             }
             try Attachment.attach(dataplane.programs[config.agentHook]!.agent, ifindex: hostIndex)
+            try enableForwarding(hostName)
+            // The host reaches the endpoint: a route to its address from the
+            // droplet's, unless another local endpoint (another VPC's, same
+            // address) holds it already; first made, first served.
+            let hostAccess = try netlink.addHostRoute(spec.ip, source: droplet.ip, ifindex: hostIndex)
+            if hostAccess { try netlink.setNeighbour(spec.ip, mac: spec.mac, ifindex: hostIndex) }
             try dataplane.upsertLocal(LocalEndpoint(vni: spec.vni, ip: spec.ip, mac: spec.mac, ifindex: hostIndex,
-                                                    subnet: spec.subnet, gateway: spec.gateway, gatewayMAC: hostLink.mac))
+                                                    subnet: spec.subnet, gateway: spec.gateway, gatewayMAC: hostLink.mac,
+                                                    hostAccess: hostAccess))
             try dataplane.invalidateCachedHost(spec.vni, spec.ip)
             var info = Mizar_Transit_V1_EndpointInterfaceInfo()
             info.spec = Self.message(spec)
@@ -91,6 +98,7 @@ extension TransitHost {
             info.hostIfindex = hostIndex
             info.gatewayMac = "\(hostLink.mac)"
             info.agentHook = config.agentHook.rawValue
+            info.hostAccess = hostAccess
             interfaces[key] = info
             try saveRecord(key)
             logger.info("endpoint interface created", metadata: [
@@ -216,6 +224,9 @@ extension TransitHost {
         interfaces[key] = nil
         unlinkRecord(key)
         logger.info("endpoint interface deleted", metadata: ["vpc.vni": "\(vni)", "endpoint.ip": "\(ip)"])
+        // Its route went with its link: another local endpoint with the
+        // address (another VPC's) gets it, the lowest VNI first.
+        if info.hostAccess { try handOverHostAccess(ip) }
         return true
     }
 

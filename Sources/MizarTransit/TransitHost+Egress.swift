@@ -16,16 +16,28 @@ extension TransitHost {
         try dataplane.sweepSNAT()
     }
 
-    /// Makes the droplet interface forward: the kernel's FIB lookup for a
-    /// program (bpf_fib_lookup, which the agent routes egress with) answers
-    /// only for an interface that does. Only this interface, only with a
-    /// SNAT range.
-    nonisolated func enableForwarding() throws {
+    /// Makes an endpoint's host-side veth forward: the kernel's FIB lookup
+    /// for a program (bpf_fib_lookup, which the agent routes egress with)
+    /// answers only for an arrival interface that does. Everything an
+    /// endpoint sends goes through its agent first, which hands the host's
+    /// stack only replies addressed to the host itself: nothing is routed by
+    /// the host from there. The droplet's interface never forwards.
+    nonisolated func enableForwarding(_ ifname: String) throws {
         guard config.dataplane.snatPorts != nil else { return }
-        let path = "/proc/sys/net/ipv4/conf/\(config.interface)/forwarding"
-        if (try readFile(path))?.hasPrefix("1") == true { return }
-        try writeInPlace(path, "1\n")
-        logger.info("forwarding on", metadata: ["droplet.interface": "\(config.interface)"])
+        try writeInPlace("/proc/sys/net/ipv4/conf/\(ifname)/forwarding", "1\n")
+    }
+
+    /// Gives the host's route to `ip` to a local endpoint that has that
+    /// address (in another VPC), after the one that held it went.
+    func handOverHostAccess(_ ip: IPv4Address) throws {
+        guard let (key, info) = interfaces.filter({ $0.key.ip == ip && !$0.value.hostAccess && $0.value.hostIfindex != 0 })
+                .min(by: { $0.key.vni.value < $1.key.vni.value }) else { return }
+        guard try netlink.addHostRoute(ip, source: droplet.ip, ifindex: info.hostIfindex) else { return }
+        try netlink.setNeighbour(ip, mac: try MACAddress(parsing: info.spec.mac), ifindex: info.hostIfindex)
+        try dataplane.setHostAccess(key.vni, ip, true)
+        interfaces[key]?.hostAccess = true
+        try saveRecord(key)
+        logger.info("host access handed over", metadata: ["vpc.vni": "\(key.vni)", "endpoint.ip": "\(ip)"])
     }
 
     /// Keeps the host's own sockets off the SNAT range: the range joins

@@ -99,7 +99,6 @@ public actor TransitHost {
         interfaces = try loadRecords()
         try readopt()
         try reserveSNATPorts()
-        try enableForwarding()
     }
 
     // MARK: - Droplet

@@ -124,8 +124,9 @@ struct Dump: AsyncParsableCommand {
             case .interfaces:
                 let l = try await client.listEndpointInterfaces(filter)
                 if json { return try printJSON(l) }
-                printTable(["vni", "ip", "mac", "subnet", "netns", "host-ifname", "ifindex", "agent"], l.interfaces.map {
-                    ["\($0.spec.vni)", $0.spec.ip, $0.spec.mac, $0.spec.subnet, $0.spec.netns, $0.hostIfname, "\($0.hostIfindex)", $0.agentHook]
+                printTable(["vni", "ip", "mac", "subnet", "netns", "host-ifname", "ifindex", "agent", "host-access"], l.interfaces.map {
+                    ["\($0.spec.vni)", $0.spec.ip, $0.spec.mac, $0.spec.subnet, $0.spec.netns, $0.hostIfname, "\($0.hostIfindex)", $0.agentHook,
+                     $0.hostAccess ? "yes" : "no"]
                 })
             case .hostcache:
                 let l = try await client.listHostCache(filter)

@@ -273,7 +273,13 @@ struct Describe: AsyncParsableCommand {
                       let vni = try await etcd.withStore({ try await $0.get(VpcSpec.self, e.spec.vpc)?.status?.vni }) {
                 // Derived from (VNI, IP), so never stored.
                 print("host interface: \(HostInterface.name(vni: vni, ip: ip)) on droplet \(droplet)")
+                try await describeWayOut(e, vni: vni, ip: ip, droplet: droplet)
             }
+        }
+        if case .vpc(let v) = o {
+            print(v.spec.egress == nil
+                  ? "egress: none (a packet to an address outside \(v.spec.cidr) is dropped as egress_disabled)"
+                  : "egress: SNAT (to an address outside \(v.spec.cidr), translated on the endpoint's own droplet to the droplet's address)")
         }
         print("events:")
         if events.isEmpty { print("  (none)") }
@@ -283,6 +289,40 @@ struct Describe: AsyncParsableCommand {
 }
 
 extension Describe {
+    /// An endpoint's ways beyond its VPC: egress through its droplet, and
+    /// whether its host reaches it (asked of the droplet's transitd).
+    func describeWayOut(_ e: Endpoint, vni: VNI, ip: IPv4Address, droplet: String) async throws {
+        let (vpc, d) = try await etcd.withStore { store in
+            (try await store.get(VpcSpec.self, e.spec.vpc), try await store.get(DropletSpec.self, droplet))
+        }
+        if vpc?.spec.egress != nil {
+            print("egress: SNAT to \(d.map { "\($0.spec.ip)" } ?? "droplet \(droplet)'s address") (VPC \(e.spec.vpc))")
+        } else {
+            print("egress: none (VPC \(e.spec.vpc) has none: outside \(vpc.map { "\($0.spec.cidr)" } ?? "the VPC") is dropped as egress_disabled)")
+        }
+        guard let d else { print("host access: unknown (no droplet \(droplet))"); return }
+        do {
+            var filter = Mizar_Transit_V1_ListRequest()
+            filter.vni = vni.value
+            let request = filter
+            let all = try await withTransitClient(try TransitTarget(parsing: d.spec.transitd), tls: try etcd.tls.files()) { c in
+                (try await c.listEndpointInterfaces(request).interfaces, try await c.listEndpointInterfaces(.init()).interfaces)
+            }
+            guard let mine = all.0.first(where: { $0.spec.ip == "\(ip)" }) else {
+                print("host access: unknown (droplet \(droplet) has no interface for it yet)")
+                return
+            }
+            if mine.hostAccess {
+                print("host access: yes (the host of droplet \(droplet) reaches \(ip); the endpoint answers only the host's own connections)")
+            } else {
+                let holder = all.1.first { $0.spec.ip == "\(ip)" && $0.hostAccess }
+                print("host access: no (\(holder.map { "the endpoint of VNI \($0.spec.vni) with the same address holds the host's route" } ?? "the host has no route to \(ip)"))")
+            }
+        } catch {
+            print("host access: unknown (\(droplet): \(error))")
+        }
+    }
+
     /// For an endpoint, the policies that select it and the directions they
     /// isolate; for a policy, the endpoints it selects.
     func describePolicies(_ o: AnyMizarObject) async throws {

@@ -15,8 +15,8 @@ import Testing
 /// The droplet interface of the test (a veth in the suite's own network
 /// namespace) gets H1's address and MAC, a server on its link with a
 /// permanent neighbour entry, and a route through a gateway whose MAC is
-/// not known: the programs' FIB lookups find those. It forwards, as transitd
-/// makes a droplet interface do.
+/// not known: the programs' FIB lookups find those. The endpoints' veths
+/// forward, as transitd makes them.
 enum EgressCases {
     static let server = HostAddress(ip: T.ip("192.168.50.99"), mac: T.mac("02:00:00:00:00:99"))
     /// Behind 192.168.50.254, whose MAC nobody resolved.
@@ -28,10 +28,18 @@ enum EgressCases {
 
     private static let underlay: Result<Void, any Error> = Result {
         let env = try TestEnvironment.get()
-        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE))
-        guard if_indextoname(env.ifs.droplet, &name) != nil else { throw SetupError(what: "no droplet interface") }
-        let dev = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        for argv in [
+        func name(_ ifindex: UInt32) throws -> String {
+            var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE))
+            guard if_indextoname(ifindex, &name) != nil else { throw SetupError(what: "no interface \(ifindex)") }
+            return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        let dev = try name(env.ifs.droplet)
+        let endpoints = try [env.ifs.a, env.ifs.b, env.ifs.c].map(name)
+        // The kernel's FIB lookup for a program answers only for an arrival
+        // interface that forwards (transitd turns it on for endpoint veths
+        // likewise).
+        let forwarding = endpoints.map { ["sysctl", "-q", "-w", "net.ipv4.conf.\($0).forwarding=1"] }
+        for argv in forwarding + [
             ["ip", "link", "set", "dev", dev, "address", "\(T.h1.mac)"],
             ["ip", "link", "set", "dev", dev, "up"],
             ["ip", "link", "set", "dev", dev + "p", "up"],
@@ -39,11 +47,55 @@ enum EgressCases {
             ["ip", "neigh", "replace", "\(server.ip)", "lladdr", "\(server.mac)", "dev", dev, "nud", "permanent"],
             ["ip", "route", "replace", "198.51.100.0/24", "via", "192.168.50.254", "dev", dev],
             ["ip", "route", "replace", "unreachable", "203.0.113.0/24"],
-            // The kernel's FIB lookup for a program answers only on an
-            // interface that forwards (transitd turns it on likewise).
-            ["sysctl", "-q", "-w", "net.ipv4.conf.\(dev).forwarding=1"],
         ] where runCommand(argv) != 0 {
             throw SetupError(what: "\(argv.joined(separator: " ")) failed")
+        }
+    }
+
+    /// The host's own sockets the host-access rows look for: a TCP
+    /// connection the host opened to a1:80 (SYN sent, from port 45001), a
+    /// UDP socket connected to a1:53 (port 45002), an unconnected UDP
+    /// socket (45003) and a listening TCP socket (45004), on H1's address.
+    /// Kept open for the life of the test process.
+    static let hostSockets: Result<[Int32], any Error> = Result {
+        try underlay.get()
+        let env = try TestEnvironment.get()
+        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE))
+        guard if_indextoname(env.ifs.a, &name) != nil else { throw SetupError(what: "no interface a") }
+        let a = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard runCommand(["ip", "route", "replace", "\(T.a1)/32", "dev", a, "src", "\(T.h1.ip)"]) == 0 else {
+            throw SetupError(what: "route to a1")
+        }
+        func socketAt(_ type: Int32, _ port: UInt16) throws -> Int32 {
+            let fd = socket(AF_INET, type | Int32(SOCK_NONBLOCK.rawValue), 0)
+            var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: port.bigEndian,
+                                   sin_addr: in_addr(s_addr: T.h1.ip.networkOrder), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+            let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard fd >= 0, r == 0 else { throw SetupError(what: "bind \(port): errno \(errno)") }
+            return fd
+        }
+        func connectTo(_ fd: Int32, _ port: UInt16) {
+            var to = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: port.bigEndian,
+                                 sin_addr: in_addr(s_addr: T.a1.networkOrder), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+            _ = withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
+        let tcp = try socketAt(Int32(SOCK_STREAM.rawValue), 45001)
+        var syns: Int32 = 127
+        setsockopt(tcp, Int32(IPPROTO_TCP), TCP_SYNCNT, &syns, socklen_t(MemoryLayout<Int32>.size))
+        connectTo(tcp, 80)
+        let udp = try socketAt(Int32(SOCK_DGRAM.rawValue), 45002)
+        connectTo(udp, 53)
+        let loose = try socketAt(Int32(SOCK_DGRAM.rawValue), 45003)
+        let listener = try socketAt(Int32(SOCK_STREAM.rawValue), 45004)
+        guard listen(listener, 4) == 0 else { throw SetupError(what: "listen") }
+        return [tcp, udp, loose, listener]
+    }
+
+    /// a1 holds the host's route to its address.
+    static func hostAccess(_ on: Bool = true) -> @Sendable (Dataplane) throws -> Void {
+        { (dp: Dataplane) throws in
+            _ = try hostSockets.get()
+            try dp.setHostAccess(T.vniA, T.a1, on)
         }
     }
 
@@ -232,6 +284,48 @@ enum EgressCases {
                        output: P.tunnel(from: T.h1, to: T.h3, vni: T.vniA, rts: T.h1, inner: tcp(T.a1mac, gw, T.a1, 33000, T.ip("10.0.7.7"), 80)),
                        counters: ["encap_to_divider"],
                        after: { (dp: Dataplane) throws in #expect(try table(dp).isEmpty) }),
+
+            // ---- host access (agent) ----
+            PacketCase(name: "host access: the reply to the host's TCP connection goes to the host", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: tcp(T.a1mac, gw, T.a1, 80, T.h1.ip, 45001, flags: 0x12),
+                       expect: .pass, counters: ["host_reply"]),
+            PacketCase(name: "host access: the same reply from the other VPC's endpoint with that address is refused", program: .agent, port: .c,
+                       prepare: hostAccess(),
+                       input: tcp(T.b1mac, gw, T.b1, 80, T.h1.ip, 45001, flags: 0x12),
+                       expect: .drop(MZ_DROP_HOST_DENIED), vni: T.vniB),
+            PacketCase(name: "host access: the reply, from an endpoint that does not hold the host's route, is refused", program: .agent, port: .a,
+                       prepare: hostAccess(false),
+                       input: tcp(T.a1mac, gw, T.a1, 80, T.h1.ip, 45001, flags: 0x12),
+                       expect: .drop(MZ_DROP_HOST_DENIED)),
+            PacketCase(name: "host access: an endpoint's connection to a port the host listens on is refused", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: tcp(T.a1mac, gw, T.a1, 33000, T.h1.ip, 45004),
+                       expect: .drop(MZ_DROP_HOST_DENIED)),
+            PacketCase(name: "host access: an endpoint's connection to a closed host port is refused", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: tcp(T.a1mac, gw, T.a1, 33000, T.h1.ip, 22),
+                       expect: .drop(MZ_DROP_HOST_DENIED)),
+            PacketCase(name: "host access: a UDP reply to the host's socket connected to the endpoint goes to the host", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: udp(T.a1mac, gw, T.a1, 53, T.h1.ip, 45002),
+                       expect: .pass, counters: ["host_reply"]),
+            PacketCase(name: "host access: UDP to a host socket not connected to the endpoint is refused", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: udp(T.a1mac, gw, T.a1, 53, T.h1.ip, 45003),
+                       expect: .drop(MZ_DROP_HOST_DENIED)),
+            PacketCase(name: "host access: a UDP reply from another port than the host's socket is connected to is refused", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: udp(T.a1mac, gw, T.a1, 54, T.h1.ip, 45002),
+                       expect: .drop(MZ_DROP_HOST_DENIED)),
+            PacketCase(name: "host access: an echo reply to the host's ping goes to the host", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: ping(T.a1mac, gw, T.a1, T.h1.ip, id: 9, request: false),
+                       expect: .pass, counters: ["host_reply"]),
+            PacketCase(name: "host access: an endpoint's ping to its host is refused", program: .agent, port: .a,
+                       prepare: hostAccess(),
+                       input: ping(T.a1mac, gw, T.a1, T.h1.ip, id: 9),
+                       expect: .drop(MZ_DROP_HOST_DENIED)),
 
             // ---- back (transit) ----
             PacketCase(name: "egress reply: TCP back to its endpoint, gateway's MAC as source", program: .transit, port: .droplet,

@@ -294,6 +294,18 @@ int main(void)
 		     "default via 10.99.1.1 dev mzx1 proto static"));
 	CHECK(strstr(sh("ip -n %s -4 route show 10.99.3.0/24", name_a),
 		     "10.99.3.0/24 dev mzx0 proto static scope link"));
+	/* A host route with its source, and a permanent neighbour. */
+	static const unsigned char nb_mac[6] = { 0x02, 0x99, 0, 0, 0, 0x07 };
+	EQ(mz_nl_host_route_add(nl_a, ip("10.99.7.7"), ip("10.99.2.1"), x0), 0);
+	EQ(mz_nl_host_route_add(nl_a, ip("10.99.7.7"), ip("10.99.2.1"), x0), -EEXIST);
+	CHECK(strstr(sh("ip -n %s -4 route show 10.99.7.7", name_a),
+		     "10.99.7.7 dev mzx0 proto static scope link src 10.99.2.1"));
+	EQ(mz_nl_neigh_set(nl_a, x0, ip("10.99.7.7"), nb_mac), 0);
+	EQ(mz_nl_neigh_set(nl_a, x0, ip("10.99.7.7"), nb_mac), 0);
+	CHECK(strstr(sh("ip -n %s neigh show 10.99.7.7", name_a), "lladdr 02:99:00:00:00:07 PERMANENT"));
+	EQ(mz_nl_host_route_del(nl_a, ip("10.99.7.7"), x0), 0);
+	EQ(mz_nl_host_route_del(nl_a, ip("10.99.7.7"), x0), -ESRCH);
+	CHECK(!strstr(sh("ip -n %s -4 route show 10.99.7.7", name_a), "10.99.7.7"));
 	EQ(mz_nl_link_get(nl_a, x0, &li), 0);
 	CHECK(li.flags & IFF_UP);
 	/* Direct, then through b's default route to an address only a has. */

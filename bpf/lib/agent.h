@@ -173,11 +173,11 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 	    (hdst | (0xffffffffU >> cfg->subnet_prefixlen)) == hdst)
 		return -MZ_DROP_BROADCAST; /* the subnet's broadcast address */
 
-	/* Out of the VPC: through SNAT when its egress is on. The VPC's entry
-	 * is read only for a destination outside the endpoint's subnet. Its
-	 * own host's address is never a way out. */
+	/* To its own host: only replies to the host's connections. Out of the
+	 * VPC: through SNAT when its egress is on; the VPC's entry is read only
+	 * for a destination outside the endpoint's subnet. */
 	if (dst == dr->self.ip)
-		return -MZ_DROP_HOST_DENIED;
+		return (cfg->flags & MZ_IFACE_F_HOST) ? host_reply(ctx, p) : -MZ_DROP_HOST_DENIED;
 	if (!in_subnet(cfg, dst)) {
 		struct mz_vpc_key vk = { .vni = p->vni };
 		const struct mz_vpc *vpc = bpf_map_lookup_elem(&mz_vpcs, &vk);

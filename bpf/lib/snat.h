@@ -105,12 +105,16 @@ struct mz_way_out {
 static __always_inline int snat_route(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr, __be32 dst,
 				      struct mz_way_out *w)
 {
+	/* As if the packet came in on the endpoint's veth with the droplet's
+	 * source: the kernel answers only for an arrival interface that
+	 * forwards, which transitd turns on for endpoint veths alone (never
+	 * for the droplet's interface: nothing from the underlay is routed). */
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
-	fib.ifindex = dr->ifindex;
+	fib.ifindex = ctx_ifindex(ctx);
 	fib.ipv4_src = dr->self.ip;
 	fib.ipv4_dst = dst;
-	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	p->target_ifindex = fib.ifindex;
 	p->into_endpoint = 0;
 	p->next_hop = fib.ipv4_dst;
@@ -268,6 +272,46 @@ MZ_SUBPROG int snat_in(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_dro
 	p->into_endpoint = 1;
 	count(MZ_CNT_SNAT_IN, p->len);
 	return MZ_V_REDIRECT;
+}
+
+/* An endpoint's packet to its host's address: handed to the host only as a
+ * reply to a connection the host opened (a probe), never as a connection of
+ * its own. The host's sockets say which: a TCP socket of the host with this
+ * very flow that is not listening (the host connected to the endpoint), a
+ * UDP socket of the host connected to this endpoint and port, or an ICMP
+ * echo reply. Only the endpoint whose address the host routes to may. */
+MZ_SUBPROG int host_reply(struct mz_ctx *ctx, struct mz_pkt *p)
+{
+	if (!p)
+		return -MZ_DROP_NO_DROPLET;
+	struct mz_l4 f;
+	if (flow_l4(ctx, MZ_ETH_LEN, &f) < 0)
+		return -MZ_DROP_HOST_DENIED;
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = p->inner_src;
+	t.ipv4.daddr = p->inner_dst;
+	t.ipv4.sport = f.sport;
+	t.ipv4.dport = f.dport;
+	int ok = 0;
+	if (f.proto == IPPROTO_ICMP) {
+		ok = f.icmp_type == ICMP_ECHO_REPLY;
+	} else if (f.proto == IPPROTO_TCP) {
+		struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -MZ_DROP_HOST_DENIED;
+		ok = sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_NEW_SYN_RECV;
+		bpf_sk_release(sk);
+	} else if (f.proto == IPPROTO_UDP) {
+		struct bpf_sock *sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -MZ_DROP_HOST_DENIED;
+		ok = sk->dst_ip4 == p->inner_src && sk->dst_port == f.sport;
+		bpf_sk_release(sk);
+	}
+	if (!ok)
+		return -MZ_DROP_HOST_DENIED;
+	count(MZ_CNT_HOST_REPLY, p->len);
+	return MZ_V_PASS;
 }
 
 #endif

@@ -216,6 +216,8 @@ struct mz_iface_key {
 	__u32 ifindex;
 };
 
+#define MZ_IFACE_F_HOST 0x01 /* the host's route to this address is this endpoint's */
+
 /* mz_ifaces: the agent's view of the endpoint behind a host-side veth. The
  * agent trusts only this, never the packet, for the sender's identity. */
 struct mz_iface {
@@ -223,7 +225,7 @@ struct mz_iface {
 	__be32 ip;
 	__u8 mac[6];
 	__u8 subnet_prefixlen;
-	__u8 flags;
+	__u8 flags; /* MZ_IFACE_F_* */
 	__be32 subnet_ip;
 	__be32 gateway_ip;
 	__u8 gateway_mac[6];
@@ -596,6 +598,7 @@ enum mz_counter_id {
 	MZ_CNT_SNAT_NEW,       /* a flow out of its VPC given a port on the droplet's address */
 	MZ_CNT_SNAT_OUT,       /* a packet out of its VPC translated to the droplet's address */
 	MZ_CNT_SNAT_IN,        /* a reply translated back and delivered to its endpoint */
+	MZ_CNT_HOST_REPLY,     /* an endpoint's reply to its host's own connection, handed to the host */
 	MZ_CNT__MAX,
 };
 
@@ -862,6 +865,7 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_SNAT_NEW: return "snat_new";
 	case MZ_CNT_SNAT_OUT: return "snat_out";
 	case MZ_CNT_SNAT_IN: return "snat_in";
+	case MZ_CNT_HOST_REPLY: return "host_reply";
 	default: return 0;
 	}
 }

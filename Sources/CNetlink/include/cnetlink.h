@@ -102,6 +102,14 @@ int mz_nl_addr_add(int nl, int ifindex, unsigned ip_be, int prefixlen);
  * otherwise via gw_be (ifindex may be 0 to let the kernel pick). dst_len 0 is
  * the default route. -EEXIST if the route exists. */
 int mz_nl_route_add(int nl, unsigned dst_be, int dst_len, unsigned gw_be, int ifindex);
+/* ip/32 out of ifindex, link scope, with src_be as the source the host
+ * uses towards it (`ip route add IP/32 dev IF src SRC`). -EEXIST if a route
+ * to IP/32 exists (on any link). */
+int mz_nl_host_route_add(int nl, unsigned dst_be, unsigned src_be, int ifindex);
+/* Removes the route to ip/32 out of ifindex; -ESRCH if there is none. */
+int mz_nl_host_route_del(int nl, unsigned dst_be, int ifindex);
+/* A permanent neighbour entry: ip_be is at mac on ifindex (replaced if there). */
+int mz_nl_neigh_set(int nl, int ifindex, unsigned ip_be, const unsigned char *mac);
 /* 1 when the link holds ip/prefixlen, 0 when not, or -errno. */
 int mz_nl_addr_has(int nl, int ifindex, unsigned ip_be, int prefixlen);
 /* The main table's IPv4 default route: 1 (gateway and output link set), 0

@@ -449,6 +449,11 @@ public nonisolated struct Mizar_Transit_V1_EndpointInterfaceInfo: Sendable {
 
   public var agentHook: String = String()
 
+  /// The host reaches this endpoint (its route to the address is this
+  /// interface's). False for a second local endpoint with the same address
+  /// in another VPC: the route belongs to the one made first.
+  public var hostAccess: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1783,7 +1788,7 @@ nonisolated extension Mizar_Transit_V1_EndpointInterfaceReply: SwiftProtobuf.Mes
 
 nonisolated extension Mizar_Transit_V1_EndpointInterfaceInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EndpointInterfaceInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}host_ifname\0\u{3}host_ifindex\0\u{3}gateway_mac\0\u{3}agent_hook\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}host_ifname\0\u{3}host_ifindex\0\u{3}gateway_mac\0\u{3}agent_hook\0\u{3}host_access\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1796,6 +1801,7 @@ nonisolated extension Mizar_Transit_V1_EndpointInterfaceInfo: SwiftProtobuf.Mess
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.hostIfindex) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.gatewayMac) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.agentHook) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.hostAccess) }()
       default: break
       }
     }
@@ -1821,6 +1827,9 @@ nonisolated extension Mizar_Transit_V1_EndpointInterfaceInfo: SwiftProtobuf.Mess
     if !self.agentHook.isEmpty {
       try visitor.visitSingularStringField(value: self.agentHook, fieldNumber: 5)
     }
+    if self.hostAccess != false {
+      try visitor.visitSingularBoolField(value: self.hostAccess, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1830,6 +1839,7 @@ nonisolated extension Mizar_Transit_V1_EndpointInterfaceInfo: SwiftProtobuf.Mess
     if lhs.hostIfindex != rhs.hostIfindex {return false}
     if lhs.gatewayMac != rhs.gatewayMac {return false}
     if lhs.agentHook != rhs.agentHook {return false}
+    if lhs.hostAccess != rhs.hostAccess {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
