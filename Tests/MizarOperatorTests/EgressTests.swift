@@ -140,7 +140,7 @@ extension OperatorTests {
         try await withTransitClient(.unix(host.socket)) { try await $0.listSNAT(.init()) }
     }
 
-    @Test("egress: two VPCs with the same addresses and ports reach an underlay server through SNAT, each gets only its own replies; unsolicited, private, disabled and exhausted are dropped by name; a TCP flow survives kill -9 of transitd")
+    @Test("egress: two VPCs with the same addresses and ports reach an underlay server through SNAT, each gets only its own replies; unsolicited, private, disabled and exhausted are dropped by name; a TCP flow survives kill -9 of transitd; a deleted endpoint's stale replies never reach the next tenant at its address")
     func egressSNAT() async throws {
         let plane = try Plane.shared.get()
         let bed = plane.bed
@@ -154,8 +154,11 @@ extension OperatorTests {
                 object("Subnet", "egblue-1", "vpc: egblue, cidr: 10.0.1.0/24"),
                 object("Vpc", "egshut", "cidr: 10.0.0.0/16"),
                 object("Subnet", "egshut-1", "vpc: egshut, cidr: 10.0.1.0/24"),
+                object("Vpc", "eggreen", "cidr: 10.0.0.0/16, egress: {mode: SNAT}"),
+                object("Subnet", "eggreen-1", "vpc: eggreen, cidr: 10.0.1.0/24"),
             ].joined(separator: "---\n"))
-            try await Self.cleanly(plane, store, vpcs: ["egred", "egblue", "egshut"], endpoints: ["xr1", "xb1", "xr2", "xb2", "xr3", "xs1"]) {
+            try await Self.cleanly(plane, store, vpcs: ["egred", "egblue", "egshut", "eggreen"],
+                                   endpoints: ["xr1", "xb1", "xr2", "xb2", "xr3", "xs1", "xg1"]) {
                 // The same address in each VPC: first on one droplet, then on two.
                 let endpoints: [(name: String, vpc: String, host: String, ip: String)] = [
                     ("xr1", "egred", "h1", "10.0.1.50"), ("xb1", "egblue", "h1", "10.0.1.50"),
@@ -286,6 +289,30 @@ extension OperatorTests {
                 #expect(try Sock.udpAsk(from: ns("xb2"), serverIP, 9001, "other-port")?.0.hasSuffix("|other-port") == true,
                         "another remote port had no room")
                 for fd in open { #expect(Sock.ask(fd, "still")?.hasSuffix("|still") == true, "an admitted flow broke") }
+
+                // 8. xr2 (red, 10.0.1.60 on h2) is deleted and another tenant's
+                // endpoint made at its address on that droplet: replies still
+                // on their way to xr2's translations are dropped, never
+                // delivered to the newcomer.
+                let stalePorts = [red2.tcpPeer, red2.udpPeer].compactMap { $0?.split(separator: ":").last.flatMap { UInt16($0) } }
+                #expect(stalePorts.count == 2, "xr2's translations: \(red2)")
+                _ = try await store.delete(EndpointSpec.self, "xr2")
+                #expect(try await eventually(10) { try await store.get(EndpointSpec.self, "xr2") == nil })
+                let xg1 = try bed.addEndpointNetns("xg1")
+                try await plane.apply(object("Endpoint", "xg1", "vpc: eggreen, subnet: eggreen-1, droplet: \(plane.droplet("h2")), netns: \(xg1), ip: 10.0.1.60"))
+                #expect(try await eventually(15) { try await store.get(EndpointSpec.self, "xg1")?.status?.common.phase == .provisioned })
+                let staleBefore = try await Self.drops(h2)["snat_no_mapping"] ?? 0
+                let newcomer = try Capture(netns: ns("xg1"))
+                for port in stalePorts {
+                    for i in 0..<5 { try Traffic.sendUDP(from: serverNetns, to: h2.ip, port: port, payload: Array("stale-\(i)".utf8)) }
+                }
+                #expect(try Sock.dial(from: serverNetns, h2.ip, stalePorts[0], timeout: 0.5) == nil, "a connection to xr2's old port was answered")
+                let green = try EgressSeen.talk(ns("xg1"), server: serverIP, token: "green-44d0")
+                if let fd = green.fd { close(fd) }
+                let newcomerFrames = newcomer.stop()
+                #expect(!Capture.contains(newcomerFrames, "stale-"), "a stale reply reached the new tenant at xr2's address")
+                #expect(green.tcpOK && green.udpOK && green.pingOK, "the new tenant's own egress: \(green)")
+                #expect(try await Self.drops(h2)["snat_no_mapping"] ?? 0 >= staleBefore + 10, "stale replies not dropped as snat_no_mapping")
             }
         }
     }
