@@ -46,7 +46,7 @@ func setUp(_ d: Dataplane) throws {
     try d.setDroplet(h1, ifindex: dropletIf)
     // The droplet table: tunnel packets from h2 and h3 are believed.
     try d.replaceDroplets([h1, h2, h3])
-    try d.upsertVPC(VPCEntry(vni: vni, dividers: [h3], isDivider: true))
+    try d.upsertVPC(VPCEntry(vni: vni, dividers: [h3], isDivider: true, cidr: try CIDR(parsing: "10.0.0.0/16"), egress: true))
     try d.upsertSubnet(SubnetEntry(vni: vni, cidr: s1, bouncers: [h2], isBouncer: true))
     try d.upsertSubnet(SubnetEntry(vni: vni, cidr: s2, bouncers: [h3]))
     for (addr, m, ifindex) in [(a1, a1mac, aIf), (a2, a2mac, bIf)] {
@@ -60,6 +60,30 @@ func setUp(_ d: Dataplane) throws {
 }
 try setUp(dp)
 try setUp(dpPolicy)
+
+// Egress: the droplet interface holds h1's address and MAC, and a server on
+// its link has a permanent neighbour entry; the endpoint's veth forwards
+// (the FIB lookup answers only for such an arrival interface), as transitd
+// sets them up.
+let server = HostAddress(ip: ip("192.168.50.99"), mac: mac("02:00:00:00:00:99"))
+do {
+    let prefix = "mzb\(getpid() % 100000)"
+    for argv in [
+        ["ip", "link", "set", "dev", "\(prefix)d", "address", "\(h1.mac)"],
+        ["ip", "link", "set", "dev", "\(prefix)dp", "up"],
+        ["ip", "addr", "replace", "\(h1.ip)/24", "dev", "\(prefix)d"],
+        ["ip", "neigh", "replace", "\(server.ip)", "lladdr", "\(server.mac)", "dev", "\(prefix)d", "nud", "permanent"],
+        ["sysctl", "-q", "-w", "net.ipv4.conf.\(prefix)a.forwarding=1"],
+    ] where runCommand(argv) != 0 {
+        fatalError("\(argv.joined(separator: " ")) failed")
+    }
+}
+/// The port a1's UDP flow to the server gets (the first it tries: the table is empty).
+let snatPort = Dataplane.snatFirstPort(vni: vni, endpoint: a1, remote: server.ip, endpointPort: 40000, remotePort: 7,
+                                       proto: 17, range: DataplaneSettings.defaultSNATPorts)
+func udpFrom(_ sm: MACAddress, _ dm: MACAddress, _ s: IPv4Address, _ sport: UInt16, _ d: IPv4Address, _ dport: UInt16) -> [UInt8] {
+    Packet.udpPacket(srcMAC: sm, dstMAC: dm, srcIP: s, dstIP: d, srcPort: sport, dstPort: dport, payload: [UInt8](repeating: 0x6d, count: 18))
+}
 
 func rts(_ h: HostAddress) -> GeneveOption {
     GeneveOption(optionClass: Dataplane.geneveOptionClass, type: Dataplane.rtsOptionType, data: h.ip.bytes + h.mac.bytes + [0, 0])
@@ -100,6 +124,11 @@ let paths = [
     Path(name: "encap_direct", program: \.agent, ifindex: aIf, packet: udp(a1mac, a3mac, a1, a3),
          before: { try $0.setCachedHost(CachedHost(vni: vni, ip: a3, host: h2)) }),
     Path(name: "same_host", program: \.agent, ifindex: aIf, packet: udp(a1mac, a2mac, a1, a2)),
+    // Egress through SNAT, an established flow: out (translated and routed
+    // by the agent), and its reply (translated back by the transit program).
+    Path(name: "snat_out", program: \.agent, ifindex: aIf, packet: udp(a1mac, gwMAC, a1, server.ip)),
+    Path(name: "snat_in", program: \.transit, ifindex: dropletIf,
+         packet: udpFrom(server.mac, h1.mac, server.ip, 7, h1.ip, snatPort)),
 ]
 
 // Encapsulation to a bouncer needs a bouncer that is not this host.
