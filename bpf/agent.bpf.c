@@ -3,6 +3,7 @@
  * veth. Delivers to endpoints on this host, answers ARP for the gateway and
  * for local endpoints, and encapsulates the rest towards the destination's
  * host (direct path), a bouncer (same subnet) or a divider (other subnet). */
+#define MZ_AGENT 1
 #include "lib/agent.h"
 
 SEC(MZ_SEC)

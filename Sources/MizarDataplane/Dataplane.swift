@@ -47,6 +47,9 @@ public final class Dataplane: @unchecked Sendable {
     let conntrack: BPFMap<mz_flow_key, mz_ct>
     let snatOut: BPFMap<mz_flow_key, mz_snat>
     let snatIn: BPFMap<mz_snat_in_key, mz_snat_back>
+    let published: BPFMap<mz_pub_key, mz_pub>
+    let publishedFlows: BPFMap<mz_pub_flow_key, mz_pub_flow>
+    let publishedBack: BPFMap<mz_pub_back_key, mz_pub_back>
 
     /// Bytes the agent prepends to an endpoint's frame (outer Ethernet,
     /// IPv4, UDP, Geneve and Mizar's options): an endpoint's MTU is the
@@ -69,6 +72,7 @@ public final class Dataplane: @unchecked Sendable {
         "mz_ifaces", "mz_hostcache", "mz_droplets", "mz_counters", "mz_drops", "mz_events",
         "mz_services", "mz_nat", "mz_nat_active", "mz_svc_clients", "mz_svc_stats",
         "mz_pol_eps", "mz_pol_sets", "mz_pol_blocks", "mz_ct", "mz_snat_out", "mz_snat_in",
+        "mz_published", "mz_pub_flows", "mz_pub_back",
     ]
 
     public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, settings: DataplaneSettings = DataplaneSettings(),
@@ -121,6 +125,9 @@ public final class Dataplane: @unchecked Sendable {
         conntrack = BPFMap(name: "mz_ct", fd: try fd("mz_ct"))
         snatOut = BPFMap(name: "mz_snat_out", fd: try fd("mz_snat_out"))
         snatIn = BPFMap(name: "mz_snat_in", fd: try fd("mz_snat_in"))
+        published = BPFMap(name: "mz_published", fd: try fd("mz_published"))
+        publishedFlows = BPFMap(name: "mz_pub_flows", fd: try fd("mz_pub_flows"))
+        publishedBack = BPFMap(name: "mz_pub_back", fd: try fd("mz_pub_back"))
     }
 
     private static func prepare(_ object: BPFObject, settings: DataplaneSettings, shared: [String: Int32],

@@ -116,6 +116,6 @@ extension Dataplane {
                                      remotePort: UInt16, proto: UInt8, range: ClosedRange<UInt16>) -> UInt16 {
         let n = UInt32(range.upperBound - range.lowerBound) + 1
         let ports = (UInt32(endpointPort) << 16 | UInt32(remotePort)) ^ UInt32(proto)
-        return range.lowerBound + UInt16(mz_snat_start(vni.value, endpoint.value, remote.value, ports, n))
+        return range.lowerBound + UInt16(mz_snat_hash(vni.value, endpoint.value, remote.value, ports) % n)
     }
 }

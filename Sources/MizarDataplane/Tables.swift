@@ -415,6 +415,9 @@ extension Dataplane {
         try conntrack.clear()
         try snatOut.clear()
         try snatIn.clear()
+        try published.clear()
+        try publishedFlows.clear()
+        try publishedBack.clear()
         for i in 0..<UInt32(MZ_CNT__MAX.rawValue) { try counters.zero(at: i) }
         for i in 0..<UInt32(MZ_DROP__MAX.rawValue) { try drops.zero(at: i) }
     }

@@ -21,6 +21,9 @@ import Testing
         @Test("egress through SNAT", arguments: EgressCases.all, Hook.allCases)
         func egress(_ c: PacketCase, _ hook: Hook) throws { try check(c, hook) }
 
+        @Test("published services", arguments: PublishedCases.all, Hook.allCases)
+        func published(_ c: PacketCase, _ hook: Hook) throws { try check(c, hook) }
+
         @Test func tablesAreLargeEnough() {
             #expect(TransitCases.all.count + AgentCases.all.count >= 40)
         }
@@ -36,7 +39,7 @@ import Testing
         /// Every other drop reason has at least one row.
         @Test func everyDropReasonHasARow() {
             var covered = Set<UInt32>()
-            for c in TransitCases.all + AgentCases.all + ServiceCases.all + PolicyCases.all + EgressCases.all {
+            for c in TransitCases.all + AgentCases.all + ServiceCases.all + PolicyCases.all + EgressCases.all + PublishedCases.all {
                 if case .drop(let reason) = c.expect { covered.insert(reason.rawValue) }
             }
             for (reason, name) in DropReason.all where !Packets.unreachableInTests.contains(reason) {

@@ -176,15 +176,25 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 	/* To its own host: only replies to the host's connections. Out of the
 	 * VPC: through SNAT when its egress is on; the VPC's entry is read only
 	 * for a destination outside the endpoint's subnet. */
-	if (dst == dr->self.ip)
+	struct mz_ep_key k = { .vni = p->vni, .ip = dst };
+	if (dst == dr->self.ip) {
+		/* A local backend's reply to a flow published on this droplet. */
+		int r = pub_out(ctx, p, dr);
+		if (r != -MZ_DROP_PUB_NO_FLOW)
+			return r;
 		return (cfg->flags & MZ_IFACE_F_HOST) ? host_reply(ctx, p) : -MZ_DROP_HOST_DENIED;
+	}
 	if (!in_subnet(cfg, dst)) {
 		struct mz_vpc_key vk = { .vni = p->vni };
 		const struct mz_vpc *vpc = bpf_map_lookup_elem(&mz_vpcs, &vk);
 		if (vpc && !in_vpc(vpc, dst)) {
-			if (!(vpc->flags & MZ_VPC_F_EGRESS))
-				return -MZ_DROP_EGRESS_DISABLED;
-			return snat_out(ctx, p, dr);
+			/* A droplet that sent a published flow to this endpoint is
+			 * in the host cache: its replies go back in the tunnel. */
+			if (!(mz_config.direct_path && bpf_map_lookup_elem(&mz_hostcache, &k))) {
+				if (!(vpc->flags & MZ_VPC_F_EGRESS))
+					return -MZ_DROP_EGRESS_DISABLED;
+				return snat_out(ctx, p, dr);
+			}
 		}
 	}
 
@@ -201,7 +211,6 @@ static __always_inline int agent(struct mz_ctx *ctx, struct mz_pkt *p, const str
 
 	/* A destination that is neither here nor learned may be a service VIP
 	 * whose flow this host was taught: then it goes to the backend. */
-	struct mz_ep_key k = { .vni = p->vni, .ip = dst };
 	const struct mz_local_ep *local = local_ep(p->vni, dst);
 	const struct mz_cached_host *c = 0;
 	int natted = 0;

@@ -200,6 +200,29 @@ struct {
 	__type(value, struct mz_snat_back);
 } mz_snat_in SEC(".maps");
 
+/* Published services: the host ports of this droplet, and their flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_PUBLISHED);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_pub_key);
+	__type(value, struct mz_pub);
+} mz_published SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_MAX_PUB_FLOWS);
+	__type(key, struct mz_pub_flow_key);
+	__type(value, struct mz_pub_flow);
+} mz_pub_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MZ_MAX_PUB_FLOWS);
+	__type(key, struct mz_pub_back_key);
+	__type(value, struct mz_pub_back);
+} mz_pub_back SEC(".maps");
+
 /* Load-time settings (struct mz_config), written by the loader. */
 const volatile struct mz_config mz_config SEC(".rodata.mzcfg") = {
 	.outer_ttl = 64,

@@ -348,6 +348,60 @@ static __always_inline int svc_flow(struct mz_ctx *ctx, const struct mz_outer *o
 	return 0;
 }
 
+/* A service's backend for a flow: its address, the target port of the
+ * service port `vip_port` (0 for ICMP echo) and its host, from the service's
+ * Maglev table (user space computes it; mz_maglev_slot picks the entry).
+ * The VIP's bouncers answer clients inside the VPC with it, a droplet a
+ * service is published on its clients outside. */
+struct mz_pick {
+	__be32 backend;
+	__be16 port;
+	__u16 reserved;
+	struct mz_host host;
+};
+
+static __always_inline int svc_pick(__u32 vni, __be32 client, __be32 vip, __be16 vip_port, const struct mz_l4 *f,
+				    struct mz_pick *out)
+{
+	struct mz_ep_key sk = { .vni = vni, .ip = vip };
+	const struct mz_service *svc = bpf_map_lookup_elem(&mz_services, &sk);
+	if (!svc)
+		return -MZ_DROP_SVC_NO_SERVICE;
+	out->port = 0;
+	if (f->proto != IPPROTO_ICMP) {
+		int found = 0;
+		__u32 n_ports = svc->hdr.n_ports;
+#pragma unroll
+		for (int i = 0; i < MZ_MAX_SVC_PORTS; i++) {
+			if (i >= n_ports)
+				break;
+			if (svc->hdr.ports[i].proto == f->proto && svc->hdr.ports[i].port == vip_port) {
+				out->port = svc->hdr.ports[i].target_port;
+				found = 1;
+				break;
+			}
+		}
+		if (!found)
+			return -MZ_DROP_SVC_PORT;
+	}
+	__u32 n = svc->hdr.n_backends;
+	if (n == 0 || n > MZ_MAX_BACKENDS)
+		return -MZ_DROP_SVC_NO_BACKEND;
+	__u32 slot = mz_maglev_slot(bpf_ntohl(client), bpf_ntohl(vip), bpf_ntohs(f->sport), bpf_ntohs(vip_port), f->proto);
+	barrier_var(slot); /* keep the check: the verifier cannot follow % */
+	if (slot >= MZ_MAGLEV_SIZE)
+		return -MZ_DROP_SVC_NO_BACKEND;
+	__u32 idx = svc->table[slot];
+	barrier_var(idx);
+	if (idx >= n || idx >= MZ_MAX_BACKENDS)
+		return -MZ_DROP_SVC_NO_BACKEND;
+	out->backend = svc->backends[idx].ip;
+	out->host = svc->backends[idx].host;
+	out->host.reserved = 0;
+	out->reserved = 0;
+	return 0;
+}
+
 /* Client host: the answer to a first packet. Remembers the flow both ways,
  * rewrites the packet to the backend and sends it there (or delivers it,
  * when the backend lives here). `inserted` says the option sits in the
@@ -455,40 +509,13 @@ MZ_SUBPROG int svc_answer(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_
 	if (ret < 0)
 		return ret;
 
-	struct mz_ep_key sk = { .vni = p->vni, .ip = vip };
-	const struct mz_service *svc = bpf_map_lookup_elem(&mz_services, &sk);
-	if (!svc)
-		return -MZ_DROP_SVC_NO_SERVICE;
-	__be16 bport = 0;
-	if (f.proto != IPPROTO_ICMP) {
-		int found = 0;
-		__u32 n_ports = svc->hdr.n_ports;
-#pragma unroll
-		for (int i = 0; i < MZ_MAX_SVC_PORTS; i++) {
-			if (i >= n_ports)
-				break;
-			if (svc->hdr.ports[i].proto == f.proto && svc->hdr.ports[i].port == f.dport) {
-				bport = svc->hdr.ports[i].target_port;
-				found = 1;
-				break;
-			}
-		}
-		if (!found)
-			return -MZ_DROP_SVC_PORT;
-	}
-	__u32 n = svc->hdr.n_backends;
-	if (n == 0 || n > MZ_MAX_BACKENDS)
-		return -MZ_DROP_SVC_NO_BACKEND;
-	__u32 slot = mz_maglev_slot(bpf_ntohl(client), bpf_ntohl(vip), bpf_ntohs(f.sport), bpf_ntohs(f.dport), f.proto);
-	barrier_var(slot); /* keep the check: the verifier cannot follow % */
-	if (slot >= MZ_MAGLEV_SIZE)
-		return -MZ_DROP_SVC_NO_BACKEND;
-	__u32 idx = svc->table[slot];
-	barrier_var(idx);
-	if (idx >= n || idx >= MZ_MAX_BACKENDS)
-		return -MZ_DROP_SVC_NO_BACKEND;
-	__be32 backend = svc->backends[idx].ip;
-	struct mz_host bhost = svc->backends[idx].host;
+	struct mz_pick pick;
+	ret = svc_pick(p->vni, client, vip, f.dport, &f, &pick);
+	if (ret < 0)
+		return ret;
+	__be32 backend = pick.backend;
+	__be16 bport = pick.port;
+	struct mz_host bhost = pick.host;
 
 	/* Remember who was taught, then count the flow for the backend. The
 	 * answer goes to the RTS host: only ever a droplet. */

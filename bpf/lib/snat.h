@@ -67,22 +67,23 @@ static __always_inline void snat_track(struct mz_snat_back *b, __u8 proto, __u8 
 	}
 }
 
-/* The port for a new flow: the first free one of MZ_SNAT_PROBES, from a
- * place the flow's hash picks. The mz_snat_in entry is written here, with
- * BPF_NOEXIST: a port another flow to this remote holds is never taken. */
-static __always_inline int snat_alloc(struct mz_snat_in_key *ik, const struct mz_snat_back *b, const struct mz_l4 *f)
+/* A port of the SNAT range for a new flow: the first of MZ_SNAT_PROBES,
+ * from `start`, whose entry in `map` (key with its port field at `port`)
+ * can be written with BPF_NOEXIST: a port another flow holds there is never
+ * taken. Shared by egress (mz_snat_in) and published flows (mz_pub_back);
+ * inlined, so the map is a constant to the verifier. */
+static __always_inline int port_alloc(void *map, void *key, __be16 *port, const void *value, __u32 start)
 {
 	__u32 first = mz_config.snat_first, last = mz_config.snat_last;
 	if (first == 0 || last < first)
 		return -MZ_DROP_EGRESS_DISABLED;
 	__u32 n = last - first + 1;
-	__u32 ports = ((__u32)bpf_ntohs(f->sport) << 16 | bpf_ntohs(f->dport)) ^ f->proto;
-	__u32 idx = mz_snat_start(b->vni, bpf_ntohl(b->ip), bpf_ntohl(ik->remote), ports, n);
+	__u32 idx = start % n;
 	for (int i = 0; i < MZ_SNAT_PROBES; i++) {
 		if (i >= n)
 			break;
-		ik->port = bpf_htons((__u16)(first + idx));
-		if (bpf_map_update_elem(&mz_snat_in, ik, b, BPF_NOEXIST) == 0)
+		*port = bpf_htons((__u16)(first + idx));
+		if (bpf_map_update_elem(map, key, value, BPF_NOEXIST) == 0)
 			return 0;
 		idx++;
 		if (idx >= n)
@@ -91,20 +92,33 @@ static __always_inline int snat_alloc(struct mz_snat_in_key *ik, const struct mz
 	return -MZ_DROP_SNAT_EXHAUSTED;
 }
 
+/* The port for a new flow out, from a place a hash of the flow (the VNI
+ * included) picks: unique per remote. */
+static __always_inline int snat_alloc(struct mz_snat_in_key *ik, const struct mz_snat_back *b, const struct mz_l4 *f)
+{
+	__u32 ports = ((__u32)bpf_ntohs(f->sport) << 16 | bpf_ntohs(f->dport)) ^ f->proto;
+	return port_alloc(&mz_snat_in, ik, &ik->port, b, mz_snat_hash(b->vni, bpf_ntohl(b->ip), bpf_ntohl(ik->remote), ports));
+}
+
 /* The translated packet's way out: its next hop on the underlay, as the
  * droplet's own routing table says (an output lookup from the droplet's
  * address), found before anything is translated. tc resolves a next hop
  * whose MAC is unknown with bpf_redirect_neigh; XDP cannot, and drops the
- * packet under a name. */
+ * packet under a name. A global function: the lookup's 64 bytes stay out
+ * of its caller's frame. */
 struct mz_way_out {
 	__u8 dmac[6];
 	__u8 smac[6];
 	__u8 resolved;
 };
 
-static __always_inline int snat_route(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr, __be32 dst,
-				      struct mz_way_out *w)
+MZ_SUBPROG int snat_route(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_droplet *dr, __be32 dst,
+			  struct mz_way_out *w)
 {
+	/* A global function (its frame is not snat_out's): pointer arguments
+	 * may be null as far as the verifier knows. */
+	if (!p || !dr || !w)
+		return -MZ_DROP_NO_DROPLET;
 	/* As if the packet came in on the endpoint's veth with the droplet's
 	 * source: the kernel answers only for an arrival interface that
 	 * forwards, which transitd turns on for endpoint veths alone (never

@@ -8,7 +8,7 @@
 #include "geneve.h"
 #include "arp.h"
 #include "policy.h"
-#include "snat.h"
+#include "publish.h"
 
 /* ARP inside the tunnel: a reply for a local endpoint is delivered; a
  * request is answered here, with the target's host in RTS for the requester
@@ -119,8 +119,19 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 {
 	struct mz_outer o = {};
 	int ret = geneve_parse(ctx, dr, &o, p);
-	if (ret == MZ_NOT_TUNNEL)
-		return snat_in(ctx, p, dr);
+	if (ret == MZ_NOT_TUNNEL) {
+#ifdef MZ_AGENT
+		/* The agent runs this logic only on the tunnel packets it made. */
+		return MZ_V_PASS;
+#else
+		ret = pub_in(ctx, p, dr);
+		if (ret == MZ_PUB_DELIVER) {
+			pub_admit(ctx, p, MZ_ETH_LEN);
+			return MZ_V_REDIRECT;
+		}
+		return ret == MZ_PUB_NOT_MINE ? snat_in(ctx, p, dr) : ret;
+#endif
+	}
 	if (ret < 0)
 		return ret;
 	if (o.revoke_off)
@@ -149,6 +160,12 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 	__be32 src = iip->saddr, dst = iip->daddr;
 	p->inner_src = src;
 	p->inner_dst = dst;
+	if (dst == dr->self.ip) {
+		/* A backend's reply to a flow published on this droplet. */
+		if (ctx_pop_head(ctx, o.len) < 0)
+			return -MZ_DROP_ADJUST_FAILED;
+		return pub_out(ctx, p, dr);
+	}
 	if (o.rw_off) {
 		ret = svc_answered(ctx, p, dr, &o, vpc);
 		if (ret == MZ_SVC_APPLY_HERE)
@@ -169,12 +186,18 @@ static __always_inline int transit(struct mz_ctx *ctx, struct mz_pkt *p, const s
 	const struct mz_local_ep *local = local_ep(p->vni, dst);
 	if (local) {
 		if (mz_config.policy) {
-			/* Never delivered unjudged. */
+			/* Never delivered unjudged, except the traffic of a droplet's
+			 * own address (a flow published on it): host traffic. */
 			int rev;
 			if (!ct_check(ctx, o.len + MZ_ETH_LEN, p->vni, local->revoked_ns, &rev)) {
-				ret = pol_reroute(ctx, p, dr, &o, rev);
-				return ret == MZ_POL_JUDGE_HERE ? transit_judge(ctx, p, dr, &o) : ret;
+				if (!(o.rts_droplet && src == o.rts.ip)) {
+					ret = pol_reroute(ctx, p, dr, &o, rev);
+					return ret == MZ_POL_JUDGE_HERE ? transit_judge(ctx, p, dr, &o) : ret;
+				}
+				pub_admit(ctx, p, o.len + MZ_ETH_LEN);
 			}
+		} else if (o.rts_droplet && src == o.rts.ip) {
+			pub_admit(ctx, p, o.len + MZ_ETH_LEN);
 		}
 		learn(p->vni, src, &o.rts, o.rts_droplet, dr, p->len);
 		ret = nat_active() ? svc_rnat(ctx, p, o.len + MZ_ETH_LEN) : 0;

@@ -111,6 +111,8 @@ enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_CT_DEFAULT (1 << 20)      /* conntrack entries a host keeps, unless the loader says */
 #define MZ_SNAT_DEFAULT (1 << 18)    /* SNAT flows a host keeps, unless the loader says */
 #define MZ_SNAT_PROBES 64            /* ports tried for a new SNAT flow before giving up */
+#define MZ_MAX_PUBLISHED 4096        /* host ports published on one droplet */
+#define MZ_MAX_PUB_FLOWS (1 << 16)   /* published flows one droplet carries */
 
 /* ---- map keys and values ------------------------------------------------ */
 
@@ -510,6 +512,65 @@ struct mz_snat_back {
 	__u64 seen_ns;
 };
 
+/* ---- published services ------------------------------------------------- */
+
+/* mz_published: a scaled endpoint published on this droplet's address at a
+ * host port. */
+struct mz_pub_key {
+	__u8 proto;
+	__u8 reserved;
+	__be16 port; /* the host port */
+};
+
+struct mz_pub {
+	__u32 vni;
+	__be32 vip;
+	__be16 vip_port; /* the service port the host port stands for */
+	__u16 reserved;
+};
+
+/* mz_pub_flows (LRU), on the publishing droplet: a client's flow to a host
+ * port -> its backend and its port on this droplet's address. */
+struct mz_pub_flow_key {
+	__be32 client;
+	__be16 client_port;
+	__be16 port; /* the host port */
+	__u8 proto;
+	__u8 reserved[3];
+};
+
+struct mz_pub_flow {
+	__u32 vni;
+	__be32 backend;
+	__be16 backend_port;
+	__be16 nat_port; /* the flow's port on this droplet's address */
+	struct mz_host host; /* the backend's host */
+	__u8 client_mac[6]; /* where the client's packets come from: replies go back there */
+	__u8 state;
+	__u8 flags;
+	__u64 seen_ns;
+};
+
+/* mz_pub_back (LRU): the same flow as the backend's replies show it. */
+struct mz_pub_back_key {
+	__u32 vni;
+	__be32 backend;
+	__be16 backend_port;
+	__be16 nat_port;
+	__u8 proto;
+	__u8 reserved[3];
+};
+
+struct mz_pub_back {
+	__be32 client;
+	__be16 client_port;
+	__be16 port; /* the host port */
+	__u8 client_mac[6];
+	__u8 state;
+	__u8 flags;
+	__u64 seen_ns;
+};
+
 #define MZ_TRACE_DROPS 0x01 /* an event for every drop */
 #define MZ_TRACE_ALL 0x02   /* an event for every packet */
 
@@ -599,6 +660,10 @@ enum mz_counter_id {
 	MZ_CNT_SNAT_OUT,       /* a packet out of its VPC translated to the droplet's address */
 	MZ_CNT_SNAT_IN,        /* a reply translated back and delivered to its endpoint */
 	MZ_CNT_HOST_REPLY,     /* an endpoint's reply to its host's own connection, handed to the host */
+	MZ_CNT_PUB_NEW,        /* a client's new flow to a published port given a backend */
+	MZ_CNT_PUB_IN,         /* a client's packet to a published port sent to its backend */
+	MZ_CNT_PUB_OUT,        /* a backend's reply sent back to the published flow's client */
+	MZ_CNT_PUB_ADMIT,      /* a backend's host: a published flow from its droplet admitted and delivered */
 	MZ_CNT__MAX,
 };
 
@@ -655,6 +720,9 @@ enum mz_drop_reason {
 	MZ_DROP_SNAT_NO_ROUTE,   /* out of the VPC: the droplet has no route to the address */
 	MZ_DROP_SNAT_NO_NEIGH,   /* XDP agent: the next hop's MAC is not resolved yet */
 	MZ_DROP_HOST_DENIED,     /* an endpoint to its own host's addresses, not allowed */
+	MZ_DROP_PUB_NO_BACKEND,  /* to a published port: no service entry, port or backend for it here */
+	MZ_DROP_PUB_NO_FLOW,     /* to this droplet's address in the tunnel, or from a local endpoint, matching no published flow */
+	MZ_DROP_PUB_PROTO,       /* to a published port: a fragment */
 	MZ_DROP__MAX,
 };
 
@@ -702,12 +770,12 @@ static inline __u32 mz_maglev_slot(__u32 client, __u32 vip, __u16 sport, __u16 d
 	return mz_mix32(h ^ 0x9e3779b9U) % MZ_MAGLEV_SIZE;
 }
 
-/* Where a new SNAT flow starts probing its range of n ports: host-order
- * addresses, ports_proto = (sport << 16 | dport) ^ protocol in host order
- * (ICMP echo: the identifier as sport, dport 0). */
-static inline __u32 mz_snat_start(__u32 vni, __u32 src, __u32 dst, __u32 ports_proto, __u32 n)
+/* Where a new SNAT flow starts probing a range of n ports: this hash % n.
+ * Host-order addresses; ports_proto = (sport << 16 | dport) ^ protocol in
+ * host order (ICMP echo: the identifier as sport, dport 0). */
+static inline __u32 mz_snat_hash(__u32 vni, __u32 src, __u32 dst, __u32 ports_proto)
 {
-	return mz_flow_hash(src ^ vni, dst, ports_proto) % n;
+	return mz_flow_hash(src ^ vni, dst, ports_proto);
 }
 
 static inline __u16 mz_flow_sport(__u32 hash)
@@ -754,6 +822,12 @@ _Static_assert(sizeof(struct mz_nat) == 24, "nat");
 _Static_assert(sizeof(struct mz_snat) == 16, "snat");
 _Static_assert(sizeof(struct mz_snat_in_key) == 12, "snat in key");
 _Static_assert(sizeof(struct mz_snat_back) == 32, "snat back");
+_Static_assert(sizeof(struct mz_pub_key) == 4, "published key");
+_Static_assert(sizeof(struct mz_pub) == 12, "published");
+_Static_assert(sizeof(struct mz_pub_flow_key) == 12, "published flow key");
+_Static_assert(sizeof(struct mz_pub_flow) == 40, "published flow");
+_Static_assert(sizeof(struct mz_pub_back_key) == 16, "published back key");
+_Static_assert(sizeof(struct mz_pub_back) == 24, "published back");
 _Static_assert(sizeof(struct mz_svc_client_key) == 12, "service client key");
 _Static_assert(sizeof(struct mz_svc_stat_key) == 12, "service stat key");
 _Static_assert(MZ_MAX_BACKENDS <= 65535, "table entries are u16");
@@ -821,6 +895,9 @@ static inline const char *mz_drop_name(__u32 reason)
 	case MZ_DROP_SNAT_NO_ROUTE: return "snat_no_route";
 	case MZ_DROP_SNAT_NO_NEIGH: return "snat_no_neighbour";
 	case MZ_DROP_HOST_DENIED: return "host_access_denied";
+	case MZ_DROP_PUB_NO_BACKEND: return "published_no_backend";
+	case MZ_DROP_PUB_NO_FLOW: return "published_no_flow";
+	case MZ_DROP_PUB_PROTO: return "published_protocol";
 	default: return 0;
 	}
 }
@@ -866,6 +943,10 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_SNAT_OUT: return "snat_out";
 	case MZ_CNT_SNAT_IN: return "snat_in";
 	case MZ_CNT_HOST_REPLY: return "host_reply";
+	case MZ_CNT_PUB_NEW: return "published_new";
+	case MZ_CNT_PUB_IN: return "published_in";
+	case MZ_CNT_PUB_OUT: return "published_out";
+	case MZ_CNT_PUB_ADMIT: return "published_admit";
 	default: return 0;
 	}
 }
