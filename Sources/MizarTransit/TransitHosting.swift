@@ -46,6 +46,9 @@ public protocol TransitHosting: Sendable {
     func policyState(vni: VNI?) async throws -> PolicyState
     func conntrack(vni: VNI?) async throws -> [ConntrackEntry]
     func snat(vni: VNI?) async throws -> SNATTable
+    func putPublished(_ p: PublishedService) async throws -> Bool
+    func deletePublished(_ vni: VNI, _ vip: IPv4Address) async throws -> Bool
+    func listPublished(vni: VNI?) async throws -> (services: [PublishedService], flows: [PublishedFlow])
 }
 
 /// A host's egress translations, with its address and SNAT range.

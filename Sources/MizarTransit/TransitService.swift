@@ -407,4 +407,61 @@ extension TransitService {
             return list
         }
     }
+
+    public func putPublished(request: Mizar_Transit_V1_Published, context: ServerContext) async throws -> Mizar_Transit_V1_PutReply {
+        try await call {
+            guard request.hasService else { throw ValidationError(field: "service", reason: "is missing; expected the service to publish") }
+            let (entry, _, _) = try Messages.service(request.service)
+            var ports: [PublishedPort] = []
+            for (i, p) in request.ports.enumerated() {
+                let proto = try ServicePort.Proto(parsing: p.protocol, field: "ports[\(i)].protocol")
+                guard let hostPort = UInt16(exactly: p.hostPort), let port = UInt16(exactly: p.port), port != 0 else {
+                    throw ValidationError(field: "ports[\(i)]", reason: "host_port \(p.hostPort) or port \(p.port) is not a port number")
+                }
+                ports.append(PublishedPort(proto: proto, port: hostPort, vni: entry.vni, vip: entry.vip, vipPort: port))
+            }
+            return .changed(try await host.putPublished(PublishedService(entry: entry, ports: ports)))
+        }
+    }
+
+    public func deletePublished(request: Mizar_Transit_V1_EndpointKey, context: ServerContext) async throws -> Mizar_Transit_V1_DeleteReply {
+        try await call {
+            .existed(try await host.deletePublished(try VNI(request.vni), try IPv4Address(parsing: request.ip, field: "ip")))
+        }
+    }
+
+    public func listPublished(request: Mizar_Transit_V1_ListRequest, context: ServerContext) async throws -> Mizar_Transit_V1_PublishedList {
+        try await call {
+            let now = Dataplane.nowNs
+            let (services, flows) = try await host.listPublished(vni: try filter(request))
+            var list = Mizar_Transit_V1_PublishedList()
+            list.published = services.map { s in
+                var m = Mizar_Transit_V1_Published()
+                m.service = Messages.service(s.entry, mac: .zero, subnet: nil)
+                m.ports = s.ports.map { p in
+                    var pm = Mizar_Transit_V1_PublishedPort()
+                    pm.protocol = p.proto.name
+                    pm.hostPort = UInt32(p.port)
+                    pm.port = UInt32(p.vipPort)
+                    return pm
+                }
+                return m
+            }
+            list.flows = flows.map { f in
+                var m = Mizar_Transit_V1_PublishedFlow()
+                m.client = "\(f.client)"
+                m.clientPort = UInt32(f.clientPort)
+                m.hostPort = UInt32(f.port)
+                m.protocol = Messages.protocolName(f.proto)
+                m.vni = f.vni.value
+                m.backend = "\(f.backend)"
+                m.backendPort = UInt32(f.backendPort)
+                m.backendHost = "\(f.backendHost)"
+                m.natPort = UInt32(f.natPort)
+                m.idleS = now > f.seenNs ? Double(now - f.seenNs) / 1e9 : 0
+                return m
+            }
+            return list
+        }
+    }
 }

@@ -88,9 +88,9 @@ struct Dump: AsyncParsableCommand {
             endpoints a bouncer admitted, with their state), snat (this host's endpoints' flows out of their VPC and the             ports of the droplet's address they were translated to).
             """)
 
-    enum Table: String, ExpressibleByArgument, CaseIterable { case droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack, snat }
+    enum Table: String, ExpressibleByArgument, CaseIterable { case droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack, snat, published }
 
-    @Argument(help: "droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack or snat.")
+    @Argument(help: "droplets, vpcs, subnets, endpoints, interfaces, hostcache, services, flows, policy, conntrack, snat or published.")
     var table: Table
     @Option(help: "Only this VNI.")
     var vni: UInt32 = 0
@@ -172,6 +172,17 @@ struct Dump: AsyncParsableCommand {
                 if json { return try printJSON(l) }
                 printTable(["vni", "flow (opener first)", "state", "admitted", "idle"], l.entries.map { c in
                     ["\(c.vni)", "\(c.src):\(c.srcPort) > \(c.dst):\(c.dstPort) \(c.protocol)", c.state, "\(Int(c.admittedS))s ago", "\(Int(c.idleS))s"]
+                })
+            case .published:
+                let l = try await client.listPublished(filter)
+                if json { return try printJSON(l) }
+                printTable(["vni", "vip", "host port", "service port", "backends"], l.published.flatMap { p in
+                    p.ports.map { ["\(p.service.vni)", p.service.ip, "\($0.protocol)/\($0.hostPort)", "\($0.port)", "\(p.service.backends.count)"] }
+                })
+                print("")
+                printTable(["vni", "client", "host port", "backend", "on host", "via port", "idle"], l.flows.map { f in
+                    ["\(f.vni)", "\(f.client):\(f.clientPort)", "\(f.protocol)/\(f.hostPort)", "\(f.backend):\(f.backendPort)",
+                     f.backendHost, "\(f.natPort)", "\(Int(f.idleS))s"]
                 })
             case .snat:
                 let l = try await client.listSNAT(filter)

@@ -103,6 +103,12 @@ final class FakeHost: TransitHosting {
     }
     func policyState(vni: VNI?) async throws -> PolicyState { try record("policyState"); return PolicyState(endpoints: [], sets: [], blocks: []) }
     func conntrack(vni: VNI?) async throws -> [ConntrackEntry] { try record("conntrack"); return [] }
+    func putPublished(_ p: PublishedService) async throws -> Bool { try record("putPublished"); return true }
+    func deletePublished(_ vni: VNI, _ vip: IPv4Address) async throws -> Bool { try record("deletePublished"); return false }
+    func listPublished(vni: VNI?) async throws -> (services: [PublishedService], flows: [PublishedFlow]) {
+        try record("listPublished")
+        return ([], [])
+    }
     func snat(vni: VNI?) async throws -> SNATTable {
         try record("snat")
         return SNATTable(address: IPv4Address(192, 0, 2, 1), ports: nil, entries: [])

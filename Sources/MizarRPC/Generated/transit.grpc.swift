@@ -407,6 +407,45 @@ public enum Mizar_Transit_V1_Transit: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PutPublished" metadata.
+        public enum PutPublished: Sendable {
+            /// Request type for "PutPublished".
+            public typealias Input = Mizar_Transit_V1_Published
+            /// Response type for "PutPublished".
+            public typealias Output = Mizar_Transit_V1_PutReply
+            /// Descriptor for "PutPublished".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "PutPublished",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeletePublished" metadata.
+        public enum DeletePublished: Sendable {
+            /// Request type for "DeletePublished".
+            public typealias Input = Mizar_Transit_V1_EndpointKey
+            /// Response type for "DeletePublished".
+            public typealias Output = Mizar_Transit_V1_DeleteReply
+            /// Descriptor for "DeletePublished".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "DeletePublished",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListPublished" metadata.
+        public enum ListPublished: Sendable {
+            /// Request type for "ListPublished".
+            public typealias Input = Mizar_Transit_V1_ListRequest
+            /// Response type for "ListPublished".
+            public typealias Output = Mizar_Transit_V1_PublishedList
+            /// Descriptor for "ListPublished".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "ListPublished",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "mizar.transit.v1.Transit" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetDroplet.descriptor,
@@ -437,7 +476,10 @@ public enum Mizar_Transit_V1_Transit: Sendable {
             PutPolicy.descriptor,
             ListPolicy.descriptor,
             ListConntrack.descriptor,
-            ListSNAT.descriptor
+            ListSNAT.descriptor,
+            PutPublished.descriptor,
+            DeletePublished.descriptor,
+            ListPublished.descriptor
         ]
     }
 }
@@ -935,6 +977,56 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_SNATList>
+
+        /// Handle the "PutPublished" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a droplet a scaled endpoint is published on: its service (as the
+        /// > VIP's bouncers hold it: ports, backends) and the host ports that stand
+        /// > for its ports. Replaces what was published for that VIP here; the flows
+        /// > of backends no longer there are forgotten. A host port another VIP
+        /// > holds here is refused.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_Published` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_PutReply` messages.
+        func putPublished(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_Published>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutReply>
+
+        /// Handle the "DeletePublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_DeleteReply` messages.
+        func deletePublished(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_EndpointKey>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_DeleteReply>
+
+        /// Handle the "ListPublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_PublishedList` messages.
+        func listPublished(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PublishedList>
     }
 
     /// Service protocol for the "mizar.transit.v1.Transit" service.
@@ -1416,6 +1508,56 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_SNATList>
+
+        /// Handle the "PutPublished" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a droplet a scaled endpoint is published on: its service (as the
+        /// > VIP's bouncers hold it: ports, backends) and the host ports that stand
+        /// > for its ports. Replaces what was published for that VIP here; the flows
+        /// > of backends no longer there are forgotten. A host port another VIP
+        /// > holds here is refused.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Published` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_PutReply` message.
+        func putPublished(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_Published>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutReply>
+
+        /// Handle the "DeletePublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_DeleteReply` message.
+        func deletePublished(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_EndpointKey>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_DeleteReply>
+
+        /// Handle the "ListPublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_PublishedList` message.
+        func listPublished(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PublishedList>
     }
 
     /// Simple service protocol for the "mizar.transit.v1.Transit" service.
@@ -1895,6 +2037,56 @@ extension Mizar_Transit_V1_Transit {
             request: Mizar_Transit_V1_ListRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Mizar_Transit_V1_SNATList
+
+        /// Handle the "PutPublished" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a droplet a scaled endpoint is published on: its service (as the
+        /// > VIP's bouncers hold it: ports, backends) and the host ports that stand
+        /// > for its ports. Replaces what was published for that VIP here; the flows
+        /// > of backends no longer there are forgotten. A host port another VIP
+        /// > holds here is refused.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_Published` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_PutReply` to respond with.
+        func putPublished(
+            request: Mizar_Transit_V1_Published,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_PutReply
+
+        /// Handle the "DeletePublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_EndpointKey` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_DeleteReply` to respond with.
+        func deletePublished(
+            request: Mizar_Transit_V1_EndpointKey,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_DeleteReply
+
+        /// Handle the "ListPublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_PublishedList` to respond with.
+        func listPublished(
+            request: Mizar_Transit_V1_ListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_PublishedList
     }
 }
 
@@ -2221,6 +2413,39 @@ extension Mizar_Transit_V1_Transit.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.PutPublished.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_Published>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PutReply>(),
+            handler: { request, context in
+                try await self.putPublished(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.DeletePublished.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_EndpointKey>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_DeleteReply>(),
+            handler: { request, context in
+                try await self.deletePublished(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.ListPublished.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PublishedList>(),
+            handler: { request, context in
+                try await self.listPublished(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2540,6 +2765,39 @@ extension Mizar_Transit_V1_Transit.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_SNATList> {
         let response = try await self.listSNAT(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func putPublished(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_Published>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PutReply> {
+        let response = try await self.putPublished(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deletePublished(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_EndpointKey>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_DeleteReply> {
+        let response = try await self.deletePublished(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listPublished(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PublishedList> {
+        let response = try await self.listPublished(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2920,6 +3178,45 @@ extension Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_SNATList> {
         return GRPCCore.ServerResponse<Mizar_Transit_V1_SNATList>(
             message: try await self.listSNAT(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putPublished(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_Published>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PutReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_PutReply>(
+            message: try await self.putPublished(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deletePublished(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_EndpointKey>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_DeleteReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_DeleteReply>(
+            message: try await self.deletePublished(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listPublished(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PublishedList> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_PublishedList>(
+            message: try await self.listPublished(
                 request: request.message,
                 context: context
             ),
@@ -3552,6 +3849,71 @@ extension Mizar_Transit_V1_Transit {
             deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_SNATList>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_SNATList>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutPublished" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a droplet a scaled endpoint is published on: its service (as the
+        /// > VIP's bouncers hold it: ports, backends) and the host ports that stand
+        /// > for its ports. Replaces what was published for that VIP here; the flows
+        /// > of backends no longer there are forgotten. A host port another VIP
+        /// > holds here is refused.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Published` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_Published` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putPublished<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_Published>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_Published>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeletePublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_DeleteReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deletePublished<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_EndpointKey>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_DeleteReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListPublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PublishedList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listPublished<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PublishedList>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PublishedList>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4506,6 +4868,104 @@ extension Mizar_Transit_V1_Transit {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PutPublished" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > On a droplet a scaled endpoint is published on: its service (as the
+        /// > VIP's bouncers hold it: ports, backends) and the host ports that stand
+        /// > for its ports. Replaces what was published for that VIP here; the flows
+        /// > of backends no longer there are forgotten. A host port another VIP
+        /// > holds here is refused.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_Published` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_Published` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PutReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putPublished<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_Published>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_Published>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PutReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.PutPublished.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeletePublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_EndpointKey` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_DeleteReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deletePublished<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_EndpointKey>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_DeleteReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.DeletePublished.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListPublished" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ListRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_PublishedList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listPublished<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PublishedList>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PublishedList>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.ListPublished.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5298,6 +5758,89 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_SNATList>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutPublished" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On a droplet a scaled endpoint is published on: its service (as the
+    /// > VIP's bouncers hold it: ports, backends) and the host ports that stand
+    /// > for its ports. Replaces what was published for that VIP here; the flows
+    /// > of backends no longer there are forgotten. A host port another VIP
+    /// > holds here is refused.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_Published` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putPublished<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_Published>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putPublished(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_Published>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PutReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeletePublished" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_EndpointKey` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deletePublished<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deletePublished(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_EndpointKey>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_DeleteReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPublished" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPublished<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PublishedList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listPublished(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PublishedList>(),
             options: options,
             onResponse: handleResponse
         )
@@ -6208,6 +6751,101 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             metadata: metadata
         )
         return try await self.listSNAT(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutPublished" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > On a droplet a scaled endpoint is published on: its service (as the
+    /// > VIP's bouncers hold it: ports, backends) and the host ports that stand
+    /// > for its ports. Replaces what was published for that VIP here; the flows
+    /// > of backends no longer there are forgotten. A host port another VIP
+    /// > holds here is refused.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putPublished<Result>(
+        _ message: Mizar_Transit_V1_Published,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PutReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_Published>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putPublished(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeletePublished" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deletePublished<Result>(
+        _ message: Mizar_Transit_V1_EndpointKey,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_DeleteReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_EndpointKey>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deletePublished(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPublished" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPublished<Result>(
+        _ message: Mizar_Transit_V1_ListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PublishedList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listPublished(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1058,6 +1058,92 @@ public nonisolated struct Mizar_Transit_V1_SNATList: Sendable {
   public init() {}
 }
 
+public nonisolated struct Mizar_Transit_V1_PublishedPort: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "TCP" or "UDP"
+  public var `protocol`: String = String()
+
+  public var hostPort: UInt32 = 0
+
+  /// The service's port the host port stands for.
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_Published: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: Mizar_Transit_V1_Service {
+    get {_service ?? Mizar_Transit_V1_Service()}
+    set {_service = newValue}
+  }
+  /// Returns true if `service` has been explicitly set.
+  public var hasService: Bool {self._service != nil}
+  /// Clears the value of `service`. Subsequent reads from it will return its default value.
+  public mutating func clearService() {self._service = nil}
+
+  public var ports: [Mizar_Transit_V1_PublishedPort] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _service: Mizar_Transit_V1_Service? = nil
+}
+
+public nonisolated struct Mizar_Transit_V1_PublishedFlow: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var client: String = String()
+
+  public var clientPort: UInt32 = 0
+
+  public var hostPort: UInt32 = 0
+
+  public var `protocol`: String = String()
+
+  public var vni: UInt32 = 0
+
+  public var backend: String = String()
+
+  public var backendPort: UInt32 = 0
+
+  public var backendHost: String = String()
+
+  /// The flow's port on this droplet's address.
+  public var natPort: UInt32 = 0
+
+  public var idleS: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_PublishedList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var published: [Mizar_Transit_V1_Published] = []
+
+  public var flows: [Mizar_Transit_V1_PublishedFlow] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "mizar.transit.v1"
@@ -3143,6 +3229,195 @@ nonisolated extension Mizar_Transit_V1_SNATList: SwiftProtobuf.Message, SwiftPro
     if lhs.address != rhs.address {return false}
     if lhs.ports != rhs.ports {return false}
     if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PublishedPort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PublishedPort"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{3}host_port\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.hostPort) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 1)
+    }
+    if self.hostPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hostPort, fieldNumber: 2)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PublishedPort, rhs: Mizar_Transit_V1_PublishedPort) -> Bool {
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.hostPort != rhs.hostPort {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_Published: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Published"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}ports\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._service) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.ports) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._service {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.ports.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.ports, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_Published, rhs: Mizar_Transit_V1_Published) -> Bool {
+    if lhs._service != rhs._service {return false}
+    if lhs.ports != rhs.ports {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PublishedFlow: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PublishedFlow"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}client\0\u{3}client_port\0\u{3}host_port\0\u{1}protocol\0\u{1}vni\0\u{1}backend\0\u{3}backend_port\0\u{3}backend_host\0\u{3}nat_port\0\u{3}idle_s\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.client) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.clientPort) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.hostPort) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.backend) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.backendPort) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.backendHost) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.natPort) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.idleS) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.client.isEmpty {
+      try visitor.visitSingularStringField(value: self.client, fieldNumber: 1)
+    }
+    if self.clientPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.clientPort, fieldNumber: 2)
+    }
+    if self.hostPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hostPort, fieldNumber: 3)
+    }
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 4)
+    }
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 5)
+    }
+    if !self.backend.isEmpty {
+      try visitor.visitSingularStringField(value: self.backend, fieldNumber: 6)
+    }
+    if self.backendPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.backendPort, fieldNumber: 7)
+    }
+    if !self.backendHost.isEmpty {
+      try visitor.visitSingularStringField(value: self.backendHost, fieldNumber: 8)
+    }
+    if self.natPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.natPort, fieldNumber: 9)
+    }
+    if self.idleS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.idleS, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PublishedFlow, rhs: Mizar_Transit_V1_PublishedFlow) -> Bool {
+    if lhs.client != rhs.client {return false}
+    if lhs.clientPort != rhs.clientPort {return false}
+    if lhs.hostPort != rhs.hostPort {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.vni != rhs.vni {return false}
+    if lhs.backend != rhs.backend {return false}
+    if lhs.backendPort != rhs.backendPort {return false}
+    if lhs.backendHost != rhs.backendHost {return false}
+    if lhs.natPort != rhs.natPort {return false}
+    if lhs.idleS != rhs.idleS {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_PublishedList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PublishedList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}published\0\u{1}flows\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.published) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.flows) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.published.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.published, fieldNumber: 1)
+    }
+    if !self.flows.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.flows, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_PublishedList, rhs: Mizar_Transit_V1_PublishedList) -> Bool {
+    if lhs.published != rhs.published {return false}
+    if lhs.flows != rhs.flows {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
