@@ -293,7 +293,9 @@ public struct Testbed: Sendable {
 
     /// A machine on the underlay that is not a droplet (an attacker's, in
     /// tests): a namespace with a port on the underlay bridge and `ip` (in
-    /// the underlay's /24). It goes with the testbed.
+    /// the underlay's /24). It goes with the testbed. Blocks until its link
+    /// is up (about a second): call it off the concurrency pool
+    /// (`onOwnThread`).
     public func addStranger(_ stranger: String, ip: IPv4Address, mac: MACAddress) throws -> String {
         guard Self.isValidName(stranger, max: 8) else { throw TestbedError("stranger \"\(stranger)\": expected 1 to 8 letters or digits") }
         let path = "\(Self.netnsDirectory)/\(name)-x-\(stranger)"
@@ -311,7 +313,15 @@ public struct Testbed: Sendable {
         try inside.disableIPv6(eth0)
         try inside.addAddress(eth0, ip, prefixLength: 24)
         try inside.setLink(eth0, up: true)
-        return path
+        // A link set up starts to transmit only once the kernel's link
+        // watch has seen its carrier (up to a second later): until then its
+        // frames are dropped. Wait for both ends to be operationally up.
+        let ends = [("\(name)-x-\(stranger)", "eth0"), ("\(name)-u", port)]
+        for _ in 0..<150 {
+            if ends.allSatisfy({ runCapturing(["ip", "-n", $0.0, "-o", "link", "show", $0.1]).output.contains("state UP") }) { return path }
+            usleep(20_000)
+        }
+        throw TestbedError("stranger \(stranger): its link did not come up within 3 s")
     }
 
     /// Creates an endpoint's namespace (transitd then puts its interface in).

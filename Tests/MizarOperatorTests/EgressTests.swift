@@ -184,7 +184,9 @@ extension OperatorTests {
 
                 // The server on the underlay: a namespace of the test's own.
                 let serverIP = IPv4Address(172, 30, bed.underlayNet, 200)
-                let serverNetns = try bed.addStranger("egsrv", ip: serverIP, mac: try MACAddress(parsing: "02:4d:00:00:00:c8"))
+                let serverMAC = try MACAddress(parsing: "02:4d:00:00:00:c8")
+                // (It waits for its link: on a thread of its own, not the test pool's.)
+                let serverNetns = try await onOwnThread { try bed.addStranger("egsrv", ip: serverIP, mac: serverMAC) }
                 defer { _ = try? NetworkNamespace.delete(path: serverNetns) }
                 let server = try IdentityServer(name: "srv", netns: serverNetns, tcpPort: 9000, udpPort: 9001, showPeer: true)
                 defer { server.stop() }

@@ -120,7 +120,7 @@ struct ClusterTests {
         let h1 = c.host(1)
         // The attacker: a port on the underlay, an address in its /24, no droplet.
         let attacker = HostAddress(ip: IPv4Address(172, 30, c.bed.underlayNet, 66), mac: "02:4d:00:00:00:66")
-        let ns = try c.bed.addStranger("atk", ip: attacker.ip, mac: attacker.mac)
+        let ns = try await onOwnThread { try c.bed.addStranger("atk", ip: attacker.ip, mac: attacker.mac) }
         let a1mac = try MACAddress(parsing: w.a1.mac), a2mac = try MACAddress(parsing: w.a2.mac)
         // Real traffic first, so that h1 has learned where a2 lives.
         #expect(Traffic.ping(from: w.a2.netns, w.a1.ip, count: 2, interval: 0.1).received == 2)

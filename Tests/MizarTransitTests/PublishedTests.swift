@@ -95,8 +95,9 @@ extension ClusterTests {
         defer { Task { _ = try? await c.client(2) { try await $0.deletePublished(.with { $0.vni = Cluster.vniA; $0.ip = "\(vip)" }) } } }
         let servers = try backends.map { try NamedServer($0.name, netns: $0.netns, port: 8080) }
         defer { for s in servers { s.stop() } }
-        let outside = try c.bed.addStranger("pubc", ip: IPv4Address(172, 30, c.bed.underlayNet, 210),
-                                           mac: try MACAddress(parsing: "02:4d:00:00:00:d2"))
+        let clientMAC = try MACAddress(parsing: "02:4d:00:00:00:d2")
+        // (It waits for its link: on a thread of its own, not the test pool's.)
+        let outside = try await onOwnThread { try c.bed.addStranger("pubc", ip: IPv4Address(172, 30, c.bed.underlayNet, 210), mac: clientMAC) }
         defer { _ = try? NetworkNamespace.delete(path: outside) }
         let h2 = c.host(2).ip
         // The new namespace's link is up on the underlay (the host answers).
