@@ -231,8 +231,9 @@ extension EtcdServer {
     /// One etcd for the whole test process, started on first use and
     /// stopped (its data removed) when the process exits. It serves mutual
     /// TLS with access control on: connect with `adminTLS` (root) or
-    /// `operatorTLS`.
-    public static func shared() throws(TestbedError) -> EtcdServer { try processShared.get() }
+    /// `operatorTLS`. Started on a thread of its own: the tests that wait
+    /// for it do not hold the concurrency pool meanwhile.
+    public static func shared() async throws -> EtcdServer { try await onOwnThread { try processShared.get() } }
 }
 
 /// A cluster of etcd members on this machine, each a real etcd process

@@ -3,8 +3,9 @@ import CMizarABI
 import Testing
 
 /// Every test that touches the loaded data plane lives under this suite:
-/// they share one set of maps, so they run one at a time.
-@Suite(.serialized) struct DataplaneTests {
+/// they share one set of maps, so they run one at a time, off the
+/// concurrency pool (see OffPool).
+@Suite(.serialized, .offPool) struct DataplaneTests {
     @Suite struct Packets {
         @Test("transit program", arguments: TransitCases.all, Hook.allCases)
         func transit(_ c: PacketCase, _ hook: Hook) throws { try check(c, hook) }

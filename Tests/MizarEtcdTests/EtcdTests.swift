@@ -7,7 +7,7 @@ import Testing
 /// The process's real etcd on loopback.
 enum Server {
     static func with<R: Sendable>(_ body: (Etcd) async throws -> R) async throws -> R {
-        try await withEtcd(host: "127.0.0.1", port: try EtcdServer.shared().clientPort, tls: try EtcdServer.shared().adminTLS, body)
+        try await withEtcd(host: "127.0.0.1", port: try await EtcdServer.shared().clientPort, tls: try await EtcdServer.shared().adminTLS, body)
     }
 }
 

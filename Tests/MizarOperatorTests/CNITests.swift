@@ -63,7 +63,7 @@ func percentile(_ values: [Double], _ p: Double) -> Double {
 extension OperatorTests {
     @Test("mizar-cni driven as a runtime drives it: ADD, CHECK, DEL and VERSION, every error path, repeated DEL")
     func cniPlugin() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, _ in
             #expect(try await plane.dropletsReady(store))
             func apply(_ yaml: String) async throws { try await plane.apply(yaml) }

@@ -142,7 +142,7 @@ extension OperatorTests {
 
     @Test("egress: two VPCs with the same addresses and ports reach an underlay server through SNAT, each gets only its own replies; unsolicited, private, disabled and exhausted are dropped by name; a TCP flow survives kill -9 of transitd; a deleted endpoint's stale replies never reach the next tenant at its address")
     func egressSNAT() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         let bed = plane.bed
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
@@ -323,7 +323,7 @@ extension OperatorTests {
 extension OperatorTests {
     @Test("host access: the host's TCP, HTTP and ping probes reach each local endpoint; endpoints cannot open connections to their host; of two local endpoints with one address the first made is reached, the other after it goes")
     func hostAccess() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         let bed = plane.bed
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))

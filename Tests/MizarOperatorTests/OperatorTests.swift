@@ -10,6 +10,7 @@ import MizarSystem
 import MizarTestbed
 import MizarTransit
 import MizarTransitClient
+import Synchronization
 import Testing
 
 /// A 3-host simulated cluster whose transitds register in a real etcd, and
@@ -20,17 +21,22 @@ final class Plane: Sendable {
     let root: String
     let options: Testbed.Options
 
-    static let shared: Result<Plane, TestbedError> = {
-        do {
+    /// Brought up once, on a thread of its own (it takes seconds of
+    /// blocking work: the tests waiting for it do not hold the
+    /// concurrency pool meanwhile), taken down at exit.
+    private static let made = Task {
+        try await onOwnThread {
             let p = try Plane(name: "mzo\(getpid() % 100000)", hosts: 3, underlayNet: 0)
             if getenv("MIZAR_KEEP_TESTBED") == nil {
-                atexit { if case .success(let p) = Plane.shared { p.down() } }
+                madePlane.withLock { $0 = p }
+                atexit { madePlane.withLock { $0 }?.down() }
             }
-            return .success(p)
-        } catch let e as TestbedError { return .failure(e) } catch {
-            return .failure(TestbedError("\(error)"))
+            return p
         }
-    }()
+    }
+    private static let madePlane = Mutex<Plane?>(nil)
+
+    static func get() async throws -> Plane { try await made.value }
 
     /// etcd as it runs in production: three members.
     static let etcdMembers = 3
@@ -142,7 +148,7 @@ func vpcTable(_ socket: String, vni: UInt32) async throws -> Mizar_Transit_V1_VP
 struct OperatorTests {
     @Test("declared objects become reachable endpoints across hosts, tenants stay apart, and deleting them leaves nothing")
     func endToEnd() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             // Droplets register themselves and become Ready.
             let ready = try await eventually {
@@ -271,7 +277,7 @@ struct OperatorTests {
     /// moment of creating or deleting endpoints, then started again.
     @Test("operator killed with -9 at random points and restarted: nothing lost, stuck or duplicated (20 trials)")
     func resumesAfterKill() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         let log = "/tmp/mizar-operator-\(getpid()).log"
         func start() throws -> pid_t {
             // The same replica each time: the ring does not change.
@@ -352,7 +358,7 @@ struct OperatorTests {
 
     @Test("etcd's leader killed with -9 while 50 endpoints are provisioned: all Provisioned, no address claimed twice, nothing lost")
     func etcdLeaderKilled() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, _ in
             try await store.create(Vpc(name: "lk", spec: VpcSpec(cidr: "10.60.0.0/16")))
             try await store.create(Subnet(name: "lk-1", spec: SubnetSpec(vpc: "lk", cidr: "10.60.1.0/24")))
@@ -418,7 +424,7 @@ struct OperatorTests {
 
     @Test("scaling a subnet's bouncers and a VPC's dividers up and down updates every host's tables and the bouncers' endpoint tables")
     func scaleBouncers() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             try await store.create(Vpc(name: "s", spec: VpcSpec(cidr: "10.9.0.0/16")))
@@ -467,7 +473,7 @@ struct OperatorTests {
 
     @Test("a droplet whose transitd dies goes NotReady, its bouncer and divider move to live droplets, and it returns Ready")
     func dropletFailure() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             try await store.create(Vpc(name: "f", spec: VpcSpec(cidr: "10.10.0.0/16")))
@@ -514,7 +520,7 @@ struct OperatorTests {
 
     @Test("provisioning an endpoint calls its droplet and its subnet's bouncers, nothing else: the same at 3 and at 30 hosts")
     func callsPerEndpoint() async throws {
-        let small = try Plane.shared.get()
+        let small = try await Plane.get()
         let big = try Plane(name: "mzb\(getpid() % 10000)", hosts: 30, underlayNet: 1)
         defer { big.down() }
         var perHosts: [Int: [Int]] = [:]
@@ -554,7 +560,7 @@ struct OperatorTests {
 
     @Test("two operator replicas split the VPCs on the ring; when one is killed the other takes its VPCs over")
     func replicas() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         let logs = ["op-a", "op-b"].map { "/tmp/mizar-\($0)-\(getpid()).log" }
         defer { logs.forEach { unlink($0) } }
         var pids: [String: pid_t] = [:]

@@ -19,7 +19,7 @@ import Testing
 extension OperatorTests {
     @Test("a spec its transitd refuses ends Failed with reason code RefusedByHost after one call; its bouncers forget it")
     func refusedSpecFails() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             try await store.create(Vpc(name: "rf", spec: VpcSpec(cidr: "10.13.0.0/16")))
@@ -95,7 +95,7 @@ struct ReasonCodeTests {
 struct InformerTests {
     @Test("a write recorded after the watch has passed the object's delete does not bring it back; one ahead of the watch is kept")
     func noGhost() async throws {
-        try await withEtcd(host: "127.0.0.1", port: try EtcdServer.shared().clientPort, tls: try EtcdServer.shared().adminTLS) { etcd in
+        try await withEtcd(host: "127.0.0.1", port: try await EtcdServer.shared().clientPort, tls: try await EtcdServer.shared().adminTLS) { etcd in
             let store = Store(etcd: etcd, root: "/test-\(getpid())/informer-\(UInt32.random(in: 0...UInt32.max))/")
             let informer = Informer<VpcSpec>()
             let task = Task { await informer.run(store: store, logger: Logger(label: "informer-test")) }
@@ -123,7 +123,7 @@ struct InformerTests {
 extension OperatorTests {
     @Test("every ready host believes exactly the droplets; a Droplet deleted is withdrawn from every host")
     func dropletTable() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             let all = Set(plane.bed.hosts.map { "\($0.ip) \($0.mac)" })

@@ -105,7 +105,7 @@ struct Podman {
 extension OperatorTests {
     @Test("podman run --network <a Mizar network>: containers in two VPCs with identical CIDRs reach their own VPC across hosts and not the other")
     func podman() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         guard access("/usr/bin/podman", X_OK) == 0, access("/bin/busybox", X_OK) == 0 else {
             Issue.record("podman or busybox-static is not installed (scripts/install-deps.sh installs them)")
             return

@@ -302,7 +302,7 @@ func aloneOnRing(_ store: Store, _ op: Operator) async throws -> Bool {
 extension OperatorTests {
     @Test("network policy conformance: for 28 cases of the Kubernetes e2e suite and cyclonus, real probes over 81 pairs x 4 ports agree with an independent model")
     func policyConformance() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             #expect(try await aloneOnRing(store, op), "another operator is still on the ring")
@@ -352,7 +352,7 @@ extension OperatorTests {
 extension OperatorTests {
     @Test("a TCP connection sending every 10 ms is cut within 1 s of a policy that denies it, and flows again once the policy is deleted")
     func policyRevocation() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             #expect(try await aloneOnRing(store, op), "another operator is still on the ring")
@@ -452,7 +452,7 @@ extension OperatorTests {
 
     @Test("an endpoint in a VPC with 100 policies makes the same transitd calls as with none; creating or changing a policy calls only bouncers")
     func policyCallCounts() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             #expect(try await aloneOnRing(store, op), "another operator is still on the ring")

@@ -181,7 +181,7 @@ enum Sock {
 extension OperatorTests {
     @Test("a scaled endpoint spreads TCP over 5 backends on 3 hosts by Maglev, answers UDP and ping, and a removed backend's flows are forgotten")
     func scaledEndpoint() async throws {
-        let plane = try Plane.shared.get()
+        let plane = try await Plane.get()
         try await plane.withOperator { store, op in
             #expect(try await plane.dropletsReady(store))
             func apply(_ yaml: String) async throws { try await plane.apply(yaml) }

@@ -28,15 +28,15 @@ struct AccessControlTests {
     }
 
     /// A droplet's certificate from the shared etcd's CA.
-    static func dropletTLS(_ name: String) throws -> TLSFiles {
-        let pki = try #require(try EtcdServer.shared().pkiDirectory)
+    static func dropletTLS(_ name: String) async throws -> TLSFiles {
+        let pki = try #require(try await EtcdServer.shared().pkiDirectory)
         _ = try PKI(directory: pki).ensure([try Identity.droplet(name, ip: IPv4Address(10, 255, 0, 1))])
         return TLSFiles(pkiDirectory: pki, stem: "droplet-\(name)")
     }
 
     @Test("no certificate, plaintext, or a certificate of another CA: refused; the operator's and root's work")
     func certificatesRequired() async throws {
-        let etcd = try EtcdServer.shared()
+        let etcd = try await EtcdServer.shared()
         let admin = try #require(etcd.adminTLS)
         // etcd's own HTTPS endpoint: TLS without a client certificate fails
         // the handshake; with root's, it answers.
@@ -63,7 +63,7 @@ struct AccessControlTests {
 
     @Test("a transitd writes its own Droplet, lease, events and claims; not another's, nor any VPC, subnet, endpoint, address or policy")
     func dropletWritesOnlyItsOwn() async throws {
-        let etcd = try EtcdServer.shared()
+        let etcd = try await EtcdServer.shared()
         let root = "/acl-\(getpid())/droplets/"
         let (a, b) = ("acla", "aclb")
         // As root: a VPC and a subnet to read, and droplet a's user.
@@ -78,7 +78,7 @@ struct AccessControlTests {
         }
         let before = try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: etcd.adminTLS) { try await $0.list(prefix: root).kvs }
 
-        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: try Self.dropletTLS(a)) { e in
+        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: try await Self.dropletTLS(a)) { e in
             let store = Store(etcd: e, root: root)
             // Its own: allowed.
             #expect(await Self.attempt { _ = try await store.get(VpcSpec.self, "v") } == .done)
@@ -122,14 +122,14 @@ struct AccessControlTests {
             try await e.delete(prefix: root)
         }
         // A certificate of the right CA whose name etcd has no user for: nothing at all.
-        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: try Self.dropletTLS("aclnobody")) { e in
+        try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: try await Self.dropletTLS("aclnobody")) { e in
             #expect(await Self.attempt { _ = try await e.get(root + "vpcs/v") } == .denied)
         }
     }
 
     @Test("writes in flight while a droplet's user is added all succeed (etcd's 'auth store is old' is sent again)")
     func writesSurviveUserChanges() async throws {
-        let etcd = try EtcdServer.shared()
+        let etcd = try await EtcdServer.shared()
         let root = "/acl-\(getpid())/churn/"
         try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: etcd.operatorTLS) { op in
             try await withEtcd(host: "127.0.0.1", port: etcd.clientPort, tls: etcd.adminTLS) { admin in

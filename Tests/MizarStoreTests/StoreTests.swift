@@ -9,7 +9,7 @@ import Testing
 /// Each test gets a store of its own under a fresh root in the process's
 /// real etcd, and one VPC "a" (10.0.0.0/16) with subnet "s1" (10.0.1.0/24).
 func withStore<R: Sendable>(_ test: String, seeded: Bool = true, _ body: (Store) async throws -> R) async throws -> R {
-    try await withEtcd(host: "127.0.0.1", port: try EtcdServer.shared().clientPort, tls: try EtcdServer.shared().adminTLS) { etcd in
+    try await withEtcd(host: "127.0.0.1", port: try await EtcdServer.shared().clientPort, tls: try await EtcdServer.shared().adminTLS) { etcd in
         let store = Store(etcd: etcd, root: "/test-\(getpid())/\(test)/")
         try await etcd.delete(prefix: store.root)
         if seeded {

@@ -5,31 +5,26 @@ import MizarRPC
 import MizarTestbed
 import MizarTransit
 import MizarTransitClient
+import Synchronization
 import Testing
 
 /// The testbeds the suite brought up, taken down at exit.
-nonisolated(unsafe) private var clusterBeds: [Testbed] = []
+private let clusterBeds = Mutex<[Testbed]>([])
 
 /// One simulated cluster for the whole suite: 3 hosts, each with its own
 /// transitd, programmed through their gRPC APIs the way the management
 /// plane will. VPC A (VNI 100) and VPC B (VNI 200) use the very same CIDRs.
 final class Cluster: Sendable {
-    static let shared: Result<Cluster, TestbedError> = {
-        do { return .success(try Cluster()) } catch let e as TestbedError { return .failure(e) } catch {
-            return .failure(TestbedError("\(error)"))
-        }
-    }()
+    /// Brought up on a thread of its own (seconds of blocking work: the
+    /// tests waiting for it do not hold the concurrency pool meanwhile).
+    static let shared = Task { try await onOwnThread { try Cluster() } }
 
     /// Another, made only when a test asks for it: transitds with network
     /// policy off (no judgment, no conntrack), where dividers carry every
     /// first packet between subnets.
-    static let unjudged: Result<Cluster, TestbedError> = {
-        do { return .success(try Cluster(prefix: "mzu", extraArguments: ["--no-policy"], underlayNet: 7)) } catch let e as TestbedError { return .failure(e) } catch {
-            return .failure(TestbedError("\(error)"))
-        }
-    }()
+    static let unjudged = Task { try await onOwnThread { try Cluster(prefix: "mzu", extraArguments: ["--no-policy"], underlayNet: 7) } }
 
-    static func get(policy: Bool = true) throws -> Cluster { try (policy ? shared : unjudged).get() }
+    static func get(policy: Bool = true) async throws -> Cluster { try await (policy ? shared : unjudged).value }
 
     let bed: Testbed
     let options: Testbed.Options
@@ -46,8 +41,11 @@ final class Cluster: Sendable {
         Testbed.down(name: name)
         bed = try Testbed.up(name: name, options: options)
         if getenv("MIZAR_KEEP_TESTBED") == nil {
-            if clusterBeds.isEmpty { atexit { for bed in clusterBeds { bed.down() } } }
-            clusterBeds.append(bed)
+            let first = clusterBeds.withLock { beds in
+                defer { beds.append(bed) }
+                return beds.isEmpty
+            }
+            if first { atexit { for bed in clusterBeds.withLock({ $0 }) { bed.down() } } }
         }
     }
 

@@ -21,7 +21,7 @@ struct World: Sendable {
     static let shared = Task { () throws -> World in try await World() }
 
     init() async throws {
-        c = try Cluster.get()
+        c = try await Cluster.get()
         for vni in [Cluster.vniA, Cluster.vniB] {
             try await c.putVPC(vni, dividers: [3])
             try await c.putSubnet(vni, Cluster.s1, bouncers: [1])
@@ -229,7 +229,7 @@ struct ClusterTests {
           arguments: [true, false])
     func twoBouncersTwoDividers(policy: Bool) async throws {
         if policy { _ = try await World.get() }
-        let c = try Cluster.get(policy: policy), C = Cluster.vniC
+        let c = try await Cluster.get(policy: policy), C = Cluster.vniC
         try await c.putVPC(C, dividers: [1, 2])
         try await c.putSubnet(C, Cluster.s1, bouncers: [1, 2])
         try await c.putSubnet(C, Cluster.s2, bouncers: [3])

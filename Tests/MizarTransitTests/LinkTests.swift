@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import MizarCore
 import MizarSystem
 import MizarTestbed
 import Testing
@@ -36,10 +37,11 @@ struct LinkTests {
     static let netlinkShim = "Sources/CNetlink/include/cnetlink.h"
 
     @Test("mizar-operator, mizarctl and mizar-cni link neither libbpf nor the netlink shim", arguments: ["mizar-operator", "mizarctl", "mizar-cni"])
-    func callersAreApart(_ executable: String) throws {
+    func callersAreApart(_ executable: String) async throws {
         let bpf = try Self.shimFunctions(Self.libbpfShim), netlink = try Self.shimFunctions(Self.netlinkShim)
         #expect(bpf.count > 5 && netlink.count > 5, "the shims' headers declare their functions")
-        let (needed, defined) = Self.linked(executable)
+        // (readelf and nm on a large binary: off the concurrency pool.)
+        let (needed, defined) = try await onOwnThread { Self.linked(executable) }
         #expect(needed.contains("NEEDED"), "readelf read \(executable)")
         #expect(!needed.contains("libbpf"), "\(executable) needs libbpf:\n\(needed)")
         #expect(defined.intersection(bpf).isEmpty, "\(executable) carries the libbpf shim: \(defined.intersection(bpf).sorted())")
@@ -47,8 +49,8 @@ struct LinkTests {
     }
 
     @Test("transitd links both, so the check above can fail")
-    func daemonLinksBoth() throws {
-        let (needed, defined) = Self.linked("transitd")
+    func daemonLinksBoth() async throws {
+        let (needed, defined) = try await onOwnThread { Self.linked("transitd") }
         #expect(needed.contains("libbpf"))
         #expect(!defined.intersection(try Self.shimFunctions(Self.libbpfShim)).isEmpty)
         #expect(!defined.intersection(try Self.shimFunctions(Self.netlinkShim)).isEmpty)

@@ -1,4 +1,5 @@
 import Glibc
+import MizarCore
 import MizarSystem
 import MizarTestbed
 import Testing
@@ -16,21 +17,23 @@ struct TestbedTests {
     }
 
     @Test("testbed down removes everything it made, and leftovers of a crash by prefix")
-    func downCleansUp() throws {
+    func downCleansUp() async throws {
         let name = "mzd\(getpid() % 10000)"
         let cwd = String(cString: getcwd(nil, 0))
         var options = Testbed.Options(transitd: Self.binary("transitd"), objects: "\(cwd)/build/bpf")
         options.hosts = 1
-        let bed = try Testbed.up(name: name, options: options)
+        // (Seconds of blocking work: off the concurrency pool.)
+        let made = options
+        let bed = try await onOwnThread { try Testbed.up(name: name, options: made) }
         let pid = try #require(bed.pid(of: bed.hosts[0]))
         // What a crash mid-way would leave: a namespace with the prefix and no record of it.
         try NetworkNamespace.create(path: "/run/netns/\(name)-h9")
-        let removed = Testbed.down(name: name)
+        let removed = try await onOwnThread { Testbed.down(name: name) }
         #expect(removed.contains("netns \(name)-h9"))
         #expect(kill(pid, 0) != 0, "transitd \(pid) still runs")
         #expect(listDirectory("/run/netns").filter { $0.hasPrefix("\(name)-") }.isEmpty)
         #expect(access("\(Testbed.pinRoot)/\(name)", F_OK) != 0)
         #expect(access("\(Testbed.runRoot)/\(name)", F_OK) != 0)
-        #expect(Testbed.down(name: name).isEmpty, "a second down found something left")
+        #expect(try await onOwnThread { Testbed.down(name: name) }.isEmpty, "a second down found something left")
     }
 }
