@@ -254,6 +254,21 @@ public struct EndpointSpec: Codable, Sendable, Equatable {
         (ports ?? []).compactMap { p in p.hostPort.map { "\(p.protocol ?? .tcp)/\($0)" } }.sorted()
     }
 
+    /// A scaled endpoint's host ports in Mizar's terms (admission checked
+    /// their range).
+    public func hostPorts() throws(ValidationError) -> [PublishedHostPort] {
+        let typed = try servicePorts()
+        var result: [PublishedHostPort] = []
+        for (i, p) in typed.enumerated() {
+            guard let h = ports?[i].hostPort else { continue }
+            guard let hostPort = UInt16(exactly: h), PublishedHostPort.range.contains(hostPort) else {
+                throw ValidationError(field: "spec.ports[\(i)].hostPort", reason: "\(h) is out of range \(PublishedHostPort.range.lowerBound)...\(PublishedHostPort.range.upperBound)")
+            }
+            result.append(PublishedHostPort(proto: p.proto, hostPort: hostPort, port: p.port))
+        }
+        return result
+    }
+
     /// A scaled endpoint's ports in Mizar's terms, each checked.
     public func servicePorts() throws(ValidationError) -> [ServicePort] {
         var typed: [ServicePort] = []
@@ -313,9 +328,8 @@ public struct EndpointPort: Codable, Sendable, Equatable {
 
     /// How many ports a simple endpoint may name.
     public static let maxNamed = 64
-    /// Where host ports are published: below the hosts' ephemeral ports
-    /// (32768 and up) and their SNAT range, as Kubernetes' node ports.
-    public static let hostPortRange = 30000...32767
+    /// Where host ports are published (PublishedHostPort.range).
+    public static let hostPortRange = Int(PublishedHostPort.range.lowerBound)...Int(PublishedHostPort.range.upperBound)
 }
 
 /// A backend as the bouncers were last given it.
@@ -338,6 +352,8 @@ public struct EndpointStatus: ObjectStatus {
     public var droplet: String?
     /// A scaled endpoint's live backends, as its bouncers hold them.
     public var backends: [EndpointBackend]?
+    /// The droplets a scaled endpoint's host ports are programmed on.
+    public var published: [String]?
     public init() {}
 }
 

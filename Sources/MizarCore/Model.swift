@@ -123,6 +123,38 @@ public enum HostInterface {
 
 // MARK: - Scaled endpoints
 
+/// A service (a scaled endpoint) by its VPC and VIP.
+public struct ServiceKey: Hashable, Sendable {
+    public var vni: VNI
+    public var vip: IPv4Address
+
+    public init(vni: VNI, vip: IPv4Address) {
+        self.vni = vni
+        self.vip = vip
+    }
+}
+
+/// A scaled endpoint's port published on droplets: traffic to a publishing
+/// droplet's own address on `hostPort` goes to the service's `port`.
+public struct PublishedHostPort: Hashable, Sendable, CustomStringConvertible {
+    /// Where host ports may be: below the hosts' ephemeral ports (32768 and
+    /// up) and their SNAT range, as Kubernetes' node ports. The data plane
+    /// checks the same range (MZ_PUB_FIRST_PORT..MZ_PUB_LAST_PORT).
+    public static let range: ClosedRange<UInt16> = 30000...32767
+
+    public var proto: ServicePort.Proto
+    public var hostPort: UInt16
+    public var port: UInt16
+
+    public init(proto: ServicePort.Proto, hostPort: UInt16, port: UInt16) {
+        self.proto = proto
+        self.hostPort = hostPort
+        self.port = port
+    }
+
+    public var description: String { "\(proto)/\(hostPort)->\(port)" }
+}
+
 /// A port of a scaled endpoint: traffic to the VIP on `port` goes to the
 /// backend's `targetPort`.
 public struct ServicePort: Hashable, Sendable, CustomStringConvertible {

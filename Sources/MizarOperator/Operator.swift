@@ -254,7 +254,13 @@ public final class Operator: Sendable {
         namespaces.onChange { [self] old, new in
             if old?.metadata.labels != new?.metadata.labels { enqueue(policyQueue, vpcs.list().map(\.name)) }
         }
-        droplets.onChange { [self] old, new in enqueue(dropletQueue, [(new ?? old)!.name]) }
+        droplets.onChange { [self] old, new in
+            enqueue(dropletQueue, [(new ?? old)!.name])
+            // Ready (again) or gone: published services record where they are.
+            if (new?.status?.common.phase == .ready) != (old?.status?.common.phase == .ready) {
+                enqueue(endpointQueue, publishedEndpoints().map(\.name))
+            }
+        }
         membership.onChange { [self] in Task { await enqueueEverything() } }
         live.onChange { [self] name in enqueue(dropletQueue, [name]) }
         bouncers.onChange { [self] old, new in

@@ -53,6 +53,8 @@ extension Operator {
                 let bs = try (s.status?.bouncers ?? []).compactMap { try peer(named: $0) }
                 try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: bs, on: [host], via: pool)
             }
+            // The services published on it, as they are now.
+            try await syncPublished(on: host, droplet: name)
             let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
             kickPlacements()
             // Endpoints that waited for this droplet go on now.

@@ -26,15 +26,30 @@ extension Operator {
 
     func reconcileScaled(_ e: Endpoint, subnet: CIDR, vni: VNI, bouncers: [TransitPeer]) async throws -> Outcome {
         let backends = liveBackends(of: e)
-        if Self.settled(e), e.status?.backends == backends { return .done }
+        let changed = !Self.settled(e) || e.status?.backends != backends
+        let publish = publication(e, changed: changed)
+        if !changed && publish.isSettled { return .done }
         guard let (service, mac) = try serviceEntry(e, backends: backends, vni: vni) else {
             return .retry("claim not recorded")
         }
-        let change = try await Provisioning.putService(service, mac: mac, subnet: subnet, on: bouncers,
+        var change = ServiceChange(changed: false, removedBackends: [], clientHosts: [])
+        if changed {
+            change = try await Provisioning.putService(service, mac: mac, subnet: subnet, on: bouncers,
                                                        clients: { [self] in clientPeer($0) }, via: pool)
+        }
+        // Then its host ports: on the droplets that lack them or hold an
+        // older service; off those no longer meant to have them.
+        if !publish.put.isEmpty {
+            try await Provisioning.putPublished(service, mac: mac, subnet: subnet, ports: try e.spec.hostPorts(),
+                                                on: try publish.put.sorted().compactMap { try peer(named: $0) }, via: pool)
+        }
+        if !publish.remove.isEmpty, let vip = e.status?.ip {
+            try await Provisioning.deletePublished(vni: vni, vip: vip, from: try publish.remove.sorted().compactMap { try peer(named: $0) }, via: pool)
+        }
         var next = e
         var status = next.status ?? EndpointStatus()
         status.backends = backends
+        status.published = publish.after.isEmpty ? nil : publish.after.sorted()
         status.common.phase = .provisioned
         status.common.reason = backends.isEmpty ? "no backend is provisioned yet" : nil
         status.common.observedGeneration = e.metadata.generation
@@ -61,10 +76,70 @@ extension Operator {
         return (entry, mac)
     }
 
-    /// Off the bouncers; the client hosts forget every flow to the VIP.
+    /// Off the bouncers; the client hosts forget every flow to the VIP; off
+    /// the droplets it is published on (one that is not ready now drops it
+    /// when it is ready again: syncPublished).
     func removeScaled(_ e: Endpoint, subnet: Subnet?, vni: VNI, ip: IPv4Address) async throws {
         let bs = try (subnet?.status?.bouncers ?? []).filter { isReady(named: $0) }.compactMap { try peer(named: $0) }
         try await Provisioning.deleteService(vni: vni, vip: ip, from: bs, clients: { [self] in clientPeer($0) }, via: pool)
+        let publishers = try (e.status?.published ?? []).filter { isReady(named: $0) }.compactMap { try peer(named: $0) }
+        try await Provisioning.deletePublished(vni: vni, vip: ip, from: publishers, via: pool)
+    }
+
+    // MARK: Published on host ports
+
+    /// Where a scaled endpoint's host ports go: `put` (ready droplets it is
+    /// meant for that lack it, or all of them when its service changed),
+    /// `remove` (ready droplets it is no longer meant for), and the
+    /// droplets that hold it after (a droplet that is not ready keeps what
+    /// it had until it is ready again).
+    struct Publication {
+        var put: Set<String>, remove: Set<String>, after: Set<String>, before: Set<String>
+        var isSettled: Bool { put.isEmpty && remove.isEmpty && after == before }
+    }
+
+    /// The droplets a scaled endpoint's host ports are meant for: those it
+    /// names (once they exist), or every droplet.
+    func publishTargets(_ e: Endpoint) -> Set<String> {
+        guard e.spec.isScaled, !e.spec.publishedPorts.isEmpty, e.metadata.deletionTimestamp == nil else { return [] }
+        let all = Set(droplets.filter { $0.metadata.deletionTimestamp == nil }.map(\.name))
+        return e.spec.publishOn.map { all.intersection($0) } ?? all
+    }
+
+    func publication(_ e: Endpoint, changed: Bool) -> Publication {
+        let wanted = publishTargets(e)
+        let ready = Set(readyDroplets().map(\.name))
+        let existing = Set(droplets.list().map(\.name))
+        let before = Set(e.status?.published ?? [])
+        let reach = wanted.intersection(ready)
+        let put = changed ? reach : reach.subtracting(before)
+        let remove = before.subtracting(wanted).intersection(ready)
+        let after = reach.union(before.subtracting(ready).intersection(existing))
+        return Publication(put: put, remove: remove, after: after, before: before)
+    }
+
+    /// A droplet (ready again, or new) is given exactly the published
+    /// services meant for it, as they are now; what it holds of anything
+    /// else (unpublished, deleted while it was away) goes. Their endpoints
+    /// record it once it is Ready (publishedEndpoints, woken then).
+    func syncPublished(on host: TransitPeer, droplet name: String) async throws {
+        let held = Set(try await Provisioning.listPublished(on: host, via: pool))
+        var meant = Set<ServiceKey>()
+        for e in publishedEndpoints() where publishTargets(e).contains(name) {
+            guard let sub = subnets.get(e.spec.subnet), let vni = sub.status?.vni, let vip = e.status?.ip,
+                  e.status?.common.phase == .provisioned,
+                  let (service, mac) = try serviceEntry(e, backends: e.status?.backends ?? [], vni: vni) else { continue }
+            meant.insert(ServiceKey(vni: vni, vip: vip))
+            try await Provisioning.putPublished(service, mac: mac, subnet: sub.spec.cidr, ports: try e.spec.hostPorts(), on: [host], via: pool)
+        }
+        for stale in held.subtracting(meant).sorted(by: { ($0.vni.value, $0.vip.value) < ($1.vni.value, $1.vip.value) }) {
+            try await Provisioning.deletePublished(vni: stale.vni, vip: stale.vip, from: [host], via: pool)
+        }
+    }
+
+    /// Scaled endpoints with host ports.
+    func publishedEndpoints() -> [Endpoint] {
+        endpoints.filter { $0.spec.isScaled && !$0.spec.publishedPorts.isEmpty }
     }
 
     /// Keeps the index of which scaled endpoints name which backends.

@@ -16,9 +16,6 @@ public struct PublishedService: Sendable, Equatable {
 }
 
 extension TransitHost {
-    /// Host ports a scaled endpoint may be published on (the API's range).
-    public static let hostPortRange: ClosedRange<UInt16> = 30000...32767
-
     /// Publishes a scaled endpoint on this droplet: its service (with the
     /// Maglev table, computed here) and its host ports, replacing what was
     /// published for that VIP; flows of backends no longer there are
@@ -33,9 +30,9 @@ extension TransitHost {
             guard port.vni == e.vni, port.vip == e.vip else {
                 throw TransitError(.invalidArgument, field: "ports[\(i)]", "names another service than \(e.vip) in VPC \(e.vni)")
             }
-            guard Self.hostPortRange.contains(port.port) else {
+            guard PublishedHostPort.range.contains(port.port) else {
                 throw TransitError(.invalidArgument, field: "ports[\(i)].host_port",
-                                   "\(port.port) is outside \(Self.hostPortRange.lowerBound)-\(Self.hostPortRange.upperBound)")
+                                   "\(port.port) is outside \(PublishedHostPort.range.lowerBound)-\(PublishedHostPort.range.upperBound)")
             }
             guard e.ports.contains(where: { $0.proto == port.proto && $0.port == port.vipPort }) else {
                 throw TransitError(.invalidArgument, field: "ports[\(i)].port", "\(port.proto) \(port.vipPort) is not a port of the service")
@@ -48,20 +45,32 @@ extension TransitHost {
             }
         }
         let mine = existing.filter { $0.vni == e.vni && $0.vip == e.vip }
-        if try dataplane.service(e.vni, e.vip)?.entry == e, Set(mine) == Set(p.ports) { return false }
+        if try dataplane.service(e.vni, e.vip)?.entry == e, Set(mine) == Set(p.ports) {
+            // (A bouncer of the service here may have put this entry
+            // already; flows to backends it no longer has go all the same.)
+            _ = try forgetPublishedFlows(of: e)
+            return false
+        }
         try dataplane.putService(e)
         for old in mine where !p.ports.contains(old) { try dataplane.deletePublished(old.proto, old.port) }
         for port in p.ports { try dataplane.putPublished(port) }
-        let backends = Set(e.backends.map(\.ip))
-        let hostPorts = Set(p.ports.map { "\($0.proto.rawValue)/\($0.port)" })
-        let forgotten = try dataplane.forgetPublishedFlows {
-            $0.vni == e.vni && hostPorts.contains("\($0.proto)/\($0.port)") && !backends.contains($0.backend)
-        }
+        let forgotten = try forgetPublishedFlows(of: e)
         logger.info("published", metadata: [
             "vpc.vni": "\(e.vni)", "service.vip": "\(e.vip)", "service.backends": "\(e.backends.count)",
             "published.ports": "\(p.ports.map { "\($0.proto)/\($0.port)" }.joined(separator: ","))", "published.forgotten": "\(forgotten)",
         ])
         return true
+    }
+
+    /// Forgets the published flows of the service's host ports here that
+    /// go to a backend it no longer has; how many went.
+    func forgetPublishedFlows(of e: ServiceEntry) throws -> Int {
+        let hostPorts = Set(try dataplane.publishedPorts().filter { $0.vni == e.vni && $0.vip == e.vip }.map { "\($0.proto.rawValue)/\($0.port)" })
+        guard !hostPorts.isEmpty else { return 0 }
+        let backends = Set(e.backends.map(\.ip))
+        return try dataplane.forgetPublishedFlows {
+            $0.vni == e.vni && hostPorts.contains("\($0.proto)/\($0.port)") && !backends.contains($0.backend)
+        }
     }
 
     /// Unpublishes a scaled endpoint here: its host ports and flows go, and

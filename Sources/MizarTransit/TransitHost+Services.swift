@@ -34,7 +34,11 @@ extension TransitHost {
         try dataplane.upsertEndpoint(vipEntry)
         let removed = Set(before?.backends.map(\.ip) ?? []).subtracting(e.backends.map(\.ip))
         let clients = removed.isEmpty ? [] : try dataplane.serviceClients(e.vni, e.vip)
-        if !removed.isEmpty { try dataplane.forgetService(e.vni, e.vip, backends: removed) }
+        if !removed.isEmpty {
+            try dataplane.forgetService(e.vni, e.vip, backends: removed)
+            // Published here too: its outside clients' flows to them go.
+            _ = try forgetPublishedFlows(of: e)
+        }
         logger.info("service put", metadata: [
             "vpc.vni": "\(e.vni)", "service.vip": "\(e.vip)", "service.backends": "\(e.backends.count)",
 "service.removed": "\(removed.count)", "service.clients": "\(clients.count)",
@@ -49,7 +53,11 @@ extension TransitHost {
             return ServiceChange(changed: false, removedBackends: [], clientHosts: [])
         }
         let clients = try dataplane.serviceClients(vni, vip)
-        try dataplane.deleteService(vni, vip)
+        // Published on this droplet's host ports too: the entry stays
+        // for them (deletePublished takes it).
+        if try !dataplane.publishedPorts().contains(where: { $0.vni == vni && $0.vip == vip }) {
+            try dataplane.deleteService(vni, vip)
+        }
         if try dataplane.endpoint(vni, vip)?.kind == .scaled { try dataplane.deleteEndpoint(vni, vip) }
         try dataplane.forgetService(vni, vip)
         logger.info("service deleted", metadata: ["vpc.vni": "\(vni)", "service.vip": "\(vip)", "service.clients": "\(clients.count)"])

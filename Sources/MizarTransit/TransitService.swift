@@ -412,13 +412,8 @@ extension TransitService {
         try await call {
             guard request.hasService else { throw ValidationError(field: "service", reason: "is missing; expected the service to publish") }
             let (entry, _, _) = try Messages.service(request.service)
-            var ports: [PublishedPort] = []
-            for (i, p) in request.ports.enumerated() {
-                let proto = try ServicePort.Proto(parsing: p.protocol, field: "ports[\(i)].protocol")
-                guard let hostPort = UInt16(exactly: p.hostPort), let port = UInt16(exactly: p.port), port != 0 else {
-                    throw ValidationError(field: "ports[\(i)]", reason: "host_port \(p.hostPort) or port \(p.port) is not a port number")
-                }
-                ports.append(PublishedPort(proto: proto, port: hostPort, vni: entry.vni, vip: entry.vip, vipPort: port))
+            let ports = try Messages.hostPorts(request).map {
+                PublishedPort(proto: $0.proto, port: $0.hostPort, vni: entry.vni, vip: entry.vip, vipPort: $0.port)
             }
             return .changed(try await host.putPublished(PublishedService(entry: entry, ports: ports)))
         }
@@ -436,16 +431,8 @@ extension TransitService {
             let (services, flows) = try await host.listPublished(vni: try filter(request))
             var list = Mizar_Transit_V1_PublishedList()
             list.published = services.map { s in
-                var m = Mizar_Transit_V1_Published()
-                m.service = Messages.service(s.entry, mac: .zero, subnet: nil)
-                m.ports = s.ports.map { p in
-                    var pm = Mizar_Transit_V1_PublishedPort()
-                    pm.protocol = p.proto.name
-                    pm.hostPort = UInt32(p.port)
-                    pm.port = UInt32(p.vipPort)
-                    return pm
-                }
-                return m
+                Messages.published(s.entry, mac: .zero, subnet: nil,
+                                   ports: s.ports.map { PublishedHostPort(proto: $0.proto, hostPort: $0.port, port: $0.vipPort) })
             }
             list.flows = flows.map { f in
                 var m = Mizar_Transit_V1_PublishedFlow()

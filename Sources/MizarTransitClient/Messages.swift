@@ -74,6 +74,33 @@ public enum Messages {
         return m
     }
 
+    /// A scaled endpoint published on a droplet: its service and host ports.
+    public static func published(_ e: ServiceEntry, mac: MACAddress, subnet: CIDR?, ports: [PublishedHostPort]) -> Mizar_Transit_V1_Published {
+        var m = Mizar_Transit_V1_Published()
+        m.service = service(e, mac: mac, subnet: subnet)
+        m.ports = ports.map { p in
+            var pm = Mizar_Transit_V1_PublishedPort()
+            pm.protocol = p.proto.name
+            pm.hostPort = UInt32(p.hostPort)
+            pm.port = UInt32(p.port)
+            return pm
+        }
+        return m
+    }
+
+    /// A published service message's host ports, each a port number.
+    public static func hostPorts(_ m: Mizar_Transit_V1_Published) throws(ValidationError) -> [PublishedHostPort] {
+        var ports: [PublishedHostPort] = []
+        for (i, p) in m.ports.enumerated() {
+            let proto = try ServicePort.Proto(parsing: p.protocol, field: "ports[\(i)].protocol")
+            guard let hostPort = UInt16(exactly: p.hostPort), let port = UInt16(exactly: p.port), port != 0 else {
+                throw ValidationError(field: "ports[\(i)]", reason: "host_port \(p.hostPort) or port \(p.port) is not a port number")
+            }
+            ports.append(PublishedHostPort(proto: proto, hostPort: hostPort, port: port))
+        }
+        return ports
+    }
+
     public static func serviceChange(_ r: Mizar_Transit_V1_PutServiceReply) -> ServiceChange {
         ServiceChange(changed: r.changed, removedBackends: r.removedBackends.compactMap { try? IPv4Address(parsing: $0) },
                       clientHosts: r.clientHosts.compactMap { try? IPv4Address(parsing: $0) })

@@ -233,3 +233,43 @@ extension Provisioning {
         return change
     }
 }
+
+// MARK: Published services
+
+extension Provisioning {
+    /// A scaled endpoint published on each of `hosts`, concurrently: its
+    /// service (the hosts compute its Maglev table, as bouncers do) and
+    /// its host ports. A host forgets the flows of backends no longer in
+    /// the service.
+    public static func putPublished(_ service: ServiceEntry, mac: MACAddress, subnet: CIDR, ports: [PublishedHostPort], on hosts: [TransitPeer],
+                                    via connector: some TransitConnector = DirectConnector()) async throws {
+        let request = Messages.published(service, mac: mac, subnet: subnet, ports: ports)
+        try await onEach(hosts, via: connector) { _ = try await $0.putPublished(request, options: callOptions) }
+    }
+
+    /// The scaled endpoint unpublished from each of `hosts`, concurrently.
+    public static func deletePublished(vni: VNI, vip: IPv4Address, from hosts: [TransitPeer],
+                                       via connector: some TransitConnector = DirectConnector()) async throws {
+        let key = endpointKey(vni, vip)
+        try await onEach(hosts, via: connector) { _ = try await $0.deletePublished(key, options: callOptions) }
+    }
+
+    /// The services published on `host`, by VNI and VIP.
+    public static func listPublished(on host: TransitPeer,
+                                     via connector: some TransitConnector = DirectConnector()) async throws -> [ServiceKey] {
+        let list = try await connector.withClient(host.target) { try await $0.listPublished(.init(), options: callOptions) }
+        return list.published.compactMap { p in
+            guard let vni = try? VNI(p.service.vni), let vip = try? IPv4Address(parsing: p.service.ip) else { return nil }
+            return ServiceKey(vni: vni, vip: vip)
+        }
+    }
+
+    /// One call to each host, concurrently.
+    static func onEach(_ hosts: [TransitPeer], via connector: some TransitConnector,
+                       _ call: @escaping @Sendable (AnyTransitClient) async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for h in hosts { group.addTask { try await connector.withClient(h.target, call) } }
+            try await group.waitForAll()
+        }
+    }
+}

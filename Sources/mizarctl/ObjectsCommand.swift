@@ -379,6 +379,12 @@ extension Describe {
         print("service:")
         print("  bouncers: \(bouncers.map(\.0).joined(separator: ", "))")
         for f in failures { print("  unreachable: \(f)") }
+        if let hostPorts = try? e.spec.hostPorts(), !hostPorts.isEmpty {
+            let on = e.status?.published ?? []
+            print("  published: " + hostPorts.map { "\($0.proto) \($0.hostPort) -> \($0.port)" }.joined(separator: ", ")
+                  + " on \(e.spec.publishOn.map { $0.joined(separator: ", ") } ?? "every droplet")"
+                  + "; programmed on \(on.isEmpty ? "(none yet)" : on.joined(separator: ", "))")
+        }
         guard let first = infos.first?.1 else { return }
         print("  ports: " + first.service.ports.map { "\($0.port)/\($0.protocol) -> \($0.targetPort)" }.joined(separator: ", "))
         print("  maglev table: \(first.tableSize) entries")

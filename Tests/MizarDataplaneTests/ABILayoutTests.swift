@@ -1,5 +1,6 @@
 import CMizarABI
 @testable import MizarDataplane
+import MizarCore
 import Testing
 
 /// The Swift view of a type: size and member offsets, from MemoryLayout.
@@ -111,6 +112,12 @@ extension DataplaneTests {
             #expect(endpoints.members == members)
             members["kind"] = 15
             #expect(endpoints.members != members)
+        }
+
+        /// The host ports the API admits (PublishedHostPort.range) are those the data
+        /// plane publishes.
+        @Test func hostPortRangeMatches() {
+            #expect(PublishedHostPort.range == UInt16(MZ_PUB_FIRST_PORT)...UInt16(MZ_PUB_LAST_PORT))
         }
     }
 }

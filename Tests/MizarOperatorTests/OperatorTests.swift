@@ -481,11 +481,30 @@ struct OperatorTests {
             #expect(try await eventually { try await store.get(SubnetSpec.self, "f-1")?.status?.common.phase == .provisioned })
             let victimName = try #require(try await store.get(SubnetSpec.self, "f-1")?.status?.bouncers?.first)
             let victim = try #require(plane.bed.hosts.first { plane.droplet($0.name) == victimName })
+            // A service published on every droplet (no backend is live).
+            func published(_ name: String, _ hostPort: Int) -> String {
+                "apiVersion: mizar.com/v1\nkind: Endpoint\nmetadata: {name: \(name)}\n"
+                    + "spec: {vpc: f, subnet: f-1, type: scaled, ports: [{port: 80, hostPort: \(hostPort)}], backends: [fnone]}\n"
+            }
+            func publishedOnVictim() async throws -> [UInt32] {
+                try await withTransitClient(.unix(victim.socket)) { try await $0.listPublished(.init()) }.published.flatMap { $0.ports.map(\.hostPort) }
+            }
+            try await plane.apply(published("fold", 30081))
+            #expect(try await eventually(10) { try await store.get(EndpointSpec.self, "fold")?.status?.published?.count == plane.bed.hosts.count })
+            #expect(try await publishedOnVictim() == [30081])
             let pid = try #require(plane.bed.pid(of: victim))
             kill(pid, SIGKILL)
             reap(pid)
             // The lease (3 s) lapses; the droplet goes NotReady.
             #expect(try await eventually(10) { try await store.get(DropletSpec.self, victimName)?.status?.common.phase == .notReady })
+            // While it is away, one service is deleted and another published.
+            try await store.delete(EndpointSpec.self, "fold")
+            try await plane.apply(published("fnew", 30082))
+            let changed = try await eventually(10) {
+                let fnew = try await store.get(EndpointSpec.self, "fnew")?.status?.published ?? []
+                return try await store.get(EndpointSpec.self, "fold") == nil && fnew.count == plane.bed.hosts.count - 1
+            }
+            #expect(changed, "the live droplets did not get the change")
             let moved = try await eventually(10) {
                 let s = try await store.get(SubnetSpec.self, "f-1"), v = try await store.get(VpcSpec.self, "f")
                 let bouncers = s?.status?.bouncers ?? [], dividers = v?.status?.dividers ?? []
@@ -513,6 +532,13 @@ struct OperatorTests {
             #expect(try await eventually(10) {
                 try await withTransitClient(.unix(victim.socket)) { try await $0.listSubnets(r).subnets }.first?.bouncers.map(\.ip) == [newIP]
             }, "the returning droplet still routes f-1 through its old bouncer")
+            // It publishes what is published now: the new service, not the deleted one.
+            let synced = try await eventually(10) { try await publishedOnVictim() == [30082] }
+            let onVictim = try await publishedOnVictim()
+            #expect(synced, "the returning droplet publishes \(onVictim)")
+            #expect(try await eventually(10) {
+                (try await store.get(EndpointSpec.self, "fnew")?.status?.published ?? []).count == plane.bed.hosts.count
+            })
             try await store.delete(VpcSpec.self, "f")
             #expect(try await eventually(15) { try await store.get(VpcSpec.self, "f") == nil })
         }

@@ -80,14 +80,8 @@ extension ClusterTests {
                          backends: list.map { ServiceBackend(ip: $0.ip, host: c.host($0.host).peer.address) })
         }
         func published(_ list: [Cluster.Endpoint]) throws -> Mizar_Transit_V1_Published {
-            var m = Mizar_Transit_V1_Published()
-            m.service = Messages.service(try entry(list), mac: try MACAddress(parsing: "0a:58:0a:00:01:64"), subnet: try CIDR(parsing: Cluster.s1))
-            var port = Mizar_Transit_V1_PublishedPort()
-            port.protocol = "TCP"
-            port.hostPort = 30080
-            port.port = 80
-            m.ports = [port]
-            return m
+            Messages.published(try entry(list), mac: try MACAddress(parsing: "0a:58:0a:00:01:64"), subnet: try CIDR(parsing: Cluster.s1),
+                               ports: [PublishedHostPort(proto: .tcp, hostPort: 30080, port: 80)])
         }
         // Published on h2, where no backend lives.
         let first = try published(backends)

@@ -20,9 +20,6 @@
  * (pub_admit, a sibling call: the two frames never add up) and delivered. */
 #define MZ_PUB_DELIVER 201
 
-#define MZ_PUB_FIRST_PORT 30000 /* host ports, as the API allows them */
-#define MZ_PUB_LAST_PORT 32767
-
 /* Admits a published flow's packet at l3 into conntrack (with policy on):
  * the traffic of a droplet's own address, as host traffic, is not judged.
  * A global function: the flow's frame stays out of its callers'. */

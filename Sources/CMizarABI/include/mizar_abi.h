@@ -83,6 +83,10 @@ struct mz_opt_rts {
 enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_GENEVE_MAX_OPTS 16
 #define MZ_UDP_SPORT_BASE 49152 /* flow-hash source ports: 49152..65535 */
+/* Host ports a scaled endpoint may be published on (HostPort.range in
+ * Swift): below Linux's ephemeral ports and the SNAT range. */
+#define MZ_PUB_FIRST_PORT 30000
+#define MZ_PUB_LAST_PORT 32767
 
 /* ---- table limits ------------------------------------------------------- */
 
