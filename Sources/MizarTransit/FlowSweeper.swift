@@ -3,8 +3,8 @@ import ServiceLifecycle
 
 /// Every `period`, gives back the room of flows that carry nothing any
 /// more: conntrack entries that admit nothing (expired, of endpoints gone,
-/// or revoked) when policy is on, and SNAT translations that expired or
-/// whose endpoint is gone. The programs never trust such entries anyway.
+/// or revoked) when policy is on, SNAT translations that expired or whose
+/// endpoint is gone, and published flows that expired. The programs never trust such entries anyway.
 public struct FlowSweeper: Service {
     let host: TransitHost
     let logger: Logger
@@ -29,8 +29,10 @@ public struct FlowSweeper: Service {
             do {
                 let ct = conntrack ? try await host.sweepConntrack() : 0
                 let snat = try await host.sweepSNAT()
-                if ct + snat > 0 {
-                    logger.debug("flows swept", metadata: ["conntrack.removed": "\(ct)", "snat.removed": "\(snat)"])
+                let published = try await host.sweepPublished()
+                if ct + snat + published > 0 {
+                    logger.debug("flows swept", metadata: ["conntrack.removed": "\(ct)", "snat.removed": "\(snat)",
+                                                           "published.removed": "\(published)"])
                 }
             } catch {
                 logger.warning("flow sweep failed", metadata: ["error": "\(error)"])

@@ -85,6 +85,10 @@ extension TransitHost {
         return !mine.isEmpty
     }
 
+    public func sweepPublished() throws -> Int {
+        try dataplane.sweepPublished()
+    }
+
     public func listPublished(vni: VNI?) throws -> (services: [PublishedService], flows: [PublishedFlow]) {
         let ports = try dataplane.publishedPorts().filter { vni == nil || $0.vni == vni }
         let services = try Dictionary(grouping: ports) { "\($0.vni.value)/\($0.vip)" }.values.compactMap { group -> PublishedService? in

@@ -13,14 +13,13 @@ public struct ServiceState: Sendable {
 extension TransitHost {
     /// Writes a scaled endpoint on one of its subnet's bouncers: the VIP's
     /// bouncer-table entry (so ARP for it is answered) and the service with
-    /// its Maglev table, computed here.
+    /// its Maglev table, computed here. A host about to bounce for the
+    /// subnet learns its services, as its endpoints, before it is told it
+    /// bounces (and before any host sends to it): the subnet must be known
+    /// here, its bouncer role need not be yet.
     public func putService(_ e: ServiceEntry, mac: MACAddress, subnet: CIDR) throws -> ServiceChange {
         try e.validate()
         try requireSubnet(e.vni, subnet, holding: e.vip)
-        guard try dataplane.subnet(e.vni, subnet)?.isBouncer == true else {
-            throw TransitError(.failedPrecondition, field: "subnet",
-                               "this host is not a bouncer of \(subnet) in VPC \(e.vni); a service lives on its subnet's bouncers")
-        }
         let existing = try dataplane.endpoint(e.vni, e.vip)
         if let existing, existing.kind != .scaled {
             throw TransitError(.alreadyExists, field: "ip", "\(e.vip) in VPC \(e.vni) is a \(existing.kind) endpoint, not a service")

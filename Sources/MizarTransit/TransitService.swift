@@ -446,6 +446,7 @@ extension TransitService {
                 m.backendHost = "\(f.backendHost)"
                 m.natPort = UInt32(f.natPort)
                 m.idleS = now > f.seenNs ? Double(now - f.seenNs) / 1e9 : 0
+                m.state = f.stateName
                 return m
             }
             return list

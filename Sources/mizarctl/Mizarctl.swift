@@ -180,9 +180,9 @@ struct Dump: AsyncParsableCommand {
                     p.ports.map { ["\(p.service.vni)", p.service.ip, "\($0.protocol)/\($0.hostPort)", "\($0.port)", "\(p.service.backends.count)"] }
                 })
                 print("")
-                printTable(["vni", "client", "host port", "backend", "on host", "via port", "idle"], l.flows.map { f in
+                printTable(["vni", "client", "host port", "backend", "on host", "via port", "state", "idle"], l.flows.map { f in
                     ["\(f.vni)", "\(f.client):\(f.clientPort)", "\(f.protocol)/\(f.hostPort)", "\(f.backend):\(f.backendPort)",
-                     f.backendHost, "\(f.natPort)", "\(Int(f.idleS))s"]
+                     f.backendHost, "\(f.natPort)", f.state, "\(Int(f.idleS))s"]
                 })
             case .snat:
                 let l = try await client.listSNAT(filter)

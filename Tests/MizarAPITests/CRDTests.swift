@@ -48,7 +48,7 @@ struct CRDTests {
         ep.spec.type = "scaled"; ep.spec.ports = [EndpointPort(name: "http", port: 80, protocol: "TCP", targetPort: 8080, hostPort: 30080)]; ep.spec.backends = ["e2"]
         ep.spec.publishOn = ["d"]
         var es = EndpointStatus(); es.common = common; es.ip = "10.0.1.5"; es.mac = "02:00:00:00:00:01"; es.droplet = "d"
-        es.backends = [EndpointBackend(name: "e2", ip: "10.0.1.6", droplet: "d")]; ep.status = es
+        es.backends = [EndpointBackend(name: "e2", ip: "10.0.1.6", droplet: "d")]; es.published = ["d"]; ep.status = es
         var droplet = Droplet(name: "d", spec: DropletSpec(ip: "172.30.0.1", mac: "02:00:00:00:00:02", transitd: "172.30.0.1:7070"))
         var ds = DropletStatus(); ds.common = common; ds.lease = 7; droplet.status = ds
         var bouncer = Bouncer(name: "b", spec: BouncerSpec(vpc: "v", subnet: "s", droplet: "d"))

@@ -67,7 +67,7 @@ let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size
                                                             ("proto", \.proto), ("reserved", \.reserved)]),
                          swiftLayout(mz_pub_flow.self, [("vni", \.vni), ("backend", \.backend), ("backend_port", \.backend_port),
                                                         ("nat_port", \.nat_port), ("host", \.host), ("client_mac", \.client_mac),
-                                                        ("state", \.state), ("flags", \.flags), ("seen_ns", \.seen_ns)])),
+                                                        ("reserved", \.reserved), ("created_ns", \.created_ns)])),
         "mz_pub_back": (swiftLayout(mz_pub_back_key.self, [("vni", \.vni), ("backend", \.backend), ("backend_port", \.backend_port),
                                                            ("nat_port", \.nat_port), ("proto", \.proto), ("reserved", \.reserved)]),
                         swiftLayout(mz_pub_back.self, [("client", \.client), ("client_port", \.client_port), ("port", \.port),

@@ -40,22 +40,27 @@ enum PublishedCases {
     }
 
     /// A published flow as the programs make it.
+    /// (`back: false`: its reverse entry went, evicted or swept.)
     static func flow(_ dp: Dataplane, client: IPv4Address, _ cport: UInt16, backend: IPv4Address, _ bport: UInt16,
-                     host: HostAddress, nat: UInt16, proto: UInt8 = 6, port: UInt16 = hostPort) throws {
-        try dp.publishedFlows.update(
+                     host: HostAddress, nat: UInt16, proto: UInt8 = 6, port: UInt16 = hostPort,
+                     state: mz_ct_state = MZ_CT_ESTABLISHED, back: Bool = true, forward: Bool = true,
+                     seen: UInt64 = Dataplane.nowNs) throws {
+        if forward { try dp.publishedFlows.update(
             mz_pub_flow_key(client: client.networkOrder, client_port: cport.bigEndian, port: port.bigEndian, proto: proto, reserved: (0, 0, 0)),
             mz_pub_flow(vni: T.vniA.value, backend: backend.networkOrder, backend_port: bport.bigEndian, nat_port: nat.bigEndian,
-                        host: mz_host(host), client_mac: Self.client.mac.tuple, state: 0, flags: 0, seen_ns: Dataplane.nowNs))
+                        host: mz_host(host), client_mac: Self.client.mac.tuple, reserved: 0, created_ns: Dataplane.nowNs)) }
+        guard back else { return }
         try dp.publishedBack.update(
             mz_pub_back_key(vni: T.vniA.value, backend: backend.networkOrder, backend_port: bport.bigEndian, nat_port: nat.bigEndian,
                             proto: proto, reserved: (0, 0, 0)),
             mz_pub_back(client: client.networkOrder, client_port: cport.bigEndian, port: port.bigEndian,
-                        client_mac: Self.client.mac.tuple, state: 0, flags: 0, seen_ns: Dataplane.nowNs))
+                        client_mac: Self.client.mac.tuple, state: UInt8(state.rawValue), flags: 0, seen_ns: seen))
     }
 
+    /// Each flow as "client > port => backend on host via port, state".
     static func flows(_ dp: Dataplane) throws -> [String] {
         try dp.publishedFlowEntries().map {
-            "\($0.client):\($0.clientPort) > :\($0.port)/\($0.proto) => \($0.backend):\($0.backendPort) on \($0.backendHost) via :\($0.natPort)"
+            "\($0.client):\($0.clientPort) > :\($0.port)/\($0.proto) => \($0.backend):\($0.backendPort) on \($0.backendHost) via :\($0.natPort), \($0.stateName)"
         }.sorted()
     }
 
@@ -80,7 +85,7 @@ enum PublishedCases {
                                         sport: tunnelPort(backend: b.ip, nat: p, backendPort: 8080, proto: 6), inner: inner),
                        counters: ["published_new", "published_in"], vni: T.vniA,
                        after: { (dp: Dataplane) throws in
-                           #expect(try flows(dp) == ["\(c):44000 > :30080/6 => \(b.ip):8080 on \(b.host.ip) via :\(p)"])
+                           #expect(try flows(dp) == ["\(c):44000 > :30080/6 => \(b.ip):8080 on \(b.host.ip) via :\(p), syn"])
                        }),
             PacketCase(name: "published: UDP, to the port's target port", program: .transit, port: .droplet,
                        prepare: publish(),
@@ -89,6 +94,15 @@ enum PublishedCases {
                        output: P.tunnel(from: T.h1, to: bu.host, vni: T.vniA, rts: T.h1, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
                                         sport: tunnelPort(backend: bu.ip, nat: pu, backendPort: 5353, proto: 17),
                                         inner: ServiceCases.udp(T.h1.mac, T.h1.mac, T.h1.ip, pu, bu.ip, 5353)),
+                       counters: ["published_new", "published_in"]),
+            PacketCase(name: "published: a datagram too big for the tunnel (droplet MTU less 66 bytes) is dropped by name", program: .transit, port: .droplet,
+                       prepare: publish(),
+                       input: Packet.udpPacket(srcMAC: client.mac, dstMAC: T.h1.mac, srcIP: c, dstIP: T.h1.ip, srcPort: 45000, dstPort: 30053,
+                                               payload: [UInt8](repeating: 0x5a, count: 1420)),
+                       expect: .drop(MZ_DROP_PUB_TOO_BIG),
+                       // (translated before the check: the drop leaves the translated frame)
+                       output: Packet.udpPacket(srcMAC: client.mac, dstMAC: T.h1.mac, srcIP: T.h1.ip, dstIP: bu.ip, srcPort: pu, dstPort: 5353,
+                                                payload: [UInt8](repeating: 0x5a, count: 1420)),
                        counters: ["published_new", "published_in"]),
             PacketCase(name: "published: a flow's next packet keeps its backend and port", program: .transit, port: .droplet,
                        prepare: { (dp: Dataplane) throws in
@@ -101,16 +115,46 @@ enum PublishedCases {
                                         sport: tunnelPort(backend: T.a5, nat: 62222, backendPort: 8080, proto: 6),
                                         inner: ServiceCases.tcp(T.h1.mac, T.h1.mac, T.h1.ip, 62222, T.a5, 8080, flags: 0x10)),
                        counters: ["published_in"]),
-            PacketCase(name: "published: the backend's reply, back in the tunnel, goes to the client from the host port", program: .transit, port: .droplet,
+            PacketCase(name: "published: the backend's reply, back in the tunnel, goes to the client from the host port; the flow is established", program: .transit, port: .droplet,
                        prepare: { (dp: Dataplane) throws in
                            try publish()(dp)
-                           try flow(dp, client: c, 44000, backend: T.a3, 8080, host: T.h2, nat: 62222)
+                           try flow(dp, client: c, 44000, backend: T.a3, 8080, host: T.h2, nat: 62222, state: MZ_CT_SYN)
                        },
                        input: P.tunnel(from: T.h2, to: T.h1, vni: T.vniA, rts: T.h2, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
                                        inner: ServiceCases.tcp(T.a3mac, T.gwMAC, T.a3, 8080, T.h1.ip, 62222, flags: 0x12)),
                        expect: .tx,
                        output: ServiceCases.tcp(T.h1.mac, client.mac, T.h1.ip, hostPort, c, 44000, flags: 0x12),
-                       counters: ["published_out"]),
+                       counters: ["published_out"],
+                       after: { (dp: Dataplane) throws in
+                           #expect(try flows(dp) == ["\(c):44000 > :30080/6 => \(T.a3):8080 on \(T.h2.ip) via :62222, established"])
+                       }),
+            PacketCase(name: "published: the client's FIN moves its flow to closing", program: .transit, port: .droplet,
+                       prepare: { (dp: Dataplane) throws in
+                           try publish()(dp)
+                           try flow(dp, client: c, 44000, backend: T.a5, 8080, host: T.h4, nat: 62222)
+                       },
+                       input: ServiceCases.tcp(client.mac, T.h1.mac, c, 44000, T.h1.ip, hostPort, flags: 0x11),
+                       expect: .tx,
+                       output: P.tunnel(from: T.h1, to: T.h4, vni: T.vniA, rts: T.h1, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
+                                        sport: tunnelPort(backend: T.a5, nat: 62222, backendPort: 8080, proto: 6),
+                                        inner: ServiceCases.tcp(T.h1.mac, T.h1.mac, T.h1.ip, 62222, T.a5, 8080, flags: 0x11)),
+                       counters: ["published_in"],
+                       after: { (dp: Dataplane) throws in
+                           #expect(try flows(dp) == ["\(c):44000 > :30080/6 => \(T.a5):8080 on \(T.h4.ip) via :62222, closing"])
+                       }),
+            PacketCase(name: "published: a flow whose reverse entry went is picked afresh (a new port, its backend by Maglev)", program: .transit, port: .droplet,
+                       prepare: { (dp: Dataplane) throws in
+                           try publish()(dp)
+                           try flow(dp, client: c, 44000, backend: T.a5, 8080, host: T.h4, nat: 62222, back: false)
+                       },
+                       input: syn,
+                       expect: .tx,
+                       output: P.tunnel(from: T.h1, to: b.host, vni: T.vniA, rts: T.h1, rtsFlags: UInt8(MZ_RTS_F_DIRECT),
+                                        sport: tunnelPort(backend: b.ip, nat: p, backendPort: 8080, proto: 6), inner: inner),
+                       counters: ["published_new", "published_in"],
+                       after: { (dp: Dataplane) throws in
+                           #expect(try flows(dp) == ["\(c):44000 > :30080/6 => \(b.ip):8080 on \(b.host.ip) via :\(p), syn"])
+                       }),
             PacketCase(name: "published: a packet in the tunnel to this droplet's address that is no published flow's", program: .transit, port: .droplet,
                        prepare: publish(),
                        input: P.tunnel(from: T.h2, to: T.h1, vni: T.vniA, rts: T.h2,
@@ -179,5 +223,37 @@ enum PublishedCases {
                        input: ServiceCases.tcp(client.mac, T.h1.mac, c, 44000, T.h1.ip, 30081),
                        expect: .pass),
         ]
+    }
+}
+
+extension DataplaneTests.Packets {
+    @Test("published flows are swept once expired by their state, or when either entry went; a reverse entry just made is kept")
+    func publishedSweep() throws {
+        let env = try TestEnvironment.get()
+        try env.reset()
+        let dp = env.dataplane
+        typealias C = PublishedCases
+        let c = C.client.ip, minute: UInt64 = 60_000_000_000
+        try C.publish()(dp)
+        // Kept: established and fresh; established a minute ago; a reverse
+        // entry alone, just made (its flow entry comes right after).
+        try C.flow(dp, client: c, 40001, backend: T.a5, 8080, host: T.h4, nat: 62001)
+        try C.flow(dp, client: c, 40002, backend: T.a5, 8080, host: T.h4, nat: 62002, seen: Dataplane.nowNs - minute)
+        try C.flow(dp, client: c, 40003, backend: T.a5, 8080, host: T.h4, nat: 62003, forward: false)
+        // Swept: closed a minute ago; a SYN never answered for a minute; a
+        // flow whose reverse entry went; a reverse entry alone for a minute.
+        try C.flow(dp, client: c, 40004, backend: T.a5, 8080, host: T.h4, nat: 62004, state: MZ_CT_CLOSED, seen: Dataplane.nowNs - minute)
+        try C.flow(dp, client: c, 40005, backend: T.a5, 8080, host: T.h4, nat: 62005, state: MZ_CT_SYN, seen: Dataplane.nowNs - minute)
+        try C.flow(dp, client: c, 40006, backend: T.a5, 8080, host: T.h4, nat: 62006, back: false)
+        try C.flow(dp, client: c, 40007, backend: T.a5, 8080, host: T.h4, nat: 62007, forward: false, seen: Dataplane.nowNs - minute)
+        #expect(try dp.sweepPublished() == 3)
+        #expect(try C.flows(dp) == [
+            "\(c):40001 > :30080/6 => \(T.a5):8080 on \(T.h4.ip) via :62001, established",
+            "\(c):40002 > :30080/6 => \(T.a5):8080 on \(T.h4.ip) via :62002, established",
+        ])
+        let backPorts = try dp.publishedBack.keys().map { UInt16(bigEndian: $0.nat_port) }.sorted()
+        #expect(backPorts == [62001, 62002, 62003])
+        try dp.publishedFlows.clear()
+        try dp.publishedBack.clear()
     }
 }

@@ -104,34 +104,45 @@ static __always_inline int ct_valid(const struct mz_ct *c, __u64 revoked, __u64 
 	return c && c->admitted_ns >= revoked && c->admitted_ns != 0 && now - c->seen_ns <= ct_timeout_ns(c);
 }
 
-/* Moves a TCP entry through its states, and refreshes the time of its last
- * packet (at most once a second: a write per packet would cost more than
- * the lookup). */
-static __always_inline void ct_track(struct mz_ct *c, const struct mz_pflow *f, int second, __u64 now)
+/* Moves a flow's entry (conntrack, SNAT, published) through the TCP
+ * states, and refreshes the time of its last packet at most once a second
+ * (a write per packet would cost more than the lookup). `from_opener`: the
+ * packet comes from the side that opened the flow; `fin`: that side's FIN
+ * flag (MZ_CT_F_FIN_FIRST or _SECOND); `reopen`: a SYN from the opener on a
+ * closed entry starts it anew (a translation whose ports are used again),
+ * where conntrack leaves it to its caller to judge the flow anew. */
+static __always_inline void flow_track(__u8 *state, __u8 *flags, __u64 *seen, __u8 proto, __u8 fl,
+				       int from_opener, __u8 fin, int reopen, __u64 now)
 {
-	__u8 state = c->state;
-	if (f->proto == IPPROTO_TCP) {
-		__u8 fl = f->tcp_flags;
-		int from_opener = second == !!(c->flags & MZ_CT_F_REPLY_FIRST);
+	__u8 s = *state;
+	if (proto == IPPROTO_TCP) {
 		if (fl & TCP_RST) {
-			state = MZ_CT_CLOSED;
+			s = MZ_CT_CLOSED;
 		} else if (fl & TCP_FIN) {
-			__u8 mine = second ? MZ_CT_F_FIN_SECOND : MZ_CT_F_FIN_FIRST;
-			if (!(c->flags & mine))
-				c->flags |= mine;
-			state = (c->flags & (MZ_CT_F_FIN_FIRST | MZ_CT_F_FIN_SECOND)) ==
-					(MZ_CT_F_FIN_FIRST | MZ_CT_F_FIN_SECOND) ? MZ_CT_CLOSED : MZ_CT_CLOSING;
-		} else if (state == MZ_CT_SYN && !from_opener && (fl & TCP_ACK)) {
-			state = MZ_CT_ESTABLISHED;
-		} else if (state == MZ_CT_CLOSED && (fl & TCP_SYN) && !(fl & TCP_ACK)) {
-			/* The ports are used again by a new connection: judged anew
-			 * by the caller, since a closed entry soon expires. */
+			if (!(*flags & fin))
+				*flags |= fin;
+			s = (*flags & (MZ_CT_F_FIN_FIRST | MZ_CT_F_FIN_SECOND)) ==
+				    (MZ_CT_F_FIN_FIRST | MZ_CT_F_FIN_SECOND) ? MZ_CT_CLOSED : MZ_CT_CLOSING;
+		} else if (s == MZ_CT_SYN && !from_opener && (fl & TCP_ACK)) {
+			s = MZ_CT_ESTABLISHED;
+		} else if (reopen && s == MZ_CT_CLOSED && from_opener && (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+			s = MZ_CT_SYN;
+			*flags = 0;
 		}
 	}
-	if (state != c->state || now - c->seen_ns > 1000000000ULL) {
-		c->state = state;
-		c->seen_ns = now;
+	if (s != *state || now - *seen > 1000000000ULL) {
+		*state = s;
+		*seen = now;
 	}
+}
+
+/* A conntrack entry: `second`, the packet goes from the key's second
+ * address to its first. */
+static __always_inline void ct_track(struct mz_ct *c, const struct mz_pflow *f, int second, __u64 now)
+{
+	int from_opener = second == !!(c->flags & MZ_CT_F_REPLY_FIRST);
+	flow_track(&c->state, &c->flags, &c->seen_ns, f->proto, f->tcp_flags, from_opener,
+		   second ? MZ_CT_F_FIN_SECOND : MZ_CT_F_FIN_FIRST, 0, now);
 }
 
 /* Installs (or renews) the flow's entry: a bouncer admitted it. `reverse`:

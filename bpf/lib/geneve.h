@@ -216,6 +216,14 @@ static __always_inline void geneve_opt_init(struct mz_geneve_opt *h, __u8 type, 
 	h->length = (size - sizeof(*h)) / 4;
 }
 
+/* Whether the packet may grow by delta bytes on the droplet's interface
+ * (an encapsulation, options). */
+static __always_inline int tunnel_room(struct mz_ctx *ctx, const struct mz_droplet *dr, int delta)
+{
+	__u32 mtu = 0;
+	return bpf_check_mtu(ctx, dr->ifindex, &mtu, delta, 0) != BPF_MTU_CHK_RET_FRAG_NEEDED;
+}
+
 /* Prepends outer Ethernet/IPv4/UDP/Geneve/RTS addressed to `to`. */
 static __always_inline int geneve_encap(struct mz_ctx *ctx, const struct mz_droplet *dr,
 					const struct mz_host *to, __u32 vni, __u32 hash,

@@ -167,13 +167,6 @@ static __always_inline int pol_ingress(const struct mz_pol_ep *dst, __u32 vni, c
  * runs pol_judge next. */
 #define MZ_POL_JUDGE_HERE 103
 
-/* Whether the packet may grow by delta bytes on the droplet's interface. */
-static __always_inline int pol_room(struct mz_ctx *ctx, const struct mz_droplet *dr, int delta)
-{
-	__u32 mtu = 0;
-	return bpf_check_mtu(ctx, dr->ifindex, &mtu, delta, 0) != BPF_MTU_CHK_RET_FRAG_NEEDED;
-}
-
 /* Sets the RTS option's flags. */
 static __always_inline int rts_flags(struct mz_ctx *ctx, __u32 rts_off, __u8 flags)
 {
@@ -231,7 +224,7 @@ MZ_SUBPROG int pol_verdict(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz
 		if (r < 0)
 			return r;
 	} else {
-		if (!pol_room(ctx, dr, MZ_VERDICT_LEN))
+		if (!tunnel_room(ctx, dr, MZ_VERDICT_LEN))
 			return -MZ_DROP_POL_NO_ROOM;
 		if (ctx_open(ctx, MZ_RW_AT, MZ_VERDICT_LEN) < 0)
 			return -MZ_DROP_ADJUST_FAILED;
@@ -371,7 +364,7 @@ MZ_SUBPROG int pol_judge(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_d
 		return r;
 	/* On to B2, with what only this host knows. */
 	int grow = (int)MZ_POL_LEN + (egress_ok ? 0 : (int)MZ_POLEG_LEN);
-	if (!pol_room(ctx, dr, grow))
+	if (!tunnel_room(ctx, dr, grow))
 		return -MZ_DROP_POL_NO_ROOM;
 	r = egress_ok ? ctx_open(ctx, MZ_RW_AT, MZ_POL_LEN) : ctx_open(ctx, MZ_RW_AT, MZ_POL_LEN + MZ_POLEG_LEN);
 	if (r < 0)

@@ -76,14 +76,23 @@ MZ_SUBPROG int pub_in(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_drop
 		return -MZ_DROP_PUB_PROTO;
 
 	__u64 now = bpf_ktime_get_ns();
+	__u8 tcp = snat_tcp_flags(ctx, &f);
 	struct mz_pub_flow_key fk = { .client = client, .client_port = f.sport, .port = f.dport, .proto = f.proto };
 	struct mz_pub_flow fl = {};
 	struct mz_pub_flow *known = bpf_map_lookup_elem(&mz_pub_flows, &fk);
 	if (known) {
-		if (now - known->seen_ns > 1000000000ULL)
-			known->seen_ns = now;
 		fl = *known;
-	} else {
+		struct mz_pub_back_key bk = { .vni = fl.vni, .backend = fl.backend, .backend_port = fl.backend_port,
+					      .nat_port = fl.nat_port, .proto = f.proto };
+		struct mz_pub_back *b = bpf_map_lookup_elem(&mz_pub_back, &bk);
+		/* The reverse entry (with the flow's state) went, evicted or
+		 * swept, or is another flow's now: this one is picked afresh. */
+		if (b && b->client == client && b->client_port == f.sport && b->port == f.dport)
+			nat_track(b, f.proto, tcp, 1, now);
+		else
+			known = 0;
+	}
+	if (!known) {
 		/* The backend a client inside would get from the VIP's bouncer. */
 		struct mz_pick pick;
 		int ret = svc_pick(vni, client, vip, vip_port, &f, &pick);
@@ -93,7 +102,8 @@ MZ_SUBPROG int pub_in(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_drop
 		fl.backend_port = pick.port;
 		fl.host = pick.host;
 		struct mz_pub_back_key bk = { .vni = vni, .backend = fl.backend, .backend_port = fl.backend_port, .proto = f.proto };
-		struct mz_pub_back bv = { .client = client, .client_port = f.sport, .port = f.dport, .seen_ns = now };
+		struct mz_pub_back bv = { .client = client, .client_port = f.sport, .port = f.dport,
+					  .state = nat_first_state(f.proto, tcp), .seen_ns = now };
 		mac_copy(bv.client_mac, client_mac);
 		ret = port_alloc(&mz_pub_back, &bk, &bk.nat_port, &bv,
 				 mz_flow_hash(bpf_ntohl(client), bpf_ntohl(fl.backend), ((__u32)f.sport << 16 | f.dport) ^ f.proto));
@@ -102,7 +112,7 @@ MZ_SUBPROG int pub_in(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_drop
 		fl.vni = vni;
 		fl.nat_port = bk.nat_port;
 		mac_copy(fl.client_mac, client_mac);
-		fl.seen_ns = now;
+		fl.created_ns = now;
 		bpf_map_update_elem(&mz_pub_flows, &fk, &fl, BPF_ANY);
 		count(MZ_CNT_PUB_NEW, p->len);
 	}
@@ -132,6 +142,10 @@ MZ_SUBPROG int pub_in(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_drop
 		p->into_endpoint = 1;
 		return MZ_PUB_DELIVER;
 	}
+	/* A client on the underlay has the droplet's MTU; the tunnel does not
+	 * (TCP fits: the backend's MSS is its own, smaller, MTU's). */
+	if (!tunnel_room(ctx, dr, MZ_ENCAP_LEN))
+		return -MZ_DROP_PUB_TOO_BIG;
 	mac_copy(eth->h_dest, dr->self.mac);
 	mac_copy(eth->h_source, dr->self.mac);
 	struct mz_host to = fl.host;
@@ -159,9 +173,7 @@ MZ_SUBPROG int pub_out(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_dro
 	struct mz_pub_back *b = bpf_map_lookup_elem(&mz_pub_back, &bk);
 	if (!b)
 		return -MZ_DROP_PUB_NO_FLOW;
-	__u64 now = bpf_ktime_get_ns();
-	if (now - b->seen_ns > 1000000000ULL)
-		b->seen_ns = now;
+	nat_track(b, f.proto, snat_tcp_flags(ctx, &f), 0, bpf_ktime_get_ns());
 	__be32 client = b->client;
 	__be16 client_port = b->client_port, port = b->port;
 	__u8 client_mac[6];

@@ -41,30 +41,19 @@ static __always_inline __u8 snat_tcp_flags(struct mz_ctx *ctx, const struct mz_l
 	return l4[13];
 }
 
-/* Moves the flow through the TCP states (as conntrack does) and refreshes
- * the time of its last packet at most once a second. */
-static __always_inline void snat_track(struct mz_snat_back *b, __u8 proto, __u8 fl, int from_endpoint, __u64 now)
+/* A translated flow's state (SNAT's, a published flow's): `from_opener`,
+ * the packet comes from the side that opened it (the endpoint, the
+ * client); a new connection on the same ports starts it anew. */
+#define nat_track(b, proto, fl, from_opener, now)                                                  \
+	flow_track(&(b)->state, &(b)->flags, &(b)->seen_ns, proto, fl, from_opener,                \
+		   (from_opener) ? MZ_CT_F_FIN_FIRST : MZ_CT_F_FIN_SECOND, 1, now)
+
+/* The state a new translated flow starts in. */
+static __always_inline __u8 nat_first_state(__u8 proto, __u8 fl)
 {
-	__u8 state = b->state;
-	if (proto == IPPROTO_TCP) {
-		if (fl & TCP_RST) {
-			state = MZ_CT_CLOSED;
-		} else if (fl & TCP_FIN) {
-			b->flags |= from_endpoint ? MZ_CT_F_FIN_FIRST : MZ_CT_F_FIN_SECOND;
-			state = (b->flags & (MZ_CT_F_FIN_FIRST | MZ_CT_F_FIN_SECOND)) ==
-					(MZ_CT_F_FIN_FIRST | MZ_CT_F_FIN_SECOND) ? MZ_CT_CLOSED : MZ_CT_CLOSING;
-		} else if (state == MZ_CT_SYN && !from_endpoint && (fl & TCP_ACK)) {
-			state = MZ_CT_ESTABLISHED;
-		} else if (state == MZ_CT_CLOSED && from_endpoint && (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
-			/* The endpoint opens a new connection on the same ports. */
-			state = MZ_CT_SYN;
-			b->flags = 0;
-		}
-	}
-	if (state != b->state || now - b->seen_ns > 1000000000ULL) {
-		b->state = state;
-		b->seen_ns = now;
-	}
+	if (proto != IPPROTO_TCP)
+		return 0;
+	return (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN ? MZ_CT_SYN : MZ_CT_ESTABLISHED;
 }
 
 /* A port of the SNAT range for a new flow: the first of MZ_SNAT_PROBES,
@@ -184,7 +173,7 @@ MZ_SUBPROG int snat_out(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_dr
 			back = 0;
 	}
 	if (back) {
-		snat_track(back, f.proto, fl, 1, now);
+		nat_track(back, f.proto, fl, 1, now);
 	} else {
 		struct mz_snat_back b = {
 			.vni = p->vni,
@@ -193,8 +182,7 @@ MZ_SUBPROG int snat_out(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_dr
 			.created_ns = now,
 			.seen_ns = now,
 		};
-		if (f.proto == IPPROTO_TCP)
-			b.state = (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN ? MZ_CT_SYN : MZ_CT_ESTABLISHED;
+		b.state = nat_first_state(f.proto, fl);
 		int ret = snat_alloc(&ik, &b, &f);
 		if (ret < 0)
 			return ret;
@@ -266,7 +254,7 @@ MZ_SUBPROG int snat_in(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_dro
 	const struct mz_iface *cfg = bpf_map_lookup_elem(&mz_ifaces, &ifk);
 	if (!cfg || cfg->vni != vni || cfg->ip != to)
 		return -MZ_DROP_SNAT_NO_MAPPING;
-	snat_track(b, f.proto, snat_tcp_flags(ctx, &f), 0, bpf_ktime_get_ns());
+	nat_track(b, f.proto, snat_tcp_flags(ctx, &f), 0, bpf_ktime_get_ns());
 	__u32 ifindex = local->ifindex;
 	__u8 mac[6], gw[6];
 	mac_copy(mac, local->mac);

@@ -550,12 +550,12 @@ struct mz_pub_flow {
 	__be16 nat_port; /* the flow's port on this droplet's address */
 	struct mz_host host; /* the backend's host */
 	__u8 client_mac[6]; /* where the client's packets come from: replies go back there */
-	__u8 state;
-	__u8 flags;
-	__u64 seen_ns;
+	__u16 reserved;
+	__u64 created_ns;
 };
 
-/* mz_pub_back (LRU): the same flow as the backend's replies show it. */
+/* mz_pub_back (LRU): the same flow as the backend's replies show it. The
+ * flow's state lives here: both directions look this entry up. */
 struct mz_pub_back_key {
 	__u32 vni;
 	__be32 backend;
@@ -570,8 +570,8 @@ struct mz_pub_back {
 	__be16 client_port;
 	__be16 port; /* the host port */
 	__u8 client_mac[6];
-	__u8 state;
-	__u8 flags;
+	__u8 state; /* enum mz_ct_state */
+	__u8 flags; /* MZ_CT_F_FIN_FIRST: from the client; _SECOND: from the backend */
 	__u64 seen_ns;
 };
 
@@ -727,6 +727,7 @@ enum mz_drop_reason {
 	MZ_DROP_PUB_NO_BACKEND,  /* to a published port: no service entry, port or backend for it here */
 	MZ_DROP_PUB_NO_FLOW,     /* to this droplet's address in the tunnel, or from a local endpoint, matching no published flow */
 	MZ_DROP_PUB_PROTO,       /* to a published port: a fragment */
+	MZ_DROP_PUB_TOO_BIG,     /* to a published port: too big for the tunnel (droplet MTU less the encapsulation) */
 	MZ_DROP__MAX,
 };
 
@@ -902,6 +903,7 @@ static inline const char *mz_drop_name(__u32 reason)
 	case MZ_DROP_PUB_NO_BACKEND: return "published_no_backend";
 	case MZ_DROP_PUB_NO_FLOW: return "published_no_flow";
 	case MZ_DROP_PUB_PROTO: return "published_protocol";
+	case MZ_DROP_PUB_TOO_BIG: return "published_too_big";
 	default: return 0;
 	}
 }

@@ -1125,6 +1125,10 @@ public nonisolated struct Mizar_Transit_V1_PublishedFlow: Sendable {
 
   public var idleS: Double = 0
 
+  /// syn, established, closing, closed, other; gone when its reverse entry
+  /// went (its next packet picks afresh).
+  public var state: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3315,7 +3319,7 @@ nonisolated extension Mizar_Transit_V1_Published: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Mizar_Transit_V1_PublishedFlow: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PublishedFlow"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}client\0\u{3}client_port\0\u{3}host_port\0\u{1}protocol\0\u{1}vni\0\u{1}backend\0\u{3}backend_port\0\u{3}backend_host\0\u{3}nat_port\0\u{3}idle_s\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}client\0\u{3}client_port\0\u{3}host_port\0\u{1}protocol\0\u{1}vni\0\u{1}backend\0\u{3}backend_port\0\u{3}backend_host\0\u{3}nat_port\0\u{3}idle_s\0\u{1}state\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3333,6 +3337,7 @@ nonisolated extension Mizar_Transit_V1_PublishedFlow: SwiftProtobuf.Message, Swi
       case 8: try { try decoder.decodeSingularStringField(value: &self.backendHost) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.natPort) }()
       case 10: try { try decoder.decodeSingularDoubleField(value: &self.idleS) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.state) }()
       default: break
       }
     }
@@ -3369,6 +3374,9 @@ nonisolated extension Mizar_Transit_V1_PublishedFlow: SwiftProtobuf.Message, Swi
     if self.idleS.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.idleS, fieldNumber: 10)
     }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3383,6 +3391,7 @@ nonisolated extension Mizar_Transit_V1_PublishedFlow: SwiftProtobuf.Message, Swi
     if lhs.backendHost != rhs.backendHost {return false}
     if lhs.natPort != rhs.natPort {return false}
     if lhs.idleS != rhs.idleS {return false}
+    if lhs.state != rhs.state {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
