@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", exact: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "3.12.3"),
         .package(url: "https://github.com/apple/swift-asn1.git", exact: "1.7.4"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
     ],
     targets: [
         // THE shared header: every struct that crosses the kernel/user boundary.
@@ -44,7 +45,24 @@ let package = Package(
         // Network namespaces, rtnetlink and ethtool, wrapped once.
         .target(name: "CNetlink", path: "Sources/CNetlink"),
         // Namespaces, links, addresses and routes in Swift terms.
-        .target(name: "MizarSystem", dependencies: ["CNetlink", "MizarCore"], swiftSettings: strict),
+        .target(
+            name: "MizarSystem",
+            dependencies: ["CNetlink", "MizarCore", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            swiftSettings: strict),
+        // Prometheus metrics: the daemons' registries and their HTTP endpoint.
+        .target(
+            name: "MizarMetrics",
+            dependencies: [
+                "MizarCore", "MizarSystem",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         // The transitd API: generated from proto/ by scripts/gen-proto.sh.
         .target(
             name: "MizarRPC",
@@ -141,6 +159,7 @@ let package = Package(
             name: "transitd",
             dependencies: [
                 "MizarTransit", "MizarTransitClient", "MizarTLS", "MizarSystem", "MizarStore", "MizarEtcd", "MizarAPI", "MizarCNI",
+                "MizarMetrics",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -258,6 +277,7 @@ let package = Package(
             name: "MizarTransitTests",
             dependencies: [
                 "MizarTransit", "MizarTransitClient", "MizarTLS", "MizarTestbed", "MizarRPC", "MizarCore", "MizarDataplane", "MizarSystem", "MizarPKI", "MizarPacket",
+                "MizarMetrics",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),

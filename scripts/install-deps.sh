@@ -2,7 +2,7 @@
 # Installs the Debian packages the project needs, non-interactively, and only
 # those missing. Swift itself comes with the machine (/opt/swift).
 set -euo pipefail
-packages=(libbpf-dev libelf-dev zlib1g-dev bpftool tshark iproute2 util-linux iputils-ping etcd-server curl podman busybox-static openssl)
+packages=(libbpf-dev libelf-dev zlib1g-dev bpftool tshark iproute2 util-linux iputils-ping etcd-server curl podman busybox-static openssl prometheus)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

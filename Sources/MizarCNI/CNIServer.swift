@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import NIOCore
+import MizarSystem
 import NIOPosix
 import ServiceLifecycle
 
@@ -37,17 +38,7 @@ public struct CNIServer: Service {
         chmod(path, 0o600)
         logger.info("serving CNI", metadata: ["cni.socket": "\(path)"])
         defer { unlink(path) }
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await listener.executeThenClose { connections in
-                    for try await connection in connections {
-                        group.addTask { await serve(connection) }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            listener.channel.close(promise: nil)
-        }
+        try await serveUntilShutdown(listener) { await serve($0) }
     }
 
     /// One request and its answer; the connection is closed either way.

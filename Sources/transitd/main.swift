@@ -8,6 +8,7 @@ import MizarCNI
 import MizarCore
 import MizarDataplane
 import MizarEtcd
+import MizarMetrics
 import MizarStore
 import MizarSystem
 import MizarTransit
@@ -96,6 +97,9 @@ struct Transitd: AsyncParsableCommand {
     @Option(help: "Unix socket for the CNI plugin (default /run/mizar/cni.sock, where mizar-cni looks, or STATE-DIR/cni.sock with --state-dir; 'none' to serve no CNI).")
     var cniSocket: String?
 
+    @Option(help: "Where Prometheus metrics are served (GET /metrics): HOST:PORT on loopback, or 'none'.")
+    var metricsAddress = DatapathMetrics.defaultAddress
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -111,6 +115,7 @@ struct Transitd: AsyncParsableCommand {
         guard conntrackSize >= 1024 else { throw ValidationError("--conntrack-size: \(conntrackSize) is too small; at least 1024") }
         guard snatSize >= 1024 else { throw ValidationError("--snat-size: \(snatSize) is too small; at least 1024") }
         _ = try Self.portRange(snatPorts)
+        _ = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address")
     }
 
     /// "FIRST-LAST" within 1024-65535, or "none".
@@ -179,6 +184,10 @@ struct Transitd: AsyncParsableCommand {
         func serve(_ store: Store?) async throws {
             var services: [any Service] = [TransitServer(host: host, listeners: listeners)]
             services.append(FlowSweeper(host: host, logger: logger, conntrack: !noPolicy))
+            if let at = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address") {
+                let metrics = DatapathMetrics(host: host, logger: logger)
+                services.append(try MetricsServer(address: at, registry: metrics.registry, logger: logger, refresh: metrics.refresh))
+            }
             if let store { services.append(DropletRegistration(store: store, name: dropletName, spec: spec, logger: logger)) }
             // CNI makes Endpoints in etcd; without etcd it answers with a clear error.
             if cniPath != "none" {

@@ -1,0 +1,84 @@
+import Glibc
+import MizarCore
+import MizarMetrics
+import MizarRPC
+import MizarSystem
+import MizarTestbed
+import Prometheus
+import Testing
+
+/// The value of one series in Prometheus' text format (0 when absent).
+func metricValue(_ text: String, _ series: String) -> Double {
+    for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1).split(separator: " ").first ?? "") ?? 0
+    }
+    return 0
+}
+
+@Suite("metrics")
+struct MetricsUnitTests {
+    @Test("counters read whole are exported as growth: a reading below the last (a reset underneath) counts from zero, never down")
+    func monotonic() {
+        let registry = PrometheusCollectorRegistry()
+        let c = MonotonicCounters(registry, name: "t_total", help: "test", label: "what")
+        c.record([("a", 5), ("b", 0)])
+        c.record([("a", 9), ("b", 2)])
+        #expect(metricValue(registry.emitToString(), #"t_total{what="a"}"#) == 9)
+        // Reset underneath: 3 since the reset; the export goes on from 9.
+        c.record([("a", 3), ("b", 2)])
+        #expect(metricValue(registry.emitToString(), #"t_total{what="a"}"#) == 12)
+        #expect(metricValue(registry.emitToString(), #"t_total{what="b"}"#) == 2)
+    }
+
+    @Test("metrics are served on loopback only; other addresses and bad text are refused naming the flag")
+    func loopbackOnly() throws {
+        #expect(try MetricsServer.address(parsing: "127.0.0.1:9470", field: "--metrics-address")?.port == 9470)
+        #expect(try MetricsServer.address(parsing: "none", field: "--metrics-address") == nil)
+        for bad in ["0.0.0.0:9470", "10.0.0.1:9470", "9470", "example.com:80"] {
+            #expect(throws: ValidationError.self) { _ = try MetricsServer.address(parsing: bad, field: "--metrics-address") }
+        }
+    }
+}
+
+extension ClusterTests {
+    /// A transitd's metrics, fetched inside its host's namespace.
+    static func scrape(_ host: Testbed.Host, path: String = "/metrics") async throws -> (status: Int32, output: String) {
+        try await onOwnThread {
+            runCapturing(["nsenter", "--net=\(host.netns)", "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}",
+                          "http://127.0.0.1:9470\(path)"])
+        }
+    }
+
+    @Test("transitd serves its data plane's counters to Prometheus on loopback: valid text, 7 dropped packets move their reason's series by 7, as the API's counters")
+    func transitdMetrics() async throws {
+        let c = try await Cluster.get()
+        let h2 = c.host(2)
+        let first = try await Self.scrape(h2)
+        #expect(first.status == 0 && first.output.hasSuffix("\n200"), "scrape: \(first.output.suffix(200))")
+        let text = String(first.output.dropLast(4))
+        #expect(text.contains("# TYPE mizar_datapath_drops_total counter"))
+        #expect(text.contains(#"mizar_datapath_packets_total{counter="deliver"}"#))
+        // promtool, as Prometheus itself judges the text.
+        let file = "/tmp/mizar-metrics-\(getpid()).txt"
+        try writeFile(file, text)
+        defer { unlink(file) }
+        let check = try await onOwnThread { runCapturing(["sh", "-c", "promtool check metrics < \(file)"]) }
+        #expect(check.status == 0, "promtool: \(check.output)")
+
+        // 7 unsolicited datagrams to h2's SNAT range from the underlay.
+        let series = #"mizar_datapath_drops_total{reason="snat_no_mapping"}"#
+        let outsider = try await onOwnThread { try c.bed.addStranger("metx", ip: IPv4Address(172, 30, c.bed.underlayNet, 77), mac: "02:4d:00:00:00:77") }
+        defer { _ = try? NetworkNamespace.delete(path: outsider) }
+        let before = metricValue(String(try await Self.scrape(h2).output.dropLast(4)), series)
+        for i in 0..<7 { try Traffic.sendUDP(from: outsider, to: h2.ip, port: 61_234, payload: Array("m\(i)".utf8)) }
+        try await Task.sleep(for: .milliseconds(200))
+        let after = metricValue(String(try await Self.scrape(h2).output.dropLast(4)), series)
+        #expect(after - before == 7, "snat_no_mapping moved from \(before) to \(after)")
+        let api = try await c.client(2) { try await $0.getCounters(.init()) }.drops.first { $0.name == "snat_no_mapping" }?.packets
+        #expect(api.map { Double($0) } == after, "the API says \(api ?? 0), the metrics \(after)")
+
+        // Anything but GET /metrics is refused.
+        let other = try await Self.scrape(h2, path: "/")
+        #expect(other.output.hasSuffix("\n404"))
+    }
+}
