@@ -45,17 +45,14 @@ let package = Package(
         // Network namespaces, rtnetlink and ethtool, wrapped once.
         .target(name: "CNetlink", path: "Sources/CNetlink"),
         // Namespaces, links, addresses and routes in Swift terms.
-        .target(
-            name: "MizarSystem",
-            dependencies: ["CNetlink", "MizarCore", .product(name: "NIOCore", package: "swift-nio"),
-                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
-            swiftSettings: strict),
+        .target(name: "MizarSystem", dependencies: ["CNetlink", "MizarCore"], swiftSettings: strict),
         // Prometheus metrics: the daemons' registries and their HTTP endpoint.
         .target(
             name: "MizarMetrics",
             dependencies: [
-                "MizarCore", "MizarSystem",
+                "MizarCore",
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -120,8 +117,9 @@ let package = Package(
         .target(
             name: "MizarOperator",
             dependencies: [
-                "MizarAPI", "MizarStore", "MizarEtcd", "MizarTransitClient", "MizarTLS", "MizarCore",
+                "MizarAPI", "MizarStore", "MizarEtcd", "MizarTransitClient", "MizarTLS", "MizarCore", "MizarMetrics",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -143,7 +141,7 @@ let package = Package(
         // transitd's side of CNI: endpoints for containers, on its own socket.
         .target(
             name: "MizarCNI",
-            dependencies: ["MizarTransit", "MizarStore", "MizarAPI", "MizarCore", "MizarSystem", "MizarRPC",
+            dependencies: ["MizarTransit", "MizarStore", "MizarAPI", "MizarCore", "MizarSystem", "MizarRPC", "MizarMetrics",
                            .product(name: "Logging", package: "swift-log"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
@@ -168,7 +166,7 @@ let package = Package(
         .executableTarget(
             name: "mizar-operator",
             dependencies: [
-                "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore", "MizarTransitClient", "MizarTLS",
+                "MizarOperator", "MizarStore", "MizarEtcd", "MizarCore", "MizarTransitClient", "MizarTLS", "MizarMetrics",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -259,7 +257,7 @@ let package = Package(
             name: "MizarOperatorTests",
             dependencies: [
                 "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarTransit", "MizarTransitClient", "MizarTLS",
-                "MizarRPC", "MizarCore", "MizarSystem", "MizarCNI", "MizarPolicy", "MizarPolicyConformance",
+                "MizarRPC", "MizarCore", "MizarSystem", "MizarCNI", "MizarPolicy", "MizarPolicyConformance", "MizarMetrics",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),

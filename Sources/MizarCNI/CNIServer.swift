@@ -1,7 +1,7 @@
 import Glibc
 import Logging
+import MizarMetrics
 import NIOCore
-import MizarSystem
 import NIOPosix
 import ServiceLifecycle
 

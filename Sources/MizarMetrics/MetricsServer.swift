@@ -1,6 +1,5 @@
 import Logging
 import MizarCore
-import MizarSystem
 import NIOCore
 import NIOHTTP1
 import NIOPosix

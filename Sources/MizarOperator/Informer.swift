@@ -107,6 +107,9 @@ public actor WorkQueue {
 
     public init() {}
 
+    /// Keys waiting to be worked on.
+    public var depth: Int { queue.count }
+
     public func add(_ key: String) {
         guard !closed else { return }
         if active.contains(key) { again.insert(key); return }

@@ -77,6 +77,9 @@ public final class Operator: Sendable {
     let eventLease = Mutex<(id: Int64, granted: Date)?>(nil)
     /// The last failure reported per object, so a retry loop is one event.
     let lastFailure = Mutex<[String: String]>([:])
+    /// Reconciles, provisioning delays, queue depths (served by
+    /// mizar-operator's MetricsServer).
+    public let metrics = OperatorMetrics()
 
     public init(store: Store, pool: HTTP2TransitPool = HTTP2TransitPool(), config: Config = Config(), logger: Logger) {
         self.store = store
@@ -290,6 +293,9 @@ public final class Operator: Sendable {
         // nobody's and its reconcile does nothing).
         if let key = ringKey(kind, name), !membership.owns(key) { return .done }
         let id = "\(kind.rawValue)/\(name)"
+        let start = ContinuousClock.now
+        var outcomeName = "error"
+        defer { metrics.reconciled(kind, outcome: outcomeName, took: ContinuousClock.now - start) }
         do {
             var outcome: Outcome
             do { outcome = try await body(name) } catch where TransitRefusal.isPermanent(error) {
@@ -301,6 +307,11 @@ public final class Operator: Sendable {
                 outcome = try await markFailed(kind, name, code, message)
             }
             lastFailure.withLock { $0[id] = nil }
+            switch outcome {
+            case .done: outcomeName = "done"
+            case .retry, .retryAfter: outcomeName = "retry"
+            case .failed: outcomeName = "failed"
+            }
             return outcome
         } catch {
             logger.warning("reconcile failed; will retry", metadata: ["kind": "\(kind.rawValue)", "name": "\(name)", "error": "\(error)"])

@@ -409,6 +409,7 @@ extension Operator {
         status.common.provisioningDelayMs = Self.milliseconds(since: e.metadata.creationTimestamp)
         next.status = status
         guard try await save(next, in: endpoints) != nil else { return .retry("conflict") }
+        if e.status?.common.provisioningDelayMs == nil, let ms = status.common.provisioningDelayMs { metrics.provisioned(milliseconds: ms) }
         await provisioned(e, ip: ip, entry: policy.entry, generation: policy.generation, bouncers: bouncerNames)
         return .done
     }

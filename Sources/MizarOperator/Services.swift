@@ -58,6 +58,7 @@ extension Operator {
         }
         next.status = status
         guard try await save(next, in: endpoints) != nil else { return .retry("conflict") }
+        if e.status?.common.provisioningDelayMs == nil, let ms = status.common.provisioningDelayMs { metrics.provisioned(milliseconds: ms) }
         if !change.removedBackends.isEmpty {
             await event(.endpoint, e.name, .normal, "BackendsRemoved",
                         "\(change.removedBackends.map { "\($0)" }.joined(separator: ", ")) removed; flows to them forgotten on \(change.clientHosts.count) client host(s)")

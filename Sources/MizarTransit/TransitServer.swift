@@ -58,18 +58,20 @@ public final class TransitServer: Service {
     let tcpTransport: HTTP2ServerTransport.Posix?
     let unixSocket: String
 
-    public init(host: some TransitHosting, listeners: TransitListeners) {
+    /// `interceptors` see every call on every listener (metrics), before
+    /// the TCP listener's admission.
+    public init(host: some TransitHosting, listeners: TransitListeners, interceptors: [any ServerInterceptor] = []) {
         let service = TransitService(host: host)
         // A socket file left by a killed run would make bind fail.
         unlink(listeners.unixSocket)
         unixSocket = listeners.unixSocket
         unixTransport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: listeners.unixSocket), transportSecurity: .plaintext)
-        var servers = [GRPCServer(transport: unixTransport, services: [service])]
+        var servers = [GRPCServer(transport: unixTransport, services: [service], interceptors: interceptors)]
         if let tcp = listeners.tcp {
             let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: tcp.host, port: tcp.port),
                                                        transportSecurity: listeners.tls?.server ?? .plaintext)
             servers.append(GRPCServer(transport: transport, services: [service],
-                                      interceptors: listeners.tls == nil ? [] : [OperatorOnly()]))
+                                      interceptors: interceptors + (listeners.tls == nil ? [] : [OperatorOnly()])))
             tcpTransport = transport
         } else {
             tcpTransport = nil

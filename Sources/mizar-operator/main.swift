@@ -4,6 +4,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import MizarEtcd
+import MizarMetrics
 import MizarOperator
 import MizarStore
 import MizarTLS
@@ -32,11 +33,15 @@ struct MizarOperatorCommand: AsyncParsableCommand {
     /// mizar-operator user.
     @OptionGroup var tls: TLSOptions
 
+    @Option(help: "Where Prometheus metrics are served (GET /metrics): HOST:PORT on loopback, or 'none'.")
+    var metricsAddress = "127.0.0.1:9471"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
         _ = try HostPort.list(parsing: etcd, field: "--etcd")
+        _ = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address")
         guard (1...256).contains(workers) else { throw ValidationError("--workers: \(workers) is out of range; expected 1...256") }
     }
 
@@ -60,7 +65,11 @@ struct MizarOperatorCommand: AsyncParsableCommand {
             // SIGTERM and SIGINT stop the controllers, then the replica leaves
             // the ring, then the watches end; whatever was under way is
             // finished by the next operator, from the objects' status.
-            try await ServiceGroup(services: op.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+            var services = op.services
+            if let at = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address") {
+                services.append(try MetricsServer(address: at, registry: op.metrics.registry, logger: logger, refresh: op.refreshMetrics))
+            }
+            try await ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
             logger.info("stopped")
         }
     }

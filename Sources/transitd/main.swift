@@ -182,11 +182,13 @@ struct Transitd: AsyncParsableCommand {
         // then no registration, then no API. Programs and pins stay, so the
         // data plane keeps forwarding until the next transitd adopts it.
         func serve(_ store: Store?) async throws {
-            var services: [any Service] = [TransitServer(host: host, listeners: listeners)]
+            let metricsAt = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address")
+            let metrics = DatapathMetrics(host: host, logger: logger)
+            var services: [any Service] = [TransitServer(host: host, listeners: listeners,
+                                                         interceptors: metricsAt == nil ? [] : [RPCMetrics(registry: metrics.registry)])]
             services.append(FlowSweeper(host: host, logger: logger, conntrack: !noPolicy))
-            if let at = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address") {
-                let metrics = DatapathMetrics(host: host, logger: logger)
-                services.append(try MetricsServer(address: at, registry: metrics.registry, logger: logger, refresh: metrics.refresh))
+            if let metricsAt {
+                services.append(try MetricsServer(address: metricsAt, registry: metrics.registry, logger: logger, refresh: metrics.refresh))
             }
             if let store { services.append(DropletRegistration(store: store, name: dropletName, spec: spec, logger: logger)) }
             // CNI makes Endpoints in etcd; without etcd it answers with a clear error.

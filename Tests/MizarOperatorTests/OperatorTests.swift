@@ -590,9 +590,12 @@ struct OperatorTests {
         let logs = ["op-a", "op-b"].map { "/tmp/mizar-\($0)-\(getpid()).log" }
         defer { logs.forEach { unlink($0) } }
         var pids: [String: pid_t] = [:]
+        // Two replicas on one machine: each its own metrics port.
+        let metricsPorts = ["op-a": 9471, "op-b": 9472]
         for (id, log) in zip(["op-a", "op-b"], logs) {
             pids[id] = try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
-                                        "--id", id, "--log-level", "warning"] + Testbed.flags(plane.bed.operatorTLS), log: log)
+                                        "--id", id, "--log-level", "warning", "--metrics-address", "127.0.0.1:\(metricsPorts[id]!)"]
+                                       + Testbed.flags(plane.bed.operatorTLS), log: log)
         }
         defer { for pid in pids.values { kill(pid, SIGKILL); reap(pid) } }
         try await withEtcd(plane.etcd.endpoints(), tls: plane.bed.operatorTLS) { client in
@@ -633,6 +636,11 @@ struct OperatorTests {
             for v in orphaned {
                 #expect(try await store.get(EndpointSpec.self, "\(v)-e1")?.status?.common.controller == "op-b")
             }
+            // The survivor's metrics count the endpoints it provisioned.
+            let scraped = try await onOwnThread { runCapturing(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9472/metrics"]) }
+            let done = scraped.output.split(separator: "\n").first { $0.hasPrefix(#"mizar_operator_reconciles_total{kind="Endpoint",outcome="done"} "#) }
+            #expect(done.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= Double(orphaned.count) } == true,
+                    "op-b's metrics: \(scraped.output.prefix(1500))")
             for v in vpcs { try await store.delete(VpcSpec.self, v) }
             #expect(try await eventually(20) { try await store.etcd.count(prefix: store.prefix(.vpc)) == 0 })
         }

@@ -49,7 +49,16 @@ extension ClusterTests {
         }
     }
 
-    @Test("transitd serves its data plane's counters to Prometheus on loopback: valid text, 7 dropped packets move their reason's series by 7, as the API's counters")
+    /// promtool judges the text as Prometheus itself does.
+    static func promtool(_ text: String) async throws {
+        let file = "/tmp/mizar-metrics-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).txt"
+        try writeFile(file, text)
+        defer { unlink(file) }
+        let check = try await onOwnThread { runCapturing(["sh", "-c", "promtool check metrics < \(file)"]) }
+        #expect(check.status == 0, "promtool: \(check.output)")
+    }
+
+    @Test("transitd serves its data plane's counters and its calls to Prometheus on loopback: valid text, 7 dropped packets move their reason's series by 7, as the API's counters; calls by method and code")
     func transitdMetrics() async throws {
         let c = try await Cluster.get()
         let h2 = c.host(2)
@@ -58,12 +67,7 @@ extension ClusterTests {
         let text = String(first.output.dropLast(4))
         #expect(text.contains("# TYPE mizar_datapath_drops_total counter"))
         #expect(text.contains(#"mizar_datapath_packets_total{counter="deliver"}"#))
-        // promtool, as Prometheus itself judges the text.
-        let file = "/tmp/mizar-metrics-\(getpid()).txt"
-        try writeFile(file, text)
-        defer { unlink(file) }
-        let check = try await onOwnThread { runCapturing(["sh", "-c", "promtool check metrics < \(file)"]) }
-        #expect(check.status == 0, "promtool: \(check.output)")
+        try await Self.promtool(text)
 
         // 7 unsolicited datagrams to h2's SNAT range from the underlay.
         let series = #"mizar_datapath_drops_total{reason="snat_no_mapping"}"#
@@ -76,6 +80,15 @@ extension ClusterTests {
         #expect(after - before == 7, "snat_no_mapping moved from \(before) to \(after)")
         let api = try await c.client(2) { try await $0.getCounters(.init()) }.drops.first { $0.name == "snat_no_mapping" }?.packets
         #expect(api.map { Double($0) } == after, "the API says \(api ?? 0), the metrics \(after)")
+
+        // Its calls, by method and status code, timed.
+        let refused = try? await c.client(2) { try await $0.putVPC(.with { $0.vni = 0 }) }
+        #expect(refused == nil, "a VPC with VNI 0 was accepted")
+        let rpc = String(try await Self.scrape(h2).output.dropLast(4))
+        #expect(metricValue(rpc, #"mizar_rpc_requests_total{method="GetCounters",code="ok"}"#) >= 1, "\(rpc.split(separator: "\n").filter { $0.contains("mizar_rpc_requests_total") })")
+        #expect(metricValue(rpc, #"mizar_rpc_requests_total{method="PutVPC",code="invalidArgument"}"#) >= 1)
+        #expect(metricValue(rpc, #"mizar_rpc_duration_seconds_count{method="GetCounters"}"#) >= 1)
+        try await Self.promtool(rpc)
 
         // Anything but GET /metrics is refused.
         let other = try await Self.scrape(h2, path: "/")

@@ -4,7 +4,7 @@ import ServiceLifecycle
 /// Accepts connections on `listener` and serves each in a task of its own
 /// until the service group shuts down gracefully: then it stops accepting
 /// and lets the connections under way finish. The daemons' small servers
-/// (CNI's socket, metrics) share it.
+/// (metrics, transitd's CNI socket) share it.
 public func serveUntilShutdown<Inbound: Sendable, Outbound: Sendable>(
     _ listener: NIOAsyncChannel<NIOAsyncChannel<Inbound, Outbound>, Never>,
     _ serve: @escaping @Sendable (NIOAsyncChannel<Inbound, Outbound>) async -> Void
