@@ -46,23 +46,44 @@ const char *mz_btf_member(const struct btf *btf, const struct btf_type *t, int i
 	return btf__name_by_offset(btf, m->name_off);
 }
 
+/* libbpf 1.1 consumes every record a consume call reaches (a callback's
+ * non-negative return does not stop it, a negative one loses the record):
+ * records beyond what the caller's buffer holds are kept here, in order,
+ * and handed out first by the next read. */
 struct mz_ringbuf {
 	struct ring_buffer *rb;
 	size_t record_size;
 	char *out;
 	int max;
 	int n;
+	char *spill;     /* records consumed but not yet handed out */
+	size_t spill_n;  /* how many */
+	size_t spill_at; /* the first not handed out */
+	size_t spill_cap;
 };
 
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct mz_ringbuf *r = ctx;
-	if (r->n >= r->max)
-		return 1; /* stop: the caller's buffer is full, the rest stays queued */
 	size_t len = size < r->record_size ? size : r->record_size;
-	memset(r->out + (size_t)r->n * r->record_size, 0, r->record_size);
-	memcpy(r->out + (size_t)r->n * r->record_size, data, len);
-	r->n++;
+	char *to;
+	if (r->n < r->max) {
+		to = r->out + (size_t)r->n * r->record_size;
+		r->n++;
+	} else {
+		if (r->spill_n == r->spill_cap) {
+			size_t cap = r->spill_cap ? r->spill_cap * 2 : 1024;
+			char *grown = realloc(r->spill, cap * r->record_size);
+			if (!grown)
+				return -ENOMEM;
+			r->spill = grown;
+			r->spill_cap = cap;
+		}
+		to = r->spill + r->spill_n * r->record_size;
+		r->spill_n++;
+	}
+	memset(to, 0, r->record_size);
+	memcpy(to, data, len);
 	return 0;
 }
 
@@ -87,6 +108,18 @@ int mz_ringbuf_read(struct mz_ringbuf *r, void *out, int max_records)
 	r->out = out;
 	r->max = max_records;
 	r->n = 0;
+	/* What an earlier read consumed but could not hand out goes first. */
+	size_t queued = r->spill_n - r->spill_at;
+	if (queued > 0) {
+		size_t take = queued < (size_t)max_records ? queued : (size_t)max_records;
+		memcpy(out, r->spill + r->spill_at * r->record_size, take * r->record_size);
+		r->spill_at += take;
+		r->n = (int)take;
+		if (r->spill_at == r->spill_n)
+			r->spill_n = r->spill_at = 0;
+		if (r->n == max_records)
+			return r->n;
+	}
 	int err = ring_buffer__consume(r->rb);
 	if (err < 0 && r->n == 0)
 		return err;
@@ -98,6 +131,7 @@ void mz_ringbuf_close(struct mz_ringbuf *r)
 	if (!r)
 		return;
 	ring_buffer__free(r->rb);
+	free(r->spill);
 	free(r);
 }
 

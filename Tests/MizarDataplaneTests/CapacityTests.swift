@@ -78,6 +78,26 @@ extension DataplaneTests {
                 #expect(try env.events.drain().first?.target_ifindex == 100_000 + 4095)
             }
         }
+
+        /// Tracing every packet with nobody reading: the ring fills, and
+        /// each event that does not fit is counted as lost, none silently.
+        @Test func fullEventsRingCountsLost() throws {
+            let env = try TestEnvironment.get()
+            try env.reset()
+            try seed(env, Roles(bouncerS1: true))
+            let runs: UInt32 = 25_000   // more than the 1 MiB ring holds (about 18,700)
+            let packet = P.tunnel(from: T.h4, to: T.h1, vni: T.vniA, rts: T.h4, inner: P.udp(T.a5mac, T.gwMAC, T.a5, T.a1))
+            for hook in Hook.allCases {
+                while try !env.events.drain().isEmpty {}
+                let before = try env.dataplane.counterValues()["trace_lost"]?.packets ?? 0
+                _ = try env.dataplane.programs[hook]!.transit.testRun(packet, ifindex: env.ifs.droplet, repeat: runs)
+                let lost = (try env.dataplane.counterValues()["trace_lost"]?.packets ?? 0) - before
+                var emitted = 0
+                while case let batch = try env.events.drain(max: 4096), !batch.isEmpty { emitted += batch.count }
+                #expect(lost > 0 && emitted > 10_000, "\(hook): \(emitted) events emitted, \(lost) lost")
+                #expect(UInt64(emitted) + lost == UInt64(runs), "\(hook): \(emitted) emitted + \(lost) lost != \(runs) runs")
+            }
+        }
     }
 
     @Suite struct Errors {

@@ -76,7 +76,7 @@ final class TestEnvironment: @unchecked Sendable {
     /// Clean tables, zero counters, every packet traced.
     func reset() throws {
         try dataplane.reset()
-        _ = try events.drain()
+        while try !events.drain().isEmpty {}
         try dataplane.setTrace(UInt32(MZ_TRACE_ALL))
     }
 }

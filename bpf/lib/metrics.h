@@ -59,7 +59,8 @@ static __always_inline void trace(struct mz_ctx *ctx, const struct mz_pkt *p, __
 		.inner_dst = p->inner_dst,
 		.next_hop = p->next_hop,
 	};
-	bpf_ringbuf_output(&mz_events, &ev, sizeof(ev), 0);
+	if (bpf_ringbuf_output(&mz_events, &ev, sizeof(ev), 0) < 0)
+		count(MZ_CNT_TRACE_LOST, 0);
 }
 
 static __always_inline int mz_finish(struct mz_ctx *ctx, int ret, struct mz_pkt *p, __u8 prog)

@@ -30,7 +30,8 @@ const char *mz_btf_member(const struct btf *btf, const struct btf_type *t, int i
  * caller's buffer. */
 struct mz_ringbuf;
 struct mz_ringbuf *mz_ringbuf_open(int map_fd, size_t record_size);
-/* Consumes what is there now; returns the number of records copied. */
+/* Copies up to max_records of what is there now, oldest first; returns how
+ * many. None is lost: what does not fit comes with the next read. */
 int mz_ringbuf_read(struct mz_ringbuf *rb, void *out, int max_records);
 void mz_ringbuf_close(struct mz_ringbuf *rb);
 

@@ -668,6 +668,7 @@ enum mz_counter_id {
 	MZ_CNT_PUB_IN,         /* a client's packet to a published port sent to its backend */
 	MZ_CNT_PUB_OUT,        /* a backend's reply sent back to the published flow's client */
 	MZ_CNT_PUB_ADMIT,      /* a backend's host: a published flow from its droplet admitted and delivered */
+	MZ_CNT_TRACE_LOST,     /* a trace event not emitted: the events ring was full (its packet is counted as usual) */
 	MZ_CNT__MAX,
 };
 
@@ -953,6 +954,7 @@ static inline const char *mz_counter_name(__u32 id)
 	case MZ_CNT_PUB_IN: return "published_in";
 	case MZ_CNT_PUB_OUT: return "published_out";
 	case MZ_CNT_PUB_ADMIT: return "published_admit";
+	case MZ_CNT_TRACE_LOST: return "trace_lost";
 	default: return 0;
 	}
 }
