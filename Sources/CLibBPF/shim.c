@@ -34,6 +34,58 @@ int mz_map_update_batch(int map_fd, const void *keys, const void *values, __u32 
 	return err < 0 ? err : 0;
 }
 
+static int map_info(int map_fd, struct bpf_map_info *info)
+{
+	__u32 len = sizeof(*info);
+	memset(info, 0, len);
+	return bpf_obj_get_info_by_fd(map_fd, info, &len);
+}
+
+long long mz_map_capacity(int map_fd)
+{
+	struct bpf_map_info info;
+	int err = map_info(map_fd, &info);
+	return err < 0 ? err : (long long)info.max_entries;
+}
+
+long long mz_map_count(int map_fd)
+{
+	struct bpf_map_info info;
+	int err = map_info(map_fd, &info);
+	if (err < 0)
+		return err;
+	if (info.type != BPF_MAP_TYPE_HASH && info.type != BPF_MAP_TYPE_LRU_HASH)
+		return -EOPNOTSUPP; /* per-CPU values, arrays, tries: not counted this way */
+	/* Small batches for big values (a service's Maglev table). */
+	const __u32 batch = info.value_size > 4096 ? 16 : 1024;
+	char *keys = malloc((size_t)info.key_size * batch), *values = malloc((size_t)info.value_size * batch);
+	/* The batch position: a bucket number for hash maps. */
+	__u64 in = 0, out = 0;
+	long long total = 0;
+	int first = 1;
+	if (!keys || !values) {
+		free(keys);
+		free(values);
+		return -ENOMEM;
+	}
+	for (;;) {
+		__u32 n = batch;
+		err = bpf_map_lookup_batch(map_fd, first ? NULL : &in, &out, keys, values, &n, NULL);
+		if (err < 0 && err != -ENOENT)
+			break;
+		total += n;
+		if (err == -ENOENT) {
+			err = 0;
+			break;
+		}
+		in = out;
+		first = 0;
+	}
+	free(keys);
+	free(values);
+	return err < 0 ? err : total;
+}
+
 int mz_btf_kind(const struct btf_type *t) { return btf_kind(t); }
 int mz_btf_vlen(const struct btf_type *t) { return btf_vlen(t); }
 

@@ -27,6 +27,13 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
         return result
     }
 
+    /// The same for calls that return a 64-bit count or a negative errno.
+    @discardableResult
+    public static func check64(_ result: Int64, _ call: String, _ subject: String = "") throws(SystemError) -> Int64 {
+        if result < 0 { throw SystemError(call: call, subject: subject, errno: Int32(clamping: -result)) }
+        return result
+    }
+
     /// For calls that return NULL and set errno.
     public static func check<T>(_ pointer: T?, _ call: String, _ subject: String = "") throws(SystemError) -> T {
         guard let pointer else { throw SystemError(call: call, subject: subject, errno: Glibc.errno) }

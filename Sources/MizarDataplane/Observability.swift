@@ -47,6 +47,35 @@ extension Dataplane {
     }
 }
 
+/// How full one of the data plane's tables is.
+public struct MapPressure: Sendable, Equatable {
+    public var map: String
+    public var entries: Int
+    public var capacity: Int
+}
+
+extension Dataplane {
+    /// The hash tables whose fill matters (learned, admitted and translated
+    /// flows, endpoints, services): entries now and capacity. Counted in
+    /// batches: about a millisecond per hundred thousand entries.
+    public func mapPressure() throws(SystemError) -> [MapPressure] {
+        let maps: [(String, Int32)] = [
+            ("mz_droplets", droplets.fd), ("mz_vpcs", vpcs.fd), ("mz_endpoints", endpoints.fd), ("mz_local", local.fd),
+            ("mz_ifaces", ifaces.fd), ("mz_hostcache", hostCache.fd), ("mz_services", services.fd), ("mz_nat", nat.fd),
+            ("mz_svc_clients", serviceClients.fd), ("mz_pol_eps", policyEndpoints.fd), ("mz_pol_sets", policySets.fd),
+            ("mz_ct", conntrack.fd), ("mz_snat_out", snatOut.fd), ("mz_snat_in", snatIn.fd), ("mz_published", published.fd),
+            ("mz_pub_flows", publishedFlows.fd), ("mz_pub_back", publishedBack.fd),
+        ]
+        var result: [MapPressure] = []
+        for (name, fd) in maps {
+            let entries = try SystemError.check64(mz_map_count(fd), "bpf_map_lookup_batch", name)
+            let capacity = try SystemError.check64(mz_map_capacity(fd), "bpf_obj_get_info_by_fd", name)
+            result.append(MapPressure(map: name, entries: Int(entries), capacity: Int(capacity)))
+        }
+        return result
+    }
+}
+
 /// Reads the trace events the programs emit (mz_knobs.trace says which).
 public final class EventReader {
     private let rb: OpaquePointer

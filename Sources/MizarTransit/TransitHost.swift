@@ -262,6 +262,11 @@ public actor TransitHost {
 
     // MARK: - Counters
 
+    /// How full the data plane's hash tables are.
+    public func mapPressure() throws -> [MapPressure] {
+        try dataplane.mapPressure()
+    }
+
     public func counters() throws -> (counters: [(String, CounterValue)], drops: [(String, CounterValue)]) {
         let c = try dataplane.counterValues(), d = try dataplane.dropValues()
         return (CounterID.all.map { ($0.name, c[$0.name] ?? .zero) }, DropReason.all.map { ($0.name, d[$0.name] ?? .zero) })

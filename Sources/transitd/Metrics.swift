@@ -2,12 +2,13 @@ import Logging
 import MizarMetrics
 import MizarTransit
 import Prometheus
+import Synchronization
 
 /// transitd's metrics: the data plane's counters and drops, read at each
 /// scrape (summed over CPUs) and exported as counters that never go down,
 /// even when the data plane's are reset underneath. Labels are bounded:
 /// one series per counter and per drop reason, none per endpoint.
-struct DatapathMetrics: Sendable {
+final class DatapathMetrics: Sendable {
     static let defaultAddress = "127.0.0.1:9470"
 
     let registry = PrometheusCollectorRegistry()
@@ -16,6 +17,10 @@ struct DatapathMetrics: Sendable {
     let failures: Counter
     let host: TransitHost
     let logger: Logger
+    /// When the tables were last counted: at most every 10 s (counting a
+    /// million flows takes milliseconds; a scraper every second need not).
+    let counted = Mutex<ContinuousClock.Instant?>(nil)
+    static let countEvery = Duration.seconds(10)
 
     init(host: TransitHost, logger: Logger) {
         self.host = host
@@ -39,6 +44,24 @@ struct DatapathMetrics: Sendable {
             bytes.record(counters.map { ($0.0, $0.1.bytes) })
             drops.record(dropped.map { ($0.0, $0.1.packets) })
             droppedBytes.record(dropped.map { ($0.0, $0.1.bytes) })
+            let now = ContinuousClock.now
+            let due = counted.withLock { last in
+                guard last.map({ now - $0 >= Self.countEvery }) ?? true else { return false }
+                last = now
+                return true
+            }
+            if due {
+                for m in try await host.mapPressure() {
+                    registry.makeGauge(descriptor: MetricNameDescriptor(
+                        namespace: "mizar", subsystem: "datapath", metricName: "map_entries", unitName: "",
+                        helpText: "Entries in each of the data plane's hash tables (counted at most every 10 s)."),
+                        labels: [("map", m.map)]).set(Int64(m.entries))
+                    registry.makeGauge(descriptor: MetricNameDescriptor(
+                        namespace: "mizar", subsystem: "datapath", metricName: "map_capacity", unitName: "",
+                        helpText: "How many entries each of the data plane's hash tables can hold."),
+                        labels: [("map", m.map)]).set(Int64(m.capacity))
+                }
+            }
         } catch {
             failures.increment()
             logger.warning("metrics: the data plane's counters could not be read", metadata: ["error": "\(error)"])

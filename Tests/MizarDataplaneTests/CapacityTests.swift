@@ -79,6 +79,26 @@ extension DataplaneTests {
             }
         }
 
+        /// Map pressure counts exactly what the tables hold, against their
+        /// real capacity.
+        @Test func mapPressureCounts() throws {
+            let env = try TestEnvironment.get()
+            try env.reset()
+            let vni = try VNI(4444)
+            let entries = (0..<3000).map { i in
+                EndpointEntry(vni: vni, ip: IPv4Address(value: 0x0a07_0000 + UInt32(i) + 2), mac: MACAddress(value: 0x0a57_0000_0000 + UInt64(i)),
+                              host: T.h2)
+            }
+            try env.dataplane.upsertEndpoints(entries)
+            let pressure = Dictionary(uniqueKeysWithValues: try env.dataplane.mapPressure().map { ($0.map, $0) })
+            #expect(pressure["mz_endpoints"] == MapPressure(map: "mz_endpoints", entries: 3000, capacity: Int(MZ_MAX_ENDPOINTS)))
+            #expect(pressure["mz_ct"]?.capacity == Int(env.dataplane.settings.conntrackSize))
+            #expect(pressure["mz_ct"]?.entries == (try env.dataplane.conntrack.keys().count))
+            #expect(pressure["mz_services"]?.entries == 0 && pressure.count == 17)
+            try env.dataplane.endpoints.clear()
+            #expect(try env.dataplane.mapPressure().first { $0.map == "mz_endpoints" }?.entries == 0)
+        }
+
         /// Tracing every packet with nobody reading: the ring fills, and
         /// each event that does not fit is counted as lost, none silently.
         @Test func fullEventsRingCountsLost() throws {

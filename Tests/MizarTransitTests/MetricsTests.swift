@@ -60,13 +60,16 @@ extension ClusterTests {
 
     @Test("transitd serves its data plane's counters and its calls to Prometheus on loopback: valid text, 7 dropped packets move their reason's series by 7, as the API's counters; calls by method and code")
     func transitdMetrics() async throws {
-        let c = try await Cluster.get()
+        let c = try await World.get().c   // (with its endpoints: a2 and b1 live on h2)
         let h2 = c.host(2)
         let first = try await Self.scrape(h2)
         #expect(first.status == 0 && first.output.hasSuffix("\n200"), "scrape: \(first.output.suffix(200))")
         let text = String(first.output.dropLast(4))
         #expect(text.contains("# TYPE mizar_datapath_drops_total counter"))
         #expect(text.contains(#"mizar_datapath_packets_total{counter="deliver"}"#))
+        // Map pressure: the bouncer of s1 holds endpoints; capacities are real.
+        #expect(metricValue(text, #"mizar_datapath_map_capacity{map="mz_endpoints"}"#) == 1_048_576)
+        #expect(metricValue(text, #"mizar_datapath_map_entries{map="mz_local"}"#) >= 1, "h2's local endpoints")
         try await Self.promtool(text)
 
         // 7 unsolicited datagrams to h2's SNAT range from the underlay.

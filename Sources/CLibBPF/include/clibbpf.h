@@ -19,6 +19,12 @@ int mz_prog_test_run(int prog_fd, int xdp, __u32 ifindex, const void *data_in, _
 
 int mz_map_update_batch(int map_fd, const void *keys, const void *values, __u32 *count,
 			__u64 elem_flags);
+/* How many entries a hash map (plain or LRU, not per-CPU) holds now, read
+ * in batches (a few syscalls per thousand entries); a negative errno on
+ * failure, -EOPNOTSUPP for other kinds of map. */
+long long mz_map_count(int map_fd);
+/* A map's capacity (max_entries); a negative errno on failure. */
+long long mz_map_capacity(int map_fd);
 
 /* BTF: a type's kind, member count, and one member's name and bit offset. */
 int mz_btf_kind(const struct btf_type *t);
