@@ -57,7 +57,8 @@ public struct MapPressure: Sendable, Equatable {
 extension Dataplane {
     /// The hash tables whose fill matters (learned, admitted and translated
     /// flows, endpoints, services): entries now and capacity. Counted in
-    /// batches: about a millisecond per hundred thousand entries.
+    /// batches of a thousand entries per syscall (small batches for the
+    /// services' big values).
     public func mapPressure() throws(SystemError) -> [MapPressure] {
         let maps: [(String, Int32)] = [
             ("mz_droplets", droplets.fd), ("mz_vpcs", vpcs.fd), ("mz_endpoints", endpoints.fd), ("mz_local", local.fd),

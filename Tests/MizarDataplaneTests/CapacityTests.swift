@@ -51,6 +51,11 @@ extension DataplaneTests {
             }
             let held = try dp.conntrack.keys()
             #expect(held.count == 1_000_000)
+            // Map pressure counts them all, in batches (its time printed, not asserted).
+            let start = ContinuousClock.now
+            let pressure = try dp.mapPressure().first { $0.map == "mz_ct" }
+            print("map pressure: \(pressure?.entries ?? -1) conntrack entries of \(pressure?.capacity ?? -1) counted (with 16 other tables) in \(ContinuousClock.now - start)")
+            #expect(pressure?.entries == 1_000_000 && pressure?.capacity == 1_048_576)
             #expect(try dp.conntrack.lookup(keys[0]) != nil, "the first flow was evicted")
             #expect(try dp.conntrack.lookup(keys[999_999]) != nil)
         }
