@@ -36,20 +36,12 @@ extension OperatorTests {
                 let scraped = try await onOwnThread { runCapturing(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:\(at)/metrics"]) }
                 #expect(scraped.status == 0)
                 let text = scraped.output
-                func value(_ series: String) -> Double {
-                    for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
-                        return Double(line.dropFirst(series.count + 1)) ?? 0
-                    }
-                    return -1
-                }
+                func value(_ series: String) -> Double { metricValue(text, series) ?? -1 }
                 #expect(value(#"mizar_operator_reconciles_total{kind="Endpoint",outcome="done"}"#) >= 1, "\(text.prefix(2000))")
                 #expect(value(#"mizar_operator_reconcile_duration_seconds_count{kind="Endpoint"}"#) >= 1)
                 #expect(value("mizar_operator_provisioning_delay_seconds_count") >= 1)
                 #expect(value(#"mizar_operator_queue_depth{queue="endpoint"}"#) >= 0)
-                let file = "/tmp/mizar-operator-metrics-\(getpid()).txt"
-                try writeFile(file, text)
-                defer { unlink(file) }
-                let check = try await onOwnThread { runCapturing(["sh", "-c", "promtool check metrics < \(file)"]) }
+                let check = try await promtoolCheck(text)
                 #expect(check.status == 0, "promtool: \(check.output)")
             }
         }

@@ -638,8 +638,8 @@ struct OperatorTests {
             }
             // The survivor's metrics count the endpoints it provisioned.
             let scraped = try await onOwnThread { runCapturing(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9472/metrics"]) }
-            let done = scraped.output.split(separator: "\n").first { $0.hasPrefix(#"mizar_operator_reconciles_total{kind="Endpoint",outcome="done"} "#) }
-            #expect(done.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= Double(orphaned.count) } == true,
+            let done = metricValue(scraped.output, #"mizar_operator_reconciles_total{kind="Endpoint",outcome="done"}"#)
+            #expect(done.map { $0 >= Double(orphaned.count) } == true,
                     "op-b's metrics: \(scraped.output.prefix(1500))")
             for v in vpcs { try await store.delete(VpcSpec.self, v) }
             #expect(try await eventually(20) { try await store.etcd.count(prefix: store.prefix(.vpc)) == 0 })

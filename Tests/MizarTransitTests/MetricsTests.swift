@@ -7,12 +7,9 @@ import MizarTestbed
 import Prometheus
 import Testing
 
-/// The value of one series in Prometheus' text format (0 when absent).
-func metricValue(_ text: String, _ series: String) -> Double {
-    for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
-        return Double(line.dropFirst(series.count + 1).split(separator: " ").first ?? "") ?? 0
-    }
-    return 0
+/// A series' value, 0 when absent (the counters here start at 0).
+func seriesValue(_ text: String, _ series: String) -> Double {
+    metricValue(text, series) ?? 0
 }
 
 @Suite("metrics")
@@ -23,11 +20,11 @@ struct MetricsUnitTests {
         let c = MonotonicCounters(registry, name: "t_total", help: "test", label: "what")
         c.record([("a", 5), ("b", 0)])
         c.record([("a", 9), ("b", 2)])
-        #expect(metricValue(registry.emitToString(), #"t_total{what="a"}"#) == 9)
+        #expect(seriesValue(registry.emitToString(), #"t_total{what="a"}"#) == 9)
         // Reset underneath: 3 since the reset; the export goes on from 9.
         c.record([("a", 3), ("b", 2)])
-        #expect(metricValue(registry.emitToString(), #"t_total{what="a"}"#) == 12)
-        #expect(metricValue(registry.emitToString(), #"t_total{what="b"}"#) == 2)
+        #expect(seriesValue(registry.emitToString(), #"t_total{what="a"}"#) == 12)
+        #expect(seriesValue(registry.emitToString(), #"t_total{what="b"}"#) == 2)
     }
 
     @Test("metrics are served on loopback only; other addresses and bad text are refused naming the flag")
@@ -49,12 +46,8 @@ extension ClusterTests {
         }
     }
 
-    /// promtool judges the text as Prometheus itself does.
     static func promtool(_ text: String) async throws {
-        let file = "/tmp/mizar-metrics-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).txt"
-        try writeFile(file, text)
-        defer { unlink(file) }
-        let check = try await onOwnThread { runCapturing(["sh", "-c", "promtool check metrics < \(file)"]) }
+        let check = try await promtoolCheck(text)
         #expect(check.status == 0, "promtool: \(check.output)")
     }
 
@@ -68,18 +61,18 @@ extension ClusterTests {
         #expect(text.contains("# TYPE mizar_datapath_drops_total counter"))
         #expect(text.contains(#"mizar_datapath_packets_total{counter="deliver"}"#))
         // Map pressure: the bouncer of s1 holds endpoints; capacities are real.
-        #expect(metricValue(text, #"mizar_datapath_map_capacity{map="mz_endpoints"}"#) == 1_048_576)
-        #expect(metricValue(text, #"mizar_datapath_map_entries{map="mz_local"}"#) >= 1, "h2's local endpoints")
+        #expect(seriesValue(text, #"mizar_datapath_map_capacity{map="mz_endpoints"}"#) == 1_048_576)
+        #expect(seriesValue(text, #"mizar_datapath_map_entries{map="mz_local"}"#) >= 1, "h2's local endpoints")
         try await Self.promtool(text)
 
         // 7 unsolicited datagrams to h2's SNAT range from the underlay.
         let series = #"mizar_datapath_drops_total{reason="snat_no_mapping"}"#
         let outsider = try await onOwnThread { try c.bed.addStranger("metx", ip: IPv4Address(172, 30, c.bed.underlayNet, 77), mac: "02:4d:00:00:00:77") }
         defer { _ = try? NetworkNamespace.delete(path: outsider) }
-        let before = metricValue(String(try await Self.scrape(h2).output.dropLast(4)), series)
+        let before = seriesValue(String(try await Self.scrape(h2).output.dropLast(4)), series)
         for i in 0..<7 { try Traffic.sendUDP(from: outsider, to: h2.ip, port: 61_234, payload: Array("m\(i)".utf8)) }
         try await Task.sleep(for: .milliseconds(200))
-        let after = metricValue(String(try await Self.scrape(h2).output.dropLast(4)), series)
+        let after = seriesValue(String(try await Self.scrape(h2).output.dropLast(4)), series)
         #expect(after - before == 7, "snat_no_mapping moved from \(before) to \(after)")
         let api = try await c.client(2) { try await $0.getCounters(.init()) }.drops.first { $0.name == "snat_no_mapping" }?.packets
         #expect(api.map { Double($0) } == after, "the API says \(api ?? 0), the metrics \(after)")
@@ -88,9 +81,9 @@ extension ClusterTests {
         let refused = try? await c.client(2) { try await $0.putVPC(.with { $0.vni = 0 }) }
         #expect(refused == nil, "a VPC with VNI 0 was accepted")
         let rpc = String(try await Self.scrape(h2).output.dropLast(4))
-        #expect(metricValue(rpc, #"mizar_rpc_requests_total{method="GetCounters",code="ok"}"#) >= 1, "\(rpc.split(separator: "\n").filter { $0.contains("mizar_rpc_requests_total") })")
-        #expect(metricValue(rpc, #"mizar_rpc_requests_total{method="PutVPC",code="invalidArgument"}"#) >= 1)
-        #expect(metricValue(rpc, #"mizar_rpc_duration_seconds_count{method="GetCounters"}"#) >= 1)
+        #expect(seriesValue(rpc, #"mizar_rpc_requests_total{method="GetCounters",code="ok"}"#) >= 1, "\(rpc.split(separator: "\n").filter { $0.contains("mizar_rpc_requests_total") })")
+        #expect(seriesValue(rpc, #"mizar_rpc_requests_total{method="PutVPC",code="invalidArgument"}"#) >= 1)
+        #expect(seriesValue(rpc, #"mizar_rpc_duration_seconds_count{method="GetCounters"}"#) >= 1)
         try await Self.promtool(rpc)
 
         // Anything but GET /metrics is refused.
