@@ -109,9 +109,12 @@ extension Operator {
 
     func publication(_ e: Endpoint, changed: Bool) -> Publication {
         let wanted = publishTargets(e)
+        let before = Set(e.status?.published ?? [])
+        // Not published anywhere, nor meant to be: no look at the droplets
+        // (a scaled endpoint's reconcile stays independent of their number).
+        if wanted.isEmpty && before.isEmpty { return Publication(put: [], remove: [], after: [], before: []) }
         let ready = Set(readyDroplets().map(\.name))
         let existing = Set(droplets.list().map(\.name))
-        let before = Set(e.status?.published ?? [])
         let reach = wanted.intersection(ready)
         let put = changed ? reach : reach.subtracting(before)
         let remove = before.subtracting(wanted).intersection(ready)
