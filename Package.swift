@@ -50,8 +50,10 @@ let package = Package(
         .target(
             name: "MizarMetrics",
             dependencies: [
-                "MizarCore",
+                "MizarCore", "MizarTLS",
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

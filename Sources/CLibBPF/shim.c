@@ -1,6 +1,7 @@
 #include "clibbpf.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +177,17 @@ int mz_ringbuf_read(struct mz_ringbuf *r, void *out, int max_records)
 	if (err < 0 && r->n == 0)
 		return err;
 	return r->n;
+}
+
+int mz_ringbuf_wait(struct mz_ringbuf *r, int timeout_ms)
+{
+	if (r->spill_n > r->spill_at)
+		return 1;
+	struct pollfd pfd = { .fd = ring_buffer__epoll_fd(r->rb), .events = POLLIN };
+	int n = poll(&pfd, 1, timeout_ms);
+	if (n < 0)
+		return -errno;
+	return n > 0;
 }
 
 void mz_ringbuf_close(struct mz_ringbuf *r)

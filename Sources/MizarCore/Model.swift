@@ -98,6 +98,8 @@ public enum Identities {
     public static let operatorName = "mizar-operator"
     /// The administrator: etcd's root user.
     public static let adminName = "root"
+    /// Whoever scrapes metrics beyond loopback (a Prometheus server).
+    public static let metricsName = "mizar-metrics"
     /// A droplet's transitd: its certificate's common name, and its user
     /// in etcd.
     public static func droplet(_ name: String) -> String { "droplet-\(name)" }

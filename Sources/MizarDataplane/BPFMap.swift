@@ -161,6 +161,19 @@ struct PerCPUHash<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
         try lookupPerCPU(fd: fd, name: name, key: key, cpus: cpus)
     }
 
+    /// Makes `key` with every CPU's value zero, unless it exists (whose
+    /// values are kept). Returns whether it was made.
+    @discardableResult
+    func insertZero(_ key: Key) throws(SystemError) -> Bool {
+        let stride = (MemoryLayout<Value>.size + 7) & ~7
+        var k = key
+        let zeros = [UInt8](repeating: 0, count: stride * cpus)
+        let r = zeros.withUnsafeBytes { bpf_map_update_elem(fd, &k, $0.baseAddress!, UInt64(BPF_NOEXIST)) }
+        if r == -EEXIST { return false }
+        try SystemError.check(r, "bpf_map_update_elem", name)
+        return true
+    }
+
     @discardableResult
     func delete(_ key: Key) throws(SystemError) -> Bool {
         try BPFMap<Key, UInt8>(name: name, fd: fd).delete(key)

@@ -38,6 +38,8 @@ public final class Dataplane: @unchecked Sendable {
     let natActive: BPFMap<UInt32, UInt32>
     let serviceClients: BPFMap<mz_svc_client_key, mz_svc_client>
     let serviceStats: PerCPUHash<mz_svc_stat_key, mz_counter>
+    let vpcStats: PerCPUHash<UInt32, mz_vpc_stat>
+    let traceVPCs: BPFMap<mz_trace_vpc_key, UInt32>
     let counters: PerCPUArray<mz_counter>
     let drops: PerCPUArray<mz_counter>
     let eventsFD: Int32
@@ -72,7 +74,7 @@ public final class Dataplane: @unchecked Sendable {
         "mz_ifaces", "mz_hostcache", "mz_droplets", "mz_counters", "mz_drops", "mz_events",
         "mz_services", "mz_nat", "mz_nat_active", "mz_svc_clients", "mz_svc_stats",
         "mz_pol_eps", "mz_pol_sets", "mz_pol_blocks", "mz_ct", "mz_snat_out", "mz_snat_in",
-        "mz_published", "mz_pub_flows", "mz_pub_back",
+        "mz_published", "mz_pub_flows", "mz_pub_back", "mz_vpc_stats", "mz_trace_vpcs",
     ]
 
     public init(objectDirectory: String, hooks: [Hook] = Hook.allCases, settings: DataplaneSettings = DataplaneSettings(),
@@ -116,6 +118,8 @@ public final class Dataplane: @unchecked Sendable {
         natActive = BPFMap(name: "mz_nat_active", fd: try fd("mz_nat_active"))
         serviceClients = BPFMap(name: "mz_svc_clients", fd: try fd("mz_svc_clients"))
         serviceStats = try PerCPUHash(name: "mz_svc_stats", fd: try fd("mz_svc_stats"))
+        vpcStats = try PerCPUHash(name: "mz_vpc_stats", fd: try fd("mz_vpc_stats"))
+        traceVPCs = BPFMap(name: "mz_trace_vpcs", fd: try fd("mz_trace_vpcs"))
         counters = try PerCPUArray(name: "mz_counters", fd: try fd("mz_counters"))
         drops = try PerCPUArray(name: "mz_drops", fd: try fd("mz_drops"))
         eventsFD = try fd("mz_events")

@@ -94,4 +94,84 @@ public final class EventReader {
         try SystemError.check(n, "ring_buffer__consume", "mz_events")
         return Array(out.prefix(Int(n)))
     }
+
+    /// Up to `max` events queued now, oldest first.
+    public func read(max: Int = 4096) throws(SystemError) -> [TraceEvent] {
+        try drain(max: max).map(TraceEvent.init)
+    }
+
+    /// Blocks up to `milliseconds` until there are events to read.
+    public func wait(milliseconds: Int32) throws(SystemError) -> Bool {
+        let r = mz_ringbuf_wait(rb, milliseconds)
+        if r == -EINTR { return false }
+        try SystemError.check(r, "poll", "mz_events")
+        return r > 0
+    }
+}
+
+/// One event of the programs, decoded: what happened to one packet.
+public struct TraceEvent: Sendable, Equatable {
+    /// CLOCK_MONOTONIC, as the programs read it.
+    public var monotonicNs: UInt64
+    public var vni: UInt32
+    public var ifindex: UInt32
+    public var targetIfindex: UInt32
+    public var verdict: String
+    /// The drop reason's name, or "" when not dropped.
+    public var reason: String
+    public var program: String
+    public var hook: String
+    public var length: UInt16
+    public var src: IPv4Address
+    public var dst: IPv4Address
+    public var nextHop: IPv4Address?
+    /// IP protocol number, 0 when not known (ARP, a later fragment).
+    public var proto: UInt8
+    /// TCP/UDP ports; ICMP: type << 8 | code, and the echo identifier.
+    public var sport: UInt16
+    public var dport: UInt16
+    public var tcpFlags: UInt8
+
+    init(_ e: mz_event) {
+        monotonicNs = e.ts_ns
+        vni = e.vni
+        ifindex = e.ifindex
+        targetIfindex = e.target_ifindex
+        switch UInt32(e.verdict) {
+        case MZ_V_PASS.rawValue: verdict = "pass"
+        case MZ_V_TX.rawValue: verdict = "tx"
+        case MZ_V_REDIRECT.rawValue: verdict = "redirect"
+        default: verdict = "drop"
+        }
+        reason = e.reason == 0 ? "" : DropReason.name(UInt32(e.reason))
+        program = UInt32(e.program) == MZ_PROG_AGENT.rawValue ? "agent" : "transit"
+        hook = UInt32(e.hook) == MZ_HOOK_ID_XDP.rawValue ? "xdp" : "tc"
+        length = e.length
+        src = IPv4Address(networkOrder: e.inner_src)
+        dst = IPv4Address(networkOrder: e.inner_dst)
+        nextHop = e.next_hop == 0 ? nil : IPv4Address(networkOrder: e.next_hop)
+        proto = e.proto
+        sport = UInt16(bigEndian: e.sport)
+        dport = UInt16(bigEndian: e.dport)
+        tcpFlags = e.tcp_flags
+    }
+}
+
+/// A VPC's packets on this host, by outcome.
+public struct VPCCounters: Sendable, Equatable {
+    public var vni: VNI
+    public var forwarded: CounterValue
+    public var dropped: CounterValue
+}
+
+extension Dataplane {
+    /// Every VPC's packets here (those the table holds counters for).
+    public func vpcCounters() throws(SystemError) -> [VPCCounters] {
+        var result: [VPCCounters] = []
+        for k in try vpcStats.keys() {
+            guard let values = try vpcStats.values(k), let vni = try? VNI(k) else { continue }
+            result.append(VPCCounters(vni: vni, forwarded: Dataplane.sum(values.map(\.forwarded)), dropped: Dataplane.sum(values.map(\.dropped))))
+        }
+        return result.sorted { $0.vni.value < $1.vni.value }
+    }
 }

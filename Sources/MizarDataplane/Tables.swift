@@ -150,10 +150,20 @@ extension Dataplane {
             for (i, d) in e.dividers.enumerated() { slots[i] = mz_host(d) }
         }
         try vpcs.update(mz_vpc_key(vni: e.vni.value), v)
+        try vpcStats.insertZero(e.vni.value)
     }
 
     @discardableResult
-    public func deleteVPC(_ vni: VNI) throws(SystemError) -> Bool { try vpcs.delete(mz_vpc_key(vni: vni.value)) }
+    public func deleteVPC(_ vni: VNI) throws(SystemError) -> Bool {
+        try vpcStats.delete(vni.value)
+        return try vpcs.delete(mz_vpc_key(vni: vni.value))
+    }
+
+    /// Gives every VPC in the table its packet counters (pins of an older
+    /// transitd had none): counted from now on.
+    public func ensureVPCStats() throws(SystemError) {
+        for k in try vpcs.keys() { try vpcStats.insertZero(k.vni) }
+    }
 
     public func vpc(_ vni: VNI) throws -> VPCEntry? {
         guard var v = try vpcs.lookup(mz_vpc_key(vni: vni.value)) else { return nil }
@@ -394,6 +404,18 @@ extension Dataplane {
         try knobs.update(0, mz_knobs(trace: mask, reserved: 0))
     }
 
+    /// What the programs trace: every drop (`drops`), every packet
+    /// (`everyPacket` nil), or every packet of the VPCs in `everyPacket`.
+    /// The VPC set is written before the switch that reads it.
+    public func setTrace(drops: Bool, everyPacket: Set<VNI>?) throws(SystemError) {
+        var mask: UInt32 = drops ? UInt32(MZ_TRACE_DROPS) : 0
+        let wanted = Set((everyPacket ?? []).map(\.value))
+        for k in try traceVPCs.keys() where !wanted.contains(k.vni) { try traceVPCs.delete(k) }
+        for v in wanted { try traceVPCs.update(mz_trace_vpc_key(vni: v), 1) }
+        if everyPacket == nil { mask |= UInt32(MZ_TRACE_ALL) } else if !wanted.isEmpty { mask |= UInt32(MZ_TRACE_VPCS) }
+        try knobs.update(0, mz_knobs(trace: mask, reserved: 0))
+    }
+
     /// Empties every table and zeroes every counter.
     public func reset() throws(SystemError) {
         try droplet.update(0, mz_droplet())
@@ -409,6 +431,8 @@ extension Dataplane {
         try natActive.update(0, 0)
         try serviceClients.clear()
         for k in try serviceStats.keys() { try serviceStats.delete(k) }
+        for k in try vpcStats.keys() { try vpcStats.delete(k) }
+        try traceVPCs.clear()
         try policyEndpoints.clear()
         try policySets.clear()
         try policyBlocks.clear()

@@ -6,29 +6,48 @@ import Synchronization
 /// what grew since the last one. A reading below the last one means the
 /// source was reset underneath (a data plane's counters zeroed, maps made
 /// anew): it counts as growth from zero, so the exported counter never goes
-/// down and nothing fails. One family of series: `name` with one label.
+/// down and nothing fails. One family of series: `name` with its labels.
 public final class MonotonicCounters: Sendable {
     let registry: PrometheusCollectorRegistry
-    let name: String, help: String, label: String
-    private let state = Mutex<[String: (counter: Counter, last: UInt64)]>([:])
+    let name: String, help: String, labels: [String]
+    private let state = Mutex<[[String]: (counter: Counter, last: UInt64)]>([:])
 
-    /// `name` whole (ending in `_total`), its help text and its label.
-    public init(_ registry: PrometheusCollectorRegistry, name: String, help: String, label: String) {
+    /// `name` whole (ending in `_total`), its help text and its labels.
+    public init(_ registry: PrometheusCollectorRegistry, name: String, help: String, labels: [String]) {
         self.registry = registry
         self.name = name
         self.help = help
-        self.label = label
+        self.labels = labels
+    }
+
+    /// One label.
+    public convenience init(_ registry: PrometheusCollectorRegistry, name: String, help: String, label: String) {
+        self.init(registry, name: name, help: help, labels: [label])
     }
 
     /// Takes a reading of every series (by the label's value).
     public func record(_ readings: [(String, UInt64)]) {
+        record(readings.map { ([$0.0], $0.1) })
+    }
+
+    /// Takes a reading of series by their labels' values. With
+    /// `dropMissing`, series the reading does not name go from the
+    /// registry (a VPC deleted here): the family stays bounded by what
+    /// exists.
+    public func record(_ readings: [([String], UInt64)], dropMissing: Bool = false) {
         state.withLock { series in
-            for (value, reading) in readings {
-                let entry = series[value] ?? (registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help),
-                                                                 labels: [(label, value)]), 0)
+            for (values, reading) in readings {
+                let entry = series[values] ?? (registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help),
+                                                                  labels: Array(zip(labels, values))), 0)
                 let grew = reading >= entry.last ? reading - entry.last : reading
                 if grew > 0 { entry.counter.increment(by: Int64(clamping: grew)) }
-                series[value] = (entry.counter, reading)
+                series[values] = (entry.counter, reading)
+            }
+            guard dropMissing else { return }
+            let named = Set(readings.map(\.0))
+            for (values, entry) in series where !named.contains(values) {
+                registry.unregisterCounter(entry.counter)
+                series[values] = nil
             }
         }
     }

@@ -16,6 +16,9 @@ public struct Identity: Sendable, Equatable {
         case `operator`
         /// mizarctl against etcd: etcd's root user (client only).
         case admin
+        /// A metrics scraper (Prometheus) reading daemons' metrics over
+        /// mutual TLS (client only; no etcd user, no transitd access).
+        case metrics
         /// A host's transitd: serves its API, and is a client of etcd.
         case droplet
         /// An etcd member: serves clients and peers, and dials its peers.
@@ -37,6 +40,8 @@ public struct Identity: Sendable, Equatable {
     public static let `operator` = Identity(role: .operator, fileStem: "operator", commonName: Identities.operatorName, ipAddresses: [], dnsNames: [])
     /// The administrator: CN root, etcd's root user.
     public static let admin = Identity(role: .admin, fileStem: "admin", commonName: Identities.adminName, ipAddresses: [], dnsNames: [])
+    /// The metrics reader: CN mizar-metrics.
+    public static let metrics = Identity(role: .metrics, fileStem: "metrics", commonName: Identities.metricsName, ipAddresses: [], dnsNames: [])
 
     /// A droplet's transitd: CN droplet-NAME, its underlay IP as the subject
     /// alternative name (a client dials it by that address).
@@ -63,7 +68,9 @@ public struct Identity: Sendable, Equatable {
         switch role {
         case .droplet: return try droplet(parts[0], ip: ip)
         case .etcdMember: return try etcdMember(parts[0], ip: ip)
-        case .operator, .admin: return role == .operator ? .operator : .admin
+        case .operator: return .operator
+        case .admin: return .admin
+        case .metrics: return .metrics
         }
     }
 }

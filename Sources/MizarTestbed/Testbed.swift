@@ -168,7 +168,7 @@ public struct Testbed: Sendable {
     private func build(_ options: Options) throws {
         try makeDirectories(runDirectory)
         try writeFile("\(runDirectory)/underlay", "\(underlayNet)\n")
-        try PKI(directory: pkiDirectory).ensure([.operator, .admin] + hosts.map { try Identity.droplet(dropletName($0), ip: $0.ip) })
+        try PKI(directory: pkiDirectory).ensure([.operator, .admin, .metrics] + hosts.map { try Identity.droplet(dropletName($0), ip: $0.ip) })
         try writeFile(dropletTable, DropletTableText.format(hosts.map { HostAddress(ip: $0.ip, mac: $0.mac) }))
         try makeDirectories("\(Self.pinRoot)/\(name)")
         try NetworkNamespace.create(path: underlayNetns)

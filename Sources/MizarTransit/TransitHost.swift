@@ -89,6 +89,7 @@ public actor TransitHost {
         dataplane = try Dataplane(objectDirectory: config.objectDirectory, hooks: hooks, settings: settings,
                                   pinDirectory: config.pinDirectory)
         try dataplane.setDroplet(droplet, ifindex: ifindex)
+        try dataplane.ensureVPCStats()
         try Attachment.attach(dataplane.programs[transitHook]!.transit, ifindex: ifindex)
         // A restart with the other hook must not leave the old program running too.
         try Attachment.detach(hook: transitHook == .tc ? .xdp : .tc, ifindex: ifindex)
@@ -267,6 +268,13 @@ public actor TransitHost {
     /// would hold up.
     public nonisolated func mapPressure() throws -> [MapPressure] {
         try dataplane.mapPressure()
+    }
+
+    /// Each VPC's packets here: one read per VPC, off the actor (nothing
+    /// here changes under it that matters: a VPC put or deleted meanwhile
+    /// is counted at the next read).
+    public nonisolated func vpcCounters() throws -> [VPCCounters] {
+        try dataplane.vpcCounters()
     }
 
     public func counters() throws -> (counters: [(String, CounterValue)], drops: [(String, CounterValue)]) {

@@ -9,7 +9,7 @@ struct PKICommand: ParsableCommand {
         commandName: "pki",
         abstract: "Create the certificate authority and the certificates that are missing.",
         discussion: """
-            In DIR (mode 0700): ca.crt and ca.key, and a .crt and .key for the operator (CN mizar-operator), \
+            In DIR (mode 0700): ca.crt and ca.key, and a .crt and .key for the operator (CN mizar-operator), the metrics reader (metrics: CN mizar-metrics, for a Prometheus scraping over mutual TLS), \
             the administrator (admin: CN root, etcd's root user), each --droplet (droplet-NAME, its IP as the \
             subject alternative name, server and client use) and each --etcd-member (etcd-NAME, its IP, \
             127.0.0.1 and localhost, server and client use). Keys are P-256 and mode 0600. What exists is \
@@ -45,7 +45,7 @@ struct PKICommand: ParsableCommand {
             print("wrote \(out) (\(id.commonName), signed by \(dir)/ca.crt)")
             return
         }
-        let ids = [Identity.operator, .admin]
+        let ids = [Identity.operator, .admin, .metrics]
             + (try droplets.map { try Identity.parse($0, role: .droplet, field: "--droplet") })
             + (try members.map { try Identity.parse($0, role: .etcdMember, field: "--etcd-member") })
         do {

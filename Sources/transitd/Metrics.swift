@@ -15,6 +15,7 @@ final class DatapathMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     let packets: MonotonicCounters, bytes: MonotonicCounters
     let drops: MonotonicCounters, droppedBytes: MonotonicCounters
+    let vpcPackets: MonotonicCounters, vpcBytes: MonotonicCounters
     let failures: Counter
     let host: TransitHost
     let logger: Logger
@@ -33,6 +34,10 @@ final class DatapathMetrics: Sendable {
         drops = MonotonicCounters(registry, name: "mizar_datapath_drops_total", help: "Packets the data plane dropped, by reason.", label: "reason")
         droppedBytes = MonotonicCounters(registry, name: "mizar_datapath_dropped_bytes_total",
                                          help: "Bytes the data plane dropped, by reason.", label: "reason")
+        vpcPackets = MonotonicCounters(registry, name: "mizar_vpc_packets_total",
+                                       help: "Packets of each VPC known here (by VNI), forwarded or dropped.", labels: ["vni", "outcome"])
+        vpcBytes = MonotonicCounters(registry, name: "mizar_vpc_bytes_total",
+                                     help: "Bytes of each VPC known here (by VNI), forwarded or dropped.", labels: ["vni", "outcome"])
         failures = registry.makeCounter(descriptor: MetricNameDescriptor(
             namespace: "mizar", subsystem: "metrics", metricName: "read_failures", unitName: "total",
             helpText: "Scrapes for which the data plane's counters could not be read."))
@@ -46,6 +51,12 @@ final class DatapathMetrics: Sendable {
             bytes.record(counters.map { ($0.0, $0.1.bytes) })
             drops.record(dropped.map { ($0.0, $0.1.packets) })
             droppedBytes.record(dropped.map { ($0.0, $0.1.bytes) })
+            // One read per VPC: off the pool, as the table counts below.
+            let host = self.host
+            let vpcs = try await onOwnThread { try host.vpcCounters() }
+            let byOutcome = vpcs.flatMap { v in [(["\(v.vni.value)", "forwarded"], v.forwarded), (["\(v.vni.value)", "dropped"], v.dropped)] }
+            vpcPackets.record(byOutcome.map { ($0.0, $0.1.packets) }, dropMissing: true)
+            vpcBytes.record(byOutcome.map { ($0.0, $0.1.bytes) }, dropMissing: true)
             let now = ContinuousClock.now
             let due = counted.withLock { last in
                 guard last.map({ now - $0 >= Self.countEvery }) ?? true else { return false }
@@ -54,7 +65,6 @@ final class DatapathMetrics: Sendable {
             }
             if due {
                 // (Blocking reads: on a thread of their own, off the pool.)
-                let host = self.host
                 for m in try await onOwnThread({ try host.mapPressure() }) {
                     registry.makeGauge(descriptor: MetricNameDescriptor(
                         namespace: "mizar", subsystem: "datapath", metricName: "map_entries", unitName: "",

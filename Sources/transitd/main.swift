@@ -97,7 +97,7 @@ struct Transitd: AsyncParsableCommand {
     @Option(help: "Unix socket for the CNI plugin (default /run/mizar/cni.sock, where mizar-cni looks, or STATE-DIR/cni.sock with --state-dir; 'none' to serve no CNI).")
     var cniSocket: String?
 
-    @Option(help: "Where Prometheus metrics are served (GET /metrics): HOST:PORT on loopback, or 'none'.")
+    @Option(help: "Where Prometheus metrics are served (GET /metrics): HOST:PORT, 'droplet' for the droplet's IP on port 9470, or 'none'. On loopback plain HTTP; anywhere else HTTPS with mutual TLS (--tls-*), admitting the metrics reader (mizarctl pki's metrics.crt) and the administrator.")
     var metricsAddress = DatapathMetrics.defaultAddress
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -115,7 +115,8 @@ struct Transitd: AsyncParsableCommand {
         guard conntrackSize >= 1024 else { throw ValidationError("--conntrack-size: \(conntrackSize) is too small; at least 1024") }
         guard snatSize >= 1024 else { throw ValidationError("--snat-size: \(snatSize) is too small; at least 1024") }
         _ = try Self.portRange(snatPorts)
-        _ = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address")
+        _ = try MetricsServer.address(parsing: metricsAddress == "droplet" ? "0.0.0.0:9470" : metricsAddress,
+                                      field: "--metrics-address", tls: try tlsOptions.files() != nil)
     }
 
     /// "FIRST-LAST" within 1024-65535, or "none".
@@ -182,13 +183,14 @@ struct Transitd: AsyncParsableCommand {
         // then no registration, then no API. Programs and pins stay, so the
         // data plane keeps forwarding until the next transitd adopts it.
         func serve(_ store: Store?) async throws {
-            let metricsAt = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address")
+            let metricsAt = try MetricsServer.address(parsing: metricsAddress == "droplet" ? "\(host.droplet.ip):9470" : metricsAddress,
+                                                      field: "--metrics-address", tls: tls != nil)
             let metrics = DatapathMetrics(host: host, logger: logger)
             var services: [any Service] = [TransitServer(host: host, listeners: listeners,
                                                          interceptors: metricsAt == nil ? [] : [RPCMetrics(registry: metrics.registry)])]
             services.append(FlowSweeper(host: host, logger: logger, conntrack: !noPolicy))
             if let metricsAt {
-                services.append(try MetricsServer(address: metricsAt, registry: metrics.registry, logger: logger, refresh: metrics.refresh))
+                services.append(try MetricsServer(address: metricsAt, tls: tls, registry: metrics.registry, logger: logger, refresh: metrics.refresh))
             }
             if let store { services.append(DropletRegistration(store: store, name: dropletName, spec: spec, logger: logger)) }
             // CNI makes Endpoints in etcd; without etcd it answers with a clear error.

@@ -46,6 +46,8 @@ let swiftMaps: [String: (key: (size: Int, members: [String: Int])?, value: (size
                                              ("backend", \.backend), ("created_ns", \.created_ns)])),
         "mz_svc_clients": (swiftLayout(mz_svc_client_key.self, [("vni", \.vni), ("vip", \.vip), ("host_ip", \.host_ip)]),
                            swiftLayout(mz_svc_client.self, [("last_ns", \.last_ns)])),
+        "mz_vpc_stats": (u32, swiftLayout(mz_vpc_stat.self, [("forwarded", \.forwarded), ("dropped", \.dropped)])),
+        "mz_trace_vpcs": (swiftLayout(mz_trace_vpc_key.self, [("vni", \.vni)]), u32),
         "mz_svc_stats": (swiftLayout(mz_svc_stat_key.self, [("vni", \.vni), ("vip", \.vip), ("backend", \.backend)]), counter),
         "mz_pol_eps": (epKey, swiftLayout(mz_pol_ep.self, [("members", \.members), ("ingress", \.ingress), ("egress", \.egress),
                                                           ("n_named", \.n_named), ("reserved", \.reserved), ("named", \.named)])),

@@ -49,6 +49,9 @@ final class Plane: Sendable {
         options.hosts = hosts
         options.underlayNet = underlayNet
         options.etcdRoot = root
+        // Metrics on each droplet's address, with mutual TLS, as a
+        // Prometheus elsewhere on the network scrapes them.
+        options.extraArguments += ["--metrics-address", "droplet"]
         let made = try Testbed.upWithEtcd(name: name, options: options, etcdDirectory: "/tmp/mizar-etcd-\(name)", etcdMembers: Self.etcdMembers)
         (bed, etcd, self.options) = (made.0, made.1, made.2)
     }

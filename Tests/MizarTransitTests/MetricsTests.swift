@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import MizarCore
 import MizarMetrics
 import MizarRPC
@@ -27,13 +28,30 @@ struct MetricsUnitTests {
         #expect(seriesValue(registry.emitToString(), #"t_total{what="b"}"#) == 2)
     }
 
-    @Test("metrics are served on loopback only; other addresses and bad text are refused naming the flag")
-    func loopbackOnly() throws {
+    @Test("metrics are served off loopback only with mutual TLS; bad text is refused naming the flag; a server off loopback without TLS files cannot be made")
+    func loopbackOnlyWithoutTLS() throws {
         #expect(try MetricsServer.address(parsing: "127.0.0.1:9470", field: "--metrics-address")?.port == 9470)
         #expect(try MetricsServer.address(parsing: "none", field: "--metrics-address") == nil)
         for bad in ["0.0.0.0:9470", "10.0.0.1:9470", "9470", "example.com:80"] {
             #expect(throws: ValidationError.self) { _ = try MetricsServer.address(parsing: bad, field: "--metrics-address") }
         }
+        #expect(try MetricsServer.address(parsing: "10.0.0.1:9470", field: "--metrics-address", tls: true)?.host == "10.0.0.1")
+        #expect(throws: ValidationError.self) { _ = try MetricsServer.address(parsing: "9470", field: "--metrics-address", tls: true) }
+        #expect(throws: ValidationError.self) {
+            _ = try MetricsServer(address: HostPort(host: "10.0.0.1", port: 9470), registry: PrometheusCollectorRegistry(), logger: Logger(label: "t"))
+        }
+    }
+
+    @Test("families with several labels: series of a reading that no longer names them leave the registry (a VPC deleted)")
+    func labelledSeriesGo() {
+        let registry = PrometheusCollectorRegistry()
+        let c = MonotonicCounters(registry, name: "v_total", help: "t", labels: ["vni", "outcome"])
+        c.record([(["1", "forwarded"], 4), (["2", "forwarded"], 9)], dropMissing: true)
+        #expect(seriesValue(registry.emitToString(), #"v_total{vni="2",outcome="forwarded"}"#) == 9)
+        c.record([(["1", "forwarded"], 6)], dropMissing: true)
+        let text = registry.emitToString()
+        #expect(seriesValue(text, #"v_total{vni="1",outcome="forwarded"}"#) == 6)
+        #expect(!text.contains(#"vni="2""#), "\(text)")
     }
 }
 

@@ -123,6 +123,23 @@ struct {
 	__type(value, struct mz_counter);
 } mz_drops SEC(".maps");
 
+/* Made and removed by user space with each VPC; the programs only count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MZ_MAX_VPCS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct mz_vpc_stat);
+} mz_vpc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MZ_MAX_TRACE_VPCS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mz_trace_vpc_key);
+	__type(value, __u32);
+} mz_trace_vpcs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, MZ_EVENTS_BYTES);

@@ -38,13 +38,76 @@ static __always_inline void count_drop(__u32 reason, __u32 len)
 	}
 }
 
+/* The transport of the packet as it is now (inside the tunnel when it is
+ * encapsulated): protocol, ports and TCP flags, or nothing. Runs only for
+ * traced packets. */
+static __always_inline void trace_transport(struct mz_ctx *ctx, struct mz_event *ev)
+{
+	void *data = ctx_data(ctx), *end = ctx_data_end(ctx);
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->ihl != 5)
+		return;
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *u = (void *)(ip + 1);
+		if ((void *)(u + 1) > end)
+			return;
+		if (u->dest == bpf_htons(MZ_GENEVE_PORT)) {
+			struct mz_geneve *g = (void *)(u + 1);
+			if ((void *)(g + 1) > end)
+				return;
+			eth = (void *)(g + 1) + (g->ver_optlen & 0x3f) * 4;
+			if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+				return;
+			ip = (void *)(eth + 1);
+			if ((void *)(ip + 1) > end || ip->ihl != 5)
+				return;
+		}
+	}
+	ev->proto = ip->protocol;
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return;
+	__u8 *l4 = (void *)(ip + 1);
+	if ((void *)(l4 + 8) > end)
+		return;
+	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
+		ev->sport = *(__be16 *)l4;
+		ev->dport = *(__be16 *)(l4 + 2);
+		if (ip->protocol == IPPROTO_TCP && (void *)(l4 + 14) <= end)
+			ev->tcp_flags = l4[13];
+	} else if (ip->protocol == IPPROTO_ICMP) {
+		ev->sport = bpf_htons((__u16)l4[0] << 8 | l4[1]);
+		ev->dport = *(__be16 *)(l4 + 4);
+	}
+}
+
+/* Per-VPC packets: only VPCs user space made an entry for are counted. */
+static __always_inline void count_vpc(__u32 vni, __u32 len, int dropped)
+{
+	if (!vni)
+		return;
+	struct mz_vpc_stat *s = bpf_map_lookup_elem(&mz_vpc_stats, &vni);
+	if (!s)
+		return;
+	struct mz_counter *c = dropped ? &s->dropped : &s->forwarded;
+	c->packets++;
+	c->bytes += len;
+}
+
 static __always_inline void trace(struct mz_ctx *ctx, const struct mz_pkt *p, __u8 prog,
 				  __u16 verdict, __u16 reason)
 {
 	__u32 zero = 0;
 	const struct mz_knobs *k = bpf_map_lookup_elem(&mz_knobs, &zero);
-	if (!k || !(k->trace & MZ_TRACE_ALL || (reason && (k->trace & MZ_TRACE_DROPS))))
+	if (!k || !k->trace)
 		return;
+	if (!(k->trace & MZ_TRACE_ALL || (reason && (k->trace & MZ_TRACE_DROPS)))) {
+		struct mz_trace_vpc_key tk = { .vni = p->vni };
+		if (!(k->trace & MZ_TRACE_VPCS) || !p->vni || !bpf_map_lookup_elem(&mz_trace_vpcs, &tk))
+			return;
+	}
 	struct mz_event ev = {
 		.ts_ns = bpf_ktime_get_ns(),
 		.vni = p->vni,
@@ -59,6 +122,7 @@ static __always_inline void trace(struct mz_ctx *ctx, const struct mz_pkt *p, __
 		.inner_dst = p->inner_dst,
 		.next_hop = p->next_hop,
 	};
+	trace_transport(ctx, &ev);
 	if (bpf_ringbuf_output(&mz_events, &ev, sizeof(ev), 0) < 0)
 		count(MZ_CNT_TRACE_LOST, 0);
 }
@@ -76,6 +140,7 @@ static __always_inline int mz_finish(struct mz_ctx *ctx, int ret, struct mz_pkt 
 	if (reason)
 		count_drop(reason, p->len);
 	count(base + verdict - MZ_V_PASS, p->len);
+	count_vpc(p->vni, p->len, verdict == MZ_V_DROP);
 	trace(ctx, p, prog, verdict, reason);
 
 	switch (verdict) {

@@ -40,6 +40,10 @@ struct mz_ringbuf *mz_ringbuf_open(int map_fd, size_t record_size);
  * many. None is lost: what does not fit comes with the next read. */
 int mz_ringbuf_read(struct mz_ringbuf *rb, void *out, int max_records);
 void mz_ringbuf_close(struct mz_ringbuf *rb);
+/* Waits up to timeout_ms for records (or returns at once when an earlier
+ * read left some): 1 when there are, 0 on timeout, -errno on error. Consumes
+ * nothing. */
+int mz_ringbuf_wait(struct mz_ringbuf *rb, int timeout_ms);
 
 /* tc on an interface's ingress: creates the clsact qdisc if missing and
  * attaches prog_fd as the one filter at handle 1, priority 1, replacing in

@@ -93,6 +93,7 @@ enum { MZ_ENCAP_BYTES = MZ_ENCAP_LEN, MZ_ENCAP_OVERHEAD = MZ_ENCAP_LEN };
 #define MZ_MAX_BOUNCERS 32 /* per subnet */
 #define MZ_MAX_DIVIDERS 32 /* per VPC */
 #define MZ_MAX_VPCS 16384
+#define MZ_MAX_TRACE_VPCS 1024 /* VPCs traced packet by packet at once */
 #define MZ_MAX_SUBNETS 65536
 #define MZ_MAX_ENDPOINTS (1 << 20) /* bouncer table: endpoint -> host */
 #define MZ_MAX_LOCAL 65536         /* endpoints on this host */
@@ -577,6 +578,21 @@ struct mz_pub_back {
 
 #define MZ_TRACE_DROPS 0x01 /* an event for every drop */
 #define MZ_TRACE_ALL 0x02   /* an event for every packet */
+#define MZ_TRACE_VPCS 0x04  /* an event for every packet of the VPCs in mz_trace_vpcs */
+
+/* mz_trace_vpcs: the VPCs (by VNI) whose every packet is traced while
+ * MZ_TRACE_VPCS is set; the value is unused. */
+struct mz_trace_vpc_key {
+	__u32 vni;
+};
+
+/* mz_vpc_stats (per CPU): packets of each VPC this host knows, by outcome.
+ * Only user space makes entries (with the VPC); a packet whose VNI has none
+ * is not counted per VPC. */
+struct mz_vpc_stat {
+	struct mz_counter forwarded; /* passed, sent or redirected */
+	struct mz_counter dropped;
+};
 
 /* mz_knobs[0]: run-time switches, written by user space at any time. */
 struct mz_knobs {
@@ -746,7 +762,14 @@ struct mz_event {
 	__be32 inner_src;
 	__be32 inner_dst;
 	__be32 next_hop; /* outer destination after encap or bounce, or 0 */
-	__u32 reserved;
+	/* The inner packet's transport, as it leaves (0 when not IPv4, or a
+	 * fragment after the first): ports in network order (ICMP: type and
+	 * code in sport, the echo identifier in dport), TCP flags. */
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u16 reserved;
 };
 
 /* ---- the flow hash ------------------------------------------------------ */
@@ -836,6 +859,8 @@ _Static_assert(sizeof(struct mz_pub_back_key) == 16, "published back key");
 _Static_assert(sizeof(struct mz_pub_back) == 24, "published back");
 _Static_assert(sizeof(struct mz_svc_client_key) == 12, "service client key");
 _Static_assert(sizeof(struct mz_svc_stat_key) == 12, "service stat key");
+_Static_assert(sizeof(struct mz_event) == 48, "event");
+_Static_assert(sizeof(struct mz_vpc_stat) == 32, "vpc stat");
 _Static_assert(MZ_MAX_BACKENDS <= 65535, "table entries are u16");
 #ifdef __bpf__
 _Static_assert(sizeof(struct mz_service) == MZ_SVC_VALUE_SIZE, "service value");
