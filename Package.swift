@@ -203,7 +203,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "mizar-bench-dataplane",
-            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed"],
+            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "MizarTransit", .product(name: "Logging", package: "swift-log")],
             path: "bench/DataplaneBench",
             swiftSettings: strict),
         .target(

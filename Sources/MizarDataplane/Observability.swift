@@ -39,6 +39,11 @@ extension Dataplane {
         return result
     }
 
+    /// Trace events the full events ring could not take, in all.
+    public func traceLost() throws(SystemError) -> UInt64 {
+        try counters.values(at: UInt32(MZ_CNT_TRACE_LOST.rawValue)).reduce(0) { $0 + $1.packets }
+    }
+
     /// Drops by reason name.
     public func dropValues() throws(SystemError) -> [String: CounterValue] {
         var result: [String: CounterValue] = [:]
@@ -78,7 +83,8 @@ extension Dataplane {
 }
 
 /// Reads the trace events the programs emit (mz_knobs.trace says which).
-public final class EventReader {
+/// One thread reads at a time (transitd's flow events reader).
+public final class EventReader: @unchecked Sendable {
     private let rb: OpaquePointer
 
     public init(_ dataplane: Dataplane) throws(SystemError) {

@@ -60,8 +60,8 @@ public final class TransitServer: Service {
 
     /// `interceptors` see every call on every listener (metrics), before
     /// the TCP listener's admission.
-    public init(host: some TransitHosting, listeners: TransitListeners, interceptors: [any ServerInterceptor] = []) {
-        let service = TransitService(host: host)
+    public init(host: some TransitHosting, listeners: TransitListeners, interceptors: [any ServerInterceptor] = [], flows: FlowEvents? = nil) {
+        let service = TransitService(host: host, flows: flows)
         // A socket file left by a killed run would make bind fail.
         unlink(listeners.unixSocket)
         unixSocket = listeners.unixSocket

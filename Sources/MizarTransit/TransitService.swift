@@ -11,8 +11,34 @@ import MizarTransitClient
 /// the status the error calls for.
 public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     let host: any TransitHosting
+    /// The droplet's flow and drop stream; nil: WatchFlows is unavailable.
+    let flows: FlowEvents?
 
-    public init(host: some TransitHosting) { self.host = host }
+    public init(host: some TransitHosting, flows: FlowEvents? = nil) {
+        self.host = host
+        self.flows = flows
+    }
+
+    // MARK: The flow and drop stream
+
+    public func watchFlows(request: Mizar_Transit_V1_WatchFlowsRequest, response: RPCWriter<Mizar_Transit_V1_FlowEvent>,
+                           context: ServerContext) async throws {
+        guard let flows else { throw RPCError(code: .unavailable, message: "this transitd keeps no flow events (--flow-events 0)") }
+        let filter = try await call { try FlowFilter(request) }
+        guard request.last <= 1_000_000 else { throw RPCError(code: .invalidArgument, message: "last: \(request.last) is more than 1000000") }
+        let (backlog, stream, id) = flows.watch(filter, last: Int(request.last), follow: request.follow, everyPacket: request.everyPacket)
+        try await response.write(contentsOf: backlog)
+        guard let stream, let id else { return }
+        defer { flows.unfollow(id) }
+        // gRPC tells a cancelled call (the caller gone) through the context,
+        // not by cancelling this task: whichever ends first ends both.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { for await event in stream { try await response.write(event) } }
+            group.addTask { try await context.cancellation.cancelled }
+            _ = try await group.next()
+            group.cancelAll()
+        }
+    }
 
     /// Runs one call; every failure becomes an RPCError with a precise code.
     private func call<R>(_ body: () async throws -> R) async throws -> R {

@@ -100,6 +100,9 @@ struct Transitd: AsyncParsableCommand {
     @Option(help: "Where Prometheus metrics are served (GET /metrics): HOST:PORT, 'droplet' for the droplet's IP on port 9470, or 'none'. On loopback plain HTTP; anywhere else HTTPS with mutual TLS (--tls-*), admitting the metrics reader (mizarctl pki's metrics.crt) and the administrator.")
     var metricsAddress = DatapathMetrics.defaultAddress
 
+    @Option(help: "Trace events kept for mizarctl observe (the last N; drops are always traced, every packet only while someone follows it). 0: keep none, trace nothing.")
+    var flowEvents = 8192
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -113,6 +116,7 @@ struct Transitd: AsyncParsableCommand {
             throw ValidationError("--insecure: TLS material is given; plaintext would serve beside it")
         }
         guard conntrackSize >= 1024 else { throw ValidationError("--conntrack-size: \(conntrackSize) is too small; at least 1024") }
+        guard (0...1_000_000).contains(flowEvents) else { throw ValidationError("--flow-events: \(flowEvents) is not between 0 and 1000000") }
         guard snatSize >= 1024 else { throw ValidationError("--snat-size: \(snatSize) is too small; at least 1024") }
         _ = try Self.portRange(snatPorts)
         _ = try MetricsServer.address(parsing: metricsAddress == "droplet" ? "0.0.0.0:9470" : metricsAddress,
@@ -186,8 +190,10 @@ struct Transitd: AsyncParsableCommand {
             let metricsAt = try MetricsServer.address(parsing: metricsAddress == "droplet" ? "\(host.droplet.ip):9470" : metricsAddress,
                                                       field: "--metrics-address", tls: tls != nil)
             let metrics = DatapathMetrics(host: host, logger: logger)
-            var services: [any Service] = [TransitServer(host: host, listeners: listeners,
-                                                         interceptors: metricsAt == nil ? [] : [RPCMetrics(registry: metrics.registry)])]
+            let flows = flowEvents == 0 ? nil : FlowEvents(dataplane: host.dataplane, droplet: host.droplet.ip, capacity: flowEvents, logger: logger)
+            var services: [any Service] = flows.map { [$0] } ?? []
+            services.append(TransitServer(host: host, listeners: listeners,
+                                          interceptors: metricsAt == nil ? [] : [RPCMetrics(registry: metrics.registry)], flows: flows))
             services.append(FlowSweeper(host: host, logger: logger, conntrack: !noPolicy))
             if let metricsAt {
                 services.append(try MetricsServer(address: metricsAt, tls: tls, registry: metrics.registry, logger: logger, refresh: metrics.refresh))

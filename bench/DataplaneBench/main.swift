@@ -186,15 +186,16 @@ struct Run {
 }
 
 /// Median batch means of each run, their batches alternating (which goes
-/// first alternates too).
-func measure(_ runs: [Run], ifindex: UInt32) throws -> [Double] {
+/// first alternates too). `dropped`: the packet is meant to be dropped.
+func measure(_ runs: [Run], ifindex: UInt32, dropped: Bool = false) throws -> [Double] {
     // Warm caches and branch predictors; and make sure the path is the one
     // meant: a packet that is dropped would time the drop path instead.
     for r in runs {
         let dropsBefore = try r.dp.dropValues()
         for _ in 0..<200 { try r.before(); _ = try r.program.testRun(r.packet, ifindex: ifindex) }
-        if let name = try r.dp.dropValues().first(where: { $0.value.packets != dropsBefore[$0.key]?.packets })?.key {
-            throw MeasuredADrop(description: "the packet is dropped (\(name)): not the path meant")
+        let moved = try r.dp.dropValues().first(where: { $0.value.packets != dropsBefore[$0.key]?.packets })?.key
+        if dropped != (moved != nil) {
+            throw MeasuredADrop(description: moved.map { "the packet is dropped (\($0)): not the path meant" } ?? "the packet is not dropped: not the path meant")
         }
     }
     var batchMeans = Array(repeating: [Double](), count: runs.count)
@@ -241,11 +242,55 @@ for hook in Hook.allCases {
                           Run(dp: dpPolicy, program: policyPrograms.transit, packet: judgeFirst)], ifindex: dropletIf)
     print("BENCH \(hook.rawValue).bouncer_judge.policy.ns \(fmt(ns[1])) ns baseline=\(hook.rawValue).bouncer ratio=\(fmt(ns[1] / ns[0])) over_baseline=\(fmt(ns[1] - ns[0]))")
 }
+// Tracing (mizarctl observe): the same packets with the programs told to
+// trace nothing, drops only, every packet of this VPC, and every packet,
+// alternating within each batch. Before each run (untimed) the events ring
+// is emptied, so that a traced packet always writes its event.
+@MainActor func tracing() throws {
+    let reader = try EventReader(dp)
+    func mode(_ drops: Bool, _ every: Set<VNI>?) -> () throws -> Void {
+        {
+            try dp.setTrace(drops: drops, everyPacket: every)
+            _ = try reader.read(max: 4096)
+        }
+    }
+    let modes: [(name: String, set: () throws -> Void)] = [
+        ("trace_off", mode(false, [])), ("trace_drops", mode(true, [])), ("trace_vpc", mode(false, [vni])), ("trace_all", mode(false, nil)),
+    ]
+    // To an address of s1 (this host bounces for it) that no endpoint has.
+    let drop = tunnel(from: h3, to: h1, inner: udp(a1mac, a3mac, ip("10.0.1.40"), ip("10.0.1.250")))
+    let traced: [(name: String, program: KeyPath<Dataplane.Programs, BPFProgram>, ifindex: UInt32, packet: [UInt8],
+                  before: () throws -> Void, dropped: Bool)] = [
+        ("decap_deliver", \.transit, dropletIf, paths[2].packet, {}, false),
+        ("encap_direct", \.agent, aIf, paths[5].packet, { try paths[5].before(dp) }, false),
+        ("drop_no_endpoint", \.transit, dropletIf, drop, {}, true),
+    ]
+    for hook in Hook.allCases {
+        for t in traced {
+            let program = dp.programs[hook]![keyPath: t.program]
+            let shown = t.dropped ? Array(modes.prefix(2)) : modes
+            let runs = shown.map { m in Run(dp: dp, program: program, packet: t.packet, before: { try m.set(); try t.before() }) }
+            let ns = try measure(runs, ifindex: t.ifindex, dropped: t.dropped)
+            for (i, m) in shown.enumerated() {
+                print("BENCH \(hook.rawValue).\(t.name).\(m.name).ns \(fmt(ns[i])) ns baseline=\(hook.rawValue).\(t.name).trace_off ratio=\(fmt(ns[i] / ns[0])) over_baseline=\(fmt(ns[i] - ns[0]))")
+            }
+        }
+    }
+    try dp.setTrace(drops: false, everyPacket: [])
+    _ = try reader.read(max: 4096)
+}
+try tracing()
+do {
+    let drop = tunnel(from: h3, to: h1, inner: udp(a1mac, a3mac, ip("10.0.1.40"), ip("10.0.1.250")))
+    try await streamRate(dp, program: dp.programs[.xdp]!.transit, packet: drop, ifindex: dropletIf)
+}
+
 // Every run must have taken its path: no drops, and each path counter moved
 // (with policy: conntrack hits, no detour through a bouncer).
 for (name, d) in [("policy off", dp), ("policy on", dpPolicy)] {
     let counters = try d.counterValues().filter { $0.value.packets > 0 }.sorted { $0.key < $1.key }
     print("paths taken (\(name)): " + counters.map { "\($0.key)=\($0.value.packets)" }.joined(separator: " "))
-    let drops = try d.dropValues().filter { $0.value.packets > 0 }
+    // (The tracing section's own drop path is meant: not counted here.)
+    let drops = try d.dropValues().filter { $0.value.packets > 0 && !(name == "policy off" && $0.key == "no_endpoint") }
     if !drops.isEmpty { print("WARNING: drops during the benchmark (\(name)): \(drops.map { "\($0.key)=\($0.value.packets)" })") }
 }

@@ -446,6 +446,19 @@ public enum Mizar_Transit_V1_Transit: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "WatchFlows" metadata.
+        public enum WatchFlows: Sendable {
+            /// Request type for "WatchFlows".
+            public typealias Input = Mizar_Transit_V1_WatchFlowsRequest
+            /// Response type for "WatchFlows".
+            public typealias Output = Mizar_Transit_V1_FlowEvent
+            /// Descriptor for "WatchFlows".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "WatchFlows",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "mizar.transit.v1.Transit" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetDroplet.descriptor,
@@ -479,7 +492,8 @@ public enum Mizar_Transit_V1_Transit: Sendable {
             ListSNAT.descriptor,
             PutPublished.descriptor,
             DeletePublished.descriptor,
-            ListPublished.descriptor
+            ListPublished.descriptor,
+            WatchFlows.descriptor
         ]
     }
 }
@@ -1027,6 +1041,28 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_PublishedList>
+
+        /// Handle the "WatchFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The flow and drop stream: what the data plane did with packets, as it
+        /// > traced them. Drops are always traced; every packet only while a caller
+        /// > with every_packet follows (and only of the VPCs it asks for). First
+        /// > the last events kept here that match, oldest first; with follow, then
+        /// > new ones as they come, until the caller cancels. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_WatchFlowsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_FlowEvent` messages.
+        func watchFlows(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_WatchFlowsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_FlowEvent>
     }
 
     /// Service protocol for the "mizar.transit.v1.Transit" service.
@@ -1558,6 +1594,28 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.ServerRequest<Mizar_Transit_V1_ListRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_PublishedList>
+
+        /// Handle the "WatchFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The flow and drop stream: what the data plane did with packets, as it
+        /// > traced them. Drops are always traced; every packet only while a caller
+        /// > with every_packet follows (and only of the VPCs it asks for). First
+        /// > the last events kept here that match, oldest first; with follow, then
+        /// > new ones as they come, until the caller cancels. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_WatchFlowsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_FlowEvent` messages.
+        func watchFlows(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_WatchFlowsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_FlowEvent>
     }
 
     /// Simple service protocol for the "mizar.transit.v1.Transit" service.
@@ -2087,6 +2145,29 @@ extension Mizar_Transit_V1_Transit {
             request: Mizar_Transit_V1_ListRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Mizar_Transit_V1_PublishedList
+
+        /// Handle the "WatchFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The flow and drop stream: what the data plane did with packets, as it
+        /// > traced them. Drops are always traced; every packet only while a caller
+        /// > with every_packet follows (and only of the VPCs it asks for). First
+        /// > the last events kept here that match, oldest first; with follow, then
+        /// > new ones as they come, until the caller cancels. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_WatchFlowsRequest` message.
+        ///   - response: A response stream of `Mizar_Transit_V1_FlowEvent` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func watchFlows(
+            request: Mizar_Transit_V1_WatchFlowsRequest,
+            response: GRPCCore.RPCWriter<Mizar_Transit_V1_FlowEvent>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -2441,6 +2522,17 @@ extension Mizar_Transit_V1_Transit.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_PublishedList>(),
             handler: { request, context in
                 try await self.listPublished(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.WatchFlows.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_WatchFlowsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_FlowEvent>(),
+            handler: { request, context in
+                try await self.watchFlows(
                     request: request,
                     context: context
                 )
@@ -2802,6 +2894,17 @@ extension Mizar_Transit_V1_Transit.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func watchFlows(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_WatchFlowsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_FlowEvent> {
+        let response = try await self.watchFlows(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -3221,6 +3324,23 @@ extension Mizar_Transit_V1_Transit.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func watchFlows(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_WatchFlowsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_FlowEvent> {
+        return GRPCCore.StreamingServerResponse<Mizar_Transit_V1_FlowEvent>(
+            metadata: [:],
+            producer: { writer in
+                try await self.watchFlows(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -3914,6 +4034,33 @@ extension Mizar_Transit_V1_Transit {
             deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_PublishedList>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_PublishedList>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "WatchFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The flow and drop stream: what the data plane did with packets, as it
+        /// > traced them. Drops are always traced; every packet only while a caller
+        /// > with every_packet follows (and only of the VPCs it asks for). First
+        /// > the last events kept here that match, oldest first; with follow, then
+        /// > new ones as they come, until the caller cancels. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_WatchFlowsRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_WatchFlowsRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_FlowEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func watchFlows<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_WatchFlowsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_WatchFlowsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_FlowEvent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Mizar_Transit_V1_FlowEvent>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4966,6 +5113,42 @@ extension Mizar_Transit_V1_Transit {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "WatchFlows" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The flow and drop stream: what the data plane did with packets, as it
+        /// > traced them. Drops are always traced; every packet only while a caller
+        /// > with every_packet follows (and only of the VPCs it asks for). First
+        /// > the last events kept here that match, oldest first; with follow, then
+        /// > new ones as they come, until the caller cancels. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_WatchFlowsRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_WatchFlowsRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_FlowEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func watchFlows<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_WatchFlowsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_WatchFlowsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_FlowEvent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Mizar_Transit_V1_FlowEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.WatchFlows.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5841,6 +6024,37 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ListRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_PublishedList>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchFlows" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The flow and drop stream: what the data plane did with packets, as it
+    /// > traced them. Drops are always traced; every packet only while a caller
+    /// > with every_packet follows (and only of the VPCs it asks for). First
+    /// > the last events kept here that match, oldest first; with follow, then
+    /// > new ones as they come, until the caller cancels. Read-only.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_WatchFlowsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchFlows<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_WatchFlowsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Mizar_Transit_V1_FlowEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.watchFlows(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_WatchFlowsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_FlowEvent>(),
             options: options,
             onResponse: handleResponse
         )
@@ -6846,6 +7060,41 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             metadata: metadata
         )
         return try await self.listPublished(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchFlows" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The flow and drop stream: what the data plane did with packets, as it
+    /// > traced them. Drops are always traced; every packet only while a caller
+    /// > with every_packet follows (and only of the VPCs it asks for). First
+    /// > the last events kept here that match, oldest first; with follow, then
+    /// > new ones as they come, until the caller cancels. Read-only.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchFlows<Result>(
+        _ message: Mizar_Transit_V1_WatchFlowsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Mizar_Transit_V1_FlowEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_WatchFlowsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.watchFlows(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -544,6 +544,154 @@ public nonisolated struct Mizar_Transit_V1_Counters: Sendable {
   public init() {}
 }
 
+public nonisolated struct Mizar_Transit_V1_WatchFlowsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only these VPCs (by VNI); empty: every VPC (and packets of none).
+  public var vnis: [UInt32] = []
+
+  /// Only packets from or to an address inside one of these
+  /// ("10.0.1.0/24", "10.0.1.5/32"); empty: any.
+  public var cidrs: [String] = []
+
+  /// "dropped", "forwarded", or empty for both.
+  public var verdict: String = String()
+
+  /// Only drops for one of these reasons (as counters name them); empty: any.
+  public var reasons: [String] = []
+
+  /// First the last this many kept events that match (0: none).
+  public var last: UInt32 = 0
+
+  /// Then new events, until the caller cancels.
+  public var follow: Bool = false
+
+  /// While following, every packet of `vnis` (of every VPC when empty) is
+  /// traced, not only drops.
+  public var everyPacket: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One packet as a program saw it; or, with only time_ns, droplet and lost
+/// set, a notice that events were lost.
+public nonisolated struct Mizar_Transit_V1_FlowEvent: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Wall-clock time, in nanoseconds since the epoch.
+  public var timeNs: UInt64 {
+    get {_storage._timeNs}
+    set {_uniqueStorage()._timeNs = newValue}
+  }
+
+  /// The droplet's IP.
+  public var droplet: String {
+    get {_storage._droplet}
+    set {_uniqueStorage()._droplet = newValue}
+  }
+
+  public var vni: UInt32 {
+    get {_storage._vni}
+    set {_uniqueStorage()._vni = newValue}
+  }
+
+  /// The inner packet's addresses and transport (ports: TCP and UDP; ICMP:
+  /// type << 8 | code as sport, the echo identifier as dport).
+  public var src: String {
+    get {_storage._src}
+    set {_uniqueStorage()._src = newValue}
+  }
+
+  public var dst: String {
+    get {_storage._dst}
+    set {_uniqueStorage()._dst = newValue}
+  }
+
+  public var `protocol`: UInt32 {
+    get {_storage._protocol}
+    set {_uniqueStorage()._protocol = newValue}
+  }
+
+  public var sport: UInt32 {
+    get {_storage._sport}
+    set {_uniqueStorage()._sport = newValue}
+  }
+
+  public var dport: UInt32 {
+    get {_storage._dport}
+    set {_uniqueStorage()._dport = newValue}
+  }
+
+  public var tcpFlags: UInt32 {
+    get {_storage._tcpFlags}
+    set {_uniqueStorage()._tcpFlags = newValue}
+  }
+
+  /// "pass" (to the host), "tx" (back out), "redirect" (on), "drop".
+  public var verdict: String {
+    get {_storage._verdict}
+    set {_uniqueStorage()._verdict = newValue}
+  }
+
+  /// The drop reason, when dropped.
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
+
+  /// "transit" (the droplet interface) or "agent" (an endpoint's), and the hook.
+  public var program: String {
+    get {_storage._program}
+    set {_uniqueStorage()._program = newValue}
+  }
+
+  public var hook: String {
+    get {_storage._hook}
+    set {_uniqueStorage()._hook = newValue}
+  }
+
+  /// Where it arrived and where it was sent (interface indexes on the droplet).
+  public var ifindex: UInt32 {
+    get {_storage._ifindex}
+    set {_uniqueStorage()._ifindex = newValue}
+  }
+
+  public var targetIfindex: UInt32 {
+    get {_storage._targetIfindex}
+    set {_uniqueStorage()._targetIfindex = newValue}
+  }
+
+  /// The outer destination after encapsulation or bounce, if any.
+  public var nextHop: String {
+    get {_storage._nextHop}
+    set {_uniqueStorage()._nextHop = newValue}
+  }
+
+  public var length: UInt32 {
+    get {_storage._length}
+    set {_uniqueStorage()._length = newValue}
+  }
+
+  /// Events missed just before this one: the data plane's events ring was
+  /// full, or this caller read too slowly.
+  public var lost: UInt64 {
+    get {_storage._lost}
+    set {_uniqueStorage()._lost = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 public nonisolated struct Mizar_Transit_V1_ServicePort: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -2114,6 +2262,251 @@ nonisolated extension Mizar_Transit_V1_Counters: SwiftProtobuf.Message, SwiftPro
   public static func ==(lhs: Mizar_Transit_V1_Counters, rhs: Mizar_Transit_V1_Counters) -> Bool {
     if lhs.counters != rhs.counters {return false}
     if lhs.drops != rhs.drops {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_WatchFlowsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchFlowsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vnis\0\u{1}cidrs\0\u{1}verdict\0\u{1}reasons\0\u{1}last\0\u{1}follow\0\u{3}every_packet\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.vnis) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.cidrs) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.verdict) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.reasons) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.last) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.everyPacket) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.vnis.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.vnis, fieldNumber: 1)
+    }
+    if !self.cidrs.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.cidrs, fieldNumber: 2)
+    }
+    if !self.verdict.isEmpty {
+      try visitor.visitSingularStringField(value: self.verdict, fieldNumber: 3)
+    }
+    if !self.reasons.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.reasons, fieldNumber: 4)
+    }
+    if self.last != 0 {
+      try visitor.visitSingularUInt32Field(value: self.last, fieldNumber: 5)
+    }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 6)
+    }
+    if self.everyPacket != false {
+      try visitor.visitSingularBoolField(value: self.everyPacket, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_WatchFlowsRequest, rhs: Mizar_Transit_V1_WatchFlowsRequest) -> Bool {
+    if lhs.vnis != rhs.vnis {return false}
+    if lhs.cidrs != rhs.cidrs {return false}
+    if lhs.verdict != rhs.verdict {return false}
+    if lhs.reasons != rhs.reasons {return false}
+    if lhs.last != rhs.last {return false}
+    if lhs.follow != rhs.follow {return false}
+    if lhs.everyPacket != rhs.everyPacket {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_FlowEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlowEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ns\0\u{1}droplet\0\u{1}vni\0\u{1}src\0\u{1}dst\0\u{1}protocol\0\u{1}sport\0\u{1}dport\0\u{3}tcp_flags\0\u{1}verdict\0\u{1}reason\0\u{1}program\0\u{1}hook\0\u{1}ifindex\0\u{3}target_ifindex\0\u{3}next_hop\0\u{1}length\0\u{1}lost\0")
+
+  fileprivate class _StorageClass {
+    var _timeNs: UInt64 = 0
+    var _droplet: String = String()
+    var _vni: UInt32 = 0
+    var _src: String = String()
+    var _dst: String = String()
+    var _protocol: UInt32 = 0
+    var _sport: UInt32 = 0
+    var _dport: UInt32 = 0
+    var _tcpFlags: UInt32 = 0
+    var _verdict: String = String()
+    var _reason: String = String()
+    var _program: String = String()
+    var _hook: String = String()
+    var _ifindex: UInt32 = 0
+    var _targetIfindex: UInt32 = 0
+    var _nextHop: String = String()
+    var _length: UInt32 = 0
+    var _lost: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _timeNs = source._timeNs
+      _droplet = source._droplet
+      _vni = source._vni
+      _src = source._src
+      _dst = source._dst
+      _protocol = source._protocol
+      _sport = source._sport
+      _dport = source._dport
+      _tcpFlags = source._tcpFlags
+      _verdict = source._verdict
+      _reason = source._reason
+      _program = source._program
+      _hook = source._hook
+      _ifindex = source._ifindex
+      _targetIfindex = source._targetIfindex
+      _nextHop = source._nextHop
+      _length = source._length
+      _lost = source._lost
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._timeNs) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._droplet) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._vni) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._src) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._dst) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._protocol) }()
+        case 7: try { try decoder.decodeSingularUInt32Field(value: &_storage._sport) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._dport) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._tcpFlags) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._verdict) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._program) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._hook) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._ifindex) }()
+        case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._targetIfindex) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._nextHop) }()
+        case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._length) }()
+        case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._lost) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._timeNs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._timeNs, fieldNumber: 1)
+      }
+      if !_storage._droplet.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._droplet, fieldNumber: 2)
+      }
+      if _storage._vni != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._vni, fieldNumber: 3)
+      }
+      if !_storage._src.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._src, fieldNumber: 4)
+      }
+      if !_storage._dst.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._dst, fieldNumber: 5)
+      }
+      if _storage._protocol != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._protocol, fieldNumber: 6)
+      }
+      if _storage._sport != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._sport, fieldNumber: 7)
+      }
+      if _storage._dport != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._dport, fieldNumber: 8)
+      }
+      if _storage._tcpFlags != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._tcpFlags, fieldNumber: 9)
+      }
+      if !_storage._verdict.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._verdict, fieldNumber: 10)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 11)
+      }
+      if !_storage._program.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._program, fieldNumber: 12)
+      }
+      if !_storage._hook.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._hook, fieldNumber: 13)
+      }
+      if _storage._ifindex != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._ifindex, fieldNumber: 14)
+      }
+      if _storage._targetIfindex != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._targetIfindex, fieldNumber: 15)
+      }
+      if !_storage._nextHop.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nextHop, fieldNumber: 16)
+      }
+      if _storage._length != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._length, fieldNumber: 17)
+      }
+      if _storage._lost != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._lost, fieldNumber: 18)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_FlowEvent, rhs: Mizar_Transit_V1_FlowEvent) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._timeNs != rhs_storage._timeNs {return false}
+        if _storage._droplet != rhs_storage._droplet {return false}
+        if _storage._vni != rhs_storage._vni {return false}
+        if _storage._src != rhs_storage._src {return false}
+        if _storage._dst != rhs_storage._dst {return false}
+        if _storage._protocol != rhs_storage._protocol {return false}
+        if _storage._sport != rhs_storage._sport {return false}
+        if _storage._dport != rhs_storage._dport {return false}
+        if _storage._tcpFlags != rhs_storage._tcpFlags {return false}
+        if _storage._verdict != rhs_storage._verdict {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._program != rhs_storage._program {return false}
+        if _storage._hook != rhs_storage._hook {return false}
+        if _storage._ifindex != rhs_storage._ifindex {return false}
+        if _storage._targetIfindex != rhs_storage._targetIfindex {return false}
+        if _storage._nextHop != rhs_storage._nextHop {return false}
+        if _storage._length != rhs_storage._length {return false}
+        if _storage._lost != rhs_storage._lost {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
