@@ -6,7 +6,8 @@ BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Wno-unused-function \
 	-I bpf -I Sources/CMizarABI/include -I/usr/include/x86_64-linux-gnu
 BPF_HEADERS := $(wildcard bpf/lib/*.h) Sources/CMizarABI/include/mizar_abi.h
 BPF_PROGS := transit agent pass
-BPF_OBJS := $(foreach p,$(BPF_PROGS),$(BPF_OUT)/$(p).xdp.o $(BPF_OUT)/$(p).tc.o)
+BPF_OBJS := $(foreach p,$(BPF_PROGS),$(BPF_OUT)/$(p).xdp.o $(BPF_OUT)/$(p).tc.o) \
+	$(BPF_OUT)/transit.explain.xdp.o $(BPF_OUT)/agent.explain.xdp.o
 
 .PHONY: all deps bpf build test bench demo demo-down install uninstall clean
 all: build
@@ -19,6 +20,11 @@ bpf: $(BPF_OBJS)
 $(BPF_OUT)/%.xdp.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -DMZ_HOOK_XDP -c $< -o $@
+
+# mizarctl trace's read-only build: the same logic, writing no table.
+$(BPF_OUT)/%.explain.xdp.o: bpf/%.bpf.c $(BPF_HEADERS)
+	@mkdir -p $(BPF_OUT)
+	$(CLANG) $(BPF_CFLAGS) -DMZ_HOOK_XDP -DMZ_EXPLAIN -c $< -o $@
 
 $(BPF_OUT)/%.tc.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(BPF_OUT)

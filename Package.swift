@@ -96,7 +96,7 @@ let package = Package(
         .target(
             name: "MizarTransit",
             dependencies: [
-                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient", "MizarTLS",
+                "MizarCore", "MizarDataplane", "MizarRPC", "MizarSystem", "MizarTransitClient", "MizarTLS", "MizarPacket",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -188,6 +188,7 @@ let package = Package(
             name: "mizarctl",
             dependencies: [
                 "MizarTransitClient", "MizarTLS", "MizarRPC", "MizarCore", "MizarAPI", "MizarStore", "MizarEtcd", "MizarPKI", "MizarPolicy",
+                "MizarPacket",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

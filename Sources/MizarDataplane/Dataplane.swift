@@ -22,6 +22,8 @@ public final class Dataplane: @unchecked Sendable {
     public let programs: [Hook: Programs]
     public let settings: DataplaneSettings
     private let objects: [BPFObject]
+    /// Every shared map by name: what the explain build reuses.
+    let sharedFDs: [String: Int32]
 
     let droplet: BPFMap<UInt32, mz_droplet>
     let knobs: BPFMap<UInt32, mz_knobs>
@@ -98,6 +100,7 @@ public final class Dataplane: @unchecked Sendable {
             programs[hook] = Programs(transit: loaded["transit"]!, agent: loaded["agent"]!)
         }
         self.objects = objects
+        sharedFDs = fds
         self.programs = programs
 
         func fd(_ name: String) throws(SystemError) -> Int32 {
@@ -134,7 +137,7 @@ public final class Dataplane: @unchecked Sendable {
         publishedBack = BPFMap(name: "mz_pub_back", fd: try fd("mz_pub_back"))
     }
 
-    private static func prepare(_ object: BPFObject, settings: DataplaneSettings, shared: [String: Int32],
+    static func prepare(_ object: BPFObject, settings: DataplaneSettings, shared: [String: Int32],
                                 pinDirectory: String?) throws(SystemError) {
         for (name, map) in object.maps {
             if name == "mz_ct" {

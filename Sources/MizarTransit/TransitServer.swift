@@ -3,6 +3,7 @@ import GRPCNIOTransportHTTP2Posix
 import Glibc
 import Logging
 import MizarCore
+import MizarDataplane
 import MizarRPC
 import MizarTLS
 import MizarTransitClient
@@ -60,8 +61,9 @@ public final class TransitServer: Service {
 
     /// `interceptors` see every call on every listener (metrics), before
     /// the TCP listener's admission.
-    public init(host: some TransitHosting, listeners: TransitListeners, interceptors: [any ServerInterceptor] = [], flows: FlowEvents? = nil) {
-        let service = TransitService(host: host, flows: flows)
+    public init(host: some TransitHosting, listeners: TransitListeners, interceptors: [any ServerInterceptor] = [], flows: FlowEvents? = nil,
+                explaining: (host: TransitHost, explainer: Explainer)? = nil) {
+        let service = TransitService(host: host, flows: flows, explaining: explaining)
         // A socket file left by a killed run would make bind fail.
         unlink(listeners.unixSocket)
         unixSocket = listeners.unixSocket

@@ -13,10 +13,29 @@ public struct TransitService: Mizar_Transit_V1_Transit.SimpleServiceProtocol {
     let host: any TransitHosting
     /// The droplet's flow and drop stream; nil: WatchFlows is unavailable.
     let flows: FlowEvents?
+    /// The real host and its explain build; nil: Explain is unavailable.
+    let explaining: (host: TransitHost, explainer: Explainer)?
 
-    public init(host: some TransitHosting, flows: FlowEvents? = nil) {
+    public init(host: some TransitHosting, flows: FlowEvents? = nil, explaining: (host: TransitHost, explainer: Explainer)? = nil) {
         self.host = host
         self.flows = flows
+        self.explaining = explaining
+    }
+
+    // MARK: Explain
+
+    public func explain(request: Mizar_Transit_V1_ExplainRequest, context: ServerContext) async throws -> Mizar_Transit_V1_ExplainReply {
+        guard let explaining else { throw RPCError(code: .unavailable, message: "this transitd cannot explain (no explain build loaded)") }
+        return try await call {
+            guard request.frame.count >= 14, request.frame.count <= 9216 else {
+                throw ValidationError(field: "frame", reason: "\(request.frame.count) bytes: an Ethernet frame is 14 to 9216 bytes")
+            }
+            var from: (vni: VNI, ip: IPv4Address)?
+            if !request.endpointIp.isEmpty {
+                from = (try VNI(request.vni, field: "vni"), try IPv4Address(parsing: request.endpointIp, field: "endpoint_ip"))
+            }
+            return try await explaining.host.explain(Array(request.frame), from: from, with: explaining.explainer)
+        }
     }
 
     // MARK: The flow and drop stream

@@ -13,7 +13,7 @@ struct Mizarctl: AsyncParsableCommand {
         commandName: "mizarctl",
         abstract: "Declare Mizar's objects and inspect a transitd.",
         subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Wait.self, Matrix.self, PKICommand.self, Access.self,
-                      Droplet.self, Dump.self, Counters.self, Invalidate.self, Observe.self])
+                      Droplet.self, Dump.self, Counters.self, Invalidate.self, Observe.self, Trace.self])
 }
 
 struct TargetOptions: ParsableArguments {

@@ -192,8 +192,17 @@ struct Transitd: AsyncParsableCommand {
             let metrics = DatapathMetrics(host: host, logger: logger)
             let flows = flowEvents == 0 ? nil : FlowEvents(dataplane: host.dataplane, droplet: host.droplet.ip, capacity: flowEvents, logger: logger)
             var services: [any Service] = flows.map { [$0] } ?? []
+            // The explain build over the same tables (mizarctl trace); a
+            // missing object leaves Explain unavailable, nothing else.
+            var explainer: Explainer?
+            do {
+                explainer = try Explainer(dataplane: host.dataplane, objectDirectory: objects)
+            } catch {
+                logger.warning("no explain build: mizarctl trace cannot read this host", metadata: ["error": "\(error)"])
+            }
             services.append(TransitServer(host: host, listeners: listeners,
-                                          interceptors: metricsAt == nil ? [] : [RPCMetrics(registry: metrics.registry)], flows: flows))
+                                          interceptors: metricsAt == nil ? [] : [RPCMetrics(registry: metrics.registry)], flows: flows,
+                                          explaining: explainer.map { (host, $0) }))
             services.append(FlowSweeper(host: host, logger: logger, conntrack: !noPolicy))
             if let metricsAt {
                 services.append(try MetricsServer(address: metricsAt, tls: tls, registry: metrics.registry, logger: logger, refresh: metrics.refresh))

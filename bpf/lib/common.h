@@ -28,6 +28,20 @@
 #define ETH_P_ARP_BE bpf_htons(ETH_P_ARP)
 #define ETH_P_IP_BE bpf_htons(ETH_P_IP)
 
+/* The explain build (-DMZ_EXPLAIN, for mizarctl trace): the same logic,
+ * run on a packet through BPF_PROG_TEST_RUN, writing no table: what it
+ * would learn, admit or translate stays unwritten, and what it counts and
+ * decides goes to its own record (mz_explain) instead of the counters. */
+#ifdef MZ_EXPLAIN
+#define MZ_WRITES 0
+#define mz_update(map, key, value, flags) ((void)(key), (void)(value), 0)
+#define mz_delete(map, key) ((void)(key), 0)
+#else
+#define MZ_WRITES 1
+#define mz_update(map, key, value, flags) bpf_map_update_elem(map, key, value, flags)
+#define mz_delete(map, key) bpf_map_delete_elem(map, key)
+#endif
+
 /* Kernel 6.3 added this flag; Debian's 6.1 UAPI headers do not have it. */
 #define MZ_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
 

@@ -114,6 +114,8 @@ static __always_inline int ct_valid(const struct mz_ct *c, __u64 revoked, __u64 
 static __always_inline void flow_track(__u8 *state, __u8 *flags, __u64 *seen, __u8 proto, __u8 fl,
 				       int from_opener, __u8 fin, int reopen, __u64 now)
 {
+	if (!MZ_WRITES)
+		return;
 	__u8 s = *state;
 	if (proto == IPPROTO_TCP) {
 		if (fl & TCP_RST) {
@@ -160,7 +162,7 @@ static __always_inline void ct_admit(const struct mz_pflow *f, __u32 vni, int re
 	};
 	if (f->proto == IPPROTO_TCP)
 		c.state = (f->tcp_flags & TCP_SYN) && !(f->tcp_flags & TCP_ACK) ? MZ_CT_SYN : MZ_CT_ESTABLISHED;
-	bpf_map_update_elem(&mz_ct, &k, &c, BPF_ANY);
+	mz_update(&mz_ct, &k, &c, BPF_ANY);
 	count(MZ_CNT_POL_CT_LEARN, len);
 }
 

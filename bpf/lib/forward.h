@@ -41,7 +41,7 @@ MZ_SUBPROG int learn_host(__u32 vni, __be32 ip, const struct mz_host *h, int kno
 		}
 		mac_copy(v.host.mac, d->mac);
 	}
-	bpf_map_update_elem(&mz_hostcache, &k, &v, BPF_ANY);
+	mz_update(&mz_hostcache, &k, &v, BPF_ANY);
 	count(MZ_CNT_CACHE_LEARN, len);
 	return 1;
 }

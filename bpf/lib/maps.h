@@ -145,6 +145,16 @@ struct {
 	__uint(max_entries, MZ_EVENTS_BYTES);
 } mz_events SEC(".maps");
 
+#ifdef MZ_EXPLAIN
+/* The explain build's record of one run: what it counted and decided. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mz_explain);
+} mz_explain SEC(".maps");
+#endif
+
 /* Index 0 is 1 once this host was taught a service flow (svc_apply sets
  * it): until then no delivered packet can be a service's reply, and
  * delivery skips the reverse-NAT lookup. Only the programs write it. */

@@ -20,6 +20,22 @@ struct mz_pkt {
 	__u8 neigh;         /* tc: redirect resolving next_hop's MAC (bpf_redirect_neigh) */
 };
 
+#ifdef MZ_EXPLAIN
+static __always_inline void count(__u32 id, __u32 len)
+{
+	__u32 zero = 0;
+	struct mz_explain *x = bpf_map_lookup_elem(&mz_explain, &zero);
+	/* (The barrier keeps the bound checked on the register used.) */
+	asm volatile("" : "+r"(id));
+	if (x && id < MZ_CNT__MAX) {
+		asm volatile("" : "+r"(id));
+		x->counts[id & 63]++;
+		x->len = len;
+	}
+}
+
+static __always_inline void count_drop(__u32 reason, __u32 len) {}
+#else
 static __always_inline void count(__u32 id, __u32 len)
 {
 	struct mz_counter *c = bpf_map_lookup_elem(&mz_counters, &id);
@@ -37,6 +53,7 @@ static __always_inline void count_drop(__u32 reason, __u32 len)
 		c->bytes += len;
 	}
 }
+#endif
 
 /* The transport of the packet as it is now (inside the tunnel when it is
  * encapsulated): protocol, ports and TCP flags, or nothing. Runs only for
@@ -86,7 +103,7 @@ static __always_inline void trace_transport(struct mz_ctx *ctx, struct mz_event 
 /* Per-VPC packets: only VPCs user space made an entry for are counted. */
 static __always_inline void count_vpc(__u32 vni, __u32 len, int dropped)
 {
-	if (!vni)
+	if (!vni || !MZ_WRITES)
 		return;
 	struct mz_vpc_stat *s = bpf_map_lookup_elem(&mz_vpc_stats, &vni);
 	if (!s)
@@ -101,7 +118,7 @@ static __always_inline void trace(struct mz_ctx *ctx, const struct mz_pkt *p, __
 {
 	__u32 zero = 0;
 	const struct mz_knobs *k = bpf_map_lookup_elem(&mz_knobs, &zero);
-	if (!k || !k->trace)
+	if (!MZ_WRITES || !k || !k->trace)
 		return;
 	if (!(k->trace & MZ_TRACE_ALL || (reason && (k->trace & MZ_TRACE_DROPS)))) {
 		struct mz_trace_vpc_key tk = { .vni = p->vni };
@@ -142,6 +159,23 @@ static __always_inline int mz_finish(struct mz_ctx *ctx, int ret, struct mz_pkt 
 	count(base + verdict - MZ_V_PASS, p->len);
 	count_vpc(p->vni, p->len, verdict == MZ_V_DROP);
 	trace(ctx, p, prog, verdict, reason);
+#ifdef MZ_EXPLAIN
+	{
+		__u32 zero = 0;
+		struct mz_explain *x = bpf_map_lookup_elem(&mz_explain, &zero);
+		if (x) {
+			x->verdict = verdict;
+			x->reason = reason;
+			x->target_ifindex = verdict == MZ_V_REDIRECT || verdict == MZ_V_TX ? p->target_ifindex : 0;
+			x->next_hop = p->next_hop;
+			x->into_endpoint = p->into_endpoint;
+			x->neigh = p->neigh;
+			x->vni = p->vni;
+		}
+		/* Nothing leaves: the caller reads the packet and the record. */
+		return CTX_PASS;
+	}
+#endif
 
 	switch (verdict) {
 	case MZ_V_PASS:

@@ -469,11 +469,13 @@ static __always_inline int pol_revoke(struct mz_pkt *p, const struct mz_outer *o
 	if (!local)
 		return -MZ_DROP_POL_VERDICT;
 	__u64 now = bpf_ktime_get_ns();
-	local->revoked_ns = now;
 	struct mz_iface_key ik = { .ifindex = local->ifindex };
 	struct mz_iface *cfg = bpf_map_lookup_elem(&mz_ifaces, &ik);
-	if (cfg)
-		cfg->revoked_ns = now;
+	if (MZ_WRITES) {
+		local->revoked_ns = now;
+		if (cfg)
+			cfg->revoked_ns = now;
+	}
 	count(MZ_CNT_POL_REVOKED, p->len);
 	return MZ_V_DROP;
 }

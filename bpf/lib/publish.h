@@ -113,7 +113,7 @@ MZ_SUBPROG int pub_in(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_drop
 		fl.nat_port = bk.nat_port;
 		mac_copy(fl.client_mac, client_mac);
 		fl.created_ns = now;
-		bpf_map_update_elem(&mz_pub_flows, &fk, &fl, BPF_ANY);
+		mz_update(&mz_pub_flows, &fk, &fl, BPF_ANY);
 		count(MZ_CNT_PUB_NEW, p->len);
 	}
 	int ret = nat_rewrite(ctx, MZ_ETH_LEN, &f, NAT_SOURCE, NAT_TO(dr->self.ip, fl.nat_port));

@@ -306,8 +306,8 @@ MZ_SUBPROG int svc_direct_syn(struct mz_ctx *ctx, struct mz_pkt *p, __u32 l3)
 	struct mz_flow_key fwd = {
 		.vni = p->vni, .src = src, .dst = n->to_ip, .sport = f.sport, .dport = n->to_port, .proto = IPPROTO_TCP,
 	};
-	bpf_map_delete_elem(&mz_nat, &fwd);
-	bpf_map_delete_elem(&mz_nat, &k);
+	mz_delete(&mz_nat, &fwd);
+	mz_delete(&mz_nat, &k);
 	count(MZ_CNT_SVC_ENDED, p->len);
 	return 1;
 }
@@ -431,19 +431,19 @@ MZ_SUBPROG int svc_apply(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_d
 				 .dport = f.sport, .proto = f.proto };
 	struct mz_nat n = { .to_ip = vip, .to_port = icmp ? 0 : f.dport, .flags = MZ_NAT_F_REVERSE, .vip = vip,
 			    .backend = backend, .created_ns = now };
-	if (bpf_map_update_elem(&mz_nat, &k, &n, BPF_ANY) < 0)
+	if (mz_update(&mz_nat, &k, &n, BPF_ANY) < 0)
 		return -MZ_DROP_SVC_REWRITE;
 	flow_key(&k, p->vni, client, vip, &f);
 	n.to_ip = backend;
 	n.to_port = icmp ? 0 : bport;
 	n.flags = 0;
-	if (bpf_map_update_elem(&mz_nat, &k, &n, BPF_ANY) < 0)
+	if (mz_update(&mz_nat, &k, &n, BPF_ANY) < 0)
 		return -MZ_DROP_SVC_REWRITE;
 	/* This host now holds service flows: delivery looks for replies. The
 	 * key is k's first word (the stack here is at its limit). */
 	k.vni = 0;
 	__u32 *on = bpf_map_lookup_elem(&mz_nat_active, &k.vni);
-	if (on && !*on)
+	if (MZ_WRITES && on && !*on)
 		*on = 1;
 	count(MZ_CNT_SVC_LEARN, p->len);
 	struct mz_host to = *bhost;
@@ -524,15 +524,15 @@ MZ_SUBPROG int svc_answer(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_
 	struct mz_host requester = o->rts;
 	struct mz_svc_client_key ck = { .vni = p->vni, .vip = vip, .host_ip = requester.ip };
 	struct mz_svc_client cv = { .last_ns = bpf_ktime_get_ns() };
-	bpf_map_update_elem(&mz_svc_clients, &ck, &cv, BPF_ANY);
+	mz_update(&mz_svc_clients, &ck, &cv, BPF_ANY);
 	struct mz_svc_stat_key stk = { .vni = p->vni, .vip = vip, .backend = backend };
-	struct mz_counter *st = bpf_map_lookup_elem(&mz_svc_stats, &stk);
+	struct mz_counter *st = MZ_WRITES ? bpf_map_lookup_elem(&mz_svc_stats, &stk) : 0;
 	if (st) {
 		st->packets++;
 		st->bytes += p->len;
 	} else {
 		struct mz_counter first = { .packets = 1, .bytes = p->len };
-		bpf_map_update_elem(&mz_svc_stats, &stk, &first, BPF_NOEXIST);
+		mz_update(&mz_svc_stats, &stk, &first, BPF_NOEXIST);
 	}
 	count(MZ_CNT_SVC_ANSWER, p->len);
 

@@ -72,7 +72,7 @@ static __always_inline int port_alloc(void *map, void *key, __be16 *port, const 
 		if (i >= n)
 			break;
 		*port = bpf_htons((__u16)(first + idx));
-		if (bpf_map_update_elem(map, key, value, BPF_NOEXIST) == 0)
+		if (mz_update(map, key, value, BPF_NOEXIST) == 0)
 			return 0;
 		idx++;
 		if (idx >= n)
@@ -187,7 +187,7 @@ MZ_SUBPROG int snat_out(struct mz_ctx *ctx, struct mz_pkt *p, const struct mz_dr
 		if (ret < 0)
 			return ret;
 		struct mz_snat s = { .port = ik.port, .created_ns = now };
-		bpf_map_update_elem(&mz_snat_out, &ok, &s, BPF_ANY);
+		mz_update(&mz_snat_out, &ok, &s, BPF_ANY);
 		count(MZ_CNT_SNAT_NEW, p->len);
 	}
 	int ret = nat_rewrite(ctx, MZ_ETH_LEN, &f, NAT_SOURCE | NAT_ICMP_ID, NAT_TO(dr->self.ip, ik.port));

@@ -748,6 +748,21 @@ enum mz_drop_reason {
 	MZ_DROP__MAX,
 };
 
+/* The explain build's record of one run (mz_explain, per CPU, one entry):
+ * zeroed by user space before the run, filled by the program. */
+struct mz_explain {
+	__u32 verdict;        /* enum mz_verdict */
+	__u32 reason;         /* enum mz_drop_reason when dropped */
+	__u32 target_ifindex; /* redirect or tx: where to */
+	__be32 next_hop;      /* outer destination after encap or bounce */
+	__u32 vni;
+	__u8 into_endpoint;
+	__u8 neigh;
+	__u16 reserved;
+	__u32 len;                 /* the length last counted */
+	__u32 counts[64]; /* what it counted (by enum mz_counter_id): the path taken */
+};
+
 /* One per packet when tracing (mz_knobs.trace) asks for it: mz_events. */
 struct mz_event {
 	__u64 ts_ns;
@@ -841,6 +856,7 @@ _Static_assert(sizeof(struct mz_ct) == 24, "conntrack entry");
 _Static_assert(sizeof(struct mz_cached_host) == 24, "cached host");
 _Static_assert(sizeof(struct mz_counter) == 16, "counter");
 _Static_assert(sizeof(struct mz_event) == 48, "event");
+_Static_assert(MZ_CNT__MAX <= 64, "explain counts");
 _Static_assert(sizeof(struct mz_config) == 8, "config");
 _Static_assert(sizeof(struct mz_opt_rewrite) == 24, "rewrite option");
 _Static_assert(sizeof(struct mz_svc_port) == 8, "service port");
@@ -860,6 +876,7 @@ _Static_assert(sizeof(struct mz_pub_back) == 24, "published back");
 _Static_assert(sizeof(struct mz_svc_client_key) == 12, "service client key");
 _Static_assert(sizeof(struct mz_svc_stat_key) == 12, "service stat key");
 _Static_assert(sizeof(struct mz_event) == 48, "event");
+_Static_assert(MZ_CNT__MAX <= 64, "explain counts");
 _Static_assert(sizeof(struct mz_vpc_stat) == 32, "vpc stat");
 _Static_assert(MZ_MAX_BACKENDS <= 65535, "table entries are u16");
 #ifdef __bpf__

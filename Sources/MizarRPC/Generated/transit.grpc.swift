@@ -459,6 +459,19 @@ public enum Mizar_Transit_V1_Transit: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "Explain" metadata.
+        public enum Explain: Sendable {
+            /// Request type for "Explain".
+            public typealias Input = Mizar_Transit_V1_ExplainRequest
+            /// Response type for "Explain".
+            public typealias Output = Mizar_Transit_V1_ExplainReply
+            /// Descriptor for "Explain".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "mizar.transit.v1.Transit"),
+                method: "Explain",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "mizar.transit.v1.Transit" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetDroplet.descriptor,
@@ -493,7 +506,8 @@ public enum Mizar_Transit_V1_Transit: Sendable {
             PutPublished.descriptor,
             DeletePublished.descriptor,
             ListPublished.descriptor,
-            WatchFlows.descriptor
+            WatchFlows.descriptor,
+            Explain.descriptor
         ]
     }
 }
@@ -1063,6 +1077,27 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_WatchFlowsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_FlowEvent>
+
+        /// Handle the "Explain" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What this host's data plane would do with one packet: the same
+        /// > programs' logic, built to write nothing (nothing learned, admitted,
+        /// > translated or counted), run on the packet over this host's tables.
+        /// > For mizarctl trace, hop by hop. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Mizar_Transit_V1_ExplainRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Mizar_Transit_V1_ExplainReply` messages.
+        func explain(
+            request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ExplainRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ExplainReply>
     }
 
     /// Service protocol for the "mizar.transit.v1.Transit" service.
@@ -1616,6 +1651,27 @@ extension Mizar_Transit_V1_Transit {
             request: GRPCCore.ServerRequest<Mizar_Transit_V1_WatchFlowsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_FlowEvent>
+
+        /// Handle the "Explain" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What this host's data plane would do with one packet: the same
+        /// > programs' logic, built to write nothing (nothing learned, admitted,
+        /// > translated or counted), run on the packet over this host's tables.
+        /// > For mizarctl trace, hop by hop. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ExplainRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Mizar_Transit_V1_ExplainReply` message.
+        func explain(
+            request: GRPCCore.ServerRequest<Mizar_Transit_V1_ExplainRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ExplainReply>
     }
 
     /// Simple service protocol for the "mizar.transit.v1.Transit" service.
@@ -2168,6 +2224,27 @@ extension Mizar_Transit_V1_Transit {
             response: GRPCCore.RPCWriter<Mizar_Transit_V1_FlowEvent>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "Explain" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What this host's data plane would do with one packet: the same
+        /// > programs' logic, built to write nothing (nothing learned, admitted,
+        /// > translated or counted), run on the packet over this host's tables.
+        /// > For mizarctl trace, hop by hop. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A `Mizar_Transit_V1_ExplainRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Mizar_Transit_V1_ExplainReply` to respond with.
+        func explain(
+            request: Mizar_Transit_V1_ExplainRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Mizar_Transit_V1_ExplainReply
     }
 }
 
@@ -2533,6 +2610,17 @@ extension Mizar_Transit_V1_Transit.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_FlowEvent>(),
             handler: { request, context in
                 try await self.watchFlows(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Mizar_Transit_V1_Transit.Method.Explain.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ExplainRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ExplainReply>(),
+            handler: { request, context in
+                try await self.explain(
                     request: request,
                     context: context
                 )
@@ -2905,6 +2993,17 @@ extension Mizar_Transit_V1_Transit.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func explain(
+        request: GRPCCore.StreamingServerRequest<Mizar_Transit_V1_ExplainRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Mizar_Transit_V1_ExplainReply> {
+        let response = try await self.explain(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -3341,6 +3440,19 @@ extension Mizar_Transit_V1_Transit.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func explain(
+        request: GRPCCore.ServerRequest<Mizar_Transit_V1_ExplainRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Mizar_Transit_V1_ExplainReply> {
+        return GRPCCore.ServerResponse<Mizar_Transit_V1_ExplainReply>(
+            message: try await self.explain(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -4061,6 +4173,32 @@ extension Mizar_Transit_V1_Transit {
             deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_FlowEvent>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Mizar_Transit_V1_FlowEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Explain" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What this host's data plane would do with one packet: the same
+        /// > programs' logic, built to write nothing (nothing learned, admitted,
+        /// > translated or counted), run on the packet over this host's tables.
+        /// > For mizarctl trace, hop by hop. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ExplainRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ExplainRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ExplainReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func explain<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ExplainRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ExplainRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ExplainReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ExplainReply>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -5149,6 +5287,43 @@ extension Mizar_Transit_V1_Transit {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Explain" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What this host's data plane would do with one packet: the same
+        /// > programs' logic, built to write nothing (nothing learned, admitted,
+        /// > translated or counted), run on the packet over this host's tables.
+        /// > For mizarctl trace, hop by hop. Read-only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Mizar_Transit_V1_ExplainRequest` message.
+        ///   - serializer: A serializer for `Mizar_Transit_V1_ExplainRequest` messages.
+        ///   - deserializer: A deserializer for `Mizar_Transit_V1_ExplainReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func explain<Result>(
+            request: GRPCCore.ClientRequest<Mizar_Transit_V1_ExplainRequest>,
+            serializer: some GRPCCore.MessageSerializer<Mizar_Transit_V1_ExplainRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Mizar_Transit_V1_ExplainReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ExplainReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Mizar_Transit_V1_Transit.Method.Explain.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -6055,6 +6230,38 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_WatchFlowsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_FlowEvent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Explain" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What this host's data plane would do with one packet: the same
+    /// > programs' logic, built to write nothing (nothing learned, admitted,
+    /// > translated or counted), run on the packet over this host's tables.
+    /// > For mizarctl trace, hop by hop. Read-only.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Mizar_Transit_V1_ExplainRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explain<Result>(
+        request: GRPCCore.ClientRequest<Mizar_Transit_V1_ExplainRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ExplainReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.explain(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Mizar_Transit_V1_ExplainRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Mizar_Transit_V1_ExplainReply>(),
             options: options,
             onResponse: handleResponse
         )
@@ -7095,6 +7302,42 @@ extension Mizar_Transit_V1_Transit.ClientProtocol {
             metadata: metadata
         )
         return try await self.watchFlows(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Explain" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What this host's data plane would do with one packet: the same
+    /// > programs' logic, built to write nothing (nothing learned, admitted,
+    /// > translated or counted), run on the packet over this host's tables.
+    /// > For mizarctl trace, hop by hop. Read-only.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explain<Result>(
+        _ message: Mizar_Transit_V1_ExplainRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Mizar_Transit_V1_ExplainReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Mizar_Transit_V1_ExplainRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.explain(
             request: request,
             options: options,
             onResponse: handleResponse

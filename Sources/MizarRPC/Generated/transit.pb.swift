@@ -18,6 +18,11 @@
 /// Addresses travel as text ("10.0.1.5", "10.0.1.0/24", "02:00:00:00:00:01")
 /// so that the daemon, not the wire format, decides what is well formed.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -690,6 +695,80 @@ public nonisolated struct Mizar_Transit_V1_FlowEvent: @unchecked Sendable {
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Mizar_Transit_V1_ExplainRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The packet as it arrives: an Ethernet frame.
+  public var frame: Data = Data()
+
+  /// Where it arrives: from the local endpoint (vni, endpoint_ip), on its
+  /// interface; or, with endpoint_ip empty, on the droplet interface.
+  public var vni: UInt32 = 0
+
+  public var endpointIp: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One table read that explains the choice, made by transitd beside the run.
+public nonisolated struct Mizar_Transit_V1_Lookup: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var table: String = String()
+
+  public var key: String = String()
+
+  /// What it holds, or "none".
+  public var entry: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Mizar_Transit_V1_ExplainReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "pass" (to the host), "tx" (back out the droplet interface),
+  /// "redirect", "drop".
+  public var verdict: String = String()
+
+  public var reason: String = String()
+
+  /// The counters the run moved: the path taken.
+  public var path: [String] = []
+
+  /// The packet as it leaves.
+  public var frame: Data = Data()
+
+  /// Out of the droplet interface: the outer destination.
+  public var nextHop: String = String()
+
+  /// Into a local endpoint: its VNI and IP.
+  public var deliveredVni: UInt32 = 0
+
+  public var deliveredIp: String = String()
+
+  public var lookups: [Mizar_Transit_V1_Lookup] = []
+
+  /// The droplet's IP, and where the packet arrived ("endpoint", "droplet").
+  public var droplet: String = String()
+
+  public var arrived: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Mizar_Transit_V1_ServicePort: Sendable {
@@ -2507,6 +2586,161 @@ nonisolated extension Mizar_Transit_V1_FlowEvent: SwiftProtobuf.Message, SwiftPr
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ExplainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExplainRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}frame\0\u{1}vni\0\u{3}endpoint_ip\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.frame) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.endpointIp) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.frame.isEmpty {
+      try visitor.visitSingularBytesField(value: self.frame, fieldNumber: 1)
+    }
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 2)
+    }
+    if !self.endpointIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpointIp, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ExplainRequest, rhs: Mizar_Transit_V1_ExplainRequest) -> Bool {
+    if lhs.frame != rhs.frame {return false}
+    if lhs.vni != rhs.vni {return false}
+    if lhs.endpointIp != rhs.endpointIp {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_Lookup: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Lookup"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}table\0\u{1}key\0\u{1}entry\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.table) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.entry) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.table.isEmpty {
+      try visitor.visitSingularStringField(value: self.table, fieldNumber: 1)
+    }
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 2)
+    }
+    if !self.entry.isEmpty {
+      try visitor.visitSingularStringField(value: self.entry, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_Lookup, rhs: Mizar_Transit_V1_Lookup) -> Bool {
+    if lhs.table != rhs.table {return false}
+    if lhs.key != rhs.key {return false}
+    if lhs.entry != rhs.entry {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Mizar_Transit_V1_ExplainReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExplainReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}verdict\0\u{1}reason\0\u{1}path\0\u{1}frame\0\u{3}next_hop\0\u{3}delivered_vni\0\u{3}delivered_ip\0\u{1}lookups\0\u{1}droplet\0\u{1}arrived\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.verdict) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.frame) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.nextHop) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.deliveredVni) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.deliveredIp) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.lookups) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.droplet) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.arrived) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.verdict.isEmpty {
+      try visitor.visitSingularStringField(value: self.verdict, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.path, fieldNumber: 3)
+    }
+    if !self.frame.isEmpty {
+      try visitor.visitSingularBytesField(value: self.frame, fieldNumber: 4)
+    }
+    if !self.nextHop.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextHop, fieldNumber: 5)
+    }
+    if self.deliveredVni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deliveredVni, fieldNumber: 6)
+    }
+    if !self.deliveredIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.deliveredIp, fieldNumber: 7)
+    }
+    if !self.lookups.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.lookups, fieldNumber: 8)
+    }
+    if !self.droplet.isEmpty {
+      try visitor.visitSingularStringField(value: self.droplet, fieldNumber: 9)
+    }
+    if !self.arrived.isEmpty {
+      try visitor.visitSingularStringField(value: self.arrived, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Mizar_Transit_V1_ExplainReply, rhs: Mizar_Transit_V1_ExplainReply) -> Bool {
+    if lhs.verdict != rhs.verdict {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.frame != rhs.frame {return false}
+    if lhs.nextHop != rhs.nextHop {return false}
+    if lhs.deliveredVni != rhs.deliveredVni {return false}
+    if lhs.deliveredIp != rhs.deliveredIp {return false}
+    if lhs.lookups != rhs.lookups {return false}
+    if lhs.droplet != rhs.droplet {return false}
+    if lhs.arrived != rhs.arrived {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
