@@ -242,7 +242,7 @@ let package = Package(
         .testTarget(name: "MizarPacketTests", dependencies: ["MizarPacket", "MizarCore"], swiftSettings: strict),
         .testTarget(
             name: "MizarDataplaneTests",
-            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI"],
+            dependencies: ["MizarDataplane", "MizarPacket", "MizarTestbed", "CMizarABI", "MizarTransit", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         // The conformance cases and the independent reachability model, for
         // the compiler's tests and the end-to-end test alike (test code).

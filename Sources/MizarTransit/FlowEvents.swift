@@ -68,7 +68,7 @@ public final class FlowEvents: Service, Sendable {
     let capacity: Int
     let logger: Logger
     /// Events a follower may have waiting before it loses some.
-    static let followerBuffer = 16_384
+    public static let followerBuffer = 16_384
 
     struct Follower {
         var filter: FlowFilter
@@ -185,33 +185,41 @@ public final class FlowEvents: Service, Sendable {
 
     private func readUntilStopped(_ reader: EventReader) throws {
         while !state.withLock({ $0.stopped }) {
-            guard try reader.wait(milliseconds: 100) else {
-                noteLost()
-                continue
+            // The programs wake this reader only when the ring fills up
+            // (a wakeup per event would cost each packet microseconds):
+            // it reads every 50 ms, and whenever woken.
+            _ = try reader.wait(milliseconds: 50)
+            while case let events = try reader.read(max: 4096), !events.isEmpty {
+                take(events)
+                if events.count < 4096 { break }
             }
-            let events = try reader.read(max: 4096)
             noteLost()
-            if !events.isEmpty { take(events) }
+            flushLost()
         }
     }
 
-    /// The data plane's lost events since the last look, told to every
-    /// follower at once (a notice carrying only the count).
+    /// The data plane's lost events since the last look: lost to every
+    /// follower (whatever they were, they may have matched).
     private func noteLost() {
         guard let lost = try? dataplane.traceLost() else { return }
         state.withLock { s in
             defer { s.traceLost = lost }
             guard let before = s.traceLost, lost > before else { return }
+            for id in s.followers.keys { s.followers[id]!.lost += lost - before }
+        }
+    }
+
+    /// Tells each follower that lost events what it lost, in a notice of
+    /// its own (only the time, the droplet and the count), until it has
+    /// room for it.
+    private func flushLost() {
+        state.withLock { s in
             var notice = Mizar_Transit_V1_FlowEvent()
             notice.timeNs = UInt64(max(0, WallClock.now))
             notice.droplet = "\(droplet)"
-            for id in s.followers.keys {
-                notice.lost = s.followers[id]!.lost + (lost - before)
-                if case .enqueued = s.followers[id]!.continuation.yield(notice) {
-                    s.followers[id]!.lost = 0
-                } else {
-                    s.followers[id]!.lost = notice.lost
-                }
+            for id in s.followers.keys where s.followers[id]!.lost > 0 {
+                notice.lost = s.followers[id]!.lost
+                if case .enqueued = s.followers[id]!.continuation.yield(notice) { s.followers[id]!.lost = 0 }
             }
         }
     }
@@ -227,7 +235,7 @@ public final class FlowEvents: Service, Sendable {
                     m.lost = s.followers[id]!.lost
                     switch s.followers[id]!.continuation.yield(m) {
                     case .enqueued: s.followers[id]!.lost = 0
-                    case .dropped: s.followers[id]!.lost += 1
+                    case .dropped: s.followers[id]!.lost = m.lost + 1
                     default: break
                     }
                 }

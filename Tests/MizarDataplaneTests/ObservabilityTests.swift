@@ -3,6 +3,8 @@ import Glibc
 import MizarCore
 @testable import MizarDataplane
 import MizarPacket
+import MizarTransit
+import Logging
 import Testing
 
 extension DataplaneTests {
@@ -97,5 +99,39 @@ extension DataplaneTests {
             #expect(try env.events.read().isEmpty)
             #expect(try env.dataplane.traceVPCs.keys().isEmpty)
         }
+    }
+}
+
+extension DataplaneTests.Observability {
+    /// transitd's flow stream over this data plane: a follower gets every
+    /// event the ring took, and is told how many it lost.
+    @Test func followerIsToldWhatWasLost() async throws {
+        let env = try TestEnvironment.get()
+        try env.reset()
+        try seed(env, Roles(bouncerS1: true))
+        _ = try env.events.read()
+        let flows = FlowEvents(dataplane: env.dataplane, droplet: T.h1.ip, capacity: 100_000, logger: Logger(label: "test"))
+        let reading = Task { try await flows.run() }
+        defer { reading.cancel() }
+        try await Task.sleep(for: .milliseconds(200))
+        let (_, stream, id) = flows.watch(FlowFilter(vnis: [T.vniA.value], verdict: .dropped), last: 0, follow: true, everyPacket: false)
+        let follower = try #require(stream)
+        defer { if let id { flows.unfollow(id) } }
+        // 100,000 drops at once while the follower reads nothing: more than
+        // its queue holds. What it could not take (and whatever the ring
+        // could not) is told with the events that follow, or in notices.
+        let runs: UInt32 = 100_000
+        let drop = Self.intoA(T.ip("10.0.1.99"))
+        _ = try env.dataplane.programs[.xdp]!.transit.testRun(drop, ifindex: env.ifs.droplet, repeat: runs)
+        var events = 0, toldLost: UInt64 = 0, notices = 0
+        let deadline = ContinuousClock.now + .seconds(10)
+        for await e in follower {
+            if e.verdict.isEmpty { notices += 1 } else { events += 1 }
+            toldLost += e.lost
+            if UInt64(events) + toldLost >= UInt64(runs) || ContinuousClock.now > deadline { break }
+        }
+        #expect(UInt64(events) + toldLost == UInt64(runs), "\(events) events + \(toldLost) told lost != \(runs)")
+        #expect(toldLost > 0 && events >= FlowEvents.followerBuffer, "told \(toldLost) lost (\(notices) notices), \(events) events")
+        try env.dataplane.setTrace(UInt32(MZ_TRACE_ALL))
     }
 }

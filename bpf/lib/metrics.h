@@ -140,7 +140,12 @@ static __always_inline void trace(struct mz_ctx *ctx, const struct mz_pkt *p, __
 		.next_hop = p->next_hop,
 	};
 	trace_transport(ctx, &ev);
-	if (bpf_ringbuf_output(&mz_events, &ev, sizeof(ev), 0) < 0)
+	/* No wakeup per event (a wakeup costs microseconds: a flood of drops
+	 * would cost that each): the reader looks every 50 ms, and is woken
+	 * only once a quarter of the ring waits. */
+	__u64 wake = bpf_ringbuf_query(&mz_events, BPF_RB_AVAIL_DATA) >= MZ_EVENTS_BYTES / 4 ? BPF_RB_FORCE_WAKEUP
+											     : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&mz_events, &ev, sizeof(ev), wake) < 0)
 		count(MZ_CNT_TRACE_LOST, 0);
 }
 
