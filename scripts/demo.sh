@@ -35,6 +35,7 @@ for i in "${members[@]}"; do
 		--listen-peer-urls "https://127.0.0.1:$((c + 1))" --initial-advertise-peer-urls "https://127.0.0.1:$((c + 1))" \
 		--listen-metrics-urls "http://127.0.0.1:$((c + 2))" \
 		--initial-cluster "$cluster" --initial-cluster-state new --log-level warn \
+		--auto-compaction-mode revision --auto-compaction-retention 100000 --quota-backend-bytes 8589934592 \
 		--cert-file "$pki/etcd-demo-etcd.crt" --key-file "$pki/etcd-demo-etcd.key" --client-cert-auth --trusted-ca-file "$pki/ca.crt" \
 		--peer-cert-file "$pki/etcd-demo-etcd.crt" --peer-key-file "$pki/etcd-demo-etcd.key" --peer-client-cert-auth \
 		--peer-trusted-ca-file "$pki/ca.crt" >"$run/etcd-e$i.log" 2>&1 </dev/null &

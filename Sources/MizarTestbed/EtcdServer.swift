@@ -74,7 +74,7 @@ public final class EtcdServer: Sendable {
                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                     "--listen-metrics-urls", "http://127.0.0.1:\(ports.metrics)",
                     "--initial-cluster", initial, "--initial-cluster-state", "new",
-                    "--log-level", "warn", "--logger", "zap"]
+                    "--log-level", "warn", "--logger", "zap"] + EtcdCluster.retentionFlags
         if let pkiDirectory {
             let ip = listen.lazy.compactMap { try? IPv4Address(parsing: $0, field: "listen") }.first { $0.value != 0x7f00_0001 }
                 ?? IPv4Address(value: 0x7f00_0001)
@@ -186,6 +186,9 @@ public final class EtcdServer: Sendable {
     }
 
     /// A minimal HTTP/1.0 GET on loopback; the whole answer, or nil.
+    /// etcd's own metrics text (Prometheus' format).
+    public func metricsText() -> String? { Self.httpGet(port: metricsPort, path: "/metrics") }
+
     static func httpGet(port: Int, path: String) -> String? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
@@ -240,6 +243,15 @@ extension EtcdServer {
 /// with its own data, ports and (with a PKI) certificate; peers talk over
 /// mutual TLS on loopback.
 public final class EtcdCluster: Sendable {
+    /// What Mizar runs etcd with beyond its addresses and certificates:
+    /// history compacted automatically (the last 100,000 revisions kept: a
+    /// watcher further behind lists again), and an 8 GiB backend quota
+    /// instead of etcd's 2 GiB default (reached after roughly 800,000
+    /// endpoint creations without compaction). docs/operations.md gives the
+    /// same flags.
+    public static let retentionFlags = ["--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
+                                        "--quota-backend-bytes", "\(8 << 30)"]
+
     private let current: Mutex<[EtcdServer]>
     public var members: [EtcdServer] { current.withLock { $0 } }
 

@@ -83,27 +83,44 @@ public struct DirectConnector: TransitConnector {
 
 /// One long-lived connection per transitd, opened on first use and shared
 /// by concurrent calls: the management plane's way to call hosts without
-/// paying a connection set-up per call. Counts the calls made to each
+/// paying a connection set-up per call. Bounded: a connection idle for
+/// `idleTimeout` is closed (the next call opens it again), and at most
+/// `maxConnections` are open, the least recently used idle ones closed
+/// first; so the operator holds connections to the hosts it is working
+/// with, not to every host it ever called. Counts the calls made to each
 /// target, so tests can check who was called.
 public final class TransitPool<Transport: ClientTransport>: TransitConnector {
     private struct Entry {
         let client: GRPCClient<Transport>
         let runner: Task<Void, Never>
+        var lastUsed: ContinuousClock.Instant
+        var inFlight: Int
+    }
+
+    private struct State {
+        var entries: [TransitTarget: Entry] = [:]
+        var lastSweep = ContinuousClock.now
     }
 
     private let makeTransport: @Sendable (TransitTarget) throws -> Transport
-    private let entries = Mutex<[TransitTarget: Entry]>([:])
+    private let state = Mutex(State())
     private let counts = Mutex<[TransitTarget: Int]>([:])
+    public let idleTimeout: Duration
+    public let maxConnections: Int
 
     /// Connections made by `makeTransport` for each target.
-    public init(transport makeTransport: @escaping @Sendable (TransitTarget) throws -> Transport) {
+    public init(idleTimeout: Duration = .seconds(60), maxConnections: Int = 1024,
+                transport makeTransport: @escaping @Sendable (TransitTarget) throws -> Transport) {
         self.makeTransport = makeTransport
+        self.idleTimeout = idleTimeout
+        self.maxConnections = max(1, maxConnections)
     }
 
     public func withClient<R: Sendable>(_ target: TransitTarget,
                                         _ body: (AnyTransitClient) async throws -> R) async throws -> R {
         counts.withLock { $0[target, default: 0] += 1 }
-        let client = try self.client(target)
+        let client = try self.acquire(target)
+        defer { release(target) }
         return try await body(Mizar_Transit_V1_Transit.Client(wrapping: client))
     }
 
@@ -111,35 +128,72 @@ public final class TransitPool<Transport: ClientTransport>: TransitConnector {
     public func callCounts() -> [TransitTarget: Int] { counts.withLock { $0 } }
     public func resetCounts() { counts.withLock { $0 = [:] } }
 
+    /// Connections open now.
+    public var openConnections: Int { state.withLock { $0.entries.count } }
+
     /// Closes the connection to one target (a host that went away); the
     /// next call opens a new one.
     public func forget(_ target: TransitTarget) {
-        let entry = entries.withLock { $0.removeValue(forKey: target) }
+        let entry = state.withLock { $0.entries.removeValue(forKey: target) }
         entry?.client.beginGracefulShutdown()
     }
 
     /// Closes every connection and waits for them to finish.
     public func shutdown() async {
-        let all = entries.withLock { e in defer { e = [:] }; return Array(e.values) }
+        let all = state.withLock { s in defer { s.entries = [:] }; return Array(s.entries.values) }
         for entry in all { entry.client.beginGracefulShutdown() }
         for entry in all { await entry.runner.value }
     }
 
-    private func client(_ target: TransitTarget) throws -> GRPCClient<Transport> {
-        try entries.withLock { entries in
-            if let e = entries[target] { return e.client }
+    private func acquire(_ target: TransitTarget) throws -> GRPCClient<Transport> {
+        let now = ContinuousClock.now
+        let (client, closing): (GRPCClient<Transport>, [Entry]) = try state.withLock { s in
+            var closing: [Entry] = []
+            // Idle connections, looked for at most every quarter timeout.
+            if now - s.lastSweep >= idleTimeout / 4 {
+                s.lastSweep = now
+                for (t, e) in s.entries where e.inFlight == 0 && now - e.lastUsed >= idleTimeout && t != target {
+                    closing.append(e)
+                    s.entries[t] = nil
+                }
+            }
+            if var e = s.entries[target] {
+                e.inFlight += 1
+                e.lastUsed = now
+                s.entries[target] = e
+                return (e.client, closing)
+            }
+            // Room for one more: the least recently used idle ones go.
+            while s.entries.count >= maxConnections,
+                  let lru = s.entries.filter({ $0.value.inFlight == 0 }).min(by: { $0.value.lastUsed < $1.value.lastUsed }) {
+                closing.append(lru.value)
+                s.entries[lru.key] = nil
+            }
             let client = GRPCClient(transport: try makeTransport(target))
             let runner = Task { _ = try? await client.runConnections() }
-            entries[target] = Entry(client: client, runner: runner)
-            return client
+            s.entries[target] = Entry(client: client, runner: runner, lastUsed: now, inFlight: 1)
+            return (client, closing)
+        }
+        for e in closing { e.client.beginGracefulShutdown() }
+        return client
+    }
+
+    private func release(_ target: TransitTarget) {
+        state.withLock { s in
+            guard var e = s.entries[target] else { return }
+            e.inFlight -= 1
+            e.lastUsed = .now
+            s.entries[target] = e
         }
     }
 }
 
 extension TransitPool where Transport == HTTP2ClientTransport.Posix {
     /// HTTP/2 over a unix socket, or TCP (mutual TLS with `tls`).
-    public convenience init(tls: TLSFiles? = nil) {
-        self.init { target in try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: target.security(tls)) }
+    public convenience init(tls: TLSFiles? = nil, idleTimeout: Duration = .seconds(60), maxConnections: Int = 1024) {
+        self.init(idleTimeout: idleTimeout, maxConnections: maxConnections) { target in
+            try HTTP2ClientTransport.Posix(target: target.resolvable, transportSecurity: target.security(tls))
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 import Glibc
+import MizarCore
 import MizarEtcd
 import MizarSystem
 import MizarTestbed
@@ -17,6 +18,14 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 /// paging test would slow it.
 @Suite("etcd client against a real etcd", .serialized)
 struct EtcdTests {
+    @Test("etcd runs as Mizar runs it: an 8 GiB backend quota, not the 2 GiB default")
+    func quotaAndCompaction() async throws {
+        let server = try await EtcdServer.shared()
+        let text = try #require(try await onOwnThread { server.metricsText() })
+        let quota = text.split(separator: "\n").first { $0.hasPrefix("etcd_server_quota_backend_bytes ") }
+        #expect(quota.flatMap { Double($0.split(separator: " ").last ?? "") } == Double(8 << 30), "\(quota ?? "no quota gauge")")
+    }
+
     @Test("put, get, list by prefix, count and delete")
     func keys() async throws {
         try await Server.with { etcd in

@@ -5,6 +5,8 @@
 // host is tested over real sockets in ClusterTests and TransitdTests.
 import GRPCCore
 import GRPCInProcessTransport
+import GRPCNIOTransportHTTP2Posix
+import Glibc
 import MizarCore
 import MizarDataplane
 import MizarRPC
@@ -447,5 +449,34 @@ struct TransitServiceTests {
                 await pool.shutdown()
             }
         }
+    }
+}
+
+@Suite("the operator's connection pool")
+struct TransitPoolTests {
+    /// A pool whose transports dial unix sockets that do not exist: a
+    /// connection is made (and retried in the background) without any call.
+    static func pool(idle: Duration, max: Int) -> HTTP2TransitPool {
+        HTTP2TransitPool(tls: nil, idleTimeout: idle, maxConnections: max)
+    }
+
+    @Test("holds at most maxConnections, closing the least recently used idle one; closes connections idle past the timeout; a call reopens")
+    func bounded() async throws {
+        let pool = Self.pool(idle: .milliseconds(200), max: 3)
+        let targets = (1...5).map { TransitTarget.unix("/run/mizar-no-such-\(getpid())-\($0).sock") }
+        for t in targets { _ = try await pool.withClient(t) { _ in 1 } }
+        #expect(pool.openConnections == 3, "5 hosts called, at most 3 held")
+        // A call in flight is never closed under it.
+        try await pool.withClient(targets[0]) { _ in
+            for t in targets.dropFirst() { _ = try await pool.withClient(t) { _ in 1 } }
+            #expect(pool.openConnections == 3)
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await pool.withClient(targets[1]) { _ in 1 }
+            // targets[0] is busy, targets[1] just used: the idle rest closed.
+            #expect(pool.openConnections == 2, "idle connections not closed: \(pool.openConnections)")
+        }
+        #expect(pool.callCounts().values.reduce(0, +) == 11)
+        await pool.shutdown()
+        #expect(pool.openConnections == 0)
     }
 }
