@@ -46,6 +46,8 @@ public final class Operator: Sendable {
     /// it. A droplet that turned Ready while a placement was in flight may
     /// hold an older table; it is found here and given the current one.
     let tablesGiven = Mutex<[String: (holders: [String], droplets: Set<String>)]>([:])
+    /// ensureTables under way, by "VPC|DROPLET": one at a time for each.
+    let tablesEnsuring = Mutex<[String: Task<Void, any Error>]>([:])
     /// Each droplet's address as last seen, to withdraw it from every
     /// host's droplet table once the Droplet is gone.
     let dropletAddresses = Mutex<[String: IPv4Address]>([:])

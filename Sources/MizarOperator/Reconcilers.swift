@@ -7,8 +7,9 @@ import MizarTransitClient
 extension Operator {
     // MARK: Droplets
 
-    /// A droplet whose transitd holds its lease gets every VPC and subnet
-    /// table, then is Ready for placements; one whose lease lapsed is
+    /// A droplet whose transitd holds its lease gets the tables of the
+    /// VPCs it holds something of (none when new), then is Ready for
+    /// placements; one whose lease lapsed is
     /// NotReady, and the bouncers and dividers on it move elsewhere.
     func reconcileDroplet(_ name: String) async throws -> Outcome {
         guard let d = droplets.get(name) else {
@@ -42,17 +43,9 @@ extension Operator {
             // As a bouncer it is given every policy entry again.
             forgetPoliciesGiven(droplet: name)
             Task { for v in vpcs.list() { await policyQueue.add(v.name) } }
-            for v in vpcs.list() where v.metadata.deletionTimestamp == nil {
-                guard let vni = v.status?.vni else { continue }
-                let divs = try (v.status?.dividers ?? []).compactMap { try peer(named: $0) }
-                try await Provisioning.putVPC(vni: vni, dividers: divs, cidr: v.spec.cidr, egress: v.spec.egress != nil,
-                                              on: [host], via: pool)
-            }
-            for s in subnets.list() where s.metadata.deletionTimestamp == nil {
-                guard let vni = s.status?.vni else { continue }
-                let bs = try (s.status?.bouncers ?? []).compactMap { try peer(named: $0) }
-                try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: bs, on: [host], via: pool)
-            }
+            // The tables of the VPCs it holds something of (endpoints it
+            // had before it went away): a new droplet gets none.
+            for v in vpcsHeld(by: name).sorted() { try await ensureTables(of: v, on: name) }
             // The services published on it, as they are now.
             try await syncPublished(on: host, droplet: name)
             let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
@@ -85,22 +78,28 @@ extension Operator {
     }
 
     /// Gives a VPC's or subnet's table (held by `holders`) to droplets:
-    /// every ready one, or (`toNewlyReady`, when nothing else changed) only
+    /// every ready one that holds the VPC, or (`toNewlyReady`, when nothing else changed) only
     /// those that turned Ready since it was last given, which may have been
-    /// handed an older table while its placement was in flight. Without a
-    /// record (this operator just started) the table is taken as in place.
+    /// handed an older table while its placement was in flight.
     func giveTable(_ key: String, holders: [String], toNewlyReady: Bool,
                    _ put: ([TransitPeer]) async throws -> Void) async throws {
-        let ready = readyDroplets()
+        // Only the droplets that hold the VPC (and the new holders).
+        let interested = (vpcOfTable(key).map(vpcHolders) ?? []).union(holders)
+        let ready = readyDroplets().filter { interested.contains($0.name) }
+        // Without a record (this operator just started, or the holders
+        // changed) every interested droplet is given it: which of them
+        // hold it is not known. That is linear in the VPC's holders.
         let targets: [Object<DropletSpec>] = tablesGiven.withLock { given in
-            guard toNewlyReady else { return ready }
-            guard let last = given[key], last.holders == holders else {
-                given[key] = (holders, Set(ready.map(\.name)))
-                return []
-            }
+            guard toNewlyReady, let last = given[key], last.holders == holders else { return ready }
             return ready.filter { !last.droplets.contains($0.name) }
         }
         if toNewlyReady && targets.isEmpty { return }
+        // A subnet's table needs its VPC's entry on the host first.
+        if key.hasPrefix("subnet/"), let vpc = vpcOfTable(key) {
+            for t in targets where !(tablesGiven.withLock { $0["vpc/\(vpc)"]?.droplets.contains(t.name) ?? false }) {
+                try await ensureTables(of: vpc, on: t.name)
+            }
+        }
         try await put(try targets.map(peer))
         tablesGiven.withLock { given in
             let before = given[key].flatMap { $0.holders == holders ? $0.droplets : nil } ?? []
@@ -120,14 +119,15 @@ extension Operator {
                 return .done   // their removal wakes this VPC again
             }
             for d in dividers.filter({ $0.spec.vpc == name }) { try await store.delete(DividerSpec.self, d.name) }
-            tablesGiven.withLock { $0["vpc/\(name)"] = nil }
+            let holding = tableHolders("vpc/\(name)", vpc: name)
             // Its policy record goes with it (a VPC made again under the
             // name starts from nothing enforced).
             _ = try await store.etcd.delete(policyRecordPrefix + name)
             vpcPolicies.withLock { $0[name] = nil }
             if let vni = v.status?.vni {
-                try await Provisioning.deleteVPC(vni: vni, on: try readyDroplets().map(peer), via: pool)
+                try await Provisioning.deleteVPC(vni: vni, on: try holding.map(peer), via: pool)
             }
+            tablesGiven.withLock { $0["vpc/\(name)"] = nil }
             try await release(v)
             return .done
         }
@@ -154,6 +154,8 @@ extension Operator {
         let (placed, short) = try await placeRole(dividers, of: { $0.spec.vpc == name }, want: want) { droplet in
             Divider(name: "\(name)-\(droplet)", spec: DividerSpec(vpc: name, droplet: droplet))
         }
+        // A divider forwards to every subnet's bouncers: it holds them all.
+        for d in placed { try await ensureTables(of: name, on: d) }
         try await giveTable("vpc/\(name)", holders: placed, toNewlyReady: false) { hosts in
             try await Provisioning.putVPC(vni: vni, dividers: try placed.compactMap { try self.peer(named: $0) },
                                           cidr: v.spec.cidr, egress: v.spec.egress != nil, on: hosts, via: self.pool)
@@ -247,10 +249,10 @@ extension Operator {
                 return .done
             }
             for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
-            tablesGiven.withLock { $0["subnet/\(name)"] = nil }
             if let vni = s.status?.vni {
-                try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try readyDroplets().map(peer), via: pool)
+                try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try tableHolders("subnet/\(name)", vpc: s.spec.vpc).map(peer), via: pool)
             }
+            tablesGiven.withLock { $0["subnet/\(name)"] = nil }
             try await release(s)
             return .done
         }
@@ -296,6 +298,9 @@ extension Operator {
         let (placed, short) = try await placeRole(bouncers, of: { $0.spec.subnet == name }, want: want) { droplet in
             Bouncer(name: "\(name)-\(droplet)", spec: BouncerSpec(vpc: vpcName, subnet: name, droplet: droplet))
         }
+        // A bouncer holds the VPC's tables (it judges and forwards to the
+        // other subnets' bouncers), before it is given anything of it.
+        for d in placed { try await ensureTables(of: vpcName, on: d) }
         // A new bouncer learns every endpoint already in the subnet before
         // any host is told to use it.
         let fresh = try placed.filter { !(s.status?.bouncers ?? []).contains($0) }.compactMap { try peer(named: $0) }
@@ -391,6 +396,8 @@ extension Operator {
         guard let policy = await provisioningPolicy(e, vni: vni) else {
             return .retryAfter(.milliseconds(50), "waiting for Vpc \(e.spec.vpc)'s policies to compile")
         }
+        // Its host holds the VPC's tables first (once per host and VPC).
+        try await ensureTables(of: e.spec.vpc, on: homeName)
         // Without a namespace the interface is made parked on the droplet.
         do {
             _ = try await Provisioning.addEndpoint(vni: vni, ip: ip, mac: mac, subnet: cidr, netns: e.spec.netns ?? "",

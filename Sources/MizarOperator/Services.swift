@@ -40,6 +40,8 @@ extension Operator {
         // Then its host ports: on the droplets that lack them or hold an
         // older service; off those no longer meant to have them.
         if !publish.put.isEmpty {
+            // A droplet it is published on holds the VPC's tables.
+            for d in publish.put.sorted() { try await ensureTables(of: e.spec.vpc, on: d) }
             try await Provisioning.putPublished(service, mac: mac, subnet: subnet, ports: try e.spec.hostPorts(),
                                                 on: try publish.put.sorted().compactMap { try peer(named: $0) }, via: pool)
         }
@@ -134,6 +136,7 @@ extension Operator {
                   e.status?.common.phase == .provisioned,
                   let (service, mac) = try serviceEntry(e, backends: e.status?.backends ?? [], vni: vni) else { continue }
             meant.insert(ServiceKey(vni: vni, vip: vip))
+            try await ensureTables(of: e.spec.vpc, on: name)
             try await Provisioning.putPublished(service, mac: mac, subnet: sub.spec.cidr, ports: try e.spec.hostPorts(), on: [host], via: pool)
         }
         for stale in held.subtracting(meant).sorted(by: { ($0.vni.value, $0.vip.value) < ($1.vni.value, $1.vip.value) }) {

@@ -209,9 +209,21 @@ struct OperatorTests {
             let described = runCapturing([siblingExecutable("mizarctl"), "describe", "endpoint", "ea1", "--etcd", plane.etcd.endpoint] + plane.tlsFlags)
             #expect(described.output.contains("events:") && described.output.contains("Provisioned") && described.output.contains("provisioned in"),
                     "\(described.output)")
-            // Each endpoint cost one call to its host and one per bouncer.
+            // Each endpoint cost one call to its host and one per bouncer;
+            // a droplet's first endpoint of a VPC it held nothing of also
+            // gave it the VPC's entry and one per subnet.
+            var holders: [String: Set<String>] = [:]
+            for v in try await store.list(VpcSpec.self).objects { holders[v.name, default: []].formUnion(v.status?.dividers ?? []) }
+            for b in try await store.list(BouncerSpec.self).objects { holders[b.spec.vpc, default: []].insert(b.spec.droplet) }
+            let subnetCount = Dictionary(grouping: try await store.list(SubnetSpec.self).objects, by: \.spec.vpc).mapValues(\.count)
+            let firsts = Set(placements.map { "\($0.1)|\(plane.droplet($0.3))" }).filter { pair in
+                let parts = pair.split(separator: "|").map(String.init)
+                return !(holders[parts[0]] ?? []).contains(parts[1])
+            }
+            let tableCalls = firsts.map { 1 + (subnetCount[String($0.split(separator: "|")[0])] ?? 0) }.reduce(0, +)
             let calls = op.pool.callCounts().values.reduce(0, +)
-            #expect(calls == placements.count * 2, "transitd calls for \(placements.count) endpoints with one bouncer each: \(op.pool.callCounts())")
+            #expect(calls == placements.count * 2 + tableCalls,
+                    "transitd calls for \(placements.count) endpoints with one bouncer each, \(firsts.count) first of a VPC on a droplet: \(op.pool.callCounts())")
 
             func ns(_ name: String) -> String { plane.bed.endpointNetns(name) }
             func ip(_ name: String) throws -> IPv4Address { byName[name]!.status!.ip! }
@@ -547,22 +559,42 @@ struct OperatorTests {
         }
     }
 
-    @Test("provisioning an endpoint calls its droplet and its subnet's bouncers, nothing else: the same at 3 and at 30 hosts")
+    @Test("creating a VPC calls its dividers, creating a subnet its bouncers and the droplets holding the VPC, provisioning an endpoint its droplet and its subnet's bouncers (and, for a droplet's first of that VPC, the VPC's tables): nothing else, the same at 3 and at 30 hosts")
     func callsPerEndpoint() async throws {
         let small = try await Plane.get()
         let big = try Plane(name: "mzb\(getpid() % 10000)", hosts: 30, underlayNet: 1)
         defer { big.down() }
         var perHosts: [Int: [Int]] = [:]
+        var creates: [Int: (vpc: Int, subnet: Int)] = [:]
         for plane in [small, big] {
             try await plane.withOperator { store, op in
                 #expect(try await plane.dropletsReady(store), "\(plane.bed.hosts.count) droplets not ready")
+                func target(_ droplet: String) async throws -> TransitTarget {
+                    try TransitTarget(parsing: try #require(try await store.get(DropletSpec.self, droplet)).spec.transitd)
+                }
+                // A VPC: its one divider is called, nobody else.
+                op.pool.resetCounts()
                 try await store.create(Vpc(name: "c", spec: VpcSpec(cidr: "10.11.0.0/16")))
+                #expect(try await eventually { try await store.get(VpcSpec.self, "c")?.status?.common.phase == .provisioned })
+                let dividers = try #require(try await store.get(VpcSpec.self, "c")?.status?.dividers)
+                let vpcCalls = op.pool.callCounts()
+                var dividerTargets: Set<TransitTarget> = []
+                for d in dividers { dividerTargets.insert(try await target(d)) }
+                #expect(Set(vpcCalls.keys) == dividerTargets, "VPC create at \(plane.bed.hosts.count) hosts called \(vpcCalls)")
+                // A subnet: its bouncers and the VPC's holders (the divider).
+                op.pool.resetCounts()
                 try await store.create(Subnet(name: "c-1", spec: SubnetSpec(vpc: "c", cidr: "10.11.1.0/24", bouncers: 2)))
                 #expect(try await eventually {
                     let s = try await store.get(SubnetSpec.self, "c-1")
                     return s?.status?.common.phase == .provisioned && s?.status?.bouncers?.count == 2
                 })
                 let bouncers = try #require(try await store.get(SubnetSpec.self, "c-1")?.status?.bouncers)
+                let subnetCalls = op.pool.callCounts()
+                var holders = dividerTargets
+                for b in bouncers { holders.insert(try await target(b)) }
+                #expect(Set(subnetCalls.keys).isSubset(of: holders), "subnet create at \(plane.bed.hosts.count) hosts called \(subnetCalls)")
+                creates[plane.bed.hosts.count] = (vpcCalls.values.reduce(0, +), subnetCalls.values.reduce(0, +))
+                let holderNames = Set(dividers + bouncers)
                 var counts: [Int] = []
                 for i in 0..<6 {
                     op.pool.resetCounts()
@@ -572,19 +604,69 @@ struct OperatorTests {
                     #expect(try await eventually { try await store.get(EndpointSpec.self, "c\(i)")?.status?.common.phase == .provisioned })
                     let calls = op.pool.callCounts()
                     var expected: Set<TransitTarget> = []
-                    for d in bouncers + [plane.droplet(host)] {
-                        expected.insert(try TransitTarget(parsing: try #require(try await store.get(DropletSpec.self, d)).spec.transitd))
-                    }
+                    for d in bouncers + [plane.droplet(host)] { expected.insert(try await target(d)) }
                     #expect(Set(calls.keys) == expected, "endpoint c\(i) at \(plane.bed.hosts.count) hosts called \(calls)")
-                    counts.append(calls.values.reduce(0, +))
+                    // One call to its host and one per bouncer; a droplet's
+                    // first endpoint of a VPC it did not hold also gets the
+                    // VPC's entry and its one subnet's.
+                    let first = i < plane.bed.hosts.count && !holderNames.contains(plane.droplet(host))
+                    let total = calls.values.reduce(0, +)
+                    #expect(total == 3 + (first ? 2 : 0), "endpoint c\(i) on \(host) (first of the VPC there: \(first)): \(calls)")
+                    counts.append(total - (first ? 2 : 0))
                 }
                 perHosts[plane.bed.hosts.count] = counts
+                // Only the holders hold the VPC: the other droplets never heard of it.
+                let vni = try #require(try await store.get(VpcSpec.self, "c")?.status?.vni)
+                let endpointHosts = Set((0..<6).map { plane.droplet("h\($0 % plane.bed.hosts.count + 1)") })
+                for h in plane.bed.hosts {
+                    let held = try await vpcTable(h.socket, vni: vni.value) != nil
+                    let holds = holderNames.contains(plane.droplet(h.name)) || endpointHosts.contains(plane.droplet(h.name))
+                    #expect(held == holds, "\(h.name) holds VPC c: \(held), should \(holds)")
+                }
+                // A droplet leaves (its transitd killed, its lease lapses)
+                // and joins again: only the VPC's holders hear of the
+                // leave; of the join, every other droplet gets the joiner's
+                // droplet-table entry (one call each) and nothing else.
+                let leaver = try #require(plane.bed.hosts.last)
+                let leaverTarget = try await target(plane.droplet(leaver.name))
+                var holderTargets: Set<TransitTarget> = []
+                for d in holderNames.union(endpointHosts) { holderTargets.insert(try await target(d)) }
+                op.pool.resetCounts()
+                let pid = try #require(plane.bed.pid(of: leaver))
+                kill(pid, SIGKILL)
+                reap(pid)
+                #expect(try await eventually(15) { try await store.get(DropletSpec.self, plane.droplet(leaver.name))?.status?.common.phase == .notReady })
+                try await Task.sleep(for: .seconds(1))   // placements settle
+                let leaveCalls = op.pool.callCounts()
+                // (A role it held moved: its new droplet holds the VPC now.)
+                let rolesAfter = (try await store.get(VpcSpec.self, "c")?.status?.dividers ?? [])
+                    + (try await store.get(SubnetSpec.self, "c-1")?.status?.bouncers ?? [])
+                for d in rolesAfter { holderTargets.insert(try await target(d)) }
+                #expect(Set(leaveCalls.keys).isSubset(of: holderTargets), "leave at \(plane.bed.hosts.count) hosts called \(leaveCalls)")
+                op.pool.resetCounts()
+                try await onOwnThread { try plane.bed.restart(leaver, options: plane.options) }
+                #expect(try await eventually(15) { try await store.get(DropletSpec.self, plane.droplet(leaver.name))?.status?.common.phase == .ready })
+                try await Task.sleep(for: .seconds(1))
+                let joinCalls = op.pool.callCounts()
+                for (t, n) in joinCalls where t != leaverTarget && !holderTargets.contains(t) {
+                    #expect(n == 1, "join at \(plane.bed.hosts.count) hosts: \(t) called \(n) times")
+                }
+                #expect(joinCalls.keys.filter { $0 != leaverTarget && !holderTargets.contains($0) }.count == plane.bed.hosts.count - 1 - holderTargets.subtracting([leaverTarget]).count,
+                        "join: \(joinCalls)")
+                print("droplet leave at \(plane.bed.hosts.count) hosts: \(leaveCalls.values.reduce(0, +)) calls to \(leaveCalls.count) droplets; join: \(joinCalls.values.reduce(0, +)) calls to \(joinCalls.count) droplets (\(joinCalls[leaverTarget] ?? 0) to the joiner)")
                 try await store.delete(VpcSpec.self, "c")
                 #expect(try await eventually(20) { try await store.get(VpcSpec.self, "c") == nil })
+                // Deleted from every droplet that held it.
+                for h in plane.bed.hosts {
+                    #expect(try await vpcTable(h.socket, vni: vni.value) == nil, "\(h.name) still holds the deleted VPC")
+                }
             }
         }
         #expect(perHosts[3] == Array(repeating: 3, count: 6), "calls per endpoint at 3 hosts: \(perHosts[3] ?? [])")
         #expect(perHosts[30] == perHosts[3], "calls per endpoint at 30 hosts: \(perHosts[30] ?? []), at 3: \(perHosts[3] ?? [])")
+        print("transitd calls: VPC create \(creates[3]?.vpc ?? -1) at 3 hosts, \(creates[30]?.vpc ?? -1) at 30; subnet create \(creates[3]?.subnet ?? -1) at 3, \(creates[30]?.subnet ?? -1) at 30")
+        #expect(creates[3]?.vpc == creates[30]?.vpc, "VPC create calls grow with the hosts")
+        #expect((creates[30]?.subnet ?? 99) <= 12, "subnet create at 30 hosts: \(creates[30]?.subnet ?? -1) calls")
     }
 
     @Test("two operator replicas split the VPCs on the ring; when one is killed the other takes its VPCs over")

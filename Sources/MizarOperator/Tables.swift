@@ -1,0 +1,109 @@
+import MizarAPI
+import MizarCore
+import MizarTransitClient
+
+/// Which droplets hold a VPC's tables (the VPC's entry and all its
+/// subnets'): those that have something of the VPC — a divider of it, a
+/// bouncer of one of its subnets, one of its endpoints, or one of its
+/// scaled endpoints published there. Nothing else: creating a VPC or a
+/// subnet calls its dividers or bouncers and the droplets already holding
+/// the VPC, never every droplet, and a droplet joining is given no VPC.
+/// A droplet learns a VPC's tables when it first holds something of it
+/// (ensureTables); the operator records what it gave (tablesGiven).
+extension Operator {
+    /// The droplets that hold something of `vpc`, as the caches show now.
+    func vpcHolders(_ vpc: String) -> Set<String> {
+        var out = Set(dividers.filter { $0.spec.vpc == vpc }.map(\.spec.droplet))
+        out.formUnion(bouncers.filter { $0.spec.vpc == vpc }.map(\.spec.droplet))
+        for e in endpoints.filter({ $0.spec.vpc == vpc && $0.metadata.deletionTimestamp == nil }) {
+            if e.spec.isScaled {
+                out.formUnion(Set(e.status?.published ?? []).union(publishTargets(e)))
+            } else if let d = e.status?.droplet ?? e.spec.droplet {
+                out.insert(d)
+            }
+        }
+        return out
+    }
+
+    /// The VPCs a droplet holds something of: one pass over the caches.
+    func vpcsHeld(by droplet: String) -> Set<String> {
+        var out = Set(dividers.filter { $0.spec.droplet == droplet }.map(\.spec.vpc))
+        out.formUnion(bouncers.filter { $0.spec.droplet == droplet }.map(\.spec.vpc))
+        for e in endpoints.filter({ $0.metadata.deletionTimestamp == nil }) {
+            if e.spec.isScaled {
+                if (e.status?.published ?? []).contains(droplet) || publishTargets(e).contains(droplet) { out.insert(e.spec.vpc) }
+            } else if (e.status?.droplet ?? e.spec.droplet) == droplet {
+                out.insert(e.spec.vpc)
+            }
+        }
+        return out
+    }
+
+    /// The VPC a table key ("vpc/NAME", "subnet/NAME") belongs to.
+    func vpcOfTable(_ key: String) -> String? {
+        if key.hasPrefix("vpc/") { return String(key.dropFirst(4)) }
+        if key.hasPrefix("subnet/") { return subnets.get(String(key.dropFirst(7)))?.spec.vpc }
+        return nil
+    }
+
+    /// Where a VPC's or subnet's table must be taken off when it goes: the
+    /// droplets it was given to and those holding the VPC now; every ready
+    /// droplet only when this operator has no record (it restarted since).
+    func tableHolders(_ key: String, vpc: String) -> [Droplet] {
+        let ready = readyDroplets()
+        guard let given = tablesGiven.withLock({ $0[key]?.droplets }) else { return ready }
+        let wanted = given.union(vpcHolders(vpc))
+        return ready.filter { wanted.contains($0.name) }
+    }
+
+    /// Gives `droplet` the tables of `vpc` (the VPC's, then each placed
+    /// subnet's) unless it was given them: one call for the VPC and one per
+    /// subnet, once per droplet. Concurrent callers for the same pair wait
+    /// for the same calls.
+    func ensureTables(of vpc: String, on droplet: String) async throws {
+        let key = "\(vpc)|\(droplet)"
+        let task: Task<Void, any Error> = tablesEnsuring.withLock { running in
+            if let t = running[key] { return t }
+            let t = Task { try await self.giveTables(of: vpc, to: droplet) }
+            running[key] = t
+            return t
+        }
+        defer { tablesEnsuring.withLock { if $0[key] == task { $0[key] = nil } } }
+        try await task.value
+    }
+
+    private func giveTables(of vpcName: String, to droplet: String) async throws {
+        guard let v = vpcs.get(vpcName), v.metadata.deletionTimestamp == nil, let vni = v.status?.vni,
+              let host = try peer(named: droplet) else { return }
+        // Subnets placed on bouncers (a subnet still being placed is given
+        // by its own reconcile, to its new bouncers and the VPC's holders).
+        let mine = subnets.filter {
+            $0.spec.vpc == vpcName && $0.metadata.deletionTimestamp == nil && $0.status?.vni != nil && !($0.status?.bouncers ?? []).isEmpty
+        }
+        let has: (String) -> Bool = { key in self.tablesGiven.withLock { $0[key]?.droplets.contains(droplet) ?? false } }
+        if !has("vpc/\(vpcName)") {
+            let divs = v.status?.dividers ?? []
+            try await Provisioning.putVPC(vni: vni, dividers: try divs.compactMap { try peer(named: $0) }, cidr: v.spec.cidr,
+                                          egress: v.spec.egress != nil, on: [host], via: pool)
+            record("vpc/\(vpcName)", holders: divs, droplet: droplet)
+        }
+        for s in mine where !has("subnet/\(s.name)") {
+            let bs = s.status?.bouncers ?? []
+            try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: try bs.compactMap { try peer(named: $0) }, on: [host], via: pool)
+            record("subnet/\(s.name)", holders: bs, droplet: droplet)
+        }
+    }
+
+    /// Records that `droplet` holds the table as it is with `holders`.
+    private func record(_ key: String, holders: [String], droplet: String) {
+        tablesGiven.withLock { given in
+            if var entry = given[key], entry.holders == holders {
+                entry.droplets.insert(droplet)
+                given[key] = entry
+            } else if given[key] == nil {
+                given[key] = (holders, [droplet])
+            }
+            // (A record with other holders is the reconcile's to replace.)
+        }
+    }
+}
