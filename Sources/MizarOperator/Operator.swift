@@ -46,6 +46,10 @@ public final class Operator: Sendable {
     /// it. A droplet that turned Ready while a placement was in flight may
     /// hold an older table; it is found here and given the current one.
     let tablesGiven = Mutex<[String: (holders: [String], droplets: Set<String>)]>([:])
+    /// Simple endpoints by VPC and droplet (counts), and published scaled
+    /// endpoints by name, as the endpoint cache shows them: who holds a VPC
+    /// is found without a scan of all endpoints.
+    let holdings = Mutex(Holdings())
     /// ensureTables under way, by "VPC|DROPLET": one at a time for each.
     let tablesEnsuring = Mutex<[String: Task<Void, any Error>]>([:])
     /// Each droplet's address as last seen, to withdraw it from every
@@ -235,6 +239,7 @@ public final class Operator: Sendable {
             enqueue(endpointQueue, [e.name])
             // A backend that comes, goes or moves changes its services.
             indexBackends(old: old, new: new)
+            indexHoldings(old: old, new: new)
             if old?.status != new?.status || new?.metadata.deletionTimestamp != nil || new == nil {
                 enqueue(endpointQueue, services(using: e.name))
             }

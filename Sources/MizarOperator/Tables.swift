@@ -10,31 +10,67 @@ import MizarTransitClient
 /// the VPC, never every droplet, and a droplet joining is given no VPC.
 /// A droplet learns a VPC's tables when it first holds something of it
 /// (ensureTables); the operator records what it gave (tablesGiven).
+/// Where the simple endpoints are (counts by VPC and droplet, both ways)
+/// and which scaled endpoints are published: kept from the endpoint cache's
+/// changes.
+struct Holdings {
+    var byVPC: [String: [String: Int]] = [:]
+    var byDroplet: [String: [String: Int]] = [:]
+    var published: Set<String> = []
+
+    mutating func count(vpc: String, droplet: String, _ delta: Int) {
+        byVPC[vpc, default: [:]][droplet, default: 0] += delta
+        byDroplet[droplet, default: [:]][vpc, default: 0] += delta
+        if byVPC[vpc]?[droplet] ?? 0 <= 0 { byVPC[vpc]?[droplet] = nil }
+        if byVPC[vpc]?.isEmpty == true { byVPC[vpc] = nil }
+        if byDroplet[droplet]?[vpc] ?? 0 <= 0 { byDroplet[droplet]?[vpc] = nil }
+        if byDroplet[droplet]?.isEmpty == true { byDroplet[droplet] = nil }
+    }
+}
+
 extension Operator {
-    /// The droplets that hold something of `vpc`, as the caches show now.
+    /// Keeps `holdings` up to date with one endpoint's change.
+    func indexHoldings(old: Endpoint?, new: Endpoint?) {
+        func place(_ e: Endpoint?) -> (vpc: String, droplet: String)? {
+            guard let e, !e.spec.isScaled, e.metadata.deletionTimestamp == nil, let d = e.status?.droplet ?? e.spec.droplet else { return nil }
+            return (e.spec.vpc, d)
+        }
+        let before = place(old), after = place(new)
+        let name = (new ?? old)!.name
+        let published = new.map { $0.spec.isScaled && !$0.spec.publishedPorts.isEmpty && $0.metadata.deletionTimestamp == nil } ?? false
+        holdings.withLock { h in
+            if before?.vpc != after?.vpc || before?.droplet != after?.droplet {
+                if let before { h.count(vpc: before.vpc, droplet: before.droplet, -1) }
+                if let after { h.count(vpc: after.vpc, droplet: after.droplet, 1) }
+            }
+            if published { h.published.insert(name) } else { h.published.remove(name) }
+        }
+    }
+
+    /// The published scaled endpoints, from the index.
+    private func publishedNow() -> [Endpoint] {
+        holdings.withLock { Array($0.published) }.compactMap { endpoints.get($0) }
+    }
+
+    /// The droplets that hold something of `vpc`, as the caches show now
+    /// (roles scanned, endpoints from the index).
     func vpcHolders(_ vpc: String) -> Set<String> {
         var out = Set(dividers.filter { $0.spec.vpc == vpc }.map(\.spec.droplet))
         out.formUnion(bouncers.filter { $0.spec.vpc == vpc }.map(\.spec.droplet))
-        for e in endpoints.filter({ $0.spec.vpc == vpc && $0.metadata.deletionTimestamp == nil }) {
-            if e.spec.isScaled {
-                out.formUnion(Set(e.status?.published ?? []).union(publishTargets(e)))
-            } else if let d = e.status?.droplet ?? e.spec.droplet {
-                out.insert(d)
-            }
+        out.formUnion(holdings.withLock { $0.byVPC[vpc].map { Array($0.keys) } ?? [] })
+        for e in publishedNow() where e.spec.vpc == vpc {
+            out.formUnion(Set(e.status?.published ?? []).union(publishTargets(e)))
         }
         return out
     }
 
-    /// The VPCs a droplet holds something of: one pass over the caches.
+    /// The VPCs a droplet holds something of.
     func vpcsHeld(by droplet: String) -> Set<String> {
         var out = Set(dividers.filter { $0.spec.droplet == droplet }.map(\.spec.vpc))
         out.formUnion(bouncers.filter { $0.spec.droplet == droplet }.map(\.spec.vpc))
-        for e in endpoints.filter({ $0.metadata.deletionTimestamp == nil }) {
-            if e.spec.isScaled {
-                if (e.status?.published ?? []).contains(droplet) || publishTargets(e).contains(droplet) { out.insert(e.spec.vpc) }
-            } else if (e.status?.droplet ?? e.spec.droplet) == droplet {
-                out.insert(e.spec.vpc)
-            }
+        out.formUnion(holdings.withLock { $0.byDroplet[droplet].map { Array($0.keys) } ?? [] })
+        for e in publishedNow() where (e.status?.published ?? []).contains(droplet) || publishTargets(e).contains(droplet) {
+            out.insert(e.spec.vpc)
         }
         return out
     }
