@@ -50,6 +50,10 @@ public final class Operator: Sendable {
     /// endpoints by name, as the endpoint cache shows them: who holds a VPC
     /// is found without a scan of all endpoints.
     let holdings = Mutex(Holdings())
+    /// "VPC|DROPLET": the droplet holds every table of the VPC as it is:
+    /// an endpoint's provisioning checks this and nothing else. Dropped
+    /// when a table of the VPC is given without the droplet.
+    let tablesComplete = Mutex<Set<String>>([])
     /// ensureTables under way, by "VPC|DROPLET": one at a time for each.
     let tablesEnsuring = Mutex<[String: Task<Void, any Error>]>([:])
     /// Each droplet's address as last seen, to withdraw it from every

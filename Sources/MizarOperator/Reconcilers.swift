@@ -40,6 +40,7 @@ extension Operator {
             tablesGiven.withLock { given in
                 for key in given.keys { given[key]?.droplets.remove(name) }
             }
+            tablesComplete.withLock { $0 = $0.filter { !$0.hasSuffix("|\(name)") } }
             // As a bouncer it is given every policy entry again.
             forgetPoliciesGiven(droplet: name)
             Task { for v in vpcs.list() { await policyQueue.add(v.name) } }
@@ -105,6 +106,10 @@ extension Operator {
             let before = given[key].flatMap { $0.holders == holders ? $0.droplets : nil } ?? []
             given[key] = (holders, toNewlyReady ? before.union(targets.map(\.name)) : Set(targets.map(\.name)))
         }
+        // Droplets left out of this table no longer hold all of the VPC.
+        if let vpc = vpcOfTable(key) {
+            forgetComplete(vpc: vpc, keep: tablesGiven.withLock { $0[key]?.droplets } ?? [])
+        }
     }
 
     // MARK: VPCs
@@ -128,6 +133,7 @@ extension Operator {
                 try await Provisioning.deleteVPC(vni: vni, on: try holding.map(peer), via: pool)
             }
             tablesGiven.withLock { $0["vpc/\(name)"] = nil }
+            forgetComplete(vpc: name)
             try await release(v)
             return .done
         }
@@ -253,6 +259,7 @@ extension Operator {
                 try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try tableHolders("subnet/\(name)", vpc: s.spec.vpc).map(peer), via: pool)
             }
             tablesGiven.withLock { $0["subnet/\(name)"] = nil }
+            forgetComplete(vpc: s.spec.vpc)
             try await release(s)
             return .done
         }

@@ -98,9 +98,14 @@ extension Operator {
     /// for the same calls.
     func ensureTables(of vpc: String, on droplet: String) async throws {
         let key = "\(vpc)|\(droplet)"
+        // The common case, an endpoint on a droplet that holds the VPC:
+        // one set lookup, no scan of the VPC's subnets.
+        if tablesComplete.withLock({ $0.contains(key) }) { return }
         let task: Task<Void, any Error> = tablesEnsuring.withLock { running in
             if let t = running[key] { return t }
-            let t = Task { try await self.giveTables(of: vpc, to: droplet) }
+            let t = Task {
+                if try await self.giveTables(of: vpc, to: droplet) { _ = self.tablesComplete.withLock { $0.insert(key) } }
+            }
             running[key] = t
             return t
         }
@@ -108,9 +113,10 @@ extension Operator {
         try await task.value
     }
 
-    private func giveTables(of vpcName: String, to droplet: String) async throws {
+    /// Whether the droplet now holds every table of the VPC.
+    private func giveTables(of vpcName: String, to droplet: String) async throws -> Bool {
         guard let v = vpcs.get(vpcName), v.metadata.deletionTimestamp == nil, let vni = v.status?.vni,
-              let host = try peer(named: droplet) else { return }
+              let host = try peer(named: droplet) else { return false }
         // Subnets placed on bouncers (a subnet still being placed is given
         // by its own reconcile, to its new bouncers and the VPC's holders).
         let mine = subnets.filter {
@@ -127,6 +133,18 @@ extension Operator {
             let bs = s.status?.bouncers ?? []
             try await Provisioning.putSubnet(vni: vni, cidr: s.spec.cidr, bouncers: try bs.compactMap { try peer(named: $0) }, on: [host], via: pool)
             record("subnet/\(s.name)", holders: bs, droplet: droplet)
+        }
+        return true
+    }
+
+    /// Forgets that droplets hold all of a VPC's tables: those not in
+    /// `keep` (nil: every droplet).
+    func forgetComplete(vpc: String, keep: Set<String>? = nil) {
+        tablesComplete.withLock { done in
+            done = done.filter { key in
+                guard key.hasPrefix("\(vpc)|") else { return true }
+                return keep?.contains(String(key.dropFirst(vpc.count + 1))) ?? false
+            }
         }
     }
 

@@ -125,6 +125,13 @@ extension DataplaneTests.Observability {
         _ = try env.dataplane.programs[.xdp]!.transit.testRun(drop, ifindex: env.ifs.droplet, repeat: runs)
         var events = 0, toldLost: UInt64 = 0, notices = 0
         let deadline = ContinuousClock.now + .seconds(10)
+        // Never waits past the deadline for an event that does not come:
+        // the stream is ended then.
+        let stopper = Task {
+            try await Task.sleep(for: .seconds(10))
+            if let id { flows.unfollow(id) }
+        }
+        defer { stopper.cancel() }
         for await e in follower {
             if e.verdict.isEmpty { notices += 1 } else { events += 1 }
             toldLost += e.lost
