@@ -202,13 +202,15 @@ public struct Etcd: Sendable {
     }
 
     /// Keeps the lease alive, refreshing every `interval` seconds, until
-    /// the task is cancelled. Throws leaseExpired if etcd says it lapsed. A
-    /// refresh stream that breaks is opened again at once: one broken
-    /// stream must not let the lease lapse.
-    public func keepAlive(_ id: Int64, every interval: Duration) async throws {
+    /// the task is cancelled or `until` (asked every quarter second) says
+    /// stop. Throws leaseExpired if etcd says it lapsed. A refresh stream
+    /// that breaks is opened again at once: one broken stream must not let
+    /// the lease lapse.
+    public func keepAlive(_ id: Int64, every interval: Duration,
+                          until: @escaping @Sendable () -> Bool = { false }) async throws {
         while true {
             do {
-                try await keepAliveStream(id, every: interval)
+                try await keepAliveStream(id, every: interval, until: until)
                 return
             } catch let e as EtcdError where e.kind == .leaseExpired {
                 throw e
@@ -221,14 +223,18 @@ public struct Etcd: Sendable {
         }
     }
 
-    func keepAliveStream(_ id: Int64, every interval: Duration) async throws {
+    func keepAliveStream(_ id: Int64, every interval: Duration, until: @escaping @Sendable () -> Bool) async throws {
+        let step = min(interval, .milliseconds(250))
         try await call("keep lease \(id) alive") {
             try await leases.leaseKeepAlive(requestProducer: { writer in
                 var r = Etcdserverpb_LeaseKeepAliveRequest()
                 r.id = id
-                while !Task.isCancelled {
+                while !Task.isCancelled && !until() {
                     try await writer.write(r)
-                    try await Task.sleep(for: interval)
+                    let next = ContinuousClock.now + interval
+                    while ContinuousClock.now < next && !Task.isCancelled && !until() {
+                        try await Task.sleep(for: min(step, next - ContinuousClock.now))
+                    }
                 }
             }, onResponse: { response in
                 for try await message in response.messages where message.ttl <= 0 {

@@ -50,14 +50,33 @@ public enum LeaseHolder {
         register: (_ lease: Int64) async throws -> Void,
         lost: (any Error) -> Void
     ) async {
+        await hold(etcd, ttl: { ttl }, retryDelay: retryDelay, register: register, lost: lost)
+    }
+
+    /// The same, with a TTL that may change while it is held: when `ttl()`
+    /// (asked every quarter second) no longer gives the held lease's TTL, a
+    /// lease of the new TTL is granted, `register` writes under it, and only
+    /// then is the old one revoked, so what lives under it never lapses.
+    public static func hold(
+        _ etcd: Etcd, ttl: @escaping @Sendable () -> Int64, retryDelay: Duration,
+        register: (_ lease: Int64) async throws -> Void,
+        lost: (any Error) -> Void
+    ) async {
+        var previous: Int64?
         while !Task.isCancelled {
             do {
-                let lease = try await etcd.grantLease(ttl: ttl)
+                let held = ttl()
+                let lease = try await etcd.grantLease(ttl: held)
                 try await register(lease)
-                try await etcd.keepAlive(lease, every: .milliseconds(ttl * 1000 / 3))
+                if let previous { try? await etcd.revokeLease(previous) }
+                previous = nil
+                try await etcd.keepAlive(lease, every: .milliseconds(held * 1000 / 3), until: { ttl() != held })
+                if Task.isCancelled { return }
+                previous = lease   // the TTL changed: re-granted at once, revoked once replaced
             } catch is CancellationError {
                 return
             } catch {
+                previous = nil
                 lost(error)
                 try? await Task.sleep(for: retryDelay)
             }

@@ -52,6 +52,11 @@ public struct Testbed: Sendable {
         /// the transitds to register their droplets in, as TESTBED-hN.
         public var etcd: String?
         public var etcdRoot = "/mizar/v1/"
+        /// The transitds' lease TTLs (--lease-ttl, --role-lease-ttl):
+        /// testbed hosts are killed on purpose and their leaves awaited,
+        /// so both are short by default.
+        public var leaseTTL: Int64 = 3
+        public var roleLeaseTTL: Int64 = 3
 
         public init(transitd: String, objects: String) {
             self.transitd = transitd
@@ -221,7 +226,8 @@ public struct Testbed: Sendable {
             + Self.flags(tls(host)) + ["--droplets", dropletTable, "--conntrack-size", "\(options.conntrackSize)",
                                                     "--snat-size", "\(options.snatSize)"]
             + options.extraArguments
-            + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", dropletName(host)] } ?? [])
+            + (options.etcd.map { ["--etcd", $0, "--etcd-root", options.etcdRoot, "--droplet", dropletName(host),
+                                  "--lease-ttl", "\(options.leaseTTL)", "--role-lease-ttl", "\(options.roleLeaseTTL)"] } ?? [])
         let pid = try spawnDaemon(argv, log: host.log)
         try writeFile("\(runDirectory)/\(host.name).pid", "\(pid)\n")
     }

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Synchronization
 import MizarCore
 import MizarDataplane
 import MizarRPC
@@ -54,6 +55,13 @@ public actor TransitHost {
     let logger: Logger
     let netlink: Netlink
     var interfaces: [EndpointKey: Mizar_Transit_V1_EndpointInterfaceInfo] = [:]
+    /// The VPCs this host is a divider of ("vpc/VNI") and the subnets it
+    /// is a bouncer of ("subnet/VNI/CIDR"): read, without waiting on the
+    /// actor, by the registration that picks the droplet's lease.
+    nonisolated let roles = Mutex<Set<String>>([])
+
+    /// This host is a bouncer or a divider now.
+    public nonisolated var holdsRole: Bool { roles.withLock { !$0.isEmpty } }
 
     public static let version = "0.3.0"
 
@@ -98,6 +106,9 @@ public actor TransitHost {
             "droplet.driver": "\(driver)", "bpf.hook": "\(transitHook.rawValue)",
         ])
         interfaces = try loadRecords()
+        let held = Set(try dataplane.listVPCs(vni: nil).filter(\.isDivider).map { "vpc/\($0.vni)" }
+                       + dataplane.listSubnets(vni: nil).filter(\.isBouncer).map { "subnet/\($0.vni)/\($0.cidr)" })
+        roles.withLock { $0 = held }
         try readopt()
         try reserveSNATPorts()
     }
@@ -122,6 +133,7 @@ public actor TransitHost {
         let before = try dataplane.vpc(e.vni)
         if before == e { return false }
         try dataplane.upsertVPC(e)
+        roles.withLock { if e.isDivider { $0.insert("vpc/\(e.vni)") } else { $0.remove("vpc/\(e.vni)") } }
         logger.info("vpc put", metadata: ["vpc.vni": "\(e.vni)", "vpc.dividers": "\(e.dividers.count)"])
         return true
     }
@@ -135,6 +147,7 @@ public actor TransitHost {
         }
         try dataplane.forgetCachedHosts(vni) { _ in true }
         try forgetServices(vni) { _ in true }
+        defer { roles.withLock { _ = $0.remove("vpc/\(vni)") } }
         return try dataplane.deleteVPC(vni)
     }
 
@@ -158,6 +171,7 @@ public actor TransitHost {
         }
         if try dataplane.subnet(e.vni, e.cidr) == e { return false }
         try dataplane.upsertSubnet(e)
+        roles.withLock { if e.isBouncer { $0.insert("subnet/\(e.vni)/\(e.cidr)") } else { $0.remove("subnet/\(e.vni)/\(e.cidr)") } }
         logger.info("subnet put", metadata: ["vpc.vni": "\(e.vni)", "subnet.cidr": "\(e.cidr)",
                                              "subnet.bouncers": "\(e.bouncers.count)"])
         return true
@@ -172,6 +186,7 @@ public actor TransitHost {
         }
         try dataplane.forgetCachedHosts(vni) { cidr.contains($0) }
         try forgetServices(vni) { cidr.contains($0) }
+        defer { roles.withLock { _ = $0.remove("subnet/\(vni)/\(cidr)") } }
         return try dataplane.deleteSubnet(vni, cidr)
     }
 

@@ -91,6 +91,12 @@ struct Transitd: AsyncParsableCommand {
     @Option(help: "The Droplet's name in etcd (default: --name).")
     var droplet: String?
 
+    @Option(help: "Seconds the droplet's etcd lease lasts while it is neither a bouncer nor a divider (renewed every third of it); the operator marks it NotReady this long after it dies.")
+    var leaseTTL: Int64 = 60
+
+    @Option(help: "Seconds the lease lasts while the droplet is a bouncer or a divider: how soon the operator moves its roles after it dies.")
+    var roleLeaseTTL: Int64 = 3
+
     @Option(help: "Where the operator reaches this transitd: HOST:PORT or unix:/PATH (default: the TCP listener, else the unix socket).")
     var advertise: String?
 
@@ -117,6 +123,8 @@ struct Transitd: AsyncParsableCommand {
         }
         guard conntrackSize >= 1024 else { throw ValidationError("--conntrack-size: \(conntrackSize) is too small; at least 1024") }
         guard (0...1_000_000).contains(flowEvents) else { throw ValidationError("--flow-events: \(flowEvents) is not between 0 and 1000000") }
+        guard (2...3600).contains(leaseTTL) else { throw ValidationError("--lease-ttl: \(leaseTTL) is not between 2 and 3600 seconds") }
+        guard (2...leaseTTL).contains(roleLeaseTTL) else { throw ValidationError("--role-lease-ttl: \(roleLeaseTTL) is not between 2 and --lease-ttl (\(leaseTTL))") }
         guard snatSize >= 1024 else { throw ValidationError("--snat-size: \(snatSize) is too small; at least 1024") }
         _ = try Self.portRange(snatPorts)
         _ = try MetricsServer.address(parsing: metricsAddress == "droplet" ? "0.0.0.0:9470" : metricsAddress,
@@ -207,7 +215,9 @@ struct Transitd: AsyncParsableCommand {
             if let metricsAt {
                 services.append(try MetricsServer(address: metricsAt, tls: tls, registry: metrics.registry, logger: logger, refresh: metrics.refresh))
             }
-            if let store { services.append(DropletRegistration(store: store, name: dropletName, spec: spec, logger: logger)) }
+            if let store { services.append(DropletRegistration(
+                store: store, name: dropletName, spec: spec,
+                liveness: .init(ttl: leaseTTL, roleTTL: roleLeaseTTL, holdsRole: { host.holdsRole }), logger: logger)) }
             // CNI makes Endpoints in etcd; without etcd it answers with a clear error.
             if cniPath != "none" {
                 services.append(CNIServer(path: cniPath, handler: CNIHandler(host: host, store: store, droplet: dropletName, logger: logger),

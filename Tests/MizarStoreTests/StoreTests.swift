@@ -3,7 +3,9 @@ import MizarAPI
 import MizarCore
 import MizarEtcd
 import MizarStore
+import Logging
 import MizarTestbed
+import Synchronization
 import Testing
 
 /// Each test gets a store of its own under a fresh root in the process's
@@ -250,6 +252,66 @@ struct StoreTests {
             try await Task.sleep(for: .milliseconds(100))
             try await store.delete(EndpointSpec.self, "f")
             #expect(try await gone == true)
+        }
+    }
+
+    @Test("a droplet's registration holds a long lease without a role and a short one with it; the key moves between them and is never absent")
+    func roleLease() async throws {
+        try await withStore("role-lease", seeded: false) { store in
+            let role = Mutex(false)
+            let spec = DropletSpec(ip: "10.255.0.9", mac: "0a:00:00:00:00:09", transitd: "10.255.0.9:7070")
+            let key = store.dropletLeasePrefix + "d9"
+            // Every change of the key, from before it exists.
+            let (_, revision) = try await store.etcd.list(prefix: key)
+            let seen = Mutex<[EtcdEvent.Kind]>([])
+            let changes = Task {
+                for try await batch in store.etcd.watch(prefix: key, fromRevision: revision + 1) {
+                    seen.withLock { $0 += batch.filter { $0.kv.key == key }.map(\.kind) }
+                }
+            }
+            let registration = Task {
+                await DropletRegistration.run(store: store, name: "d9", spec: spec,
+                                              liveness: .init(ttl: 30, roleTTL: 3, holdsRole: { role.withLock { $0 } }),
+                                              logger: Logger(label: "test"))
+            }
+            defer { registration.cancel(); changes.cancel() }
+            /// The lease the key is under once it has `ttl` seconds, and the TTL etcd reports left on it.
+            func lease(granted ttl: Int64) async throws -> (id: Int64, left: Int64) {
+                let deadline = ContinuousClock.now + .seconds(5)
+                while ContinuousClock.now < deadline {
+                    if let kv = try await store.etcd.get(key), kv.lease != 0, let left = try await store.etcd.timeToLive(kv.lease),
+                       (ttl > 3) == (left > 3) {
+                        return (kv.lease, left)
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                Issue.record("the key is not under a lease of \(ttl) s within 5 s")
+                throw CancellationError()
+            }
+            let long = try await lease(granted: 30)
+            #expect(long.left > 20 && long.left <= 30)
+            // Made a bouncer: within a second under a 3 s lease, the long one revoked.
+            let start = ContinuousClock.now
+            role.withLock { $0 = true }
+            let short = try await lease(granted: 3)
+            #expect(ContinuousClock.now - start < .seconds(1))
+            #expect(short.id != long.id && short.left <= 3)
+            #expect(try await store.etcd.timeToLive(long.id) == nil)
+            // Kept alive past its TTL while the role lasts.
+            try await Task.sleep(for: .seconds(4))
+            #expect(try await store.etcd.get(key)?.lease == short.id)
+            // The role gone: back to a long lease.
+            role.withLock { $0 = false }
+            let again = try await lease(granted: 30)
+            #expect(again.id != short.id && again.left > 20)
+            #expect(try await store.etcd.timeToLive(short.id) == nil)
+            // The Droplet was made once, and the key was only ever put, never deleted.
+            #expect(try await store.get(DropletSpec.self, "d9")?.spec == spec)
+            registration.cancel()
+            try await Task.sleep(for: .milliseconds(300))
+            changes.cancel()
+            let kinds = seen.withLock { $0 }
+            #expect(kinds.count >= 3 && !kinds.contains(.delete))
         }
     }
 }
