@@ -231,6 +231,17 @@ let package = Package(
             path: "bench/PolicyBench",
             swiftSettings: strict),
         .executableTarget(
+            name: "mizar-bench-scale",
+            dependencies: [
+                "MizarBenchSupport", "MizarOperator", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem",
+                "MizarTransit", "MizarTransitClient", "MizarRPC", "MizarDataplane",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "bench/ScaleSim",
+            swiftSettings: strict),
+        .executableTarget(
             name: "mizar-bench-cni",
             dependencies: [
                 "MizarBenchSupport", "MizarStore", "MizarAPI", "MizarEtcd", "MizarTestbed", "MizarCore", "MizarSystem", "MizarCNI", "CNetlink",

@@ -217,6 +217,7 @@ public final class Operator: Sendable {
             let name = (new ?? old)!.name
             enqueue(vpcQueue, [name])
             if old?.status?.vni != new?.status?.vni || new == nil { enqueue(policyQueue, [name]) }
+            if new == nil { tablesGiven.withLock { _ = $0.removeValue(forKey: "vpc/\(name)") } }
             // Subnets wait for their VPC's VNI; dividers report its status.
             enqueue(subnetQueue, subnets.filter { $0.spec.vpc == name }.map(\.name))
             enqueue(dividerQueue, dividers.filter { $0.spec.vpc == name }.map(\.name))
@@ -226,7 +227,10 @@ public final class Operator: Sendable {
             enqueue(subnetQueue, [s.name])
             enqueue(endpointQueue, endpoints.filter { $0.spec.subnet == s.name && !Self.settled($0) }.map(\.name))
             enqueue(bouncerQueue, bouncers.filter { $0.spec.subnet == s.name }.map(\.name))
-            if new == nil { enqueue(vpcQueue, [s.spec.vpc]) }   // a VPC being deleted waits for its subnets
+            if new == nil {
+                enqueue(vpcQueue, [s.spec.vpc])   // a VPC being deleted waits for its subnets
+                tablesGiven.withLock { _ = $0.removeValue(forKey: "subnet/\(s.name)") }
+            }
         }
         endpoints.onChange { [self] old, new in
             let e = (new ?? old)!

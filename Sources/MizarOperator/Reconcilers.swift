@@ -132,7 +132,7 @@ extension Operator {
             if let vni = v.status?.vni {
                 try await Provisioning.deleteVPC(vni: vni, on: try holding.map(peer), via: pool)
             }
-            tablesGiven.withLock { $0["vpc/\(name)"] = nil }
+            tablesGiven.withLock { $0["vpc/\(name)"] = ([], []) }   // as for a subnet
             forgetComplete(vpc: name)
             try await release(v)
             return .done
@@ -258,7 +258,10 @@ extension Operator {
             if let vni = s.status?.vni {
                 try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try tableHolders("subnet/\(name)", vpc: s.spec.vpc).map(peer), via: pool)
             }
-            tablesGiven.withLock { $0["subnet/\(name)"] = nil }
+            // Deleted from every holder: a reconcile that comes again
+            // before the object leaves the cache calls nobody (no record
+            // would mean every ready droplet). Forgotten when it leaves.
+            tablesGiven.withLock { $0["subnet/\(name)"] = ([], []) }
             forgetComplete(vpc: s.spec.vpc)
             try await release(s)
             return .done

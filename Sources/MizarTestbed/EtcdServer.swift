@@ -189,7 +189,7 @@ public final class EtcdServer: Sendable {
     /// etcd's own metrics text (Prometheus' format).
     public func metricsText() -> String? { Self.httpGet(port: metricsPort, path: "/metrics") }
 
-    static func httpGet(port: Int, path: String) -> String? {
+    public static func httpGet(port: Int, path: String) -> String? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

@@ -33,6 +33,32 @@ public enum Provisioning {
         return o
     }()
 
+    /// Hosts called at once by a call to many (a join reaching every
+    /// droplet, a subnet reaching its VPC's holders).
+    public static let fanOut = 64
+
+    /// `call` on every host, `fanOut` at a time; every host is tried, and
+    /// the first failure is thrown once all have answered (each call is
+    /// idempotent: the caller retries the whole).
+    static func onEach(_ hosts: [TransitPeer], _ call: @escaping @Sendable (TransitPeer) async throws -> Void) async throws {
+        if hosts.count == 1 { return try await call(hosts[0]) }
+        var failure: (any Error)?
+        try await withThrowingTaskGroup(of: (any Error)?.self) { group in
+            var next = hosts.startIndex
+            func start() {
+                let h = hosts[next]
+                next += 1
+                group.addTask { do { try await call(h); return nil } catch { return error } }
+            }
+            while next < hosts.endIndex && next - hosts.startIndex < fanOut { start() }
+            while let result = try await group.next() {
+                if failure == nil, let result { failure = result }
+                if next < hosts.endIndex { start() }
+            }
+        }
+        if let failure { throw failure }
+    }
+
     /// The droplet table on each of `hosts`: `droplets` added (or, with
     /// `replace`, the table made exactly them).
     public static func putDroplets(_ droplets: [HostAddress], replace: Bool, on hosts: [TransitPeer],
@@ -40,7 +66,7 @@ public enum Provisioning {
         var t = Mizar_Transit_V1_DropletTable()
         t.droplets = droplets.map(Mizar_Transit_V1_Host.init)
         t.replace = replace
-        for h in hosts { _ = try await connector.withClient(h.target) { try await $0.putDroplets(t, options: callOptions) } }
+        try await onEach(hosts) { [t] h in _ = try await connector.withClient(h.target) { try await $0.putDroplets(t, options: callOptions) } }
     }
 
     /// A droplet gone: each of `hosts` drops its tunnel packets from now on.
@@ -48,7 +74,7 @@ public enum Provisioning {
                                      via connector: some TransitConnector = DirectConnector()) async throws {
         var h = Mizar_Transit_V1_Host()
         h.ip = "\(ip)"
-        for peer in hosts { _ = try await connector.withClient(peer.target) { try await $0.deleteDroplet(h, options: callOptions) } }
+        try await onEach(hosts) { [h] peer in _ = try await connector.withClient(peer.target) { try await $0.deleteDroplet(h, options: callOptions) } }
     }
 
     /// The VPC on each of `hosts`; `dividers` divide for it.
@@ -57,7 +83,7 @@ public enum Provisioning {
     public static func putVPC(vni: VNI, dividers: [TransitPeer], cidr: CIDR? = nil, egress: Bool = false,
                               on hosts: [TransitPeer],
                               via connector: some TransitConnector = DirectConnector()) async throws {
-        for h in hosts {
+        try await onEach(hosts) { h in
             var v = Mizar_Transit_V1_VPC()
             v.vni = vni.value
             v.dividers = dividers.map(\.host)
@@ -71,7 +97,7 @@ public enum Provisioning {
     /// The subnet on each of `hosts`; `bouncers` bounce for it.
     public static func putSubnet(vni: VNI, cidr: CIDR, bouncers: [TransitPeer], on hosts: [TransitPeer],
                                  via connector: some TransitConnector = DirectConnector()) async throws {
-        for h in hosts {
+        try await onEach(hosts) { h in
             var s = Mizar_Transit_V1_Subnet()
             s.vni = vni.value
             s.cidr = "\(cidr)"
@@ -85,7 +111,7 @@ public enum Provisioning {
     public static func deleteVPC(vni: VNI, on hosts: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
         var key = Mizar_Transit_V1_VPCKey()
         key.vni = vni.value
-        for h in hosts { _ = try await connector.withClient(h.target) { try await $0.deleteVPC(key, options: callOptions) } }
+        try await onEach(hosts) { [key] h in _ = try await connector.withClient(h.target) { try await $0.deleteVPC(key, options: callOptions) } }
     }
 
     /// Removes the subnet from each of `hosts`.
@@ -94,7 +120,7 @@ public enum Provisioning {
         var key = Mizar_Transit_V1_SubnetKey()
         key.vni = vni.value
         key.cidr = "\(cidr)"
-        for h in hosts { _ = try await connector.withClient(h.target) { try await $0.deleteSubnet(key, options: callOptions) } }
+        try await onEach(hosts) { [key] h in _ = try await connector.withClient(h.target) { try await $0.deleteSubnet(key, options: callOptions) } }
     }
 
     /// The endpoint's entry (where it lives, and its network policy entry:

@@ -105,6 +105,7 @@ public final class TransitPool<Transport: ClientTransport>: TransitConnector {
     private let makeTransport: @Sendable (TransitTarget) throws -> Transport
     private let state = Mutex(State())
     private let counts = Mutex<[TransitTarget: Int]>([:])
+    private let methods = Mutex<[String: Int]>([:])
     public let idleTimeout: Duration
     public let maxConnections: Int
 
@@ -126,7 +127,12 @@ public final class TransitPool<Transport: ClientTransport>: TransitConnector {
 
     /// Calls made per target since the pool was made (or last reset).
     public func callCounts() -> [TransitTarget: Int] { counts.withLock { $0 } }
-    public func resetCounts() { counts.withLock { $0 = [:] } }
+    /// Calls made per method of the Transit API (all targets together).
+    public func methodCounts() -> [String: Int] { methods.withLock { $0 } }
+    public func resetCounts() {
+        counts.withLock { $0 = [:] }
+        methods.withLock { $0 = [:] }
+    }
 
     /// Connections open now.
     public var openConnections: Int { state.withLock { $0.entries.count } }
@@ -169,7 +175,9 @@ public final class TransitPool<Transport: ClientTransport>: TransitConnector {
                 closing.append(lru.value)
                 s.entries[lru.key] = nil
             }
-            let client = GRPCClient(transport: try makeTransport(target))
+            let client = GRPCClient(transport: try makeTransport(target), interceptors: [MethodCounter { [weak self] method in
+                self?.methods.withLock { $0[method, default: 0] += 1 }
+            }])
             let runner = Task { _ = try? await client.runConnections() }
             s.entries[target] = Entry(client: client, runner: runner, lastUsed: now, inFlight: 1)
             return (client, closing)
@@ -185,6 +193,19 @@ public final class TransitPool<Transport: ClientTransport>: TransitConnector {
             e.lastUsed = .now
             s.entries[target] = e
         }
+    }
+}
+
+/// Counts each call a pool's client makes, by method.
+private struct MethodCounter: ClientInterceptor {
+    let count: @Sendable (String) -> Void
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingClientRequest<Input>, context: ClientContext,
+        next: (StreamingClientRequest<Input>, ClientContext) async throws -> StreamingClientResponse<Output>
+    ) async throws -> StreamingClientResponse<Output> {
+        count(context.descriptor.method)
+        return try await next(request, context)
     }
 }
 

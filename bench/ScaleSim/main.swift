@@ -1,0 +1,499 @@
+// The scale simulation (issue 18): what each management operation costs at
+// 100 to 100,000 hosts, and how it compares with real transitds.
+//
+// Real: etcd (on disk), the Operator's code (in calibration, in this
+// process; in the sweep, the release mizar-operator executable), each
+// droplet's DropletRegistration (its Droplet, its lease and renewals),
+// Store and admission, gRPC over TCP with one connection per droplet.
+// Simulated: each droplet's local work (SimFleet: tables in dictionaries,
+// transitd's preconditions), all droplets behind one listener. TLS is off
+// in the sweep (one listener cannot show each droplet's certificate);
+// calibration's real side runs with it.
+//
+// Run by bench/scale.sh inside a network namespace of its own.
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Glibc
+import Logging
+import MizarAPI
+import MizarBenchSupport
+import MizarCore
+import MizarEtcd
+import MizarOperator
+import MizarStore
+import MizarSystem
+import MizarTestbed
+import MizarTransit
+import MizarTransitClient
+import Synchronization
+
+// MARK: - Helpers
+
+func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+
+/// CPU idle fraction between two readings of /proc/stat.
+struct CPUSample {
+    var idle: Double, total: Double
+    static func now() -> CPUSample {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = text.split(separator: "\n").first else { return CPUSample(idle: 0, total: 0) }
+        let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        return CPUSample(idle: v.count > 4 ? v[3] + v[4] : 0, total: v.reduce(0, +))
+    }
+    static func idle(from a: CPUSample, to b: CPUSample) -> Double {
+        b.total > a.total ? (b.idle - a.idle) / (b.total - a.total) : 1
+    }
+}
+
+func rssMiB(_ pid: pid_t) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return .nan }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return (Double(line.split(separator: " ")[1]) ?? .nan) / 1024
+    }
+    return .nan
+}
+
+/// A metric's value from Prometheus text (the sum of its series).
+func metric(_ text: String?, _ name: String) -> Double {
+    guard let text else { return .nan }
+    var sum = 0.0, seen = false
+    for line in text.split(separator: "\n") where line.hasPrefix(name) && !line.hasPrefix("#") {
+        let rest = line.dropFirst(name.count)
+        guard rest.first == " " || rest.first == "{" else { continue }
+        if let v = Double(line.split(separator: " ").last ?? "") { sum += v; seen = true }
+    }
+    return seen ? sum : .nan
+}
+
+/// Waits until `done` or the timeout; false at the timeout.
+func until(_ seconds: Double, every: Duration = .milliseconds(20), _ done: () async throws -> Bool) async throws -> Bool {
+    let deadline = monotonicSeconds() + seconds
+    while monotonicSeconds() < deadline {
+        if try await done() { return true }
+        try await Task.sleep(for: every)
+    }
+    return false
+}
+
+/// The simulated droplet i's address: 127.16.0.1 onwards.
+func simAddress(_ i: Int) -> IPv4Address { IPv4Address(value: 0x7f10_0000 + UInt32(i + 1)) }
+/// Named as the testbed names its hosts (PREFIX-hN from 1), so that
+/// placement, which breaks ties by name, picks the same droplets.
+func simName(_ i: Int) -> String { "sim-h\(i + 1)" }
+
+// MARK: - What one operation cost
+
+struct Cost {
+    var methods: [String: Int] = [:]
+    var calls: Int { methods.values.reduce(0, +) }
+    var distinct = 0
+    var most = 0
+    var writes: Int64 = 0
+    var keys: Int64 = 0
+    var events = 0
+    var seconds = 0.0
+    var idle = 1.0
+    var refusals: [String] = []
+
+    var summary: String {
+        let m = methods.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        return "\(calls) calls to \(distinct) droplets (most to one: \(most)) [\(m)]; etcd: \(writes) revisions, \(keys >= 0 ? "+" : "")\(keys) keys, \(events) watch events; \(String(format: "%.3f", seconds)) s"
+            + (idle < 0.2 ? String(format: "  INVALID: %.0f%% CPU idle", idle * 100) : "")
+    }
+}
+
+/// Counts every event under the root, as one replica's watch would see.
+final class EventCounter: Sendable {
+    let count = Atomic<Int>(0)
+    let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+
+    init(_ etcd: Etcd, root: String) async throws {
+        let (_, revision) = try await etcd.list(prefix: root + "\u{0}none")
+        let t = Task { [self] in
+            do {
+                for try await batch in etcd.watch(prefix: root, fromRevision: revision + 1) {
+                    count.add(batch.count, ordering: .relaxed)
+                }
+            } catch {}
+        }
+        task.withLock { $0 = t }
+    }
+    var value: Int { count.load(ordering: .relaxed) }
+    func stop() { task.withLock { $0?.cancel() } }
+}
+
+/// Runs `body` and measures what it cost: calls (from the simulated
+/// droplets, or the operator's pool for real ones), etcd revisions and
+/// keys, watch events, time and CPU idle.
+func measure(_ store: Store, fleet: SimFleet?, pool: HTTP2TransitPool?, events: EventCounter,
+             _ body: () async throws -> Void) async throws -> Cost {
+    let before = fleet?.callCount
+    pool?.resetCounts()
+    let (_, r0) = try await store.etcd.list(prefix: store.root + "\u{0}none")
+    let k0 = try await store.etcd.count(prefix: store.root)
+    let e0 = events.value
+    let cpu0 = CPUSample.now()
+    let t0 = monotonicSeconds()
+    try await body()
+    var c = Cost()
+    c.seconds = monotonicSeconds() - t0
+    c.idle = CPUSample.idle(from: cpu0, to: .now())
+    try await Task.sleep(for: .milliseconds(300))   // the last watch events arrive
+    let (_, r1) = try await store.etcd.list(prefix: store.root + "\u{0}none")
+    c.writes = r1 - r0
+    c.keys = try await store.etcd.count(prefix: store.root) - k0
+    c.events = events.value - e0
+    if let fleet, let before {
+        let d = fleet.callCount - before
+        c.methods = d.byMethod
+        c.refusals = fleet.takeRefusals()
+        c.distinct = d.distinctDroplets
+        c.most = d.mostToOne
+    } else if let pool {
+        c.methods = pool.methodCounts()
+        let byTarget = pool.callCounts()
+        c.distinct = byTarget.count
+        c.most = byTarget.values.max() ?? 0
+    }
+    return c
+}
+
+// MARK: - The workload
+
+func phase<S: ObjectSpec>(_ store: Store, _ type: S.Type, _ name: String) async throws -> Phase? {
+    try await store.get(type, name)?.status?.common.phase
+}
+
+func waitPhase<S: ObjectSpec>(_ store: Store, _ type: S.Type, _ name: String, _ want: Phase, seconds: Double = 120) async throws {
+    guard try await until(seconds, { try await phase(store, type, name) == want }) else {
+        throw TestbedError("\(S.kind) \(name) not \(want) within \(Int(seconds)) s (\(String(describing: try await phase(store, type, name))))")
+    }
+}
+
+/// The calibration's scripted workload; the same steps as the sweep's.
+func workload(_ store: Store, droplets: [String], fleet: SimFleet?, pool: HTTP2TransitPool?, events: EventCounter,
+              leave: () async throws -> Void, join: () async throws -> Void) async throws -> [(String, Cost)] {
+    var out: [(String, Cost)] = []
+    out.append(("VPC create", try await measure(store, fleet: fleet, pool: pool, events: events) {
+        try await store.create(Vpc(name: "cal", spec: VpcSpec(cidr: "10.0.0.0/8")))
+        try await waitPhase(store, VpcSpec.self, "cal", .provisioned)
+    }))
+    out.append(("subnet create", try await measure(store, fleet: fleet, pool: pool, events: events) {
+        try await store.create(Subnet(name: "cal-1", spec: SubnetSpec(vpc: "cal", cidr: "10.1.0.0/16", bouncers: 2)))
+        try await waitPhase(store, SubnetSpec.self, "cal-1", .provisioned)
+    }))
+    out.append(("6 endpoints", try await measure(store, fleet: fleet, pool: pool, events: events) {
+        for i in 0..<6 {
+            try await store.create(Endpoint(name: "cal-e\(i)", spec: EndpointSpec(vpc: "cal", subnet: "cal-1", ip: IPv4Address(10, 1, 0, UInt8(10 + i)),
+                                                                                 droplet: droplets[i % droplets.count])))
+        }
+        for i in 0..<6 { try await waitPhase(store, EndpointSpec.self, "cal-e\(i)", .provisioned) }
+    }))
+    out.append(("droplet leave", try await measure(store, fleet: fleet, pool: pool, events: events) {
+        try await leave()
+        try await waitPhase(store, DropletSpec.self, droplets.last!, .notReady, seconds: 30)
+        try await Task.sleep(for: .seconds(1))   // placements settle
+    }))
+    out.append(("droplet join", try await measure(store, fleet: fleet, pool: pool, events: events) {
+        try await join()
+        try await waitPhase(store, DropletSpec.self, droplets.last!, .ready, seconds: 30)
+        try await Task.sleep(for: .seconds(1))
+    }))
+    out.append(("VPC delete", try await measure(store, fleet: fleet, pool: pool, events: events) {
+        try await store.delete(VpcSpec.self, "cal")
+        guard try await until(60, { try await store.get(VpcSpec.self, "cal") == nil }) else { throw TestbedError("VPC cal not deleted") }
+    }))
+    return out
+}
+
+// MARK: - Simulated droplets
+
+/// The fleet's listener and each droplet's registration.
+final class SimCluster: Sendable {
+    let fleet = SimFleet()
+    let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let serving: Task<Void, Never>
+    let registrations = Mutex<[Int: Task<Void, Never>]>([:])
+    let port: Int
+
+    init(port: Int) {
+        self.port = port
+        let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: "0.0.0.0", port: port), transportSecurity: .plaintext)
+        server = GRPCServer(transport: transport, services: [TransitService(host: fleet)], interceptors: [SimRouting(fleet: fleet)])
+        serving = Task { [server] in try? await server.serve() }
+    }
+
+    func spec(_ i: Int) -> DropletSpec {
+        let ip = simAddress(i)
+        return DropletSpec(ip: ip, mac: MACAddress(value: 0x0200_0000_0000 + UInt64(i + 1)), transitd: "\(ip):\(port)")
+    }
+
+    /// Droplet i comes up: its tables, then its registration (as transitd).
+    func register(_ i: Int, store: Store, ttl: Int64, roleTTL: Int64, logger: Logger) {
+        let ip = simAddress(i), fleet = fleet, spec = spec(i)
+        if !fleet.has(ip) { fleet.add(ip) }
+        let t = Task {
+            await DropletRegistration.run(store: store, name: simName(i), spec: spec,
+                                          liveness: .init(ttl: ttl, roleTTL: roleTTL, holdsRole: { fleet.holdsRole(ip) }), logger: logger)
+        }
+        registrations.withLock { $0[i] = t }
+    }
+
+    /// Droplet i's transitd stops renewing (killed): its lease lapses.
+    func stopRegistration(_ i: Int) {
+        registrations.withLock { $0.removeValue(forKey: i) }?.cancel()
+    }
+
+    func stop() async {
+        for t in registrations.withLock({ $0.values }) { t.cancel() }
+        server.beginGracefulShutdown()
+        serving.cancel()
+    }
+}
+
+// MARK: - Calibration: 3 and 30 real transitds against 3 and 30 simulated droplets
+
+func calibrate(hosts: Int, logger: Logger) async throws -> (real: [(String, Cost)], sim: [(String, Cost)]) {
+    // Real transitds (the testbed), etcd with TLS, the operator in process.
+    var options = Testbed.Options.besideThisExecutable()
+    options.hosts = hosts
+    options.underlayNet = 40
+    let name = "mzcal\(hosts)"
+    let realDir = "/var/tmp/mizar-scale-\(name)-\(getpid())"
+    let (bed, etcd, started) = try Testbed.upWithEtcd(name: name, options: options, etcdDirectory: realDir)
+    let real: [(String, Cost)]
+    do {
+        defer { bed.down(); etcd.stop(); _ = removeTree(realDir) }
+        real = try await withEtcd(etcd.endpoints(), tls: bed.operatorTLS) { client in
+            let store = Store(etcd: client)
+            let pool = HTTP2TransitPool(tls: bed.operatorTLS)
+            let op = Operator(store: store, pool: pool, logger: logger)
+            let running = Task { await op.run() }
+            let names = bed.hosts.map(bed.dropletName)
+            guard try await until(60, { try await store.list(DropletSpec.self).objects.filter { $0.status?.common.phase == .ready }.count == hosts }) else {
+                throw TestbedError("\(hosts) real droplets not ready")
+            }
+            let events = try await EventCounter(client, root: store.root)
+            let leaver = bed.hosts.last!
+            let costs = try await workload(store, droplets: names, fleet: nil, pool: pool, events: events, leave: {
+                if let pid = bed.pid(of: leaver) { kill(pid, SIGKILL); reap(pid) }
+            }, join: {
+                try await onOwnThread { try bed.restart(leaver, options: started) }
+            })
+            events.stop()
+            running.cancel()
+            await running.value
+            for (op, c) in costs { say("\(hosts) real transitds  \(op): \(c.summary)") }
+            return costs
+        }
+    }
+    // Simulated droplets, etcd without TLS, the same operator code.
+    let dir = "/var/tmp/mizar-scale-sim\(hosts)-\(getpid())"
+    let simEtcd = try EtcdServer(name: "sim", directory: dir)
+    defer { simEtcd.stop(); _ = removeTree(dir) }
+    let sim = SimCluster(port: 7070)
+    let simCosts = try await withEtcd(host: "127.0.0.1", port: simEtcd.clientPort) { client in
+        let store = Store(etcd: client)
+        // Droplet leases as the testbed's transitds hold them (3 s).
+        for i in 0..<hosts { sim.register(i, store: store, ttl: 3, roleTTL: 3, logger: logger) }
+        let pool = HTTP2TransitPool()
+        let op = Operator(store: store, pool: pool, logger: logger)
+        let running = Task { await op.run() }
+        guard try await until(60, { try await store.list(DropletSpec.self).objects.filter { $0.status?.common.phase == .ready }.count == hosts }) else {
+            throw TestbedError("\(hosts) simulated droplets not ready")
+        }
+        let events = try await EventCounter(client, root: store.root)
+        let costs = try await workload(store, droplets: (0..<hosts).map(simName), fleet: sim.fleet, pool: nil, events: events, leave: {
+            sim.stopRegistration(hosts - 1)
+        }, join: {
+            sim.register(hosts - 1, store: store, ttl: 3, roleTTL: 3, logger: logger)
+        })
+        // Everything that streams from etcd ends before the client closes.
+        events.stop()
+        await sim.stop()
+        running.cancel()
+        await running.value
+        return costs
+    }
+    return (real, simCosts)
+}
+
+// MARK: - Main
+
+var logger = Logger(label: "scale")
+logger.logLevel = .error
+let mode = CommandLine.arguments.dropFirst().first ?? "all"
+
+if mode == "calibrate" || mode == "all" {
+    say("== Calibration: the same workload on real transitds and on simulated droplets (per-method calls, etcd revisions and keys)")
+    for hosts in [3, 30] {
+        let (real, sim) = try await calibrate(hosts: hosts, logger: logger)
+        var same = true
+        for ((op, r), (_, s)) in zip(real, sim) {
+            let equal = r.methods == s.methods && r.writes == s.writes && r.keys == s.keys && r.distinct == s.distinct
+            same = same && equal
+            say("\(hosts) hosts  \(op)\n  real:      \(r.summary)\n  simulated: \(s.summary)\n  \(equal ? "identical" : "DIFFERENT")"
+                + (s.refusals.isEmpty ? "" : "\n  refused by simulated droplets: \(s.refusals.joined(separator: "; "))"))
+        }
+        say("calibration at \(hosts) hosts: \(same ? "identical" : "DIFFERENT") per-method calls and etcd deltas")
+    }
+}
+
+// MARK: - The sweep: 100 to 100,000 simulated hosts, the release operator
+
+/// The release mizar-operator, started as a process; stopped by its pid.
+struct OperatorProcess {
+    let pid: pid_t
+    let metricsPort: Int
+    let log: String
+
+    init(etcd: Int, directory: String, id: String = "op-1") throws {
+        metricsPort = try EtcdServer.freePort()
+        log = "\(directory)/\(id).log"
+        pid = try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", "127.0.0.1:\(etcd)", "--id", id,
+                               "--metrics-address", "127.0.0.1:\(metricsPort)", "--log-level", "error"], log: log)
+    }
+    var metrics: String? { EtcdServer.httpGet(port: metricsPort, path: "/metrics") }
+    func stop() {
+        kill(pid, SIGTERM)
+        reap(pid)
+    }
+
+    /// Waits until its queues are empty and no reconcile ran for `quiet`
+    /// seconds; the seconds it took.
+    func settle(from start: Double, quiet: Double = 1, timeout: Double = 1800) async throws -> Double {
+        var last = -1.0, lastChange = monotonicSeconds(), reconciled = 0.0
+        while monotonicSeconds() - start < timeout {
+            let text = metrics
+            let n = metric(text, "mizar_operator_reconciles_total"), depth = metric(text, "mizar_operator_queue_depth")
+            if n != last { last = n; lastChange = monotonicSeconds(); reconciled = monotonicSeconds() }
+            if !n.isNaN && depth == 0 && monotonicSeconds() - lastChange >= quiet { return reconciled - start }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestbedError("the operator did not settle within \(Int(timeout)) s")
+    }
+}
+
+/// Runs `count` jobs, `width` at a time.
+func concurrently(_ count: Int, width: Int = 64, _ job: @escaping @Sendable (Int) async throws -> Void) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        var next = 0
+        while next < min(width, count) { let i = next; group.addTask { try await job(i) }; next += 1 }
+        while try await group.next() != nil {
+            if next < count { let i = next; group.addTask { try await job(i) }; next += 1 }
+        }
+    }
+}
+
+func sweep(hosts: Int, logger: Logger) async throws {
+    let dir = "/var/tmp/mizar-scale-\(hosts)-\(getpid())"
+    let etcd = try EtcdServer(name: "scale", directory: dir)
+    defer { etcd.stop(); _ = removeTree(dir) }
+    let sim = SimCluster(port: 7070)
+    try await withEtcd(host: "127.0.0.1", port: etcd.clientPort) { client in
+        let store = Store(etcd: client)
+        // The cluster at rest: every Droplet Ready as the operator leaves
+        // it (the join path costs one call per host per join, measured
+        // below; D joins one by one would cost D² calls to set up).
+        var t0 = monotonicSeconds()
+        try await concurrently(hosts) { i in
+            try await store.create(Droplet(name: simName(i), spec: sim.spec(i)))
+            try await store.updateStatus(DropletSpec.self, simName(i)) { $0.common.phase = .ready }
+        }
+        for i in 0..<hosts { sim.register(i, store: store, ttl: 60, roleTTL: 3, logger: logger) }
+        guard try await until(600, every: .milliseconds(250), { try await store.etcd.count(prefix: store.dropletLeasePrefix) == hosts }) else {
+            throw TestbedError("\(hosts) registrations not made")
+        }
+        say("\(hosts) hosts: loaded in \(String(format: "%.1f", monotonicSeconds() - t0)) s")
+        // Renewals at rest: etcd's own count over 40 s (two renewal
+        // periods of a droplet without a role).
+        let r0 = metric(etcd.metricsText(), "etcd_debugging_lease_renewed_total"), c0 = CPUSample.now()
+        try await Task.sleep(for: .seconds(40))
+        let renewals = (metric(etcd.metricsText(), "etcd_debugging_lease_renewed_total") - r0) / 40
+        say("\(hosts) hosts: lease renewals \(String(format: "%.0f", renewals))/s at rest (\(String(format: "%.0f", CPUSample.idle(from: c0, to: .now()) * 100))% CPU idle)")
+
+        t0 = monotonicSeconds()
+        let op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
+        defer { op.stop() }
+        let settled = try await op.settle(from: t0)
+        say("\(hosts) hosts: operator start -> settled \(String(format: "%.2f", settled)) s, RSS \(String(format: "%.0f", rssMiB(op.pid))) MiB")
+
+        let events = try await EventCounter(client, root: store.root)
+        defer { events.stop() }
+        func report(_ what: String, _ c: Cost) { say("\(hosts) hosts  \(what): \(c.summary)") }
+        report("VPC create", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            try await store.create(Vpc(name: "v", spec: VpcSpec(cidr: "10.0.0.0/8")))
+            try await waitPhase(store, VpcSpec.self, "v", .provisioned)
+        })
+        report("subnet create", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            try await store.create(Subnet(name: "v-1", spec: SubnetSpec(vpc: "v", cidr: "10.1.0.0/16", bouncers: 2)))
+            try await waitPhase(store, SubnetSpec.self, "v-1", .provisioned)
+        })
+        // Endpoints one after another on droplets spread over the cluster:
+        // create -> Provisioned.
+        var latencies: [Double] = []
+        let n = 200
+        let endpoints = try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            for i in 0..<n {
+                let start = monotonicSeconds()
+                try await store.create(Endpoint(name: "e\(i)", spec: EndpointSpec(vpc: "v", subnet: "v-1", droplet: simName(i * 7919 % hosts))))
+                try await waitPhase(store, EndpointSpec.self, "e\(i)", .provisioned, seconds: 30)
+                latencies.append(monotonicSeconds() - start)
+            }
+        }
+        report("\(n) endpoints", endpoints)
+        say(String(format: "\(hosts) hosts  endpoint create -> Provisioned: p50 %.1f ms, p99 %.1f ms (%d, one at a time)",
+                   percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000, n))
+        // A droplet without a role leaves (its lease revoked: a lapse without the wait).
+        let plain = (0..<hosts).first { !sim.fleet.holdsRole(simAddress($0)) }!
+        report("droplet leave (no role)", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            sim.stopRegistration(plain)
+            if let lease = try await store.etcd.get(store.dropletLeasePrefix + simName(plain))?.lease { try await store.etcd.revokeLease(lease) }
+            try await waitPhase(store, DropletSpec.self, simName(plain), .notReady, seconds: 60)
+            try await Task.sleep(for: .seconds(1))
+        })
+        report("droplet join", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            sim.register(plain, store: store, ttl: 60, roleTTL: 3, logger: logger)
+            try await waitPhase(store, DropletSpec.self, simName(plain), .ready, seconds: 300)
+            try await Task.sleep(for: .seconds(1))
+        })
+        // A bouncer leaves: its subnet gets another.
+        let bouncer = try await store.get(SubnetSpec.self, "v-1")?.status?.bouncers?.first
+        if let bouncer, let i = Int(bouncer.dropFirst(5)).map({ $0 - 1 }) {
+            report("droplet leave (a bouncer)", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+                sim.stopRegistration(i)
+                if let lease = try await store.etcd.get(store.dropletLeasePrefix + bouncer)?.lease { try await store.etcd.revokeLease(lease) }
+                try await waitPhase(store, DropletSpec.self, bouncer, .notReady, seconds: 60)
+                guard try await until(60, { try await store.get(SubnetSpec.self, "v-1")?.status?.bouncers?.contains(bouncer) == false }) else {
+                    throw TestbedError("bouncer \(bouncer) not replaced")
+                }
+                try await Task.sleep(for: .seconds(1))
+            })
+            sim.register(i, store: store, ttl: 60, roleTTL: 3, logger: logger)
+            try await waitPhase(store, DropletSpec.self, bouncer, .ready, seconds: 300)
+        }
+        report("subnet create (a second)", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            try await store.create(Subnet(name: "v-2", spec: SubnetSpec(vpc: "v", cidr: "10.2.0.0/16", bouncers: 2)))
+            try await waitPhase(store, SubnetSpec.self, "v-2", .provisioned)
+        })
+        report("subnet delete (no endpoints)", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            try await store.delete(SubnetSpec.self, "v-2")
+            guard try await until(60, { try await store.get(SubnetSpec.self, "v-2") == nil }) else { throw TestbedError("subnet v-2 not deleted") }
+        })
+        report("VPC delete (\(n) endpoints)", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
+            try await store.delete(VpcSpec.self, "v")
+            guard try await until(120, { try await store.get(VpcSpec.self, "v") == nil }) else { throw TestbedError("VPC v not deleted") }
+        })
+        say("\(hosts) hosts: operator RSS \(String(format: "%.0f", rssMiB(op.pid))) MiB; etcd RSS \(String(format: "%.0f", rssMiB(etcd.pid))) MiB")
+        events.stop()
+        await sim.stop()
+    }
+}
+
+if mode == "sweep" || mode == "all" {
+    say("== Sweep: the release mizar-operator over simulated droplets")
+    for hosts in (env("HOSTS") ?? "100 1000 10000").split(separator: " ").compactMap({ Int($0) }) {
+        try await sweep(hosts: hosts, logger: logger)
+    }
+}
