@@ -46,6 +46,9 @@ public final class Operator: Sendable {
     /// it. A droplet that turned Ready while a placement was in flight may
     /// hold an older table; it is found here and given the current one.
     let tablesGiven = Mutex<[String: (holders: [String], droplets: Set<String>)]>([:])
+    /// Tables ("vpc/NAME", "subnet/NAME") of objects being deleted that
+    /// were already taken off every holder; until the object leaves the cache.
+    let tablesGone = Mutex<Set<String>>([])
     /// Simple endpoints by VPC and droplet (counts), and published scaled
     /// endpoints by name, as the endpoint cache shows them: who holds a VPC
     /// is found without a scan of all endpoints.
@@ -217,7 +220,7 @@ public final class Operator: Sendable {
             let name = (new ?? old)!.name
             enqueue(vpcQueue, [name])
             if old?.status?.vni != new?.status?.vni || new == nil { enqueue(policyQueue, [name]) }
-            if new == nil { tablesGiven.withLock { _ = $0.removeValue(forKey: "vpc/\(name)") } }
+            if new == nil { tablesGone.withLock { _ = $0.remove("vpc/\(name)") } }
             // Subnets wait for their VPC's VNI; dividers report its status.
             enqueue(subnetQueue, subnets.filter { $0.spec.vpc == name }.map(\.name))
             enqueue(dividerQueue, dividers.filter { $0.spec.vpc == name }.map(\.name))
@@ -229,7 +232,7 @@ public final class Operator: Sendable {
             enqueue(bouncerQueue, bouncers.filter { $0.spec.subnet == s.name }.map(\.name))
             if new == nil {
                 enqueue(vpcQueue, [s.spec.vpc])   // a VPC being deleted waits for its subnets
-                tablesGiven.withLock { _ = $0.removeValue(forKey: "subnet/\(s.name)") }
+                tablesGone.withLock { _ = $0.remove("subnet/\(s.name)") }
             }
         }
         endpoints.onChange { [self] old, new in

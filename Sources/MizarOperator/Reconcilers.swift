@@ -129,10 +129,11 @@ extension Operator {
             // name starts from nothing enforced).
             _ = try await store.etcd.delete(policyRecordPrefix + name)
             vpcPolicies.withLock { $0[name] = nil }
-            if let vni = v.status?.vni {
+            if let vni = v.status?.vni, !tablesGone.withLock({ $0.contains("vpc/\(name)") }) {
                 try await Provisioning.deleteVPC(vni: vni, on: try holding.map(peer), via: pool)
+                tablesGone.withLock { _ = $0.insert("vpc/\(name)") }   // as for a subnet
             }
-            tablesGiven.withLock { $0["vpc/\(name)"] = ([], []) }   // as for a subnet
+            tablesGiven.withLock { $0["vpc/\(name)"] = nil }
             forgetComplete(vpc: name)
             try await release(v)
             return .done
@@ -255,13 +256,14 @@ extension Operator {
                 return .done
             }
             for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
-            if let vni = s.status?.vni {
+            // Taken off every holder once: a reconcile that comes again
+            // before the object leaves the cache (the finalizer's removal
+            // wakes it) calls nobody. Forgotten when it leaves the cache.
+            if let vni = s.status?.vni, !tablesGone.withLock({ $0.contains("subnet/\(name)") }) {
                 try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try tableHolders("subnet/\(name)", vpc: s.spec.vpc).map(peer), via: pool)
+                tablesGone.withLock { _ = $0.insert("subnet/\(name)") }
             }
-            // Deleted from every holder: a reconcile that comes again
-            // before the object leaves the cache calls nobody (no record
-            // would mean every ready droplet). Forgotten when it leaves.
-            tablesGiven.withLock { $0["subnet/\(name)"] = ([], []) }
+            tablesGiven.withLock { $0["subnet/\(name)"] = nil }
             forgetComplete(vpc: s.spec.vpc)
             try await release(s)
             return .done

@@ -654,12 +654,22 @@ struct OperatorTests {
                 #expect(joinCalls.keys.filter { $0 != leaverTarget && !holderTargets.contains($0) }.count == plane.bed.hosts.count - 1 - holderTargets.subtracting([leaverTarget]).count,
                         "join: \(joinCalls)")
                 print("droplet leave at \(plane.bed.hosts.count) hosts: \(leaveCalls.values.reduce(0, +)) calls to \(leaveCalls.count) droplets; join: \(joinCalls.values.reduce(0, +)) calls to \(joinCalls.count) droplets (\(joinCalls[leaverTarget] ?? 0) to the joiner)")
+                var holdersNow = Set<String>()
+                for h in plane.bed.hosts where try await vpcTable(h.socket, vni: vni.value) != nil { holdersNow.insert(h.name) }
+                op.pool.resetCounts()
                 try await store.delete(VpcSpec.self, "c")
                 #expect(try await eventually(20) { try await store.get(VpcSpec.self, "c") == nil })
-                // Deleted from every droplet that held it.
+                try await Task.sleep(for: .milliseconds(500))
+                // Deleted from every droplet that held it, and only from
+                // those: the subnet's table and the VPC's once each (a
+                // reconcile that comes again calls nobody).
                 for h in plane.bed.hosts {
                     #expect(try await vpcTable(h.socket, vni: vni.value) == nil, "\(h.name) still holds the deleted VPC")
                 }
+                let deletes = op.pool.methodCounts()
+                #expect(deletes["DeleteSubnet"] == holdersNow.count && deletes["DeleteVPC"] == holdersNow.count,
+                        "VPC delete at \(plane.bed.hosts.count) hosts, \(holdersNow.count) holding it: \(deletes)")
+                print("VPC delete at \(plane.bed.hosts.count) hosts: \(deletes.values.reduce(0, +)) calls \(deletes.sorted { $0.key < $1.key }) to \(op.pool.callCounts().count) droplets")
             }
         }
         #expect(perHosts[3] == Array(repeating: 3, count: 6), "calls per endpoint at 3 hosts: \(perHosts[3] ?? [])")

@@ -386,12 +386,24 @@ func concurrently(_ count: Int, width: Int = 64, _ job: @escaping @Sendable (Int
     }
 }
 
+/// `n` etcd clients (connections) at once.
+func withClients<R: Sendable>(_ n: Int, port: Int, _ have: [Etcd] = [], _ body: ([Etcd]) async throws -> R) async throws -> R {
+    if have.count == n { return try await body(have) }
+    return try await withEtcd(host: "127.0.0.1", port: port) { try await withClients(n, port: port, have + [$0], body) }
+}
+
+/// Droplets whose registrations share one etcd connection (a transitd has
+/// its own; 100,000 connections would pass this machine's descriptor cap).
+let dropletsPerConnection = 200
+
 func sweep(hosts: Int, logger: Logger) async throws {
     let dir = "/var/tmp/mizar-scale-\(hosts)-\(getpid())"
     let etcd = try EtcdServer(name: "scale", directory: dir)
     defer { etcd.stop(); _ = removeTree(dir) }
     let sim = SimCluster(port: 7070)
-    try await withEtcd(host: "127.0.0.1", port: etcd.clientPort) { client in
+    let connections = (hosts + dropletsPerConnection - 1) / dropletsPerConnection
+    try await withClients(connections + 1, port: etcd.clientPort) { clients in
+        let client = clients[0], registrationClients = Array(clients.dropFirst())
         let store = Store(etcd: client)
         // The cluster at rest: every Droplet Ready as the operator leaves
         // it (the join path costs one call per host per join, measured
@@ -401,7 +413,9 @@ func sweep(hosts: Int, logger: Logger) async throws {
             try await store.create(Droplet(name: simName(i), spec: sim.spec(i)))
             try await store.updateStatus(DropletSpec.self, simName(i)) { $0.common.phase = .ready }
         }
-        for i in 0..<hosts { sim.register(i, store: store, ttl: 60, roleTTL: 3, logger: logger) }
+        let stores = registrationClients.map { Store(etcd: $0) }
+        func storeOf(_ i: Int) -> Store { stores[i / dropletsPerConnection] }
+        for i in 0..<hosts { sim.register(i, store: storeOf(i), ttl: 60, roleTTL: 3, logger: logger) }
         guard try await until(600, every: .milliseconds(250), { try await store.etcd.count(prefix: store.dropletLeasePrefix) == hosts }) else {
             throw TestbedError("\(hosts) registrations not made")
         }
@@ -454,7 +468,7 @@ func sweep(hosts: Int, logger: Logger) async throws {
             try await Task.sleep(for: .seconds(1))
         })
         report("droplet join", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
-            sim.register(plain, store: store, ttl: 60, roleTTL: 3, logger: logger)
+            sim.register(plain, store: storeOf(plain), ttl: 60, roleTTL: 3, logger: logger)
             try await waitPhase(store, DropletSpec.self, simName(plain), .ready, seconds: 300)
             try await Task.sleep(for: .seconds(1))
         })
@@ -470,7 +484,7 @@ func sweep(hosts: Int, logger: Logger) async throws {
                 }
                 try await Task.sleep(for: .seconds(1))
             })
-            sim.register(i, store: store, ttl: 60, roleTTL: 3, logger: logger)
+            sim.register(i, store: storeOf(i), ttl: 60, roleTTL: 3, logger: logger)
             try await waitPhase(store, DropletSpec.self, bouncer, .ready, seconds: 300)
         }
         report("subnet create (a second)", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
