@@ -202,39 +202,50 @@ public struct Etcd: Sendable {
     }
 
     /// Keeps the lease alive, refreshing every `interval` seconds, until
-    /// the task is cancelled or `until` (asked every quarter second) says
-    /// stop. Throws leaseExpired if etcd says it lapsed. A refresh stream
-    /// that breaks is opened again at once: one broken stream must not let
-    /// the lease lapse.
+    /// the task is cancelled or `until` returns. Throws leaseExpired if
+    /// etcd says it lapsed. A refresh stream that breaks is opened again at
+    /// once: one broken stream must not let the lease lapse.
     public func keepAlive(_ id: Int64, every interval: Duration,
-                          until: @escaping @Sendable () -> Bool = { false }) async throws {
-        while true {
-            do {
-                try await keepAliveStream(id, every: interval, until: until)
-                return
-            } catch let e as EtcdError where e.kind == .leaseExpired {
-                throw e
-            } catch is CancellationError {
-                throw CancellationError()
-            } catch {
-                if Task.isCancelled { throw CancellationError() }
-                try await Task.sleep(for: .milliseconds(50))
+                          until: (@Sendable () async -> Void)? = nil) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            if let until {
+                group.addTask {
+                    await until()
+                    return true
+                }
             }
+            group.addTask {
+                while true {
+                    do {
+                        try await self.keepAliveStream(id, every: interval)
+                        return false
+                    } catch let e as EtcdError where e.kind == .leaseExpired {
+                        throw e
+                    } catch is CancellationError {
+                        throw CancellationError()
+                    } catch {
+                        if Task.isCancelled { throw CancellationError() }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+            }
+            // The first to end ends the other: `until` (stop refreshing),
+            // or the refreshes (cancelled, or the lease lapsed: thrown).
+            defer { group.cancelAll() }
+            if try await group.next() == true { return }
+            throw CancellationError()
         }
     }
 
-    func keepAliveStream(_ id: Int64, every interval: Duration, until: @escaping @Sendable () -> Bool) async throws {
-        let step = min(interval, .milliseconds(250))
+    /// Refreshes every `interval` until cancelled.
+    func keepAliveStream(_ id: Int64, every interval: Duration) async throws {
         try await call("keep lease \(id) alive") {
             try await leases.leaseKeepAlive(requestProducer: { writer in
                 var r = Etcdserverpb_LeaseKeepAliveRequest()
                 r.id = id
-                while !Task.isCancelled && !until() {
+                while !Task.isCancelled {
                     try await writer.write(r)
-                    let next = ContinuousClock.now + interval
-                    while ContinuousClock.now < next && !Task.isCancelled && !until() {
-                        try await Task.sleep(for: min(step, next - ContinuousClock.now))
-                    }
+                    try await Task.sleep(for: interval)
                 }
             }, onResponse: { response in
                 for try await message in response.messages where message.ttl <= 0 {

@@ -1,5 +1,6 @@
 import Logging
 import MizarAPI
+import MizarCore
 import MizarEtcd
 import ServiceLifecycle
 
@@ -31,18 +32,25 @@ public struct DropletRegistration: Service {
         public var ttl: Int64
         /// Seconds, while it is one.
         public var roleTTL: Int64
-        /// Whether the droplet is a bouncer or a divider now (asked every
-        /// quarter second).
-        public var holdsRole: @Sendable () -> Bool
+        /// Whether the droplet is a bouncer or a divider now; set by its
+        /// transitd as its tables change, waited on here (no polling).
+        public var holdsRole: WatchedFlag
 
-        public init(ttl: Int64 = 60, roleTTL: Int64 = 3, holdsRole: @escaping @Sendable () -> Bool = { false }) {
+        public init(ttl: Int64 = 60, roleTTL: Int64 = 3, holdsRole: WatchedFlag = WatchedFlag()) {
             self.ttl = ttl
             self.roleTTL = roleTTL
             self.holdsRole = holdsRole
         }
 
         /// The TTL the droplet's lease should have now.
-        public var current: Int64 { holdsRole() ? roleTTL : ttl }
+        public var current: Int64 { holdsRole.value ? roleTTL : ttl }
+
+        /// Returns once the TTL it should have is not `held`.
+        func changed(from held: Int64) async {
+            while current == held && !Task.isCancelled {
+                await holdsRole.changed(from: holdsRole.value)
+            }
+        }
     }
 
     public init(store: Store, name: String, spec: DropletSpec, liveness: Liveness = Liveness(), logger: Logger) {
@@ -65,7 +73,7 @@ public struct DropletRegistration: Service {
     /// or a lost connection it registers again.
     public static func run(store: Store, name: String, spec: DropletSpec, liveness: Liveness, logger: Logger) async {
         var logged = false
-        await LeaseHolder.hold(store.etcd, ttl: { liveness.current }, retryDelay: .milliseconds(500), register: { lease in
+        await LeaseHolder.hold(store.etcd, ttl: { liveness.current }, changed: { await liveness.changed(from: $0) }, retryDelay: .milliseconds(500), register: { lease in
             try await upsert(store: store, name: name, spec: spec)
             try await store.etcd.put(store.dropletLeasePrefix + name, Array(spec.transitd.utf8), lease: lease)
             logger.info("droplet registered", metadata: ["droplet.name": "\(name)", "etcd.lease": "\(lease)"])

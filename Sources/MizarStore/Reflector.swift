@@ -50,15 +50,17 @@ public enum LeaseHolder {
         register: (_ lease: Int64) async throws -> Void,
         lost: (any Error) -> Void
     ) async {
-        await hold(etcd, ttl: { ttl }, retryDelay: retryDelay, register: register, lost: lost)
+        await hold(etcd, ttl: { ttl }, changed: nil, retryDelay: retryDelay, register: register, lost: lost)
     }
 
-    /// The same, with a TTL that may change while it is held: when `ttl()`
-    /// (asked every quarter second) no longer gives the held lease's TTL, a
-    /// lease of the new TTL is granted, `register` writes under it, and only
-    /// then is the old one revoked, so what lives under it never lapses.
+    /// The same, with a TTL that may change while it is held (none when
+    /// `changed` is nil): once `changed(ttl)` returns (it waits for the TTL to differ from the one
+    /// held), a lease of the new TTL is granted, `register` writes under
+    /// it, and only then is the old one revoked, so what lives under it
+    /// never lapses.
     public static func hold(
-        _ etcd: Etcd, ttl: @escaping @Sendable () -> Int64, retryDelay: Duration,
+        _ etcd: Etcd, ttl: @escaping @Sendable () -> Int64, changed: (@Sendable (_ from: Int64) async -> Void)?,
+        retryDelay: Duration,
         register: (_ lease: Int64) async throws -> Void,
         lost: (any Error) -> Void
     ) async {
@@ -70,7 +72,9 @@ public enum LeaseHolder {
                 try await register(lease)
                 if let previous { try? await etcd.revokeLease(previous) }
                 previous = nil
-                try await etcd.keepAlive(lease, every: .milliseconds(held * 1000 / 3), until: { ttl() != held })
+                var until: (@Sendable () async -> Void)?
+                if let changed { until = { await changed(held) } }
+                try await etcd.keepAlive(lease, every: .milliseconds(held * 1000 / 3), until: until)
                 if Task.isCancelled { return }
                 previous = lease   // the TTL changed: re-granted at once, revoked once replaced
             } catch is CancellationError {

@@ -59,9 +59,13 @@ public actor TransitHost {
     /// is a bouncer of ("subnet/VNI/CIDR"): read, without waiting on the
     /// actor, by the registration that picks the droplet's lease.
     nonisolated let roles = Mutex<Set<String>>([])
+    /// This host is a bouncer or a divider now (kept from `roles`).
+    public nonisolated let holdsRole = WatchedFlag()
 
-    /// This host is a bouncer or a divider now.
-    public nonisolated var holdsRole: Bool { roles.withLock { !$0.isEmpty } }
+    /// Changes `roles` and keeps `holdsRole` up to date.
+    nonisolated func changeRoles(_ change: (inout Set<String>) -> Void) {
+        holdsRole.set(roles.withLock { change(&$0); return !$0.isEmpty })
+    }
 
     public static let version = "0.3.0"
 
@@ -108,7 +112,7 @@ public actor TransitHost {
         interfaces = try loadRecords()
         let held = Set(try dataplane.listVPCs(vni: nil).filter(\.isDivider).map { "vpc/\($0.vni)" }
                        + dataplane.listSubnets(vni: nil).filter(\.isBouncer).map { "subnet/\($0.vni)/\($0.cidr)" })
-        roles.withLock { $0 = held }
+        changeRoles { $0 = held }
         try readopt()
         try reserveSNATPorts()
     }
@@ -133,7 +137,7 @@ public actor TransitHost {
         let before = try dataplane.vpc(e.vni)
         if before == e { return false }
         try dataplane.upsertVPC(e)
-        roles.withLock { if e.isDivider { $0.insert("vpc/\(e.vni)") } else { $0.remove("vpc/\(e.vni)") } }
+        changeRoles { if e.isDivider { $0.insert("vpc/\(e.vni)") } else { $0.remove("vpc/\(e.vni)") } }
         logger.info("vpc put", metadata: ["vpc.vni": "\(e.vni)", "vpc.dividers": "\(e.dividers.count)"])
         return true
     }
@@ -147,7 +151,7 @@ public actor TransitHost {
         }
         try dataplane.forgetCachedHosts(vni) { _ in true }
         try forgetServices(vni) { _ in true }
-        defer { roles.withLock { _ = $0.remove("vpc/\(vni)") } }
+        defer { changeRoles { $0.remove("vpc/\(vni)") } }
         return try dataplane.deleteVPC(vni)
     }
 
@@ -171,7 +175,7 @@ public actor TransitHost {
         }
         if try dataplane.subnet(e.vni, e.cidr) == e { return false }
         try dataplane.upsertSubnet(e)
-        roles.withLock { if e.isBouncer { $0.insert("subnet/\(e.vni)/\(e.cidr)") } else { $0.remove("subnet/\(e.vni)/\(e.cidr)") } }
+        changeRoles { if e.isBouncer { $0.insert("subnet/\(e.vni)/\(e.cidr)") } else { $0.remove("subnet/\(e.vni)/\(e.cidr)") } }
         logger.info("subnet put", metadata: ["vpc.vni": "\(e.vni)", "subnet.cidr": "\(e.cidr)",
                                              "subnet.bouncers": "\(e.bouncers.count)"])
         return true
@@ -186,7 +190,7 @@ public actor TransitHost {
         }
         try dataplane.forgetCachedHosts(vni) { cidr.contains($0) }
         try forgetServices(vni) { cidr.contains($0) }
-        defer { roles.withLock { _ = $0.remove("subnet/\(vni)/\(cidr)") } }
+        defer { changeRoles { $0.remove("subnet/\(vni)/\(cidr)") } }
         return try dataplane.deleteSubnet(vni, cidr)
     }
 

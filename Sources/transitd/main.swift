@@ -217,7 +217,7 @@ struct Transitd: AsyncParsableCommand {
             }
             if let store { services.append(DropletRegistration(
                 store: store, name: dropletName, spec: spec,
-                liveness: .init(ttl: leaseTTL, roleTTL: roleLeaseTTL, holdsRole: { host.holdsRole }), logger: logger)) }
+                liveness: .init(ttl: leaseTTL, roleTTL: roleLeaseTTL, holdsRole: host.holdsRole), logger: logger)) }
             // CNI makes Endpoints in etcd; without etcd it answers with a clear error.
             if cniPath != "none" {
                 services.append(CNIServer(path: cniPath, handler: CNIHandler(host: host, store: store, droplet: dropletName, logger: logger),

@@ -258,7 +258,7 @@ struct StoreTests {
     @Test("a droplet's registration holds a long lease without a role and a short one with it; the key moves between them and is never absent")
     func roleLease() async throws {
         try await withStore("role-lease", seeded: false) { store in
-            let role = Mutex(false)
+            let role = WatchedFlag()
             let spec = DropletSpec(ip: "10.255.0.9", mac: "0a:00:00:00:00:09", transitd: "10.255.0.9:7070")
             let key = store.dropletLeasePrefix + "d9"
             // Every change of the key, from before it exists.
@@ -271,7 +271,7 @@ struct StoreTests {
             }
             let registration = Task {
                 await DropletRegistration.run(store: store, name: "d9", spec: spec,
-                                              liveness: .init(ttl: 30, roleTTL: 3, holdsRole: { role.withLock { $0 } }),
+                                              liveness: .init(ttl: 30, roleTTL: 3, holdsRole: role),
                                               logger: Logger(label: "test"))
             }
             defer { registration.cancel(); changes.cancel() }
@@ -292,7 +292,7 @@ struct StoreTests {
             #expect(long.left > 20 && long.left <= 30)
             // Made a bouncer: within a second under a 3 s lease, the long one revoked.
             let start = ContinuousClock.now
-            role.withLock { $0 = true }
+            role.set(true)
             let short = try await lease(granted: 3)
             #expect(ContinuousClock.now - start < .seconds(1))
             #expect(short.id != long.id && short.left <= 3)
@@ -301,7 +301,7 @@ struct StoreTests {
             try await Task.sleep(for: .seconds(4))
             #expect(try await store.etcd.get(key)?.lease == short.id)
             // The role gone: back to a long lease.
-            role.withLock { $0 = false }
+            role.set(false)
             let again = try await lease(granted: 30)
             #expect(again.id != short.id && again.left > 20)
             #expect(try await store.etcd.timeToLive(short.id) == nil)

@@ -92,14 +92,19 @@ final class SimFleet: TransitHosting {
     private let tables = Mutex<[UInt32: SimTables]>([:])
     private let calls = Mutex(CallCount())
     private let refused = Mutex<[String]>([])
+    /// Each droplet's "holds a role" flag, which its registration waits on.
+    private let roleFlags = Mutex<[UInt32: WatchedFlag]>([:])
     let defaultEndpointMTU: UInt32 = 1450
 
     func add(_ ip: IPv4Address, droplets: Set<IPv4Address> = []) {
         tables.withLock { $0[ip.value] = SimTables(droplets: droplets) }
+        roleFlags.withLock { $0[ip.value] = WatchedFlag() }
     }
+    /// The flag a droplet's registration waits on.
+    func roleFlag(_ ip: IPv4Address) -> WatchedFlag { roleFlags.withLock { $0[ip.value] ?? WatchedFlag() } }
     func remove(_ ip: IPv4Address) { tables.withLock { _ = $0.removeValue(forKey: ip.value) } }
     func has(_ ip: IPv4Address) -> Bool { tables.withLock { $0[ip.value] != nil } }
-    func holdsRole(_ ip: IPv4Address) -> Bool { tables.withLock { $0[ip.value]?.holdsRole ?? false } }
+    func holdsRole(_ ip: IPv4Address) -> Bool { roleFlag(ip).value }
     func count(_ ip: IPv4Address, _ method: String) {
         calls.withLock { $0.byMethod[method, default: 0] += 1; $0.byDroplet[ip.value, default: 0] += 1 }
     }
@@ -115,11 +120,13 @@ final class SimFleet: TransitHosting {
     private func on<R>(_ body: (inout SimTables) throws -> R) throws -> R {
         guard let ip = SimCall.droplet else { throw TransitError(.internalError, field: "droplet", "no droplet for this call") }
         do {
-            return try tables.withLock { all in
+            let (result, role) = try tables.withLock { all in
                 guard var t = all[ip.value] else { throw TransitError(.notFound, field: "droplet", "droplet \(ip) is gone") }
                 defer { all[ip.value] = t }
-                return try body(&t)
+                return (try body(&t), t.holdsRole)
             }
+            roleFlag(ip).set(role)
+            return result
         } catch {
             refused.withLock { $0.append("\(ip): \(error)") }
             throw error

@@ -235,7 +235,7 @@ final class SimCluster: Sendable {
         if !fleet.has(ip) { fleet.add(ip) }
         let t = Task {
             await DropletRegistration.run(store: store, name: simName(i), spec: spec,
-                                          liveness: .init(ttl: ttl, roleTTL: roleTTL, holdsRole: { fleet.holdsRole(ip) }), logger: logger)
+                                          liveness: .init(ttl: ttl, roleTTL: roleTTL, holdsRole: fleet.roleFlag(ip)), logger: logger)
         }
         registrations.withLock { $0[i] = t }
     }
@@ -510,4 +510,106 @@ if mode == "sweep" || mode == "all" {
     for hosts in (env("HOSTS") ?? "100 1000 10000").split(separator: " ").compactMap({ Int($0) }) {
         try await sweep(hosts: hosts, logger: logger)
     }
+}
+
+// MARK: - Endpoints present: 0, 100,000 and 1,000,000 at 1,000 hosts
+
+/// Writes `count` endpoints (from `first` on) of VPC "bulk" as the operator
+/// leaves them — copies of `model`, a real Provisioned endpoint, each with
+/// its own name, uid, address and droplet — with their ipam keys.
+func bulkLoad(_ store: Store, model: MizarAPI.Endpoint, from first: Int, count: Int, hosts: Int) async throws {
+    let batch = 32
+    try await concurrently((count + batch - 1) / batch, width: 16) { b in
+        var ops: [EtcdOperation] = []
+        for j in (first + b * batch)..<min(first + count, first + (b + 1) * batch) {
+            var e = model
+            e.metadata.name = "bulk-\(j)"
+            e.metadata.uid = UUID().uuidString.lowercased()
+            e.metadata.resourceVersion = nil
+            let ip = IPv4Address(value: 0x0a80_0000 + UInt32(j) + 2)
+            e.spec.ip = ip
+            e.spec.droplet = simName(j % hosts)
+            e.status?.ip = ip
+            e.status?.mac = MACAddress(value: 0x0a58_0000_0000 + UInt64(j))
+            e.status?.droplet = simName(j % hosts)
+            ops.append(.put(store.key(.endpoint, e.name), ObjectCoding.encode(e)))
+            ops.append(.put(store.ipKey(vpc: "bulk", ip: ip), Array(e.name.utf8)))
+        }
+        _ = try await store.etcd.transaction(if: [], then: ops)
+    }
+}
+
+func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
+    let dir = "/var/tmp/mizar-scale-e\(hosts)-\(getpid())"
+    let etcd = try EtcdServer(name: "scale", directory: dir)
+    defer { etcd.stop(); _ = removeTree(dir) }
+    let sim = SimCluster(port: 7070)
+    let connections = (hosts + dropletsPerConnection - 1) / dropletsPerConnection
+    try await withClients(connections + 1, port: etcd.clientPort) { clients in
+        let store = Store(etcd: clients[0])
+        let stores = clients.dropFirst().map { Store(etcd: $0) }
+        try await concurrently(hosts) { i in
+            try await store.create(Droplet(name: simName(i), spec: sim.spec(i)))
+            try await store.updateStatus(DropletSpec.self, simName(i)) { $0.common.phase = .ready }
+        }
+        for i in 0..<hosts { sim.register(i, store: stores[i / dropletsPerConnection], ttl: 60, roleTTL: 3, logger: logger) }
+        var op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
+        _ = try await op.settle(from: monotonicSeconds())
+        // The VPC the bulk lives in, and one real endpoint as its model.
+        try await store.create(Vpc(name: "bulk", spec: VpcSpec(cidr: "10.0.0.0/8")))
+        try await waitPhase(store, VpcSpec.self, "bulk", .provisioned)
+        try await store.create(Subnet(name: "bulk-1", spec: SubnetSpec(vpc: "bulk", cidr: "10.128.0.0/9", bouncers: 2)))
+        try await waitPhase(store, SubnetSpec.self, "bulk-1", .provisioned)
+        try await store.create(Endpoint(name: "model", spec: EndpointSpec(vpc: "bulk", subnet: "bulk-1", ip: IPv4Address(value: 0x0a80_0001),
+                                                                         droplet: simName(0))))
+        try await waitPhase(store, EndpointSpec.self, "model", .provisioned)
+        let model = try await store.get(EndpointSpec.self, "model")!
+        try await store.create(Vpc(name: "v", spec: VpcSpec(cidr: "10.0.0.0/8")))
+        try await waitPhase(store, VpcSpec.self, "v", .provisioned)
+        try await store.create(Subnet(name: "v-1", spec: SubnetSpec(vpc: "v", cidr: "10.1.0.0/16", bouncers: 2)))
+        try await waitPhase(store, SubnetSpec.self, "v-1", .provisioned)
+        var loaded = 0, round = 0
+        for target in steps {
+            if target > loaded {
+                op.stop()
+                let t0 = monotonicSeconds()
+                try await bulkLoad(store, model: model, from: loaded, count: target - loaded, hosts: hosts)
+                say(String(format: "\(hosts) hosts: %d endpoints written in %.1f s", target - loaded, monotonicSeconds() - t0))
+                loaded = target
+                // Restart: the operator lists and settles every object.
+                let start = monotonicSeconds()
+                op = try OperatorProcess(etcd: etcd.clientPort, directory: dir, id: "op-\(target)")
+                let settled = try await op.settle(from: start, quiet: 2)
+                say(String(format: "\(hosts) hosts, %d endpoints: operator start -> settled %.1f s, RSS %.0f MiB", loaded, settled, rssMiB(op.pid)))
+            }
+            let db = metric(etcd.metricsText(), "etcd_mvcc_db_total_size_in_use_in_bytes")
+            let keys = try await store.etcd.count(prefix: store.root)
+            say(String(format: "\(hosts) hosts, %d endpoints: etcd %.0f MiB in use, %d keys, RSS %.0f MiB", loaded, db / 1048576, keys, rssMiB(etcd.pid)))
+            var latencies: [Double] = []
+            let cost = try await measure(store, fleet: sim.fleet, pool: nil, events: EventCounter(clients[0], root: store.root)) {
+                for i in 0..<100 {
+                    let start = monotonicSeconds()
+                    try await store.create(Endpoint(name: "r\(round)-\(i)", spec: EndpointSpec(vpc: "v", subnet: "v-1", droplet: simName(i * 7919 % hosts))))
+                    try await waitPhase(store, EndpointSpec.self, "r\(round)-\(i)", .provisioned, seconds: 60)
+                    latencies.append(monotonicSeconds() - start)
+                }
+            }
+            say(String(format: "\(hosts) hosts, %d endpoints: create -> Provisioned p50 %.1f ms, p99 %.1f ms (100, one at a time); ", loaded,
+                       percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000) + cost.summary)
+            let sub = try await measure(store, fleet: sim.fleet, pool: nil, events: EventCounter(clients[0], root: store.root)) {
+                try await store.create(Subnet(name: "v-s\(round)", spec: SubnetSpec(vpc: "v", cidr: CIDR(parsing: "10.\(2 + round).0.0/16"), bouncers: 2)))
+                try await waitPhase(store, SubnetSpec.self, "v-s\(round)", .provisioned)
+            }
+            say("\(hosts) hosts, \(loaded) endpoints: subnet create: " + sub.summary)
+            round += 1
+        }
+        op.stop()
+        await sim.stop()
+    }
+}
+
+if mode == "endpoints" {
+    say("== Endpoints present: the release mizar-operator at \(env("HOSTS") ?? "1000") simulated hosts")
+    try await endpointScale(hosts: Int(env("HOSTS") ?? "1000") ?? 1000,
+                            steps: (env("ENDPOINTS") ?? "0 100000 1000000").split(separator: " ").compactMap { Int($0) }, logger: logger)
 }
