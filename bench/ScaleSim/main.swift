@@ -396,6 +396,25 @@ func withClients<R: Sendable>(_ n: Int, port: Int, _ have: [Etcd] = [], _ body: 
 /// its own; 100,000 connections would pass this machine's descriptor cap).
 let dropletsPerConnection = 200
 
+/// Loads a cluster of `hosts` simulated droplets at rest: every Droplet
+/// Ready as the operator leaves it (the join path costs one call per host
+/// per join, measured in the sweep; D joins one by one would cost D² calls
+/// to set up), every registration live. Returns the store each droplet
+/// registers through.
+func loadDroplets(_ hosts: Int, store: Store, registrations: [Etcd], sim: SimCluster, logger: Logger) async throws -> @Sendable (Int) -> Store {
+    try await concurrently(hosts) { i in
+        try await store.create(Droplet(name: simName(i), spec: sim.spec(i)))
+        try await store.updateStatus(DropletSpec.self, simName(i)) { $0.common.phase = .ready }
+    }
+    let stores = registrations.map { Store(etcd: $0) }
+    let storeOf: @Sendable (Int) -> Store = { stores[$0 / dropletsPerConnection] }
+    for i in 0..<hosts { sim.register(i, store: storeOf(i), ttl: 60, roleTTL: 3, logger: logger) }
+    guard try await until(600, every: .milliseconds(250), { try await store.etcd.count(prefix: store.dropletLeasePrefix) == hosts }) else {
+        throw TestbedError("\(hosts) registrations not made")
+    }
+    return storeOf
+}
+
 func sweep(hosts: Int, logger: Logger) async throws {
     let dir = "/var/tmp/mizar-scale-\(hosts)-\(getpid())"
     let etcd = try EtcdServer(name: "scale", directory: dir)
@@ -405,20 +424,8 @@ func sweep(hosts: Int, logger: Logger) async throws {
     try await withClients(connections + 1, port: etcd.clientPort) { clients in
         let client = clients[0], registrationClients = Array(clients.dropFirst())
         let store = Store(etcd: client)
-        // The cluster at rest: every Droplet Ready as the operator leaves
-        // it (the join path costs one call per host per join, measured
-        // below; D joins one by one would cost D² calls to set up).
         var t0 = monotonicSeconds()
-        try await concurrently(hosts) { i in
-            try await store.create(Droplet(name: simName(i), spec: sim.spec(i)))
-            try await store.updateStatus(DropletSpec.self, simName(i)) { $0.common.phase = .ready }
-        }
-        let stores = registrationClients.map { Store(etcd: $0) }
-        func storeOf(_ i: Int) -> Store { stores[i / dropletsPerConnection] }
-        for i in 0..<hosts { sim.register(i, store: storeOf(i), ttl: 60, roleTTL: 3, logger: logger) }
-        guard try await until(600, every: .milliseconds(250), { try await store.etcd.count(prefix: store.dropletLeasePrefix) == hosts }) else {
-            throw TestbedError("\(hosts) registrations not made")
-        }
+        let storeOf = try await loadDroplets(hosts, store: store, registrations: registrationClients, sim: sim, logger: logger)
         say("\(hosts) hosts: loaded in \(String(format: "%.1f", monotonicSeconds() - t0)) s")
         // Renewals at rest: etcd's own count over 40 s (two renewal
         // periods of a droplet without a role).
@@ -547,12 +554,7 @@ func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
     let connections = (hosts + dropletsPerConnection - 1) / dropletsPerConnection
     try await withClients(connections + 1, port: etcd.clientPort) { clients in
         let store = Store(etcd: clients[0])
-        let stores = clients.dropFirst().map { Store(etcd: $0) }
-        try await concurrently(hosts) { i in
-            try await store.create(Droplet(name: simName(i), spec: sim.spec(i)))
-            try await store.updateStatus(DropletSpec.self, simName(i)) { $0.common.phase = .ready }
-        }
-        for i in 0..<hosts { sim.register(i, store: stores[i / dropletsPerConnection], ttl: 60, roleTTL: 3, logger: logger) }
+        _ = try await loadDroplets(hosts, store: store, registrations: Array(clients.dropFirst()), sim: sim, logger: logger)
         var op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
         _ = try await op.settle(from: monotonicSeconds())
         // The VPC the bulk lives in, and one real endpoint as its model.
