@@ -3,6 +3,7 @@
 # simulated droplets listen on 0.0.0.0 there (every 127/8 address is local
 # to its loopback), reachable from nothing else. Usage:
 #   bench/scale.sh [calibrate|sweep|all]   (HOSTS="100 1000 10000" for the sweep)
+#   bench/scale.sh endpoints               (HOSTS=1000 ENDPOINTS="0 100000 1000000")
 # Builds in release unless BUILD=debug.
 set -euo pipefail
 cd "$(dirname "$0")/.."

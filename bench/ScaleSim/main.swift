@@ -355,8 +355,15 @@ struct OperatorProcess {
                                "--metrics-address", "127.0.0.1:\(metricsPort)", "--log-level", "error"], log: log)
     }
     var metrics: String? { EtcdServer.httpGet(port: metricsPort, path: "/metrics") }
+    /// SIGTERM, and SIGKILL if it has not exited within 10 s.
     func stop() {
         kill(pid, SIGTERM)
+        var status: Int32 = 0
+        for _ in 0..<100 {
+            if waitpid(pid, &status, WNOHANG) == pid { return }
+            usleep(100_000)
+        }
+        kill(pid, SIGKILL)
         reap(pid)
     }
 
@@ -408,7 +415,15 @@ func loadDroplets(_ hosts: Int, store: Store, registrations: [Etcd], sim: SimClu
     }
     let stores = registrations.map { Store(etcd: $0) }
     let storeOf: @Sendable (Int) -> Store = { stores[$0 / dropletsPerConnection] }
-    for i in 0..<hosts { sim.register(i, store: storeOf(i), ttl: 60, roleTTL: 3, logger: logger) }
+    // Registrations start 1,000 at a time, as a cluster's transitds come
+    // up over time (100,000 grants at once queue behind each other).
+    for start in stride(from: 0, to: hosts, by: 1000) {
+        for i in start..<min(hosts, start + 1000) { sim.register(i, store: storeOf(i), ttl: 60, roleTTL: 3, logger: logger) }
+        let want = min(hosts, start + 1000)
+        guard try await until(600, every: .milliseconds(50), { try await store.etcd.count(prefix: store.dropletLeasePrefix) >= want - 100 }) else {
+            throw TestbedError("registrations \(start)..<\(want) not made")
+        }
+    }
     guard try await until(600, every: .milliseconds(250), { try await store.etcd.count(prefix: store.dropletLeasePrefix) == hosts }) else {
         throw TestbedError("\(hosts) registrations not made")
     }
@@ -533,7 +548,7 @@ func bulkLoad(_ store: Store, model: MizarAPI.Endpoint, from first: Int, count: 
             e.metadata.name = "bulk-\(j)"
             e.metadata.uid = UUID().uuidString.lowercased()
             e.metadata.resourceVersion = nil
-            let ip = IPv4Address(value: 0x0a80_0000 + UInt32(j) + 2)
+            let ip = IPv4Address(value: 0x0a80_0000 + UInt32(j) + 3)
             e.spec.ip = ip
             e.spec.droplet = simName(j % hosts)
             e.status?.ip = ip
@@ -556,13 +571,14 @@ func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
         let store = Store(etcd: clients[0])
         _ = try await loadDroplets(hosts, store: store, registrations: Array(clients.dropFirst()), sim: sim, logger: logger)
         var op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
+        defer { op.stop() }
         _ = try await op.settle(from: monotonicSeconds())
         // The VPC the bulk lives in, and one real endpoint as its model.
         try await store.create(Vpc(name: "bulk", spec: VpcSpec(cidr: "10.0.0.0/8")))
         try await waitPhase(store, VpcSpec.self, "bulk", .provisioned)
         try await store.create(Subnet(name: "bulk-1", spec: SubnetSpec(vpc: "bulk", cidr: "10.128.0.0/9", bouncers: 2)))
         try await waitPhase(store, SubnetSpec.self, "bulk-1", .provisioned)
-        try await store.create(Endpoint(name: "model", spec: EndpointSpec(vpc: "bulk", subnet: "bulk-1", ip: IPv4Address(value: 0x0a80_0001),
+        try await store.create(Endpoint(name: "model", spec: EndpointSpec(vpc: "bulk", subnet: "bulk-1", ip: IPv4Address(value: 0x0a80_0002),
                                                                          droplet: simName(0))))
         try await waitPhase(store, EndpointSpec.self, "model", .provisioned)
         let model = try await store.get(EndpointSpec.self, "model")!
@@ -571,6 +587,7 @@ func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
         try await store.create(Subnet(name: "v-1", spec: SubnetSpec(vpc: "v", cidr: "10.1.0.0/16", bouncers: 2)))
         try await waitPhase(store, SubnetSpec.self, "v-1", .provisioned)
         var loaded = 0, round = 0
+        let events = try await EventCounter(clients[0], root: store.root)
         for target in steps {
             if target > loaded {
                 op.stop()
@@ -588,7 +605,7 @@ func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
             let keys = try await store.etcd.count(prefix: store.root)
             say(String(format: "\(hosts) hosts, %d endpoints: etcd %.0f MiB in use, %d keys, RSS %.0f MiB", loaded, db / 1048576, keys, rssMiB(etcd.pid)))
             var latencies: [Double] = []
-            let cost = try await measure(store, fleet: sim.fleet, pool: nil, events: EventCounter(clients[0], root: store.root)) {
+            let cost = try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
                 for i in 0..<100 {
                     let start = monotonicSeconds()
                     try await store.create(Endpoint(name: "r\(round)-\(i)", spec: EndpointSpec(vpc: "v", subnet: "v-1", droplet: simName(i * 7919 % hosts))))
@@ -598,14 +615,15 @@ func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
             }
             say(String(format: "\(hosts) hosts, %d endpoints: create -> Provisioned p50 %.1f ms, p99 %.1f ms (100, one at a time); ", loaded,
                        percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000) + cost.summary)
-            let sub = try await measure(store, fleet: sim.fleet, pool: nil, events: EventCounter(clients[0], root: store.root)) {
+            let sub = try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
                 try await store.create(Subnet(name: "v-s\(round)", spec: SubnetSpec(vpc: "v", cidr: CIDR(parsing: "10.\(2 + round).0.0/16"), bouncers: 2)))
                 try await waitPhase(store, SubnetSpec.self, "v-s\(round)", .provisioned)
             }
             say("\(hosts) hosts, \(loaded) endpoints: subnet create: " + sub.summary)
             round += 1
         }
-        op.stop()
+        // Everything that streams from etcd ends before the clients close.
+        events.stop()
         await sim.stop()
     }
 }
