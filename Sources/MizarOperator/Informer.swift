@@ -29,6 +29,9 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
     public func filter(_ included: (Object<Spec>) -> Bool) -> [Object<Spec>] {
         cache.withLock { $0.objects.values.filter(included) }
     }
+    public func contains(where included: (Object<Spec>) -> Bool) -> Bool {
+        cache.withLock { $0.objects.values.contains(where: included) }
+    }
     public var hasSynced: Bool { synced.isOpen }
     /// Returns once the first list is in the cache (or the task is cancelled).
     public func waitSynced() async { await synced.wait() }

@@ -457,6 +457,12 @@ public final class Operator: Sendable {
         droplets.filter(isReady).sorted { $0.name < $1.name }
     }
 
+    /// The ready ones among `names`, by name: linear in the names, not in
+    /// the cluster (a table's holders, not every droplet).
+    func readyDroplets(among names: Set<String>) -> [Droplet] {
+        names.compactMap { droplets.get($0) }.filter(isReady).sorted { $0.name < $1.name }
+    }
+
     /// One droplet's readiness: what the endpoint path asks, without a
     /// look at every droplet.
     func isReady(_ d: Droplet) -> Bool {
@@ -486,16 +492,27 @@ public final class Operator: Sendable {
     /// placements exist, at most one per droplet, on the least-loaded
     /// droplets first.
     func place(current: [String], want: Int) -> (add: [String], drop: [String], short: Int) {
-        let ready = Set(readyDroplets().map(\.name))
-        let alive = current.filter { ready.contains($0) }
-        var drop = current.filter { !ready.contains($0) }
+        let alive = current.filter { isReady(named: $0) }
+        var drop = current.filter { !isReady(named: $0) }
         let load = roleLoad()
+        func key(_ n: String) -> (Int, String) { (load[n, default: 0], n) }
         if alive.count > want {
-            drop += alive.sorted { (load[$0, default: 0], $0) > (load[$1, default: 0], $1) }.prefix(alive.count - want)
+            drop += alive.sorted { key($0) > key($1) }.prefix(alive.count - want)
             return ([], drop, 0)
         }
-        let candidates = ready.subtracting(current).sorted { (load[$0, default: 0], $0) < (load[$1, default: 0], $1) }
-        let add = Array(candidates.prefix(want - alive.count))
+        // The few least-loaded ready droplets: one pass over the ready
+        // ones per placement wanted, no sort of the whole cluster.
+        let taken = Set(current)
+        var add: [String] = []
+        for _ in 0..<(want - alive.count) {
+            var best: (Int, String)?
+            for d in droplets.filter({ isReady($0) && !taken.contains($0.name) && !add.contains($0.name) }) {
+                let k = key(d.name)
+                if best == nil || k < best! { best = k }
+            }
+            guard let best else { break }
+            add.append(best.1)
+        }
         return (add, drop, want - alive.count - add.count)
     }
 }

@@ -86,7 +86,7 @@ extension Operator {
                    _ put: ([TransitPeer]) async throws -> Void) async throws {
         // Only the droplets that hold the VPC (and the new holders).
         let interested = (vpcOfTable(key).map(vpcHolders) ?? []).union(holders)
-        let ready = readyDroplets().filter { interested.contains($0.name) }
+        let ready = readyDroplets(among: interested)
         // Without a record (this operator just started, or the holders
         // changed) every interested droplet is given it: which of them
         // hold it is not known. That is linear in the VPC's holders.
@@ -205,12 +205,11 @@ extension Operator {
     /// there are as many as wanted or no ready droplet is left to add.
     func placementSettled(_ recorded: [String]?, live: [String], want: Int) -> Bool {
         guard Set(recorded ?? []) == Set(live) else { return false }
-        return live.count >= want || readyDroplets().count <= live.count
+        return live.count >= want || !droplets.contains { isReady($0) && !live.contains($0.name) }
     }
 
     func liveDividers(of vpc: String) -> [String] {
-        let ready = Set(readyDroplets().map(\.name))
-        return dividers.filter { $0.spec.vpc == vpc && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
+        return dividers.filter { $0.spec.vpc == vpc && isReady(named: $0.spec.droplet) }.map(\.spec.droplet)
     }
 
     /// Writes the VNI (the requested one, claimed at admission, or a free
@@ -273,8 +272,7 @@ extension Operator {
             return try await setPhase(s, .initial, reason: "waiting for Vpc \(s.spec.vpc)", in: subnets)
         }
         let cidr = s.spec.cidr
-        let ready = Set(readyDroplets().map(\.name))
-        let liveBouncers = bouncers.filter { $0.spec.subnet == name && ready.contains($0.spec.droplet) }.map(\.spec.droplet)
+        let liveBouncers = bouncers.filter { $0.spec.subnet == name && isReady(named: $0.spec.droplet) }.map(\.spec.droplet)
         if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) {
             if s.status?.vni != nil {
                 let bs = s.status?.bouncers ?? []
@@ -338,8 +336,7 @@ extension Operator {
         }
         // A bouncer no longer used forgets the subnet's endpoints (once no
         // host sends to it any more).
-        let readyNames = Set(readyDroplets().map(\.name))
-        let retired = try (s.status?.bouncers ?? []).filter { !placed.contains($0) && readyNames.contains($0) }.compactMap { try peer(named: $0) }
+        let retired = try (s.status?.bouncers ?? []).filter { !placed.contains($0) && isReady(named: $0) }.compactMap { try peer(named: $0) }
         if !retired.isEmpty {
             for e in endpoints.filter({ $0.spec.subnet == name }) {
                 guard let ip = e.status?.ip else { continue }

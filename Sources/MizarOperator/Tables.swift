@@ -86,10 +86,8 @@ extension Operator {
     /// droplets it was given to and those holding the VPC now; every ready
     /// droplet only when this operator has no record (it restarted since).
     func tableHolders(_ key: String, vpc: String) -> [Droplet] {
-        let ready = readyDroplets()
-        guard let given = tablesGiven.withLock({ $0[key]?.droplets }) else { return ready }
-        let wanted = given.union(vpcHolders(vpc))
-        return ready.filter { wanted.contains($0.name) }
+        guard let given = tablesGiven.withLock({ $0[key]?.droplets }) else { return readyDroplets() }
+        return readyDroplets(among: given.union(vpcHolders(vpc)))
     }
 
     /// Gives `droplet` the tables of `vpc` (the VPC's, then each placed
