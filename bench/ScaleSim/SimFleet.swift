@@ -51,7 +51,6 @@ struct SimTables {
 struct CallCount: Sendable {
     var byMethod: [String: Int] = [:]
     var byDroplet: [UInt32: Int] = [:]
-    var total: Int { byMethod.values.reduce(0, +) }
     var distinctDroplets: Int { byDroplet.count }
     var mostToOne: Int { byDroplet.values.max() ?? 0 }
 
@@ -102,7 +101,6 @@ final class SimFleet: TransitHosting {
     }
     /// The flag a droplet's registration waits on.
     func roleFlag(_ ip: IPv4Address) -> WatchedFlag { roleFlags.withLock { $0[ip.value] ?? WatchedFlag() } }
-    func remove(_ ip: IPv4Address) { tables.withLock { _ = $0.removeValue(forKey: ip.value) } }
     func has(_ ip: IPv4Address) -> Bool { tables.withLock { $0[ip.value] != nil } }
     func holdsRole(_ ip: IPv4Address) -> Bool { roleFlag(ip).value }
     func count(_ ip: IPv4Address, _ method: String) {
@@ -111,10 +109,6 @@ final class SimFleet: TransitHosting {
     var callCount: CallCount { calls.withLock { $0 } }
     /// What was refused (for the calibration's report), and forgets it.
     func takeRefusals() -> [String] { refused.withLock { r in defer { r = [] }; return r } }
-    /// Droplets that hold anything of `vni`.
-    func holders(of vni: VNI) -> Int { tables.withLock { $0.values.filter { $0.vpcs[vni] != nil }.count } }
-    /// A droplet's tables (for checks).
-    func tables(of ip: IPv4Address) -> SimTables? { tables.withLock { $0[ip.value] } }
 
     /// Runs `body` on the calling droplet's tables.
     private func on<R>(_ body: (inout SimTables) throws -> R) throws -> R {

@@ -430,18 +430,30 @@ func loadDroplets(_ hosts: Int, store: Store, registrations: [Etcd], sim: SimClu
     return storeOf
 }
 
-func sweep(hosts: Int, logger: Logger) async throws {
-    let dir = "/var/tmp/mizar-scale-\(hosts)-\(getpid())"
+/// etcd on disk under `dir`, the simulated droplets' listener, and
+/// `hosts` droplets loaded at rest (`loadDroplets`): `body` gets etcd, the
+/// fleet, the benchmark's own store and the store each droplet registers
+/// through. Everything is stopped afterwards.
+func withSimulatedCluster(hosts: Int, dir: String, logger: Logger,
+                          _ body: (EtcdServer, SimCluster, Store, @Sendable (Int) -> Store) async throws -> Void) async throws {
     let etcd = try EtcdServer(name: "scale", directory: dir)
     defer { etcd.stop(); _ = removeTree(dir) }
     let sim = SimCluster(port: 7070)
     let connections = (hosts + dropletsPerConnection - 1) / dropletsPerConnection
     try await withClients(connections + 1, port: etcd.clientPort) { clients in
-        let client = clients[0], registrationClients = Array(clients.dropFirst())
-        let store = Store(etcd: client)
-        var t0 = monotonicSeconds()
-        let storeOf = try await loadDroplets(hosts, store: store, registrations: registrationClients, sim: sim, logger: logger)
+        let store = Store(etcd: clients[0])
+        let t0 = monotonicSeconds()
+        let storeOf = try await loadDroplets(hosts, store: store, registrations: Array(clients.dropFirst()), sim: sim, logger: logger)
         say("\(hosts) hosts: loaded in \(String(format: "%.1f", monotonicSeconds() - t0)) s")
+        try await body(etcd, sim, store, storeOf)
+        await sim.stop()
+    }
+}
+
+func sweep(hosts: Int, logger: Logger) async throws {
+    let dir = "/var/tmp/mizar-scale-\(hosts)-\(getpid())"
+    try await withSimulatedCluster(hosts: hosts, dir: dir, logger: logger) { etcd, sim, store, storeOf in
+        let client = store.etcd
         // Renewals at rest: etcd's own count over 40 s (two renewal
         // periods of a droplet without a role).
         let r0 = metric(etcd.metricsText(), "etcd_debugging_lease_renewed_total"), c0 = CPUSample.now()
@@ -449,7 +461,7 @@ func sweep(hosts: Int, logger: Logger) async throws {
         let renewals = (metric(etcd.metricsText(), "etcd_debugging_lease_renewed_total") - r0) / 40
         say("\(hosts) hosts: lease renewals \(String(format: "%.0f", renewals))/s at rest (\(String(format: "%.0f", CPUSample.idle(from: c0, to: .now()) * 100))% CPU idle)")
 
-        t0 = monotonicSeconds()
+        let t0 = monotonicSeconds()
         let op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
         defer { op.stop() }
         let settled = try await op.settle(from: t0)
@@ -523,12 +535,11 @@ func sweep(hosts: Int, logger: Logger) async throws {
         })
         say("\(hosts) hosts: operator RSS \(String(format: "%.0f", rssMiB(op.pid))) MiB; etcd RSS \(String(format: "%.0f", rssMiB(etcd.pid))) MiB")
         events.stop()
-        await sim.stop()
     }
 }
 
 if mode == "sweep" || mode == "all" {
-    say("== Sweep: the release mizar-operator over simulated droplets")
+    say("== Sweep: the mizar-operator executable over simulated droplets")
     for hosts in (env("HOSTS") ?? "100 1000 10000").split(separator: " ").compactMap({ Int($0) }) {
         try await sweep(hosts: hosts, logger: logger)
     }
@@ -563,13 +574,7 @@ func bulkLoad(_ store: Store, model: MizarAPI.Endpoint, from first: Int, count: 
 
 func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
     let dir = "/var/tmp/mizar-scale-e\(hosts)-\(getpid())"
-    let etcd = try EtcdServer(name: "scale", directory: dir)
-    defer { etcd.stop(); _ = removeTree(dir) }
-    let sim = SimCluster(port: 7070)
-    let connections = (hosts + dropletsPerConnection - 1) / dropletsPerConnection
-    try await withClients(connections + 1, port: etcd.clientPort) { clients in
-        let store = Store(etcd: clients[0])
-        _ = try await loadDroplets(hosts, store: store, registrations: Array(clients.dropFirst()), sim: sim, logger: logger)
+    try await withSimulatedCluster(hosts: hosts, dir: dir, logger: logger) { etcd, sim, store, _ in
         var op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
         defer { op.stop() }
         _ = try await op.settle(from: monotonicSeconds())
@@ -587,7 +592,7 @@ func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
         try await store.create(Subnet(name: "v-1", spec: SubnetSpec(vpc: "v", cidr: "10.1.0.0/16", bouncers: 2)))
         try await waitPhase(store, SubnetSpec.self, "v-1", .provisioned)
         var loaded = 0, round = 0
-        let events = try await EventCounter(clients[0], root: store.root)
+        let events = try await EventCounter(store.etcd, root: store.root)
         for target in steps {
             if target > loaded {
                 op.stop()
@@ -624,12 +629,11 @@ func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
         }
         // Everything that streams from etcd ends before the clients close.
         events.stop()
-        await sim.stop()
     }
 }
 
 if mode == "endpoints" {
-    say("== Endpoints present: the release mizar-operator at \(env("HOSTS") ?? "1000") simulated hosts")
+    say("== Endpoints present: the mizar-operator executable at \(env("HOSTS") ?? "1000") simulated hosts")
     try await endpointScale(hosts: Int(env("HOSTS") ?? "1000") ?? 1000,
                             steps: (env("ENDPOINTS") ?? "0 100000 1000000").split(separator: " ").compactMap { Int($0) }, logger: logger)
 }
