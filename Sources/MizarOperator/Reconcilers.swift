@@ -112,6 +112,19 @@ extension Operator {
         }
     }
 
+    /// Whether a deleted VPC's or subnet's table was already taken off its
+    /// holders, so that a reconcile that comes again calls nobody (the
+    /// finalizer's removal wakes it before the object leaves the cache).
+    /// The mark is forgotten when the object leaves the cache, and a
+    /// reconcile may still hold its copy from before: so the mark is asked
+    /// first, then whether the object (`still`) is in the cache — the
+    /// cache loses it before the mark goes, so one of the two tells.
+    /// Without the second question such a reconcile found neither mark
+    /// nor record of the holders and called every ready droplet.
+    func tablesTakenOff(_ key: String, still cached: @autoclosure () -> Bool) -> Bool {
+        tablesGone.withLock { $0.contains(key) } || !cached()
+    }
+
     // MARK: VPCs
 
     func reconcileVpc(_ name: String) async throws -> Outcome {
@@ -129,9 +142,9 @@ extension Operator {
             // name starts from nothing enforced).
             _ = try await store.etcd.delete(policyRecordPrefix + name)
             vpcPolicies.withLock { $0[name] = nil }
-            if let vni = v.status?.vni, !tablesGone.withLock({ $0.contains("vpc/\(name)") }) {
+            if let vni = v.status?.vni, !tablesTakenOff("vpc/\(name)", still: vpcs.get(name)?.metadata.uid == v.metadata.uid) {
                 try await Provisioning.deleteVPC(vni: vni, on: try holding.map(peer), via: pool)
-                tablesGone.withLock { _ = $0.insert("vpc/\(name)") }   // as for a subnet
+                tablesGone.withLock { _ = $0.insert("vpc/\(name)") }
             }
             tablesGiven.withLock { $0["vpc/\(name)"] = nil }
             forgetComplete(vpc: name)
@@ -255,10 +268,7 @@ extension Operator {
                 return .done
             }
             for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
-            // Taken off every holder once: a reconcile that comes again
-            // before the object leaves the cache (the finalizer's removal
-            // wakes it) calls nobody. Forgotten when it leaves the cache.
-            if let vni = s.status?.vni, !tablesGone.withLock({ $0.contains("subnet/\(name)") }) {
+            if let vni = s.status?.vni, !tablesTakenOff("subnet/\(name)", still: subnets.get(name)?.metadata.uid == s.metadata.uid) {
                 try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try tableHolders("subnet/\(name)", vpc: s.spec.vpc).map(peer), via: pool)
                 tablesGone.withLock { _ = $0.insert("subnet/\(name)") }
             }
