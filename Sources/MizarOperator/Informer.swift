@@ -11,20 +11,52 @@ import DequeModule
 public final class Informer<Spec: ObjectSpec>: Sendable {
     public typealias Handler = @Sendable (_ old: Object<Spec>?, _ new: Object<Spec>?) -> Void
 
-    private let cache = Mutex<Cache>(Cache())
+    private let cache: Mutex<Cache>
     private let handlers = Mutex<[Handler]>([])
     private let synced = Latch()
 
-    public init() {}
+    /// `indexes`: the fields the controllers look objects up by (an
+    /// endpoint's subnet, a bouncer's droplet): `objects(by:_:)` answers
+    /// from them in the size of the answer, not of the cache.
+    public init(indexes: [InformerIndex<Spec>] = []) {
+        cache = Mutex(Cache(indexes: indexes))
+    }
 
-    /// The objects, and the etcd revision the cache reflects.
+    /// The objects, their indexes, and the etcd revision the cache reflects.
     private struct Cache {
+        let indexes: [InformerIndex<Spec>]
         var objects: [String: Object<Spec>] = [:]
+        /// Index name → key → store names.
+        var indexed: [String: [String: Set<String>]] = [:]
         var revision: Int64 = 0
+
+        /// Puts (or, with nil, removes) one object, keeping the indexes;
+        /// returns what was there.
+        mutating func set(_ name: String, _ new: Object<Spec>?) -> Object<Spec>? {
+            let old = objects[name]
+            objects[name] = new
+            for index in indexes {
+                let before = old.map(index.keys) ?? [], after = new.map(index.keys) ?? []
+                guard before != after else { continue }
+                for k in before where !after.contains(k) {
+                    indexed[index.name]?[k]?.remove(name)
+                    if indexed[index.name]?[k]?.isEmpty == true { indexed[index.name]?[k] = nil }
+                }
+                for k in after where !before.contains(k) { indexed[index.name, default: [:]][k, default: []].insert(name) }
+            }
+            return old
+        }
     }
 
     /// By store name: NAMESPACE/NAME for namespaced kinds.
     public func get(_ name: String) -> Object<Spec>? { cache.withLock { $0.objects[name] } }
+    /// The objects whose `index` holds `key`.
+    public func objects(by index: InformerIndex<Spec>, _ key: String) -> [Object<Spec>] {
+        cache.withLock { c in
+            precondition(c.indexes.contains { $0.name == index.name }, "\(Spec.kind.rawValue) has no index \(index.name)")
+            return (c.indexed[index.name]?[key] ?? []).compactMap { c.objects[$0] }
+        }
+    }
     public func list() -> [Object<Spec>] { cache.withLock { Array($0.objects.values) } }
     public func filter(_ included: (Object<Spec>) -> Bool) -> [Object<Spec>] {
         cache.withLock { $0.objects.values.filter(included) }
@@ -49,7 +81,13 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
         }, watch: { store.watch(Spec.self, after: $0) }, replace: { objects in
             let fresh = Dictionary(uniqueKeysWithValues: objects.map { ($0.storeName, $0) })
             let revision = listedRevision.withLock { $0 }
-            let old = cache.withLock { c in defer { c = Cache(objects: fresh, revision: revision) }; return c.objects }
+            let old = cache.withLock { c in
+                let old = c.objects
+                c = Cache(indexes: c.indexes)
+                for (name, o) in fresh { _ = c.set(name, o) }
+                c.revision = revision
+                return old
+            }
             for name in Set(old.keys).union(fresh.keys) where old[name] != fresh[name] {
                 notify(old[name], fresh[name])
             }
@@ -58,11 +96,8 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
             for event in batch {
                 let new = event.kind == .put ? event.object : nil
                 let previous = cache.withLock { c in
-                    defer {
-                        c.objects[event.name] = new
-                        c.revision = max(c.revision, event.revision)
-                    }
-                    return c.objects[event.name]
+                    c.revision = max(c.revision, event.revision)
+                    return c.set(event.name, new)
                 }
                 notify(previous, new)
             }
@@ -85,8 +120,7 @@ public final class Informer<Spec: ObjectSpec>: Sendable {
             } else if c.revision >= written {
                 return .none
             }
-            defer { c.objects[object.storeName] = object }
-            return .some(c.objects[object.storeName])
+            return .some(c.set(object.storeName, object))
         }
         if case .some(let previous) = replaced { notify(previous, object) }
     }
@@ -236,4 +270,41 @@ final class Latch: Sendable {
             state.withLock { $0.waiting.removeValue(forKey: id) }?.resume()
         }
     }
+}
+
+/// A field an informer's objects are looked up by: `keys` gives each
+/// object's values of it (none, one, or several).
+public struct InformerIndex<Spec: ObjectSpec>: Sendable {
+    public let name: String
+    public let keys: @Sendable (Object<Spec>) -> [String]
+
+    public init(_ name: String, _ keys: @escaping @Sendable (Object<Spec>) -> [String]) {
+        self.name = name
+        self.keys = keys
+    }
+}
+
+// The operator's indexes.
+extension InformerIndex where Spec == SubnetSpec {
+    static let vpc = Self("vpc") { [$0.spec.vpc] }
+}
+extension InformerIndex where Spec == EndpointSpec {
+    static let vpc = Self("vpc") { [$0.spec.vpc] }
+    static let subnet = Self("subnet") { [$0.spec.subnet] }
+    /// The droplet it is meant for and the one it was provisioned on.
+    static let droplet = Self("droplet") { e in
+        Array(Set([e.spec.droplet, e.status?.droplet].compactMap { $0 }))
+    }
+}
+extension InformerIndex where Spec == DropletSpec {
+    static let ip = Self("ip") { [$0.spec.ip.description] }
+}
+extension InformerIndex where Spec == BouncerSpec {
+    static let vpc = Self("vpc") { [$0.spec.vpc] }
+    static let subnet = Self("subnet") { [$0.spec.subnet] }
+    static let droplet = Self("droplet") { [$0.spec.droplet] }
+}
+extension InformerIndex where Spec == DividerSpec {
+    static let vpc = Self("vpc") { [$0.spec.vpc] }
+    static let droplet = Self("droplet") { [$0.spec.droplet] }
 }

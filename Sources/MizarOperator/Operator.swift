@@ -29,12 +29,14 @@ public final class Operator: Sendable {
     let logger: Logger
     let config: Config
 
+    // Looked up by the fields below (an index each), never by a scan of
+    // every object: a change's cost follows what it concerns.
     let vpcs = Informer<VpcSpec>()
-    let subnets = Informer<SubnetSpec>()
-    let endpoints = Informer<EndpointSpec>()
-    let droplets = Informer<DropletSpec>()
-    let bouncers = Informer<BouncerSpec>()
-    let dividers = Informer<DividerSpec>()
+    let subnets = Informer<SubnetSpec>(indexes: [.vpc])
+    let endpoints = Informer<EndpointSpec>(indexes: [.vpc, .subnet, .droplet])
+    let droplets = Informer<DropletSpec>(indexes: [.ip])
+    let bouncers = Informer<BouncerSpec>(indexes: [.vpc, .subnet, .droplet])
+    let dividers = Informer<DividerSpec>(indexes: [.vpc, .droplet])
     let policies = Informer<NetworkPolicySpec>()
     let namespaces = Informer<NamespaceSpec>()
     /// Droplets whose transitd holds its lease now.
@@ -49,6 +51,10 @@ public final class Operator: Sendable {
     /// Tables ("vpc/NAME", "subnet/NAME") of objects being deleted that
     /// were already taken off every holder; until the object leaves the cache.
     let tablesGone = Mutex<Set<String>>([])
+    /// VPCs and subnets ("vpc/NAME", "subnet/NAME") with fewer dividers or
+    /// bouncers than asked (not enough ready droplets): a droplet that
+    /// turns Ready is offered to these.
+    let placementsShort = Mutex<Set<String>>([])
     /// Simple endpoints by VPC and droplet (counts), and published scaled
     /// endpoints by name, as the endpoint cache shows them: who holds a VPC
     /// is found without a scan of all endpoints.
@@ -220,19 +226,23 @@ public final class Operator: Sendable {
             let name = (new ?? old)!.name
             enqueue(vpcQueue, [name])
             if old?.status?.vni != new?.status?.vni || new == nil { enqueue(policyQueue, [name]) }
-            if new == nil { tablesGone.withLock { _ = $0.remove("vpc/\(name)") } }
+            if new == nil {
+                tablesGone.withLock { _ = $0.remove("vpc/\(name)") }
+                placementsShort.withLock { _ = $0.remove("vpc/\(name)") }
+            }
             // Subnets wait for their VPC's VNI; dividers report its status.
-            enqueue(subnetQueue, subnets.filter { $0.spec.vpc == name }.map(\.name))
-            enqueue(dividerQueue, dividers.filter { $0.spec.vpc == name }.map(\.name))
+            enqueue(subnetQueue, subnets.objects(by: .vpc, name).map(\.name))
+            enqueue(dividerQueue, dividers.objects(by: .vpc, name).map(\.name))
         }
         subnets.onChange { [self] old, new in
             let s = (new ?? old)!
             enqueue(subnetQueue, [s.name])
-            enqueue(endpointQueue, endpoints.filter { $0.spec.subnet == s.name && !Self.settled($0) }.map(\.name))
-            enqueue(bouncerQueue, bouncers.filter { $0.spec.subnet == s.name }.map(\.name))
+            enqueue(endpointQueue, endpoints.objects(by: .subnet, s.name).filter { !Self.settled($0) }.map(\.name))
+            enqueue(bouncerQueue, bouncers.objects(by: .subnet, s.name).map(\.name))
             if new == nil {
                 enqueue(vpcQueue, [s.spec.vpc])   // a VPC being deleted waits for its subnets
                 tablesGone.withLock { _ = $0.remove("subnet/\(s.name)") }
+                placementsShort.withLock { _ = $0.remove("subnet/\(s.name)") }
             }
         }
         endpoints.onChange { [self] old, new in

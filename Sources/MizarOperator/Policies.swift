@@ -110,7 +110,7 @@ extension Operator {
     /// The endpoints of a VPC that may have an entry on their bouncers,
     /// by subnet: read from the cache once per compile of the VPC.
     func policyMembers(vpc: String) -> [String: [Endpoint]] {
-        Dictionary(grouping: endpoints.filter { $0.spec.vpc == vpc && !$0.spec.isScaled && $0.metadata.deletionTimestamp == nil }, by: \.spec.subnet)
+        Dictionary(grouping: endpoints.objects(by: .vpc, vpc).filter { !$0.spec.isScaled && $0.metadata.deletionTimestamp == nil }, by: \.spec.subnet)
     }
 
     /// Compiled entries of a subnet's endpoints (`members`), by address.
@@ -156,7 +156,7 @@ extension Operator {
         }
         var failed = compileFailures
         let members = policyMembers(vpc: vpc)
-        for s in subnets.filter({ $0.spec.vpc == vpc && $0.metadata.deletionTimestamp == nil && $0.status?.vni == vni }) {
+        for s in subnets.objects(by: .vpc, vpc).filter({ $0.metadata.deletionTimestamp == nil && $0.status?.vni == vni }) {
             try await pushPolicies(vni: vni, subnet: s, members: members[s.name] ?? [], to: s.status?.bouncers ?? [], compiled,
                                    fresh: false, failed: &failed)
         }

@@ -41,20 +41,20 @@ extension Operator {
                 for key in given.keys { given[key]?.droplets.remove(name) }
             }
             tablesComplete.withLock { $0 = $0.filter { !$0.hasSuffix("|\(name)") } }
-            // As a bouncer it is given every policy entry again.
+            // As a bouncer it is given every policy entry again (the VPCs
+            // it holds something of: its bouncers' among them).
+            let held = vpcsHeld(by: name)
             forgetPoliciesGiven(droplet: name)
-            Task { for v in vpcs.list() { await policyQueue.add(v.name) } }
+            Task { for v in held { await policyQueue.add(v) } }
             // The tables of the VPCs it holds something of (endpoints it
             // had before it went away): a new droplet gets none.
-            for v in vpcsHeld(by: name).sorted() { try await ensureTables(of: v, on: name) }
+            for v in held.sorted() { try await ensureTables(of: v, on: name) }
             // The services published on it, as they are now.
             try await syncPublished(on: host, droplet: name)
             let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
-            kickPlacements()
+            kickPlacements(after: name)
             // Endpoints that waited for this droplet go on now.
-            let waiting = endpoints.filter {
-                $0.status?.common.phase != .provisioned && ($0.spec.droplet == name || $0.status?.droplet == name)
-            }.map(\.name)
+            let waiting = endpoints.objects(by: .droplet, name).filter { $0.status?.common.phase != .provisioned }.map(\.name)
             if !waiting.isEmpty {
                 Task { for n in waiting { await endpointQueue.add(n) } }
             }
@@ -63,15 +63,24 @@ extension Operator {
         if !alive && phase != .notReady {
             pool.forget(try TransitTarget(parsing: d.spec.transitd))
             let outcome = try await setPhase(d, .notReady, reason: "its transitd's lease has lapsed", in: droplets)
-            kickPlacements()
+            kickPlacements(after: name)
             return outcome
         }
         return .done
     }
 
-    /// VPCs and subnets re-place their dividers and bouncers.
-    func kickPlacements() {
-        let v = vpcs.list().map(\.name), s = subnets.list().map(\.name)
+    /// After a droplet's readiness changed, the VPCs and subnets whose
+    /// placements or tables it may concern are reconciled again: those it
+    /// holds something of (a role it had moves; a table given while it was
+    /// away is given again) and those short of placements (a droplet back
+    /// may take one). Not every VPC and subnet: a host that comes or goes
+    /// costs the operator what it holds, not what the cluster holds.
+    func kickPlacements(after droplet: String) {
+        var v = vpcsHeld(by: droplet), s = Set<String>()
+        for key in placementsShort.withLock({ $0 }) {
+            if key.hasPrefix("vpc/") { v.insert(String(key.dropFirst(4))) } else { s.insert(String(key.dropFirst(7))) }
+        }
+        for vpc in v { s.formUnion(subnets.objects(by: .vpc, vpc).map(\.name)) }
         Task {
             for n in v { await vpcQueue.add(n) }
             for n in s { await subnetQueue.add(n) }
@@ -131,12 +140,12 @@ extension Operator {
         guard var v = vpcs.get(name) else { return .done }
         if v.metadata.deletionTimestamp != nil {
             // Subnets go first (each takes its endpoints with it).
-            let mine = subnets.filter { $0.spec.vpc == name }
+            let mine = subnets.objects(by: .vpc, name)
             if !mine.isEmpty {
                 for s in mine where s.metadata.deletionTimestamp == nil { try await store.delete(SubnetSpec.self, s.name) }
                 return .done   // their removal wakes this VPC again
             }
-            for d in dividers.filter({ $0.spec.vpc == name }) { try await store.delete(DividerSpec.self, d.name) }
+            for d in dividers.objects(by: .vpc, name) { try await store.delete(DividerSpec.self, d.name) }
             let holding = tableHolders("vpc/\(name)", vpc: name)
             // Its policy record goes with it (a VPC made again under the
             // name starts from nothing enforced).
@@ -171,7 +180,7 @@ extension Operator {
 
         // Dividers: as many as asked, one per droplet, least-loaded first.
         let want = v.spec.dividers ?? 1
-        let (placed, short) = try await placeRole(dividers, of: { $0.spec.vpc == name }, want: want) { droplet in
+        let (placed, short) = try await placeRole(dividers, "vpc/\(name)", current: dividers.objects(by: .vpc, name), want: want) { droplet in
             Divider(name: "\(name)-\(droplet)", spec: DividerSpec(vpc: name, droplet: droplet))
         }
         // A divider forwards to every subnet's bouncers: it holds them all.
@@ -192,10 +201,10 @@ extension Operator {
     /// Brings the placements of one role (a subnet's bouncers, a VPC's
     /// dividers) to `want`: drops those on droplets that are gone or too
     /// many, creates new ones. The droplets placed on, and how many short.
-    func placeRole<S: ObjectSpec & PlacedOnDroplet>(_ informer: Informer<S>, of mine: (Object<S>) -> Bool, want: Int,
+    func placeRole<S: ObjectSpec & PlacedOnDroplet>(_ informer: Informer<S>, _ key: String, current: [Object<S>], want: Int,
                                                     make: (String) -> Object<S>) async throws -> (placed: [String], short: Int) {
-        let current = informer.filter(mine)
         let (add, drop, short) = place(current: current.map(\.spec.droplet), want: want)
+        placementsShort.withLock { _ = short > 0 ? $0.insert(key).inserted : $0.remove(key) != nil }
         for o in current where drop.contains(o.spec.droplet) { try await store.delete(S.self, o.name) }
         for droplet in add {
             do { informer.record(try await store.create(make(droplet))) } catch StoreError.alreadyExists(_, _) {}
@@ -222,7 +231,7 @@ extension Operator {
     }
 
     func liveDividers(of vpc: String) -> [String] {
-        return dividers.filter { $0.spec.vpc == vpc && isReady(named: $0.spec.droplet) }.map(\.spec.droplet)
+        return dividers.objects(by: .vpc, vpc).filter { isReady(named: $0.spec.droplet) }.map(\.spec.droplet)
     }
 
     /// Writes the VNI (the requested one, claimed at admission, or a free
@@ -262,12 +271,12 @@ extension Operator {
     func reconcileSubnet(_ name: String) async throws -> Outcome {
         guard var s = subnets.get(name) else { return .done }
         if s.metadata.deletionTimestamp != nil {
-            let mine = endpoints.filter { $0.spec.subnet == name }
+            let mine = endpoints.objects(by: .subnet, name)
             if !mine.isEmpty {
                 for e in mine where e.metadata.deletionTimestamp == nil { try await store.delete(EndpointSpec.self, e.name) }
                 return .done
             }
-            for b in bouncers.filter({ $0.spec.subnet == name }) { try await store.delete(BouncerSpec.self, b.name) }
+            for b in bouncers.objects(by: .subnet, name) { try await store.delete(BouncerSpec.self, b.name) }
             if let vni = s.status?.vni, !tablesTakenOff("subnet/\(name)", still: subnets.get(name)?.metadata.uid == s.metadata.uid) {
                 try await Provisioning.deleteSubnet(vni: vni, cidr: s.spec.cidr, on: try tableHolders("subnet/\(name)", vpc: s.spec.vpc).map(peer), via: pool)
                 tablesGone.withLock { _ = $0.insert("subnet/\(name)") }
@@ -282,7 +291,7 @@ extension Operator {
             return try await setPhase(s, .initial, reason: "waiting for Vpc \(s.spec.vpc)", in: subnets)
         }
         let cidr = s.spec.cidr
-        let liveBouncers = bouncers.filter { $0.spec.subnet == name && isReady(named: $0.spec.droplet) }.map(\.spec.droplet)
+        let liveBouncers = bouncers.objects(by: .subnet, name).filter { isReady(named: $0.spec.droplet) }.map(\.spec.droplet)
         if Self.settled(s), placementSettled(s.status?.bouncers, live: liveBouncers, want: s.spec.bouncers ?? 1) {
             if s.status?.vni != nil {
                 let bs = s.status?.bouncers ?? []
@@ -315,7 +324,7 @@ extension Operator {
             await policyQueue.add(vpcName)
             return .retryAfter(.milliseconds(50), "waiting for Vpc \(vpcName)'s policies to compile")
         }
-        let (placed, short) = try await placeRole(bouncers, of: { $0.spec.subnet == name }, want: want) { droplet in
+        let (placed, short) = try await placeRole(bouncers, "subnet/\(name)", current: bouncers.objects(by: .subnet, name), want: want) { droplet in
             Bouncer(name: "\(name)-\(droplet)", spec: BouncerSpec(vpc: vpcName, subnet: name, droplet: droplet))
         }
         // A bouncer holds the VPC's tables (it judges and forwards to the
@@ -325,7 +334,7 @@ extension Operator {
         // any host is told to use it.
         let fresh = try placed.filter { !(s.status?.bouncers ?? []).contains($0) }.compactMap { try peer(named: $0) }
         if !fresh.isEmpty {
-            for e in endpoints.filter({ $0.spec.subnet == name && $0.status?.common.phase == .provisioned }) {
+            for e in endpoints.objects(by: .subnet, name).filter({ $0.status?.common.phase == .provisioned }) {
                 if e.spec.isScaled {
                     if let (service, mac) = try serviceEntry(e, backends: e.status?.backends ?? [], vni: vni) {
                         try await Provisioning.putService(service, mac: mac, subnet: cidr, on: fresh, clients: { _ in nil }, via: pool)
@@ -348,7 +357,7 @@ extension Operator {
         // host sends to it any more).
         let retired = try (s.status?.bouncers ?? []).filter { !placed.contains($0) && isReady(named: $0) }.compactMap { try peer(named: $0) }
         if !retired.isEmpty {
-            for e in endpoints.filter({ $0.spec.subnet == name }) {
+            for e in endpoints.objects(by: .subnet, name) {
                 guard let ip = e.status?.ip else { continue }
                 if e.spec.isScaled {
                     // The other bouncers still serve it: no client forgets anything.

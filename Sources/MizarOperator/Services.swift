@@ -21,7 +21,7 @@ extension Operator {
 
     /// A client host's transitd, by the droplet address a bouncer recorded.
     func clientPeer(_ ip: IPv4Address) -> TransitPeer? {
-        droplets.filter { $0.spec.ip == ip && isReady($0) }.first.flatMap { try? peer($0) }
+        droplets.objects(by: .ip, ip.description).filter(isReady).first.flatMap { try? peer($0) }
     }
 
     func reconcileScaled(_ e: Endpoint, subnet: CIDR, vni: VNI, bouncers: [TransitPeer]) async throws -> Outcome {
@@ -144,9 +144,9 @@ extension Operator {
         }
     }
 
-    /// Scaled endpoints with host ports.
+    /// Scaled endpoints with host ports, not being deleted (from the index).
     func publishedEndpoints() -> [Endpoint] {
-        endpoints.filter { $0.spec.isScaled && !$0.spec.publishedPorts.isEmpty }
+        holdings.withLock { Array($0.published) }.compactMap { endpoints.get($0) }
     }
 
     /// Keeps the index of which scaled endpoints name which backends.

@@ -47,18 +47,13 @@ extension Operator {
         }
     }
 
-    /// The published scaled endpoints, from the index.
-    private func publishedNow() -> [Endpoint] {
-        holdings.withLock { Array($0.published) }.compactMap { endpoints.get($0) }
-    }
-
     /// The droplets that hold something of `vpc`, as the caches show now
     /// (roles scanned, endpoints from the index).
     func vpcHolders(_ vpc: String) -> Set<String> {
-        var out = Set(dividers.filter { $0.spec.vpc == vpc }.map(\.spec.droplet))
-        out.formUnion(bouncers.filter { $0.spec.vpc == vpc }.map(\.spec.droplet))
+        var out = Set(dividers.objects(by: .vpc, vpc).map(\.spec.droplet))
+        out.formUnion(bouncers.objects(by: .vpc, vpc).map(\.spec.droplet))
         out.formUnion(holdings.withLock { $0.byVPC[vpc].map { Array($0.keys) } ?? [] })
-        for e in publishedNow() where e.spec.vpc == vpc {
+        for e in publishedEndpoints() where e.spec.vpc == vpc {
             out.formUnion(Set(e.status?.published ?? []).union(publishTargets(e)))
         }
         return out
@@ -66,10 +61,10 @@ extension Operator {
 
     /// The VPCs a droplet holds something of.
     func vpcsHeld(by droplet: String) -> Set<String> {
-        var out = Set(dividers.filter { $0.spec.droplet == droplet }.map(\.spec.vpc))
-        out.formUnion(bouncers.filter { $0.spec.droplet == droplet }.map(\.spec.vpc))
+        var out = Set(dividers.objects(by: .droplet, droplet).map(\.spec.vpc))
+        out.formUnion(bouncers.objects(by: .droplet, droplet).map(\.spec.vpc))
         out.formUnion(holdings.withLock { $0.byDroplet[droplet].map { Array($0.keys) } ?? [] })
-        for e in publishedNow() where (e.status?.published ?? []).contains(droplet) || publishTargets(e).contains(droplet) {
+        for e in publishedEndpoints() where (e.status?.published ?? []).contains(droplet) || publishTargets(e).contains(droplet) {
             out.insert(e.spec.vpc)
         }
         return out
@@ -117,8 +112,8 @@ extension Operator {
               let host = try peer(named: droplet) else { return false }
         // Subnets placed on bouncers (a subnet still being placed is given
         // by its own reconcile, to its new bouncers and the VPC's holders).
-        let mine = subnets.filter {
-            $0.spec.vpc == vpcName && $0.metadata.deletionTimestamp == nil && $0.status?.vni != nil && !($0.status?.bouncers ?? []).isEmpty
+        let mine = subnets.objects(by: .vpc, vpcName).filter {
+            $0.metadata.deletionTimestamp == nil && $0.status?.vni != nil && !($0.status?.bouncers ?? []).isEmpty
         }
         let has: (String) -> Bool = { key in self.tablesGiven.withLock { $0[key]?.droplets.contains(droplet) ?? false } }
         if !has("vpc/\(vpcName)") {

@@ -63,11 +63,26 @@ public enum Provisioning {
     /// `replace`, the table made exactly them).
     public static func putDroplets(_ droplets: [HostAddress], replace: Bool, on hosts: [TransitPeer],
                                    via connector: some TransitConnector = DirectConnector()) async throws {
-        var t = Mizar_Transit_V1_DropletTable()
-        t.droplets = droplets.map(Mizar_Transit_V1_Host.init)
-        t.replace = replace
-        try await onEach(hosts) { [t] h in _ = try await connector.withClient(h.target) { try await $0.putDroplets(t, options: callOptions) } }
+        // Added to, the table goes in parts: a joiner's whole table (one
+        // entry per host: about 3.7 MB at 100,000 hosts) would pass gRPC's
+        // 4 MiB message limit a little further on. A replacement is one
+        // message (the table must be exactly it).
+        let parts = replace ? [droplets[...]] : stride(from: 0, to: max(droplets.count, 1), by: dropletsPerCall).map {
+            droplets[$0..<min($0 + dropletsPerCall, droplets.count)]
+        }
+        let tables = parts.map { part in
+            var t = Mizar_Transit_V1_DropletTable()
+            t.droplets = part.map(Mizar_Transit_V1_Host.init)
+            t.replace = replace
+            return t
+        }
+        try await onEach(hosts) { [tables] h in
+            for t in tables { _ = try await connector.withClient(h.target) { try await $0.putDroplets(t, options: callOptions) } }
+        }
     }
+
+    /// Droplet-table entries per PutDroplets call that adds (about 370 KB).
+    public static let dropletsPerCall = 10_000
 
     /// A droplet gone: each of `hosts` drops its tunnel packets from now on.
     public static func deleteDroplet(_ ip: IPv4Address, on hosts: [TransitPeer],

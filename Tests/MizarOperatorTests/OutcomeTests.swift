@@ -153,6 +153,27 @@ extension OperatorTests {
             let withdrawn = try await eventually { try await table(h1) == all }
             let left = try await table(h1)
             #expect(withdrawn, "h1 still believes \(left)")
+            // A joiner's whole table at 25,001 hosts goes in parts of
+            // 10,000 (one message would near gRPC's 4 MiB limit around
+            // 110,000 hosts): three calls, every entry held; a replacement
+            // is one call.
+            let many = (0..<25_001).map { i in
+                HostAddress(ip: IPv4Address(198, 18, UInt8(i / 250), UInt8(i % 250 + 1)),
+                            mac: try! MACAddress(parsing: String(format: "02:5a:00:00:%02x:%02x", i / 256, i % 256)))
+            }
+            let pool = HTTP2TransitPool()
+            let peer1 = TransitPeer(target: .unix(h1.socket), ip: h1.ip, mac: h1.mac)
+            try await Provisioning.putDroplets(many, replace: false, on: [peer1], via: pool)
+            #expect(pool.methodCounts()["PutDroplets"] == 3, "\(pool.methodCounts())")
+            let big = try await table(h1)
+            #expect(big.count == all.count + many.count && big.isSuperset(of: all)
+                    && big.contains("\(many[0].ip) \(many[0].mac)") && big.contains("\(many[25_000].ip) \(many[25_000].mac)"))
+            pool.resetCounts()
+            let own = plane.bed.hosts.map { HostAddress(ip: $0.ip, mac: $0.mac) }
+            try await Provisioning.putDroplets(own, replace: true, on: [peer1], via: pool)
+            #expect(pool.methodCounts()["PutDroplets"] == 1)
+            #expect(try await table(h1) == all)
+            await pool.shutdown()
         }
     }
 }

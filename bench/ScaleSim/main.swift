@@ -92,20 +92,24 @@ struct Cost {
     var writes: Int64 = 0
     var keys: Int64 = 0
     var events = 0
+    /// Bytes written: key and value of every put the operation made.
+    var bytes = 0
     var seconds = 0.0
     var idle = 1.0
     var refusals: [String] = []
 
     var summary: String {
         let m = methods.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        return "\(calls) calls to \(distinct) droplets (most to one: \(most)) [\(m)]; etcd: \(writes) revisions, \(keys >= 0 ? "+" : "")\(keys) keys, \(events) watch events; \(String(format: "%.3f", seconds)) s"
+        return "\(calls) calls to \(distinct) droplets (most to one: \(most)) [\(m)]; etcd: \(writes) revisions, \(bytes) bytes put, \(keys >= 0 ? "+" : "")\(keys) keys, \(events) watch events; \(String(format: "%.3f", seconds)) s"
             + (idle < 0.2 ? String(format: "  INVALID: %.0f%% CPU idle", idle * 100) : "")
     }
 }
 
-/// Counts every event under the root, as one replica's watch would see.
+/// Counts every event under the root, as one replica's watch would see,
+/// and the bytes (key and value) of the puts among them.
 final class EventCounter: Sendable {
     let count = Atomic<Int>(0)
+    let bytes = Atomic<Int>(0)
     let task: Mutex<Task<Void, Never>?> = Mutex(nil)
 
     init(_ etcd: Etcd, root: String) async throws {
@@ -114,12 +118,14 @@ final class EventCounter: Sendable {
             do {
                 for try await batch in etcd.watch(prefix: root, fromRevision: revision + 1) {
                     count.add(batch.count, ordering: .relaxed)
+                    bytes.add(batch.reduce(0) { $0 + ($1.kind == .put ? $1.kv.key.utf8.count + $1.kv.value.count : 0) }, ordering: .relaxed)
                 }
             } catch {}
         }
         task.withLock { $0 = t }
     }
     var value: Int { count.load(ordering: .relaxed) }
+    var bytesPut: Int { bytes.load(ordering: .relaxed) }
     func stop() { task.withLock { $0?.cancel() } }
 }
 
@@ -132,7 +138,7 @@ func measure(_ store: Store, fleet: SimFleet?, pool: HTTP2TransitPool?, events: 
     pool?.resetCounts()
     let (_, r0) = try await store.etcd.list(prefix: store.root + "\u{0}none")
     let k0 = try await store.etcd.count(prefix: store.root)
-    let e0 = events.value
+    let e0 = events.value, b0 = events.bytesPut
     let cpu0 = CPUSample.now()
     let t0 = monotonicSeconds()
     try await body()
@@ -144,6 +150,7 @@ func measure(_ store: Store, fleet: SimFleet?, pool: HTTP2TransitPool?, events: 
     c.writes = r1 - r0
     c.keys = try await store.etcd.count(prefix: store.root) - k0
     c.events = events.value - e0
+    c.bytes = events.bytesPut - b0
     if let fleet, let before {
         let d = fleet.callCount - before
         c.methods = d.byMethod
@@ -342,6 +349,10 @@ if mode == "calibrate" || mode == "all" {
 
 // MARK: - The sweep: 100 to 100,000 simulated hosts, the release operator
 
+/// Operator replicas in the sweep (REPLICAS, 1 by default): they split
+/// the VPCs and droplets on their ring.
+let replicas = max(1, Int(env("REPLICAS") ?? "1") ?? 1)
+
 /// The release mizar-operator, started as a process; stopped by its pid.
 struct OperatorProcess {
     let pid: pid_t
@@ -462,10 +473,12 @@ func sweep(hosts: Int, logger: Logger) async throws {
         say("\(hosts) hosts: lease renewals \(String(format: "%.0f", renewals))/s at rest (\(String(format: "%.0f", CPUSample.idle(from: c0, to: .now()) * 100))% CPU idle)")
 
         let t0 = monotonicSeconds()
-        let op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
-        defer { op.stop() }
-        let settled = try await op.settle(from: t0)
-        say("\(hosts) hosts: operator start -> settled \(String(format: "%.2f", settled)) s, RSS \(String(format: "%.0f", rssMiB(op.pid))) MiB")
+        let ops = try (1...replicas).map { try OperatorProcess(etcd: etcd.clientPort, directory: dir, id: "op-\($0)") }
+        defer { for op in ops { op.stop() } }
+        var settled = 0.0
+        for op in ops { settled = max(settled, try await op.settle(from: t0)) }
+        func rss() -> String { ops.map { String(format: "%.0f", rssMiB($0.pid)) }.joined(separator: ", ") }
+        say("\(hosts) hosts: \(replicas) operator replica(s) start -> settled \(String(format: "%.2f", settled)) s, RSS \(rss()) MiB")
 
         let events = try await EventCounter(client, root: store.root)
         defer { events.stop() }
@@ -533,13 +546,13 @@ func sweep(hosts: Int, logger: Logger) async throws {
             try await store.delete(VpcSpec.self, "v")
             guard try await until(120, { try await store.get(VpcSpec.self, "v") == nil }) else { throw TestbedError("VPC v not deleted") }
         })
-        say("\(hosts) hosts: operator RSS \(String(format: "%.0f", rssMiB(op.pid))) MiB; etcd RSS \(String(format: "%.0f", rssMiB(etcd.pid))) MiB")
+        say("\(hosts) hosts: operator RSS \(rss()) MiB; etcd RSS \(String(format: "%.0f", rssMiB(etcd.pid))) MiB")
         events.stop()
     }
 }
 
 if mode == "sweep" || mode == "all" {
-    say("== Sweep: the mizar-operator executable over simulated droplets")
+    say("== Sweep: \(replicas) mizar-operator replica(s) (the executable) over simulated droplets; watch events are one watcher's (each replica receives them)")
     for hosts in (env("HOSTS") ?? "100 1000 10000").split(separator: " ").compactMap({ Int($0) }) {
         try await sweep(hosts: hosts, logger: logger)
     }
