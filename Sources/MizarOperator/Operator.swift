@@ -43,11 +43,9 @@ public final class Operator: Sendable {
     let live = LeaseSet()
     /// What each host's CNI claims.
     let claims = ClaimSet()
-    /// For each VPC's and subnet's table ("vpc/NAME", "subnet/NAME"): the
-    /// dividers or bouncers it was last given with, and the droplets given
-    /// it. A droplet that turned Ready while a placement was in flight may
-    /// hold an older table; it is found here and given the current one.
-    let tablesGiven = Mutex<[String: (holders: [String], droplets: Set<String>)]>([:])
+    /// For each VPC's and subnet's table ("vpc/NAME", "subnet/NAME"): what
+    /// was given (TableRecord).
+    let tablesGiven = Mutex<[String: TableRecord]>([:])
     /// Tables ("vpc/NAME", "subnet/NAME") of objects being deleted that
     /// were already taken off every holder; until the object leaves the cache.
     let tablesGone = Mutex<Set<String>>([])
@@ -63,8 +61,10 @@ public final class Operator: Sendable {
     /// an endpoint's provisioning checks this and nothing else. Dropped
     /// when a table of the VPC is given without the droplet.
     let tablesComplete = Mutex<Set<String>>([])
-    /// ensureTables under way, by "VPC|DROPLET": one at a time for each.
-    let tablesEnsuring = Mutex<[String: Task<Void, any Error>]>([:])
+    /// ensureTables or releaseTables under way, by "VPC|DROPLET": the
+    /// last one started for each (each waits for the one before it), and
+    /// whether it gives (callers of ensureTables share a giving one).
+    let tablesEnsuring = Mutex<[String: (task: Task<Void, any Error>, gives: Bool)]>([:])
     /// Each droplet's address as last seen, to withdraw it from every
     /// host's droplet table once the Droplet is gone.
     let dropletAddresses = Mutex<[String: IPv4Address]>([:])
@@ -273,6 +273,10 @@ public final class Operator: Sendable {
                 enqueue(policyQueue, [new.spec.vpc])
             }
             if new == nil, let ip = old?.status?.ip { forgetPolicyEntry(subnet: e.spec.subnet, ip: ip) }
+            // Gone from its droplet: the droplet may hold nothing of the VPC now.
+            if new == nil, let old, !old.spec.isScaled, let d = old.status?.droplet ?? old.spec.droplet {
+                releaseTables(of: old.spec.vpc, on: d)
+            }
             // Made for a claim: it lives while the claim does.
             if let d = e.metadata.labels?[EndpointClaim.claimedByLabel] { enqueue(claimQueue, [ClaimSet.id(d, e.name)]) }
         }
@@ -287,9 +291,12 @@ public final class Operator: Sendable {
         }
         droplets.onChange { [self] old, new in
             enqueue(dropletQueue, [(new ?? old)!.name])
-            // Ready (again) or gone: published services record where they are.
+            // Ready (again) or gone: published services record where they
+            // are, and the placements it concerns are looked at again — in
+            // every replica (the droplet's replica is not its VPCs').
             if (new?.status?.common.phase == .ready) != (old?.status?.common.phase == .ready) {
                 enqueue(endpointQueue, publishedEndpoints().map(\.name))
+                kickPlacements(after: (new ?? old)!.name)
             }
         }
         membership.onChange { [self] in Task { await enqueueEverything() } }
@@ -298,11 +305,13 @@ public final class Operator: Sendable {
             let b = (new ?? old)!
             enqueue(bouncerQueue, [b.name])
             enqueue(subnetQueue, [b.spec.subnet])
+            if new == nil { releaseTables(of: b.spec.vpc, on: b.spec.droplet) }   // its last role there, perhaps
         }
         dividers.onChange { [self] old, new in
             let d = (new ?? old)!
             enqueue(dividerQueue, [d.name])
             enqueue(vpcQueue, [d.spec.vpc])
+            if new == nil { releaseTables(of: d.spec.vpc, on: d.spec.droplet) }
         }
     }
 

@@ -52,7 +52,6 @@ extension Operator {
             // The services published on it, as they are now.
             try await syncPublished(on: host, droplet: name)
             let outcome = try await setPhase(d, .ready, reason: nil, in: droplets)
-            kickPlacements(after: name)
             // Endpoints that waited for this droplet go on now.
             let waiting = endpoints.objects(by: .droplet, name).filter { $0.status?.common.phase != .provisioned }.map(\.name)
             if !waiting.isEmpty {
@@ -63,7 +62,6 @@ extension Operator {
         if !alive && phase != .notReady {
             pool.forget(try TransitTarget(parsing: d.spec.transitd))
             let outcome = try await setPhase(d, .notReady, reason: "its transitd's lease has lapsed", in: droplets)
-            kickPlacements(after: name)
             return outcome
         }
         return .done
@@ -113,7 +111,9 @@ extension Operator {
         try await put(try targets.map(peer))
         tablesGiven.withLock { given in
             let before = given[key].flatMap { $0.holders == holders ? $0.droplets : nil } ?? []
-            given[key] = (holders, toNewlyReady ? before.union(targets.map(\.name)) : Set(targets.map(\.name)))
+            let names = Set(targets.map(\.name))
+            given[key] = TableRecord(holders: holders, droplets: toNewlyReady ? before.union(names) : names,
+                                     held: (given[key]?.held ?? []).union(names))
         }
         // Droplets left out of this table no longer hold all of the VPC.
         if let vpc = vpcOfTable(key) {

@@ -103,6 +103,13 @@ extension Operator {
 
     /// The droplets a scaled endpoint's host ports are meant for: those it
     /// names (once they exist), or every droplet.
+    /// Whether `droplet` is one of them, without a look at every droplet.
+    func isPublishTarget(_ e: Endpoint, _ droplet: String) -> Bool {
+        guard e.spec.isScaled, !e.spec.publishedPorts.isEmpty, e.metadata.deletionTimestamp == nil,
+              let d = droplets.get(droplet), d.metadata.deletionTimestamp == nil else { return false }
+        return e.spec.publishOn?.contains(droplet) ?? true
+    }
+
     func publishTargets(_ e: Endpoint) -> Set<String> {
         guard e.spec.isScaled, !e.spec.publishedPorts.isEmpty, e.metadata.deletionTimestamp == nil else { return [] }
         let all = Set(droplets.filter { $0.metadata.deletionTimestamp == nil }.map(\.name))

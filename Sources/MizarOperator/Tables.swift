@@ -28,6 +28,20 @@ struct Holdings {
     }
 }
 
+/// What the operator gave of one VPC's or subnet's table.
+struct TableRecord {
+    /// The dividers or bouncers it was last given with.
+    var holders: [String]
+    /// The droplets given it with those holders. A droplet that turned
+    /// Ready while a placement was in flight may hold an older table; it is
+    /// found here and given the current one.
+    var droplets: Set<String>
+    /// Every droplet given a version of it and not since taken off: where
+    /// its deletion goes (a droplet back from NotReady, or given it by
+    /// ensureTables while the record had other holders, still holds one).
+    var held: Set<String>
+}
+
 extension Operator {
     /// Keeps `holdings` up to date with one endpoint's change.
     func indexHoldings(old: Endpoint?, new: Endpoint?) {
@@ -64,10 +78,64 @@ extension Operator {
         var out = Set(dividers.objects(by: .droplet, droplet).map(\.spec.vpc))
         out.formUnion(bouncers.objects(by: .droplet, droplet).map(\.spec.vpc))
         out.formUnion(holdings.withLock { $0.byDroplet[droplet].map { Array($0.keys) } ?? [] })
-        for e in publishedEndpoints() where (e.status?.published ?? []).contains(droplet) || publishTargets(e).contains(droplet) {
+        for e in publishedEndpoints() where (e.status?.published ?? []).contains(droplet) || isPublishTarget(e, droplet) {
             out.insert(e.spec.vpc)
         }
         return out
+    }
+
+    /// Whether `droplet` holds nothing of `vpc` (no role, no endpoint in
+    /// any state, no publication): then it needs none of its tables.
+    func holdsNothing(of vpc: String, on droplet: String) -> Bool {
+        !vpcsHeld(by: droplet).contains(vpc) && !endpoints.objects(by: .droplet, droplet).contains { $0.spec.vpc == vpc }
+    }
+
+    /// A droplet that no longer holds anything of a live VPC (its last
+    /// endpoint of it gone, or its last role) gives its tables back, so
+    /// that a host keeps only the VPCs it has something of, and a VPC's
+    /// later changes reach the droplets that hold it now, not every droplet
+    /// that ever did. Runs after any giving of the same pair under way;
+    /// asks again when it runs: an endpoint that came meanwhile keeps them.
+    func releaseTables(of vpc: String, on droplet: String) {
+        guard membership.owns("vpc/\(vpc)") else { return }   // the VPC's replica's work
+        let key = "\(vpc)|\(droplet)"
+        let task: Task<Void, any Error> = tablesEnsuring.withLock { running in
+            let before = running[key]?.task
+            let t = Task {
+                _ = try? await before?.value
+                try await self.takeTables(of: vpc, from: droplet)
+            }
+            running[key] = (t, gives: false)
+            return t
+        }
+        Task {
+            do { try await task.value } catch {
+                logger.warning("tables not released", metadata: ["vpc": "\(vpc)", "droplet": "\(droplet)", "error": "\(error)"])
+            }
+            tablesEnsuring.withLock { if $0[key]?.task == task { $0[key] = nil } }
+        }
+    }
+
+    private func takeTables(of vpcName: String, from droplet: String) async throws {
+        // Asked and forgotten in one step (no wait between): an endpoint
+        // seen after this finds the pair incomplete and gives it again,
+        // after this release.
+        let go: Bool = tablesComplete.withLock { done in
+            guard let v = vpcs.get(vpcName), v.metadata.deletionTimestamp == nil, isReady(named: droplet),
+                  holdsNothing(of: vpcName, on: droplet) else { return false }
+            done.remove("\(vpcName)|\(droplet)")
+            return true
+        }
+        // (A VPC being deleted is taken off its holders by its deletion.)
+        guard go, let vni = vpcs.get(vpcName)?.status?.vni, let host = try peer(named: droplet) else { return }
+        try await Provisioning.releaseVPC(vni: vni, from: host, via: pool)
+        let keys = ["vpc/\(vpcName)"] + subnets.objects(by: .vpc, vpcName).map { "subnet/\($0.name)" }
+        tablesGiven.withLock { given in
+            for k in keys {
+                given[k]?.droplets.remove(droplet)
+                given[k]?.held.remove(droplet)
+            }
+        }
     }
 
     /// The VPC a table key ("vpc/NAME", "subnet/NAME") belongs to.
@@ -81,7 +149,7 @@ extension Operator {
     /// droplets it was given to and those holding the VPC now; every ready
     /// droplet only when this operator has no record (it restarted since).
     func tableHolders(_ key: String, vpc: String) -> [Droplet] {
-        guard let given = tablesGiven.withLock({ $0[key]?.droplets }) else { return readyDroplets() }
+        guard let given = tablesGiven.withLock({ $0[key]?.held }) else { return readyDroplets() }
         return readyDroplets(among: given.union(vpcHolders(vpc)))
     }
 
@@ -95,14 +163,17 @@ extension Operator {
         // one set lookup, no scan of the VPC's subnets.
         if tablesComplete.withLock({ $0.contains(key) }) { return }
         let task: Task<Void, any Error> = tablesEnsuring.withLock { running in
-            if let t = running[key] { return t }
+            if let r = running[key], r.gives { return r.task }
+            // After a release of the pair under way, if any.
+            let before = running[key]?.task
             let t = Task {
+                _ = try? await before?.value
                 if try await self.giveTables(of: vpc, to: droplet) { _ = self.tablesComplete.withLock { $0.insert(key) } }
             }
-            running[key] = t
+            running[key] = (t, gives: true)
             return t
         }
-        defer { tablesEnsuring.withLock { if $0[key] == task { $0[key] = nil } } }
+        defer { tablesEnsuring.withLock { if $0[key]?.task == task { $0[key] = nil } } }
         try await task.value
     }
 
@@ -146,11 +217,15 @@ extension Operator {
         tablesGiven.withLock { given in
             if var entry = given[key], entry.holders == holders {
                 entry.droplets.insert(droplet)
+                entry.held.insert(droplet)
                 given[key] = entry
             } else if given[key] == nil {
-                given[key] = (holders, [droplet])
+                given[key] = TableRecord(holders: holders, droplets: [droplet], held: [droplet])
+            } else {
+                // Another version than the record's (the reconcile replaces
+                // the record), but held all the same.
+                given[key]?.held.insert(droplet)
             }
-            // (A record with other holders is the reconcile's to replace.)
         }
     }
 }

@@ -123,10 +123,37 @@ public enum Provisioning {
     }
 
     /// Removes the VPC from each of `hosts` (with its subnets' entries).
+    /// A host that still has subnets of the VPC the caller did not know it
+    /// had (given while its record was being replaced, or kept through a
+    /// restart) refuses; those are then found and deleted there, and the VPC
+    /// after them (`releaseVPC`): a VPC's deletion never stops at them.
     public static func deleteVPC(vni: VNI, on hosts: [TransitPeer], via connector: some TransitConnector = DirectConnector()) async throws {
+        try await onEach(hosts) { h in
+            do { try await deleteVPCEntry(vni, on: h, via: connector) } catch let e as RPCError where e.code == .failedPrecondition {
+                try await releaseVPC(vni: vni, from: h, via: connector)
+            }
+        }
+    }
+
+    private static func deleteVPCEntry(_ vni: VNI, on host: TransitPeer, via connector: some TransitConnector) async throws {
         var key = Mizar_Transit_V1_VPCKey()
         key.vni = vni.value
-        try await onEach(hosts) { [key] h in _ = try await connector.withClient(h.target) { try await $0.deleteVPC(key, options: callOptions) } }
+        _ = try await connector.withClient(host.target) { [key] in try await $0.deleteVPC(key, options: callOptions) }
+    }
+
+    /// Takes a VPC's tables off one host that no longer holds anything of
+    /// it: the subnets of the VNI the host has (as it says: one
+    /// `ListSubnets`), then the VPC's entry. Calls: the host's subnets of
+    /// the VPC, plus two.
+    public static func releaseVPC(vni: VNI, from host: TransitPeer,
+                                  via connector: some TransitConnector = DirectConnector()) async throws {
+        var r = Mizar_Transit_V1_ListRequest()
+        r.vni = vni.value
+        let held = try await connector.withClient(host.target) { try await $0.listSubnets(r, options: callOptions) }.subnets
+        for s in held {
+            try await deleteSubnet(vni: vni, cidr: try CIDR(parsing: s.cidr, field: "cidr"), on: [host], via: connector)
+        }
+        try await deleteVPCEntry(vni, on: host, via: connector)
     }
 
     /// Removes the subnet from each of `hosts`.

@@ -654,6 +654,30 @@ struct OperatorTests {
                 #expect(joinCalls.keys.filter { $0 != leaverTarget && !holderTargets.contains($0) }.count == plane.bed.hosts.count - 1 - holderTargets.subtracting([leaverTarget]).count,
                         "join: \(joinCalls)")
                 print("droplet leave at \(plane.bed.hosts.count) hosts: \(leaveCalls.values.reduce(0, +)) calls to \(leaveCalls.count) droplets; join: \(joinCalls.values.reduce(0, +)) calls to \(joinCalls.count) droplets (\(joinCalls[leaverTarget] ?? 0) to the joiner)")
+                // An endpoint alone of its VPC on a droplet with no role
+                // goes: its droplet gives the VPC's tables back (the
+                // subnet's and the VPC's entries), so that the VPC's later
+                // changes do not reach it; nobody else is called but the
+                // subnet's bouncers.
+                let alone = (0..<6).first { i in
+                    let host = "h\(i % plane.bed.hosts.count + 1)"
+                    return !holderNames.contains(plane.droplet(host)) && (0..<6).filter { $0 % plane.bed.hosts.count == i % plane.bed.hosts.count }.count == 1
+                }
+                #expect(plane.bed.hosts.count < 30 || alone != nil, "no endpoint alone on a droplet without a role at 30 hosts")
+                if let i = alone {
+                    let host = try #require(plane.bed.hosts.first { $0.name == "h\(i % plane.bed.hosts.count + 1)" })
+                    op.pool.resetCounts()
+                    try await store.delete(EndpointSpec.self, "c\(i)")
+                    #expect(try await eventually(10) { try await vpcTable(host.socket, vni: vni.value) == nil }, "\(host.name) still holds VPC c")
+                    try await Task.sleep(for: .milliseconds(300))
+                    let gone = op.pool.methodCounts(), to = op.pool.callCounts()
+                    var expected: Set<TransitTarget> = [try await target(plane.droplet(host.name))]
+                    for b in bouncers { expected.insert(try await target(b)) }
+                    #expect(Set(to.keys) == expected, "endpoint c\(i)'s removal called \(to)")
+                    #expect(gone == ["DeleteEndpointInterface": 1, "DeleteEndpoint": bouncers.count, "ListSubnets": 1, "DeleteSubnet": 1, "DeleteVPC": 1],
+                            "endpoint c\(i)'s removal: \(gone)")
+                    print("last endpoint of a VPC on \(host.name) at \(plane.bed.hosts.count) hosts removed: \(gone)")
+                }
                 var holdersNow = Set<String>()
                 for h in plane.bed.hosts where try await vpcTable(h.socket, vni: vni.value) != nil { holdersNow.insert(h.name) }
                 op.pool.resetCounts()
@@ -679,7 +703,7 @@ struct OperatorTests {
         #expect((creates[30]?.subnet ?? 99) <= 12, "subnet create at 30 hosts: \(creates[30]?.subnet ?? -1) calls")
     }
 
-    @Test("two operator replicas split the VPCs on the ring; when one is killed the other takes its VPCs over")
+    @Test("two operator replicas split the VPCs on the ring; a droplet that dies loses its roles in both replicas' VPCs; when a replica is killed the other takes its VPCs over")
     func replicas() async throws {
         let plane = try await Plane.get()
         let logs = ["op-a", "op-b"].map { "/tmp/mizar-\($0)-\(getpid()).log" }
@@ -719,6 +743,31 @@ struct OperatorTests {
                 #expect(try await store.get(EndpointSpec.self, "\(v)-e0")?.status?.common.controller == owner[v], "Endpoint \(v)-e0")
             }
 
+            // A droplet dies that holds roles of VPCs the other replica
+            // owns (a droplet's replica is not its VPCs'): every role on it
+            // moves, in both replicas' VPCs; then it comes back.
+            func roles(on droplet: String) async throws -> [String] {
+                var out: [String] = []
+                for v in vpcs {
+                    if try await store.get(VpcSpec.self, v)?.status?.dividers?.contains(droplet) == true { out.append(v) }
+                    if try await store.get(SubnetSpec.self, "\(v)-1")?.status?.bouncers?.contains(droplet) == true { out.append("\(v)-1") }
+                }
+                return out
+            }
+            var victim: Testbed.Host?
+            for h in plane.bed.hosts {
+                let d = plane.droplet(h.name), mine = ring.owner(of: "droplet/\(d)")
+                if try await roles(on: d).contains(where: { owner[String($0.prefix(2))] != mine }) { victim = h; break }
+            }
+            let dying = try #require(victim, "no droplet holds a role of a VPC the other replica owns")
+            let dyingName = plane.droplet(dying.name)
+            let pid = try #require(plane.bed.pid(of: dying))
+            kill(pid, SIGKILL)
+            reap(pid)
+            #expect(try await eventually(15) { try await roles(on: dyingName).isEmpty }, "roles left on the dead droplet \(dyingName)")
+            try await onOwnThread { try plane.bed.restart(dying, options: plane.options) }
+            #expect(try await eventually(15) { try await store.get(DropletSpec.self, dyingName)?.status?.common.phase == .ready })
+
             // op-a dies; its lease lapses and op-b takes its VPCs.
             kill(pids["op-a"]!, SIGKILL)
             reap(pids["op-a"]!)
@@ -737,7 +786,10 @@ struct OperatorTests {
             #expect(done.map { $0 >= Double(orphaned.count) } == true,
                     "op-b's metrics: \(scraped.output.prefix(1500))")
             for v in vpcs { try await store.delete(VpcSpec.self, v) }
-            #expect(try await eventually(20) { try await store.etcd.count(prefix: store.prefix(.vpc)) == 0 })
+            let deleted = try await eventually(20) { try await store.etcd.count(prefix: store.prefix(.vpc)) == 0 }
+            let left = try await store.list(VpcSpec.self).objects.map { "\($0.name): \($0.status?.common.reason ?? "-")" }
+            let survivorLog = ((try? String(contentsOfFile: logs[1], encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
+            #expect(deleted, "VPCs left: \(left); op-b's log ends:\n\(survivorLog)")
         }
     }
 }

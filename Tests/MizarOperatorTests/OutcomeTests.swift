@@ -177,3 +177,46 @@ extension OperatorTests {
         }
     }
 }
+
+/// A VPC's deletion and the tables a host holds without the operator's
+/// record of them.
+extension OperatorTests {
+    @Test("a VPC is deleted even from a host holding a subnet of it the operator never gave: the subnet is found there and deleted first, and nothing of the VPC is left on any host")
+    func vpcDeleteSweepsUnknownSubnets() async throws {
+        let plane = try await Plane.get()
+        try await plane.withOperator { store, op in
+            #expect(try await plane.dropletsReady(store))
+            try await store.create(Vpc(name: "gs", spec: VpcSpec(cidr: "10.13.0.0/16")))
+            try await store.create(Subnet(name: "gs-1", spec: SubnetSpec(vpc: "gs", cidr: "10.13.1.0/24")))
+            try await store.create(Endpoint(name: "gs-e", spec: EndpointSpec(vpc: "gs", subnet: "gs-1", droplet: plane.droplet("h1"))))
+            #expect(try await eventually { try await store.get(EndpointSpec.self, "gs-e")?.status?.common.phase == .provisioned })
+            let vni = try #require(try await store.get(VpcSpec.self, "gs")?.status?.vni)
+            let h1 = plane.bed.hosts[0]
+            func subnets(_ h: Testbed.Host) async throws -> [String] {
+                var r = Mizar_Transit_V1_ListRequest()
+                r.vni = vni.value
+                let request = r
+                return try await withTransitClient(.unix(h.socket)) { try await $0.listSubnets(request) }.subnets.map(\.cidr)
+            }
+            // A subnet of the VPC on h1 that no object declares.
+            var extra = Mizar_Transit_V1_Subnet()
+            extra.vni = vni.value
+            extra.cidr = "10.13.9.0/24"
+            var b = Mizar_Transit_V1_Host()
+            b.ip = "\(h1.ip)"
+            b.mac = "\(h1.mac)"
+            extra.bouncers = [b]
+            let put = extra
+            _ = try await withTransitClient(.unix(h1.socket)) { try await $0.putSubnet(put) }
+            #expect(try await subnets(h1).contains("10.13.9.0/24"))
+            try await store.delete(VpcSpec.self, "gs")
+            let gone = try await eventually(15) { try await store.get(VpcSpec.self, "gs") == nil }
+            let reason = try await store.get(VpcSpec.self, "gs")?.status?.common.reason
+            #expect(gone, "VPC gs not deleted: \(reason ?? "-")")
+            for h in plane.bed.hosts {
+                #expect(try await vpcTable(h.socket, vni: vni.value) == nil, "\(h.name) still holds VPC gs")
+                #expect(try await subnets(h).isEmpty, "\(h.name) still holds subnets of VPC gs")
+            }
+        }
+    }
+}

@@ -363,11 +363,19 @@ struct OperatorProcess {
         metricsPort = try EtcdServer.freePort()
         log = "\(directory)/\(id).log"
         pid = try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", "127.0.0.1:\(etcd)", "--id", id,
-                               "--metrics-address", "127.0.0.1:\(metricsPort)", "--log-level", "error"], log: log)
+                               "--metrics-address", "127.0.0.1:\(metricsPort)", "--log-level", env("OPERATOR_LOG") ?? "warning"], log: log)
     }
     var metrics: String? { EtcdServer.httpGet(port: metricsPort, path: "/metrics") }
-    /// SIGTERM, and SIGKILL if it has not exited within 10 s.
+    /// SIGTERM, and SIGKILL if it has not exited within 10 s. The last
+    /// lines of its log (warnings and errors) are printed: the log goes
+    /// with the run's directory.
     func stop() {
+        defer {
+            let lines = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n")
+            if !lines.isEmpty {
+                say("\(URL(fileURLWithPath: log).lastPathComponent): \(lines.count) lines, the last:\n  " + lines.suffix(10).joined(separator: "\n  "))
+            }
+        }
         kill(pid, SIGTERM)
         var status: Int32 = 0
         for _ in 0..<100 {
@@ -554,7 +562,9 @@ func sweep(hosts: Int, logger: Logger) async throws {
 if mode == "sweep" || mode == "all" {
     say("== Sweep: \(replicas) mizar-operator replica(s) (the executable) over simulated droplets; watch events are one watcher's (each replica receives them)")
     for hosts in (env("HOSTS") ?? "100 1000 10000").split(separator: " ").compactMap({ Int($0) }) {
-        try await sweep(hosts: hosts, logger: logger)
+        // A step that fails ends its size (everything it started stopped)
+        // and says why; the next size runs.
+        do { try await sweep(hosts: hosts, logger: logger) } catch { say("\(hosts) hosts: FAILED: \(error)") }
     }
 }
 
