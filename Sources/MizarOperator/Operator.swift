@@ -21,6 +21,11 @@ public final class Operator: Sendable {
         public var workers = 8
         /// This replica's name on the ring of operators.
         public var id = "op-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        /// Seconds this replica stays on the ring without renewing its
+        /// key. A replica that dies is replaced after this long; an etcd
+        /// slower than this for a while takes the replica off the ring
+        /// (it then does nothing until it is back).
+        public var membershipTTL: Int64 = 10
         public init() {}
     }
 
@@ -105,7 +110,7 @@ public final class Operator: Sendable {
         self.pool = pool
         self.config = config
         self.logger = logger
-        membership = Membership(id: config.id)
+        membership = Membership(id: config.id, ttl: config.membershipTTL)
         wire()
     }
 

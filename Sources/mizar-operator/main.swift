@@ -36,6 +36,9 @@ struct MizarOperatorCommand: AsyncParsableCommand {
     @Option(help: "Where Prometheus metrics are served (GET /metrics): HOST:PORT on loopback, or 'none'.")
     var metricsAddress = "127.0.0.1:9471"
 
+    @Option(help: "Seconds a replica stays on the ring without renewing its key: how soon the others take over a dead replica's VPCs, and how long an etcd stall it outlasts.")
+    var membershipTtl: Int64 = 10
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -43,6 +46,7 @@ struct MizarOperatorCommand: AsyncParsableCommand {
         _ = try HostPort.list(parsing: etcd, field: "--etcd")
         _ = try MetricsServer.address(parsing: metricsAddress, field: "--metrics-address")
         guard (1...256).contains(workers) else { throw ValidationError("--workers: \(workers) is out of range; expected 1...256") }
+        guard (2...120).contains(membershipTtl) else { throw ValidationError("--membership-ttl: \(membershipTtl) is out of range; expected 2...120 seconds") }
     }
 
     func run() async throws {
@@ -55,6 +59,7 @@ struct MizarOperatorCommand: AsyncParsableCommand {
         let members = try HostPort.list(parsing: etcd, field: "--etcd")
         var config = Operator.Config()
         config.workers = workers
+        config.membershipTTL = membershipTtl
         if let id { config.id = id }
         let root = self.root
         let tls = try tls.files()

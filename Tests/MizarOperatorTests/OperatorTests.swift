@@ -69,8 +69,19 @@ final class Plane: Sendable {
             logger.logLevel = .warning
             let op = Operator(store: store, pool: HTTP2TransitPool(tls: bed.operatorTLS), logger: logger)
             let task = Task { await op.run() }
-            defer { task.cancel() }
-            return try await body(store, op)
+            // Stopped, and off the ring, before its etcd client closes
+            // (else its key stays until its lease lapses, and the next
+            // test's operator shares the ring with it meanwhile).
+            do {
+                let r = try await body(store, op)
+                task.cancel()
+                await task.value
+                return r
+            } catch {
+                task.cancel()
+                await task.value
+                throw error
+            }
         }
     }
 
@@ -297,7 +308,7 @@ struct OperatorTests {
         func start() throws -> pid_t {
             // The same replica each time: the ring does not change.
             try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
-                             "--id", "op-resume", "--log-level", "warning"] + Testbed.flags(plane.bed.operatorTLS), log: log)
+                             "--id", "op-resume", "--log-level", "warning", "--membership-ttl", "3"] + Testbed.flags(plane.bed.operatorTLS), log: log)
         }
         func kill9(_ pid: pid_t) {
             kill(pid, SIGKILL)
@@ -713,7 +724,7 @@ struct OperatorTests {
         let metricsPorts = ["op-a": 9471, "op-b": 9472]
         for (id, log) in zip(["op-a", "op-b"], logs) {
             pids[id] = try spawnDaemon([siblingExecutable("mizar-operator"), "--etcd", plane.etcd.endpoint, "--root", plane.root,
-                                        "--id", id, "--log-level", "warning", "--metrics-address", "127.0.0.1:\(metricsPorts[id]!)"]
+                                        "--id", id, "--log-level", "warning", "--membership-ttl", "3", "--metrics-address", "127.0.0.1:\(metricsPorts[id]!)"]
                                        + Testbed.flags(plane.bed.operatorTLS), log: log)
         }
         defer { for pid in pids.values { kill(pid, SIGKILL); reap(pid) } }

@@ -464,7 +464,13 @@ func withSimulatedCluster(hosts: Int, dir: String, logger: Logger,
         let t0 = monotonicSeconds()
         let storeOf = try await loadDroplets(hosts, store: store, registrations: Array(clients.dropFirst()), sim: sim, logger: logger)
         say("\(hosts) hosts: loaded in \(String(format: "%.1f", monotonicSeconds() - t0)) s")
-        try await body(etcd, sim, store, storeOf)
+        // The registrations end before their etcd connections close, on
+        // failure as well (a connection waits for its streams).
+        do { try await body(etcd, sim, store, storeOf) } catch {
+            say("\(hosts) hosts: stopping after: \(error)")
+            await sim.stop()
+            throw error
+        }
         await sim.stop()
     }
 }
