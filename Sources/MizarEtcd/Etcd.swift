@@ -9,7 +9,7 @@ import NIOSSL
 
 /// An etcd failure, with what was being done.
 public struct EtcdError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case unavailable, compacted, leaseExpired, watchCanceled, permissionDenied, other }
+    public enum Kind: Sendable { case unavailable, compacted, leaseExpired, watchCanceled, permissionDenied, tooLarge, other }
     public let kind: Kind
     public let description: String
 
@@ -94,7 +94,14 @@ public struct Etcd: Sendable {
     /// that moment (a watch from revision + 1 misses nothing). Read in pages
     /// of `page` keys, all at that one revision, so that no answer outgrows
     /// gRPC's 4 MB message limit however many keys there are.
-    public func list(prefix: String, page: Int64 = 500) async throws -> (kvs: [EtcdKeyValue], revision: Int64) {
+    ///
+    /// Pages are sized by bytes, not keys: etcd (3.4) walks the whole rest of
+    /// the range for every page it answers, so a million keys read 500 at a
+    /// time cost it 2,000 walks of up to a million entries — quadratic.
+    /// Each page asks for as many keys as make about `pageBytes` at the
+    /// last page's size per key (at least `page`, at most 50,000); a page
+    /// too large for the client is asked again at a quarter.
+    public func list(prefix: String, page: Int64 = 500, pageBytes: Int = 4 << 20) async throws -> (kvs: [EtcdKeyValue], revision: Int64) {
         var r = Etcdserverpb_RangeRequest()
         r.key = Data(prefix.utf8)
         r.rangeEnd = Self.prefixEnd(prefix)
@@ -102,11 +109,20 @@ public struct Etcd: Sendable {
         var all: [EtcdKeyValue] = []
         while true {
             let request = r
-            let response = try await call("list \(prefix)") { try await kv.range(request, options: Self.unary) }
+            let response: Etcdserverpb_RangeResponse
+            do {
+                response = try await call("list \(prefix)") { try await kv.range(request, options: Self.listPage) }
+            } catch let e as EtcdError where e.kind == .tooLarge && r.limit > 1 {
+                r.limit = max(1, r.limit / 4)
+                continue
+            }
             all += response.kvs.map(EtcdKeyValue.init)
             if r.revision == 0 { r.revision = response.header.revision }
             guard response.more, let last = response.kvs.last else { break }
             r.key = last.key + Data([0])   // the next key after the last one read
+            let bytes = response.kvs.reduce(0) { $0 + $1.key.count + $1.value.count }
+            let perKey = max(1, bytes / max(1, response.kvs.count))
+            r.limit = min(50_000, max(page, Int64(pageBytes / perKey)))
         }
         return (all, r.revision)
     }
@@ -389,6 +405,15 @@ public struct Etcd: Sendable {
         return o
     }()
 
+    /// A list's page: as a unary call, answers up to 64 MiB. (The
+    /// transport bounds a call's messages both ways by its request limit.)
+    static let listPage: CallOptions = {
+        var o = unary
+        o.maxRequestMessageBytes = 64 << 20
+        o.maxResponseMessageBytes = 64 << 20
+        return o
+    }()
+
     /// The end of the range of keys that start with `prefix`.
     static func prefixEnd(_ prefix: String) -> Data {
         var bytes = [UInt8](prefix.utf8)
@@ -479,7 +504,11 @@ public struct Etcd: Sendable {
         switch error {
         case is EtcdError, is CancellationError: return error
         case let e as RPCError:
+            // A message over a size limit: resourceExhausted, or (as the
+            // client's decoder reports it) an internal error saying so.
+            let tooLarge = e.code == .resourceExhausted || e.message.contains("maximum payload size")
             let kind: EtcdError.Kind = switch e.code {
+            case _ where tooLarge: .tooLarge
             case .unavailable: .unavailable
             case .permissionDenied: .permissionDenied
             default: .other

@@ -132,16 +132,18 @@ struct EtcdTests {
         }
     }
 
-    @Test("a list larger than one page comes back whole, in order, at one revision")
+    @Test("a list larger than one page comes back whole, in order, at one revision, whatever the page size; a page too large to take is asked again smaller")
     func pagedList() async throws {
         try await Server.with { etcd in
             let keys = (0..<1200).map { String(format: "/t/paged/%05d", $0) }
             for batch in stride(from: 0, to: keys.count, by: 100) {
                 try await etcd.transaction(if: [], then: keys[batch..<batch + 100].map { .put($0, Array($0.utf8)) })
             }
-            for page: Int64 in [7, 100, 5000] {
-                let (kvs, revision) = try await etcd.list(prefix: "/t/paged/", page: page)
-                #expect(kvs.map(\.key) == keys, "page \(page): \(kvs.count) keys")
+            // Pages of at least 7, 100, 5,000 keys; and pages sized to about
+            // 1 KiB (some 30 keys each: forty pages).
+            for (page, pageBytes): (Int64, Int) in [(7, 4 << 20), (100, 4 << 20), (5000, 4 << 20), (1, 1024)] {
+                let (kvs, revision) = try await etcd.list(prefix: "/t/paged/", page: page, pageBytes: pageBytes)
+                #expect(kvs.map(\.key) == keys, "page \(page), \(pageBytes) bytes: \(kvs.count) keys")
                 #expect(kvs.allSatisfy { $0.modRevision <= revision })
             }
             // 1,200 keys of 4 KB: more than gRPC's 4 MB in one answer.
@@ -151,6 +153,14 @@ struct EtcdTests {
             }
             #expect(try await etcd.list(prefix: "/t/paged/").kvs.count == 1200)
             try await etcd.delete(prefix: "/t/paged/")
+            // A page asked for too large to take (80 values of 1 MiB: over
+            // the 64 MiB a page may be) is asked again smaller; all come back.
+            let mib = [UInt8](repeating: 0x62, count: 1 << 20)
+            for i in 0..<80 { try await etcd.put(String(format: "/t/huge/%03d", i), mib) }
+            let huge = try await etcd.list(prefix: "/t/huge/", page: 80, pageBytes: 1 << 30)
+            #expect(huge.kvs.map(\.key) == (0..<80).map { String(format: "/t/huge/%03d", $0) })
+            #expect(huge.kvs.allSatisfy { $0.value == mib })
+            try await etcd.delete(prefix: "/t/huge/")
         }
     }
 

@@ -67,12 +67,23 @@ func metric(_ text: String?, _ name: String) -> Double {
 }
 
 /// Waits until `done` or the timeout; false at the timeout.
+/// Asks `done` until it holds or `seconds` pass. An etcd call that times
+/// out while the machine is saturated (the 100,000-host join) is asked
+/// again, not taken as the step's failure; the last such error is thrown
+/// if time runs out on it.
 func until(_ seconds: Double, every: Duration = .milliseconds(20), _ done: () async throws -> Bool) async throws -> Bool {
     let deadline = monotonicSeconds() + seconds
+    var lastError: (any Error)?
     while monotonicSeconds() < deadline {
-        if try await done() { return true }
+        do {
+            if try await done() { return true }
+            lastError = nil
+        } catch {
+            lastError = error
+        }
         try await Task.sleep(for: every)
     }
+    if let lastError { throw lastError }
     return false
 }
 
