@@ -112,8 +112,8 @@ extension Operator {
 
     func publishTargets(_ e: Endpoint) -> Set<String> {
         guard e.spec.isScaled, !e.spec.publishedPorts.isEmpty, e.metadata.deletionTimestamp == nil else { return [] }
-        let all = Set(droplets.filter { $0.metadata.deletionTimestamp == nil }.map(\.name))
-        return e.spec.publishOn.map { all.intersection($0) } ?? all
+        if let named = e.spec.publishOn { return Set(named.filter { isPublishTarget(e, $0) }) }
+        return Set(droplets.list().map(\.name).filter { isPublishTarget(e, $0) })
     }
 
     func publication(_ e: Endpoint, changed: Bool) -> Publication {

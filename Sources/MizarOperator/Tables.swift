@@ -97,7 +97,10 @@ extension Operator {
     /// that ever did. Runs after any giving of the same pair under way;
     /// asks again when it runs: an endpoint that came meanwhile keeps them.
     func releaseTables(of vpc: String, on droplet: String) {
-        guard membership.owns("vpc/\(vpc)") else { return }   // the VPC's replica's work
+        // The VPC's replica's work, and only when there is something to
+        // give back (asked again when it runs): most endpoints that go
+        // leave others of their VPC on their droplet.
+        guard membership.owns("vpc/\(vpc)"), holdsNothing(of: vpc, on: droplet) else { return }
         let key = "\(vpc)|\(droplet)"
         let task: Task<Void, any Error> = tablesEnsuring.withLock { running in
             let before = running[key]?.task
