@@ -93,6 +93,9 @@ final class SimFleet: TransitHosting {
     private let refused = Mutex<[String]>([])
     /// Each droplet's "holds a role" flag, which its registration waits on.
     private let roleFlags = Mutex<[UInt32: WatchedFlag]>([:])
+    /// Told when a droplet comes to hold a role or stops holding one (the
+    /// registrar process keeps its own copy of the flags).
+    let roleChanged = Mutex<(@Sendable (IPv4Address, Bool) -> Void)?>(nil)
     let defaultEndpointMTU: UInt32 = 1450
 
     func add(_ ip: IPv4Address, droplets: Set<IPv4Address> = []) {
@@ -114,13 +117,19 @@ final class SimFleet: TransitHosting {
     private func on<R>(_ body: (inout SimTables) throws -> R) throws -> R {
         guard let ip = SimCall.droplet else { throw TransitError(.internalError, field: "droplet", "no droplet for this call") }
         do {
-            let (result, role) = try tables.withLock { all in
+            let flag = roleFlag(ip)
+            return try tables.withLock { all in
                 guard var t = all[ip.value] else { throw TransitError(.notFound, field: "droplet", "droplet \(ip) is gone") }
-                defer { all[ip.value] = t }
-                return (try body(&t), t.holdsRole)
+                defer {
+                    all[ip.value] = t
+                    // Under the tables' lock: changes are told in order.
+                    if flag.value != t.holdsRole {
+                        flag.set(t.holdsRole)
+                        roleChanged.withLock { $0 }?(ip, t.holdsRole)
+                    }
+                }
+                return try body(&t)
             }
-            roleFlag(ip).set(role)
-            return result
         } catch {
             refused.withLock { $0.append("\(ip): \(error)") }
             throw error

@@ -227,30 +227,43 @@ func workload(_ store: Store, droplets: [String], fleet: SimFleet?, pool: HTTP2T
 
 // MARK: - Simulated droplets
 
-/// The fleet's listener and each droplet's registration.
+/// The fleet's listener and each droplet's registration: in this process
+/// (the calibration), or in a registrar process of their own (the sweep).
 final class SimCluster: Sendable {
     let fleet = SimFleet()
     let server: GRPCServer<HTTP2ServerTransport.Posix>
     let serving: Task<Void, Never>
     let registrations = Mutex<[Int: Task<Void, Never>]>([:])
+    let registrar: RegistrarProcess?
     let port: Int
 
-    init(port: Int) {
+    init(port: Int, registrar: RegistrarProcess? = nil) {
         self.port = port
+        self.registrar = registrar
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: "0.0.0.0", port: port), transportSecurity: .plaintext)
         server = GRPCServer(transport: transport, services: [TransitService(host: fleet)], interceptors: [SimRouting(fleet: fleet)])
         serving = Task { [server] in try? await server.serve() }
+        if let registrar {
+            fleet.roleChanged.withLock { $0 = { ip, role in registrar.send("role \(ip.value - simAddress(0).value) \(role ? 1 : 0)") } }
+        }
     }
 
-    func spec(_ i: Int) -> DropletSpec {
+    func spec(_ i: Int) -> DropletSpec { SimCluster.spec(i, port: port) }
+    static func spec(_ i: Int, port: Int) -> DropletSpec {
         let ip = simAddress(i)
         return DropletSpec(ip: ip, mac: MACAddress(value: 0x0200_0000_0000 + UInt64(i + 1)), transitd: "\(ip):\(port)")
     }
 
-    /// Droplet i comes up: its tables, then its registration (as transitd).
-    func register(_ i: Int, store: Store, ttl: Int64, roleTTL: Int64, logger: Logger) {
+    /// Droplet i comes up: its tables, then its registration (as transitd;
+    /// through `store`, or the registrar's own connections).
+    func register(_ i: Int, store: Store?, ttl: Int64, roleTTL: Int64, logger: Logger) {
         let ip = simAddress(i), fleet = fleet, spec = spec(i)
         if !fleet.has(ip) { fleet.add(ip) }
+        if let registrar {
+            registrar.send("start \(i) \(ttl) \(roleTTL) \(fleet.holdsRole(ip) ? 1 : 0)")
+            return
+        }
+        guard let store else { return }
         let t = Task {
             await DropletRegistration.run(store: store, name: simName(i), spec: spec,
                                           liveness: .init(ttl: ttl, roleTTL: roleTTL, holdsRole: fleet.roleFlag(ip)), logger: logger)
@@ -260,13 +273,119 @@ final class SimCluster: Sendable {
 
     /// Droplet i's transitd stops renewing (killed): its lease lapses.
     func stopRegistration(_ i: Int) {
+        if let registrar { registrar.send("stop \(i)") }
         registrations.withLock { $0.removeValue(forKey: i) }?.cancel()
     }
 
     func stop() async {
         for t in registrations.withLock({ $0.values }) { t.cancel() }
+        registrar?.stop()
         server.beginGracefulShutdown()
         serving.cancel()
+    }
+}
+
+// MARK: - The registrar: the droplets' registrations in a process of their own
+
+/// The simulated droplets' registrations (DropletRegistration: each its
+/// Droplet, lease and renewals), run by this executable in a process of
+/// its own and told over its standard input which to start and stop and
+/// which hold a role. A real droplet renews from its own host; sharing the
+/// fleet's process, 100,000 renewals were starved while that process served
+/// a join's 100,000 calls, and the leases lapsed.
+final class RegistrarProcess: Sendable {
+    let pid: pid_t
+    private let input: Mutex<FileHandle?>
+
+    init(etcd: Int, hosts: Int, fleetPort: Int, log: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: siblingExecutable("mizar-bench-scale"))
+        p.arguments = ["registrar", "\(etcd)", "\(hosts)", "\(fleetPort)"]
+        let pipe = Pipe()
+        p.standardInput = pipe
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let out = FileHandle(forWritingAtPath: log)
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        pid = p.processIdentifier
+        input = Mutex(pipe.fileHandleForWriting)
+    }
+
+    /// One line to the registrar, in the order sent.
+    func send(_ line: String) {
+        input.withLock { try? $0?.write(contentsOf: Array((line + "\n").utf8)) }
+    }
+
+    /// Its input closed: it ends every registration (their leases revoked
+    /// or left to lapse) and exits; SIGKILL by its pid after 30 s.
+    func stop() {
+        guard let h = input.withLock({ i in defer { i = nil }; return i }) else { return }
+        try? h.close()
+        awaitExit(pid, seconds: 30)
+    }
+}
+
+/// Waits up to `seconds` for child `pid` to exit, then SIGKILLs it (by its
+/// pid) and reaps it.
+func awaitExit(_ pid: pid_t, seconds: Int) {
+    var status: Int32 = 0
+    for _ in 0..<(seconds * 10) {
+        if waitpid(pid, &status, WNOHANG) == pid { return }
+        usleep(100_000)
+    }
+    kill(pid, SIGKILL)
+    reap(pid)
+}
+
+/// The registrar's side: `start I TTL ROLETTL ROLE`, `stop I`, `role I 0|1`
+/// lines until its input closes. Droplet i registers through connection
+/// i / dropletsPerConnection.
+func runRegistrar(etcdPort: Int, hosts: Int, fleetPort: Int, logger: Logger) async throws {
+    let connections = max(1, (hosts + dropletsPerConnection - 1) / dropletsPerConnection)
+    try await withClients(connections, port: etcdPort) { clients in
+        let stores = clients.map { Store(etcd: $0) }
+        let running = Mutex<[Int: Task<Void, Never>]>([:])
+        let flags = Mutex<[Int: WatchedFlag]>([:])
+        @Sendable func flag(_ i: Int) -> WatchedFlag {
+            flags.withLock { f in
+                if let x = f[i] { return x }
+                let x = WatchedFlag()
+                f[i] = x
+                return x
+            }
+        }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                while let line = readLine() {
+                    let w = line.split(separator: " ").compactMap { Int($0) }
+                    guard let i = w.first, i >= 0, i < hosts else { continue }
+                    switch line.split(separator: " ").first {
+                    case "start" where w.count == 4:
+                        let holdsRole = flag(i)
+                        holdsRole.set(w[3] == 1)
+                        let store = stores[i / dropletsPerConnection], spec = SimCluster.spec(i, port: fleetPort)
+                        let t = Task {
+                            await DropletRegistration.run(store: store, name: simName(i), spec: spec,
+                                                          liveness: .init(ttl: Int64(w[1]), roleTTL: Int64(w[2]), holdsRole: holdsRole),
+                                                          logger: logger)
+                        }
+                        running.withLock { r in defer { r[i] = t }; return r[i] }?.cancel()
+                    case "stop":
+                        running.withLock { $0.removeValue(forKey: i) }?.cancel()
+                    case "role" where w.count == 2:
+                        flag(i).set(w[1] == 1)
+                    default:
+                        continue
+                    }
+                }
+                done.resume()
+            }
+        }
+        // The registrations end before their connections close.
+        let all = running.withLock { r in defer { r = [:] }; return Array(r.values) }
+        for t in all { t.cancel() }
+        for t in all { await t.value }
     }
 }
 
@@ -339,9 +458,18 @@ func calibrate(hosts: Int, logger: Logger) async throws -> (real: [(String, Cost
 
 // MARK: - Main
 
+// A registrar that died must not end the benchmark through its pipe.
+signal(SIGPIPE, SIG_IGN)
 var logger = Logger(label: "scale")
 logger.logLevel = .error
 let mode = CommandLine.arguments.dropFirst().first ?? "all"
+
+if mode == "registrar" {
+    let a = CommandLine.arguments.dropFirst(2).compactMap { Int($0) }
+    guard a.count == 3 else { fatalError("usage: mizar-bench-scale registrar ETCD-PORT HOSTS FLEET-PORT") }
+    try await runRegistrar(etcdPort: a[0], hosts: a[1], fleetPort: a[2], logger: logger)
+    exit(0)
+}
 
 if mode == "calibrate" || mode == "all" {
     say("== Calibration: the same workload on real transitds and on simulated droplets (per-method calls, etcd revisions and keys)")
@@ -388,13 +516,7 @@ struct OperatorProcess {
             }
         }
         kill(pid, SIGTERM)
-        var status: Int32 = 0
-        for _ in 0..<100 {
-            if waitpid(pid, &status, WNOHANG) == pid { return }
-            usleep(100_000)
-        }
-        kill(pid, SIGKILL)
-        reap(pid)
+        awaitExit(pid, seconds: 10)
     }
 
     /// Waits until its queues are empty and no reconcile ran for `quiet`
@@ -431,24 +553,22 @@ func withClients<R: Sendable>(_ n: Int, port: Int, _ have: [Etcd] = [], _ body: 
 
 /// Droplets whose registrations share one etcd connection (a transitd has
 /// its own; 100,000 connections would pass this machine's descriptor cap).
-let dropletsPerConnection = 200
+/// (Computed: the registrar mode runs before the top level reaches here.)
+nonisolated var dropletsPerConnection: Int { 200 }
 
 /// Loads a cluster of `hosts` simulated droplets at rest: every Droplet
 /// Ready as the operator leaves it (the join path costs one call per host
 /// per join, measured in the sweep; D joins one by one would cost D² calls
-/// to set up), every registration live. Returns the store each droplet
-/// registers through.
-func loadDroplets(_ hosts: Int, store: Store, registrations: [Etcd], sim: SimCluster, logger: Logger) async throws -> @Sendable (Int) -> Store {
+/// to set up), every registration live in the registrar process.
+func loadDroplets(_ hosts: Int, store: Store, sim: SimCluster, logger: Logger) async throws {
     try await concurrently(hosts) { i in
         try await store.create(Droplet(name: simName(i), spec: sim.spec(i)))
         try await store.updateStatus(DropletSpec.self, simName(i)) { $0.common.phase = .ready }
     }
-    let stores = registrations.map { Store(etcd: $0) }
-    let storeOf: @Sendable (Int) -> Store = { stores[$0 / dropletsPerConnection] }
     // Registrations start 1,000 at a time, as a cluster's transitds come
     // up over time (100,000 grants at once queue behind each other).
     for start in stride(from: 0, to: hosts, by: 1000) {
-        for i in start..<min(hosts, start + 1000) { sim.register(i, store: storeOf(i), ttl: 60, roleTTL: 3, logger: logger) }
+        for i in start..<min(hosts, start + 1000) { sim.register(i, store: nil, ttl: 60, roleTTL: 3, logger: logger) }
         let want = min(hosts, start + 1000)
         guard try await until(600, every: .milliseconds(50), { try await store.etcd.count(prefix: store.dropletLeasePrefix) >= want - 100 }) else {
             throw TestbedError("registrations \(start)..<\(want) not made")
@@ -457,27 +577,28 @@ func loadDroplets(_ hosts: Int, store: Store, registrations: [Etcd], sim: SimClu
     guard try await until(600, every: .milliseconds(250), { try await store.etcd.count(prefix: store.dropletLeasePrefix) == hosts }) else {
         throw TestbedError("\(hosts) registrations not made")
     }
-    return storeOf
 }
 
-/// etcd on disk under `dir`, the simulated droplets' listener, and
-/// `hosts` droplets loaded at rest (`loadDroplets`): `body` gets etcd, the
-/// fleet, the benchmark's own store and the store each droplet registers
-/// through. Everything is stopped afterwards.
+/// etcd on disk under `dir`, the simulated droplets' listener, their
+/// registrar process, and `hosts` droplets loaded at rest
+/// (`loadDroplets`): `body` gets etcd, the fleet and the benchmark's own
+/// store. Everything is stopped afterwards.
 func withSimulatedCluster(hosts: Int, dir: String, logger: Logger,
-                          _ body: (EtcdServer, SimCluster, Store, @Sendable (Int) -> Store) async throws -> Void) async throws {
+                          _ body: (EtcdServer, SimCluster, Store) async throws -> Void) async throws {
     let etcd = try EtcdServer(name: "scale", directory: dir)
     defer { etcd.stop(); _ = removeTree(dir) }
-    let sim = SimCluster(port: 7070)
-    let connections = (hosts + dropletsPerConnection - 1) / dropletsPerConnection
-    try await withClients(connections + 1, port: etcd.clientPort) { clients in
-        let store = Store(etcd: clients[0])
+    let sim = SimCluster(port: 7070, registrar: try RegistrarProcess(etcd: etcd.clientPort, hosts: hosts, fleetPort: 7070,
+                                                                      log: "\(dir)/registrar.log"))
+    try await withEtcd(host: "127.0.0.1", port: etcd.clientPort) { client in
+        let store = Store(etcd: client)
         let t0 = monotonicSeconds()
-        let storeOf = try await loadDroplets(hosts, store: store, registrations: Array(clients.dropFirst()), sim: sim, logger: logger)
-        say("\(hosts) hosts: loaded in \(String(format: "%.1f", monotonicSeconds() - t0)) s")
-        // The registrations end before their etcd connections close, on
-        // failure as well (a connection waits for its streams).
-        do { try await body(etcd, sim, store, storeOf) } catch {
+        // The registrations end (the registrar exits) before etcd stops,
+        // on failure as well.
+        do {
+            try await loadDroplets(hosts, store: store, sim: sim, logger: logger)
+            say("\(hosts) hosts: loaded in \(String(format: "%.1f", monotonicSeconds() - t0)) s")
+            try await body(etcd, sim, store)
+        } catch {
             say("\(hosts) hosts: stopping after: \(error)")
             await sim.stop()
             throw error
@@ -488,7 +609,7 @@ func withSimulatedCluster(hosts: Int, dir: String, logger: Logger,
 
 func sweep(hosts: Int, logger: Logger) async throws {
     let dir = "/var/tmp/mizar-scale-\(hosts)-\(getpid())"
-    try await withSimulatedCluster(hosts: hosts, dir: dir, logger: logger) { etcd, sim, store, storeOf in
+    try await withSimulatedCluster(hosts: hosts, dir: dir, logger: logger) { etcd, sim, store in
         let client = store.etcd
         // Renewals at rest: etcd's own count over 40 s (two renewal
         // periods of a droplet without a role).
@@ -568,8 +689,8 @@ func sweep(hosts: Int, logger: Logger) async throws {
         // The join last: at 100,000 hosts it is the heaviest step for this
         // machine (one call to every droplet), and the others come first.
         report("droplet join", try await measure(store, fleet: sim.fleet, pool: nil, events: events) {
-            sim.register(plain, store: storeOf(plain), ttl: 60, roleTTL: 3, logger: logger)
-            try await waitPhase(store, DropletSpec.self, simName(plain), .ready, seconds: 300)
+            sim.register(plain, store: nil, ttl: 60, roleTTL: 3, logger: logger)
+            try await waitPhase(store, DropletSpec.self, simName(plain), .ready, seconds: 1200)
             try await Task.sleep(for: .seconds(1))
         })
         say("\(hosts) hosts: operator RSS \(rss()) MiB; etcd RSS \(String(format: "%.0f", rssMiB(etcd.pid))) MiB")
@@ -615,7 +736,7 @@ func bulkLoad(_ store: Store, model: MizarAPI.Endpoint, from first: Int, count: 
 
 func endpointScale(hosts: Int, steps: [Int], logger: Logger) async throws {
     let dir = "/var/tmp/mizar-scale-e\(hosts)-\(getpid())"
-    try await withSimulatedCluster(hosts: hosts, dir: dir, logger: logger) { etcd, sim, store, _ in
+    try await withSimulatedCluster(hosts: hosts, dir: dir, logger: logger) { etcd, sim, store in
         var op = try OperatorProcess(etcd: etcd.clientPort, directory: dir)
         defer { op.stop() }
         _ = try await op.settle(from: monotonicSeconds())
