@@ -2,7 +2,8 @@
 # The scale simulation (issue 18), in a network namespace of its own: the
 # simulated droplets listen on 0.0.0.0 there (every 127/8 address is local
 # to its loopback), reachable from nothing else. Usage:
-#   bench/scale.sh [calibrate|sweep|all]   (HOSTS="100 1000 10000" REPLICAS=1 for the sweep)
+#   bench/scale.sh [calibrate|sweep|all]   (HOSTS="100 1000 10000" REPLICAS=1 for the sweep;
+#                                           DROPLET_TTL=60, the lease of a droplet without a role)
 #   bench/scale.sh endpoints               (HOSTS=1000 ENDPOINTS="0 100000 1000000")
 # Builds in release unless BUILD=debug.
 set -euo pipefail

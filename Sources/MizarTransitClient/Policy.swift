@@ -73,20 +73,57 @@ public struct EndpointPolicyMessage: Sendable, Equatable {
 }
 
 extension Provisioning {
-    /// One PutPolicy to each of `bouncers` (each its own update),
-    /// concurrently: entries and sets changed, entries removed, prefix
-    /// tables. What each reported (entries changed, revocations sent).
+    /// Each of `bouncers` its update (a PutPolicy call, or one per part of
+    /// a large one), concurrently: entries and sets changed, entries
+    /// removed, prefix tables. What each reported (entries changed,
+    /// revocations sent), its parts summed.
     @discardableResult
     public static func putPolicy(_ updates: [(TransitPeer, Mizar_Transit_V1_PolicyUpdate)],
                                  via connector: some TransitConnector = DirectConnector()) async throws -> [(changed: Int, revoked: Int)] {
         try await withThrowingTaskGroup(of: (Int, Int).self) { group in
             for (b, u) in updates {
                 group.addTask {
-                    let r = try await connector.withClient(b.target) { try await $0.putPolicy(u, options: callOptions) }
-                    return (Int(r.changed), Int(r.revoked))
+                    var changed = 0, revoked = 0
+                    for part in policyParts(u) {
+                        let r = try await connector.withClient(b.target) { try await $0.putPolicy(part, options: callOptions) }
+                        changed += Int(r.changed)
+                        revoked += Int(r.revoked)
+                    }
+                    return (changed, revoked)
                 }
             }
             return try await group.reduce(into: []) { $0.append((changed: $1.0, revoked: $1.1)) }
         }
+    }
+
+    /// Policy entries (put or removed) per PutPolicy call. A subnet's whole
+    /// push — after an operator restart, every member's entry or removal —
+    /// is one entry per endpoint: at 1,000,000 endpoints one message would
+    /// pass gRPC's 4 MiB limit and the call's 5 s.
+    public static let policyEntriesPerCall = 20_000
+
+    /// `u` in parts of at most `policyEntriesPerCall` entries: the entries
+    /// first, each part with the rule sets its entries name (a bouncer drops
+    /// the sets no entry names after every call), then the removals; the
+    /// prefix tables with the first part. Small updates go whole.
+    public static func policyParts(_ u: Mizar_Transit_V1_PolicyUpdate) -> [Mizar_Transit_V1_PolicyUpdate] {
+        guard u.endpoints.count + u.removed.count > policyEntriesPerCall else { return [u] }
+        struct SetKey: Hashable { var vni: UInt32, id: UInt64 }
+        let sets = Dictionary(u.sets.map { (SetKey(vni: $0.vni, id: $0.id), $0) }, uniquingKeysWith: { a, _ in a })
+        var parts: [Mizar_Transit_V1_PolicyUpdate] = []
+        for start in stride(from: 0, to: u.endpoints.count, by: policyEntriesPerCall) {
+            var part = Mizar_Transit_V1_PolicyUpdate()
+            part.endpoints = Array(u.endpoints[start..<min(start + policyEntriesPerCall, u.endpoints.count)])
+            let named = Set(part.endpoints.flatMap { [SetKey(vni: $0.vni, id: $0.ingressSet), SetKey(vni: $0.vni, id: $0.egressSet)] })
+            part.sets = named.compactMap { sets[$0] }.sorted { ($0.vni, $0.id) < ($1.vni, $1.id) }
+            parts.append(part)
+        }
+        for start in stride(from: 0, to: u.removed.count, by: policyEntriesPerCall) {
+            var part = Mizar_Transit_V1_PolicyUpdate()
+            part.removed = Array(u.removed[start..<min(start + policyEntriesPerCall, u.removed.count)])
+            parts.append(part)
+        }
+        parts[0].blocks = u.blocks
+        return parts
     }
 }

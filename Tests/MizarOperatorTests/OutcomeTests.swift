@@ -178,6 +178,68 @@ extension OperatorTests {
     }
 }
 
+/// A bouncer's whole policy push in parts.
+extension OperatorTests {
+    @Test("a policy push of 45,001 entries reaches a real transitd in three parts, each with the rule sets it names: every entry and set held; removing them all is three parts too, and nothing is left")
+    func policyInParts() async throws {
+        let plane = try await Plane.get()
+        let h1 = plane.bed.hosts[0]
+        let peer = TransitPeer(target: .unix(h1.socket), ip: h1.ip, mac: h1.mac)
+        let vni: UInt32 = 0xBEEF5   // no VPC of any test has it
+        func held() async throws -> Mizar_Transit_V1_PolicyState {
+            var r = Mizar_Transit_V1_ListRequest()
+            r.vni = vni
+            let request = r
+            return try await withTransitClient(.unix(h1.socket)) { try await $0.listPolicy(request) }
+        }
+        // Two rule sets: even entries name one, odd entries the other.
+        let sets = [UInt64(0x5e7a), UInt64(0x5e7b)].map { id in
+            var s = Mizar_Transit_V1_PolicySet()
+            s.vni = vni
+            s.id = id
+            return s
+        }
+        let n = 45_001
+        func ip(_ i: Int) -> String { "10.\(i >> 16).\((i >> 8) & 0xff).\(i & 0xff)" }
+        var update = Mizar_Transit_V1_PolicyUpdate()
+        update.sets = sets
+        update.endpoints = (0..<n).map { i in
+            var e = Mizar_Transit_V1_PolicyEndpoint()
+            e.vni = vni
+            e.ip = ip(i)
+            e.ingressSet = sets[i % 2].id
+            return e
+        }
+        let parts = Provisioning.policyParts(update)
+        #expect(parts.map(\.endpoints.count) == [20_000, 20_000, 5_001])
+        #expect(parts.allSatisfy { $0.sets.map(\.id) == [0x5e7a, 0x5e7b] }, "a part lacks a set its entries name")
+        let pool = HTTP2TransitPool()
+        let put = try await Provisioning.putPolicy([(peer, update)], via: pool)
+        #expect(pool.methodCounts()["PutPolicy"] == 3, "\(pool.methodCounts())")
+        #expect(put.first?.changed == n)
+        let state = try await held()
+        #expect(state.endpoints.count == n && Set(state.sets.map(\.id)) == [0x5e7a, 0x5e7b],
+                "\(state.endpoints.count) entries, sets \(state.sets.map(\.id))")
+        #expect(state.endpoints.contains { $0.ip == ip(n - 1) && $0.ingressSet == 0x5e7a })
+        // Every entry removed: three parts again; the sets go with them.
+        var removal = Mizar_Transit_V1_PolicyUpdate()
+        removal.removed = (0..<n).map { i in
+            var k = Mizar_Transit_V1_EndpointKey()
+            k.vni = vni
+            k.ip = ip(i)
+            return k
+        }
+        pool.resetCounts()
+        let removed = try await Provisioning.putPolicy([(peer, removal)], via: pool)
+        #expect(pool.methodCounts()["PutPolicy"] == 3 && removed.first?.changed == n, "\(pool.methodCounts()) \(removed)")
+        let left = try await held()
+        #expect(left.endpoints.isEmpty && left.sets.isEmpty, "\(left.endpoints.count) entries and \(left.sets.count) sets left")
+        // A small update is one call, whole.
+        #expect(Provisioning.policyParts(removal.removed.prefix(3).reduce(into: Mizar_Transit_V1_PolicyUpdate()) { $0.removed.append($1) }).count == 1)
+        await pool.shutdown()
+    }
+}
+
 /// A VPC's deletion and the tables a host holds without the operator's
 /// record of them.
 extension OperatorTests {
