@@ -3,7 +3,8 @@
 //
 // Real: etcd (on disk), the Operator's code (in calibration, in this
 // process; in the sweep, the release mizar-operator executable), each
-// droplet's DropletRegistration (its Droplet, its lease and renewals),
+// droplet's DropletRegistration (its Droplet, its lease and renewals; in
+// the sweep, run by a registrar process of their own at nice -5),
 // Store and admission, gRPC over TCP with one connection per droplet.
 // Simulated: each droplet's local work (SimFleet: tables in dictionaries,
 // transitd's preconditions), all droplets behind one listener. TLS is off
