@@ -22,6 +22,17 @@ public struct PolicyUpdateSpec: Sendable {
     public init() {}
 }
 
+/// A rule set on a bouncer: its VPC and id.
+struct PolicySetRef: Hashable {
+    var vni: VNI
+    var id: UInt64
+
+    /// The sets an entry names (0: not isolated that way, no set).
+    static func named(by e: PolicyEndpointEntry) -> [PolicySetRef] {
+        [e.ingress, e.egress].filter { $0 != 0 }.map { PolicySetRef(vni: e.vni, id: $0) }
+    }
+}
+
 /// What a bouncer holds of network policy.
 public struct PolicyState: Sendable {
     public var endpoints: [PolicyEndpointEntry]
@@ -41,16 +52,19 @@ extension TransitHost {
     /// endpoints whose entries changed (and asked for it) to judge their
     /// flows again. Returns the entries changed and the revocations sent.
     public func putPolicy(_ u: PolicyUpdateSpec) throws -> (changed: Int, revoked: Int) {
-        for s in u.sets { try dataplane.setPolicySet(s.vni, id: s.id, s.rules) }
+        for s in u.sets { try writePolicySet(s) }
         var changed = 0
         var revoke: [(VNI, IPv4Address)] = []
         for (e, tell) in u.endpoints {
-            if try dataplane.policyEndpoint(e.vni, e.ip) == e { continue }
-            try dataplane.setPolicyEndpoint(e)
+            let old = try dataplane.policyEndpoint(e.vni, e.ip)
+            if old == e { continue }
+            try writePolicyEntry(e.vni, e.ip, e, replacing: old)
             changed += 1
             if tell { revoke.append((e.vni, e.ip)) }
         }
-        for (vni, ip) in u.removed where try dataplane.deletePolicyEndpoint(vni, ip) {
+        for (vni, ip) in u.removed {
+            guard let old = try dataplane.policyEndpoint(vni, ip) else { continue }
+            try writePolicyEntry(vni, ip, nil, replacing: old)
             changed += 1
             revoke.append((vni, ip))
         }
@@ -68,16 +82,44 @@ extension TransitHost {
         return (changed, sent)
     }
 
-    /// Rule sets no entry names go.
+    /// Rule sets no entry names go: of those written or left unnamed since
+    /// the last time (every set, the first time).
     func collectPolicySets() throws {
-        var named = Swift.Set<String>()
+        try countPolicySetUsers()
+        let check = policySetsToCheck
+        policySetsToCheck = []
+        for r in check where policySetUsers?[r] == nil { try dataplane.deletePolicySet(r.vni, id: r.id) }
+    }
+
+    /// The entries naming each rule set, counted from the table once.
+    func countPolicySetUsers() throws {
+        guard policySetUsers == nil else { return }
+        var users: [PolicySetRef: Int] = [:]
         for e in try dataplane.policyEndpointEntries() {
-            named.insert("\(e.vni)/\(e.ingress)")
-            named.insert("\(e.vni)/\(e.egress)")
+            for r in PolicySetRef.named(by: e) { users[r, default: 0] += 1 }
         }
-        for (vni, id) in try dataplane.policySetIDs() where !named.contains("\(vni)/\(id)") {
-            try dataplane.deletePolicySet(vni, id: id)
+        policySetUsers = users
+        for (vni, id) in try dataplane.policySetIDs() { policySetsToCheck.insert(PolicySetRef(vni: vni, id: id)) }
+    }
+
+    /// Writes a rule set; it goes at the next collection if no entry names it.
+    func writePolicySet(_ s: PolicyUpdateSpec.Set) throws {
+        try countPolicySetUsers()
+        try dataplane.setPolicySet(s.vni, id: s.id, s.rules)
+        policySetsToCheck.insert(PolicySetRef(vni: s.vni, id: s.id))
+    }
+
+    /// Puts an endpoint's entry (nil: removes it) in place of `old`, as the
+    /// table holds it, and counts the sets each names.
+    func writePolicyEntry(_ vni: VNI, _ ip: IPv4Address, _ new: PolicyEndpointEntry?, replacing old: PolicyEndpointEntry?) throws {
+        try countPolicySetUsers()
+        if let new { try dataplane.setPolicyEndpoint(new) } else { try dataplane.deletePolicyEndpoint(vni, ip) }
+        for r in old.map(PolicySetRef.named) ?? [] {
+            let n = (policySetUsers?[r] ?? 1) - 1
+            policySetUsers?[r] = n > 0 ? n : nil
+            if n <= 0 { policySetsToCheck.insert(r) }
         }
+        for r in new.map(PolicySetRef.named) ?? [] { policySetUsers?[r, default: 0] += 1 }
     }
 
     public func policyState(vni: VNI?) throws -> PolicyState {

@@ -55,6 +55,12 @@ public actor TransitHost {
     let logger: Logger
     let netlink: Netlink
     var interfaces: [EndpointKey: Mizar_Transit_V1_EndpointInterfaceInfo] = [:]
+    /// How many policy entries name each rule set (built from the table on
+    /// first use: it may hold what an earlier transitd wrote), and the sets
+    /// to look at when unnamed sets are dropped: dropping them costs what a
+    /// call changed, not every entry the bouncer holds.
+    var policySetUsers: [PolicySetRef: Int]?
+    var policySetsToCheck: Set<PolicySetRef> = []
     /// The VPCs this host is a divider of ("vpc/VNI") and the subnets it
     /// is a bouncer of ("subnet/VNI/CIDR"): read, without waiting on the
     /// actor, by the registration that picks the droplet's lease.
@@ -228,22 +234,21 @@ public actor TransitHost {
         let before = try dataplane.endpoint(e.vni, e.ip)
         let policyBefore = try dataplane.policyEndpoint(e.vni, e.ip)
         if before == e && policyBefore == policy { return false }
-        for s in sets { try dataplane.setPolicySet(s.vni, id: s.id, s.rules) }
-        if let policy {
-            try dataplane.setPolicyEndpoint(policy)
-        } else if policyBefore != nil {
-            try dataplane.deletePolicyEndpoint(e.vni, e.ip)
-        }
+        for s in sets { try writePolicySet(s) }
+        if policy != policyBefore { try writePolicyEntry(e.vni, e.ip, policy, replacing: policyBefore) }
         try dataplane.upsertEndpoint(e)
         try dataplane.invalidateCachedHost(e.vni, e.ip)
-        if policyBefore != nil { try collectPolicySets() }
+        try collectPolicySets()
         logger.info("endpoint put", metadata: ["vpc.vni": "\(e.vni)", "endpoint.ip": "\(e.ip)", "endpoint.host": "\(e.host)"])
         return true
     }
 
     public func deleteEndpoint(_ vni: VNI, _ ip: IPv4Address) throws -> Bool {
         let existed = try dataplane.deleteEndpoint(vni, ip)
-        if try dataplane.deletePolicyEndpoint(vni, ip) { try collectPolicySets() }
+        if let policy = try dataplane.policyEndpoint(vni, ip) {
+            try writePolicyEntry(vni, ip, nil, replacing: policy)
+            try collectPolicySets()
+        }
         try dataplane.invalidateCachedHost(vni, ip)
         return existed
     }

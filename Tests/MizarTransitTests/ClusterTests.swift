@@ -225,6 +225,66 @@ struct ClusterTests {
         #expect(Traffic.ping(from: w.a2.netns, w.a5.ip, count: 3, interval: 0.1).received == 3)
     }
 
+    @Test("a bouncer drops a rule set when its last entry naming it goes, and not before; a set no entry names goes at once")
+    func policySetsCounted() async throws {
+        let w = try await World.get()
+        func sets() async throws -> Set<UInt64> {
+            var r = Mizar_Transit_V1_ListRequest()
+            r.vni = Cluster.vniA
+            let request = r
+            return Set(try await w.c.client(1) { try await $0.listPolicy(request) }.sets.map(\.id))
+        }
+        func put(_ u: Mizar_Transit_V1_PolicyUpdate) async throws -> Mizar_Transit_V1_PolicyReply {
+            try await w.c.client(1) { try await $0.putPolicy(u) }
+        }
+        func key(_ ip: String) -> Mizar_Transit_V1_EndpointKey {
+            var k = Mizar_Transit_V1_EndpointKey()
+            k.vni = Cluster.vniA
+            k.ip = ip
+            return k
+        }
+        // Addresses of no endpoint; set 0xa11 named by both entries (one
+        // each way), 0xb22 by the second's egress, 0xc33 by none.
+        let ids: [UInt64] = [0xa11, 0xb22, 0xc33]
+        var update = Mizar_Transit_V1_PolicyUpdate()
+        update.sets = ids.map { id in
+            var s = Mizar_Transit_V1_PolicySet()
+            s.vni = Cluster.vniA
+            s.id = id
+            return s
+        }
+        update.endpoints = [("10.0.1.201", UInt64(0xa11), UInt64(0)), ("10.0.1.202", 0xb22, 0xa11)].map { ip, ingress, egress in
+            var e = Mizar_Transit_V1_PolicyEndpoint()
+            e.vni = Cluster.vniA
+            e.ip = ip
+            e.ingressSet = ingress
+            e.egressSet = egress
+            return e
+        }
+        #expect(try await put(update).changed == 2)
+        var held = try await sets()
+        #expect(held.isSuperset(of: [0xa11, 0xb22]) && !held.contains(0xc33), "held: \(held)")
+        // The first entry goes: 0xa11 is still named by the second.
+        var removal = Mizar_Transit_V1_PolicyUpdate()
+        removal.removed = [key("10.0.1.201")]
+        #expect(try await put(removal).changed == 1)
+        held = try await sets()
+        #expect(held.isSuperset(of: [0xa11, 0xb22]), "held: \(held)")
+        // The second entry's egress changes to no set: 0xa11 goes, 0xb22 stays.
+        var change = Mizar_Transit_V1_PolicyUpdate()
+        var second = update.endpoints[1]
+        second.egressSet = 0
+        change.endpoints = [second]
+        #expect(try await put(change).changed == 1)
+        held = try await sets()
+        #expect(held.contains(0xb22) && !held.contains(0xa11), "held: \(held)")
+        // The last entry goes, and with it the last set.
+        removal.removed = [key("10.0.1.202")]
+        #expect(try await put(removal).changed == 1)
+        held = try await sets()
+        #expect(held.isDisjoint(with: ids), "held: \(held)")
+    }
+
     @Test("two bouncers on a subnet and two dividers on a VPC: traffic arrives and both are used (for judging; dividers when policy is off)",
           arguments: [true, false])
     func twoBouncersTwoDividers(policy: Bool) async throws {
