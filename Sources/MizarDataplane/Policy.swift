@@ -252,9 +252,10 @@ extension Dataplane {
     }
 
     /// Drops the entries that can admit nothing any more: past their
-    /// timeout, with no end on this host (its endpoint is gone), or admitted
-    /// before every local end's last revocation (the next packet is judged
-    /// anyway). Returns how many went.
+    /// timeout, or with no end on this host (its endpoint is gone). An
+    /// entry admitted before its ends' last revocation stays until its
+    /// timeout: it admits nothing, but it says who opened the flow. Returns
+    /// how many went.
     @discardableResult
     public func sweepConntrack() throws(SystemError) -> Int {
         let now = Self.monotonicNs()
@@ -264,9 +265,13 @@ extension Dataplane {
             for ip in [k.src, k.dst] {
                 if let l = try local.lookup(mz_ep_key(vni: k.vni, ip: ip)) { locals.append(l.revoked_ns) }
             }
+            // A revoked entry admits nothing but is kept until it expires:
+            // it remembers who opened the flow, which the judgment of the
+            // flow's next packet needs (without it, the answering side's
+            // next packet would be judged as opening the flow, and the
+            // opener's packets pass as its replies).
             let expired = now > v.seen_ns && now - v.seen_ns > Self.conntrackTimeoutNs(v)
-            let revoked = !locals.isEmpty && locals.allSatisfy { v.admitted_ns < $0 }
-            if expired || locals.isEmpty || revoked, try conntrack.delete(k) { gone += 1 }
+            if expired || locals.isEmpty, try conntrack.delete(k) { gone += 1 }
         }
         return gone
     }

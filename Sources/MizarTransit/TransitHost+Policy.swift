@@ -155,9 +155,9 @@ extension TransitHost {
         }
     }
 
-    /// Drops the entries that admit nothing any more: past their timeout,
-    /// of endpoints no longer here, or admitted before every local end was
-    /// revoked. Returns how many went.
+    /// Drops the conntrack entries past their timeout or of endpoints no
+    /// longer here (revoked ones stay until their timeout: they say who
+    /// opened the flow). Returns how many went.
     public func sweepConntrack() throws -> Int {
         try dataplane.sweepConntrack()
     }

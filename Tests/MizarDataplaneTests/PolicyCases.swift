@@ -131,6 +131,15 @@ enum PolicyCases {
                        input: a1ToA4, expect: .redirect(.droplet),
                        output: P.tunnel(from: T.h1, to: T.h3, vni: T.vniA, rts: T.h1, rtsFlags: judge | reverse, inner: a1ToA4),
                        counters: ["policy_judge"]),
+            PacketCase(name: "a reply whose flow was revoked is still marked REVERSE after the conntrack sweep (the entry says who opened it)",
+                       program: .agent, port: .a,
+                       prepare: { dp in
+                           try admit(dp, T.a4, 7, T.a1, 40000, udpProto); try dp.revokeLocal(T.vniA, T.a1)
+                           #expect(try dp.sweepConntrack() == 0)
+                       },
+                       input: a1ToA4, expect: .redirect(.droplet),
+                       output: P.tunnel(from: T.h1, to: T.h3, vni: T.vniA, rts: T.h1, rtsFlags: judge | reverse, inner: a1ToA4),
+                       counters: ["policy_judge"]),
             PacketCase(name: "a reply of an admitted flow passes, straight to the opener's host", program: .agent, port: .a,
                        prepare: { dp in try admit(dp, T.a4, 7, T.a1, 40000, udpProto); try cache(dp, T.a4, T.h3) },
                        input: a1ToA4, expect: .redirect(.droplet),
@@ -384,5 +393,28 @@ enum PolicyCases {
                                        options: [opt(MZ_OPT_POLICY, [0, 0, 0, 0]), P.rts(T.h3, flags: judge)], inner: a4ToA3),
                        expect: .drop(MZ_DROP_GENEVE_OPTIONS)),
         ]
+    }
+}
+
+extension DataplaneTests.Packets {
+    @Test("the conntrack sweep drops expired entries and those with no end on this host, and keeps a revoked one until its timeout")
+    func conntrackSweep() throws {
+        let env = try TestEnvironment.get(policy: true)
+        let dp = env.dataplane
+        try env.reset()
+        try seed(env, Roles())
+        typealias C = PolicyCases
+        // Kept: revoked (a1 is local), it names a4 as the opener.
+        try C.admit(dp, T.a4, 7, T.a1, 40000, C.udpProto)
+        try dp.revokeLocal(T.vniA, T.a1)
+        // Swept: expired; no end on this host (a3 and a4 are elsewhere).
+        try C.admit(dp, T.a4, 8, T.a1, 40001, C.udpProto, state: MZ_CT_OTHER, age: UInt64(MZ_CT_TIMEOUT_UDP + 1) * 1_000_000_000)
+        try C.admit(dp, T.a4, 9, T.a3, 40002, C.udpProto)
+        #expect(try dp.sweepConntrack() == 2)
+        let left = try dp.conntrackEntries()
+        #expect(left.count == 1, "\(left)")
+        let kept = try C.entry(dp, T.a4, 7, T.a1, 40000)
+        #expect(kept.map(C.opener) == T.a4)
+        try dp.conntrack.clear()
     }
 }
