@@ -111,16 +111,16 @@ extension Provisioning {
         struct SetKey: Hashable { var vni: UInt32, id: UInt64 }
         let sets = Dictionary(u.sets.map { (SetKey(vni: $0.vni, id: $0.id), $0) }, uniquingKeysWith: { a, _ in a })
         var parts: [Mizar_Transit_V1_PolicyUpdate] = []
-        for start in stride(from: 0, to: u.endpoints.count, by: policyEntriesPerCall) {
+        for entries in chunks(u.endpoints, of: policyEntriesPerCall) {
             var part = Mizar_Transit_V1_PolicyUpdate()
-            part.endpoints = Array(u.endpoints[start..<min(start + policyEntriesPerCall, u.endpoints.count)])
+            part.endpoints = Array(entries)
             let named = Set(part.endpoints.flatMap { [SetKey(vni: $0.vni, id: $0.ingressSet), SetKey(vni: $0.vni, id: $0.egressSet)] })
             part.sets = named.compactMap { sets[$0] }.sorted { ($0.vni, $0.id) < ($1.vni, $1.id) }
             parts.append(part)
         }
-        for start in stride(from: 0, to: u.removed.count, by: policyEntriesPerCall) {
+        for keys in chunks(u.removed, of: policyEntriesPerCall) {
             var part = Mizar_Transit_V1_PolicyUpdate()
-            part.removed = Array(u.removed[start..<min(start + policyEntriesPerCall, u.removed.count)])
+            part.removed = Array(keys)
             parts.append(part)
         }
         parts[0].blocks = u.blocks

@@ -67,9 +67,7 @@ public enum Provisioning {
         // entry per host: about 3.7 MB at 100,000 hosts) would pass gRPC's
         // 4 MiB message limit a little further on. A replacement is one
         // message (the table must be exactly it).
-        let parts = replace ? [droplets[...]] : stride(from: 0, to: max(droplets.count, 1), by: dropletsPerCall).map {
-            droplets[$0..<min($0 + dropletsPerCall, droplets.count)]
-        }
+        let parts = replace || droplets.isEmpty ? [droplets[...]] : chunks(droplets, of: dropletsPerCall)
         let tables = parts.map { part in
             var t = Mizar_Transit_V1_DropletTable()
             t.droplets = part.map(Mizar_Transit_V1_Host.init)
@@ -79,6 +77,12 @@ public enum Provisioning {
         try await onEach(hosts) { [tables] h in
             for t in tables { _ = try await connector.withClient(h.target) { try await $0.putDroplets(t, options: callOptions) } }
         }
+    }
+
+    /// `items` in consecutive slices of at most `size` (none when empty):
+    /// what goes in one call of a table too large for one message.
+    static func chunks<T>(_ items: [T], of size: Int) -> [ArraySlice<T>] {
+        stride(from: 0, to: items.count, by: size).map { items[$0..<min($0 + size, items.count)] }
     }
 
     /// Droplet-table entries per PutDroplets call that adds (about 370 KB).

@@ -264,7 +264,7 @@ final class SimCluster: Sendable {
             registrar.send("start \(i) \(ttl) \(roleTTL) \(fleet.holdsRole(ip) ? 1 : 0)")
             return
         }
-        guard let store else { return }
+        guard let store else { preconditionFailure("droplet \(i)'s registration needs a store without a registrar") }
         let t = Task {
             await DropletRegistration.run(store: store, name: simName(i), spec: spec,
                                           liveness: .init(ttl: ttl, roleTTL: roleTTL, holdsRole: fleet.roleFlag(ip)), logger: logger)
